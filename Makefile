@@ -1,0 +1,42 @@
+# Timeveil: two commands. `make run` serves on embedded defaults; `make test` sets up and runs the suite.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+STAMP   := .venv/.installed
+PG_URL  ?= postgres://postgres@127.0.0.1:5432/test
+HOST    ?= 127.0.0.1:8000
+
+.PHONY: run test setup lint typecheck test-sqlite test-postgres bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c requirements.lock -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py bootstrap
+	$(PY) manage.py runserver $(HOST)
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+
+# The whole suite on SQLite, then again on the local PostgreSQL when it answers (CI has one).
+test: setup lint test-sqlite test-postgres
+
+test-sqlite: setup
+	DATABASE_URL=sqlite:///:memory: .venv/bin/pytest -n 2 --dist loadfile
+
+test-postgres: setup
+	@if $(PY) -c "import psycopg,sys; psycopg.connect('$(PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
+		DATABASE_URL=$(PG_URL) .venv/bin/pytest -n 2 --dist loadfile; \
+	else echo "PostgreSQL at $(PG_URL) does not answer: skipping the PostgreSQL run"; fi
+
+bench: setup
+	$(PY) bench/upload.py
+
+clean:
+	rm -rf .venv var

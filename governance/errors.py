@@ -1,0 +1,89 @@
+"""The one error hierarchy: each class carries its HTTP status and machine code; one handler renders them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TimeveilError(Exception):
+    """Base of every error a client may see; rendered as {"error": {code, message, details}}."""
+
+    status: int = 400
+    code: str = "bad_request"
+    message: str = "The request could not be processed."
+
+    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None) -> None:
+        self.message = message or self.message
+        self.details = details or {}
+        super().__init__(self.message)
+
+
+class InvalidInput(TimeveilError):
+    status, code, message = 400, "invalid", "The request is not valid."
+
+
+class NotAuthenticated(TimeveilError):
+    status, code, message = 401, "not_authenticated", "Authentication credentials were not provided or are invalid."
+
+
+class Forbidden(TimeveilError):
+    status, code, message = 403, "forbidden", "You are not allowed to do this."
+
+
+class ConsentRequired(Forbidden):
+    code, message = "consent_required", "Active consent for this purpose is required."
+
+
+class NotFound(TimeveilError):
+    # Same answer for "missing" and "not yours": never reveal that another user's object exists.
+    status, code, message = 404, "not_found", "Not found."
+
+
+class Conflict(TimeveilError):
+    status, code, message = 409, "conflict", "The request conflicts with the current state."
+
+
+class StalePolicyVersion(Conflict):
+    code, message = "stale_policy_version", "Consent must be given to the current policy version."
+
+
+class BudgetExceeded(Conflict):
+    code, message = "privacy_budget_exceeded", "This run would pass the lineage's privacy budget."
+
+
+class PayloadTooLarge(TimeveilError):
+    status, code, message = 413, "too_large", "The upload is too large."
+
+
+class UnsupportedMediaType(TimeveilError):
+    status, code, message = 415, "unsupported_media_type", "Only JPEG, PNG and WebP images are accepted."
+
+
+class Unprocessable(TimeveilError):
+    status, code, message = 422, "unprocessable", "The input was understood but cannot be processed."
+
+
+class NoFace(Unprocessable):
+    code, message = "no_face", "No face was found in the photo."
+
+
+class Throttled(TimeveilError):
+    status, code, message = 429, "throttled", "Too many requests; slow down."
+
+
+class IntegrityFailure(TimeveilError):
+    """Ciphertext tampered, truncated, mis-bound, or its key destroyed: never returns plaintext."""
+
+    status, code, message = 500, "integrity_failure", "Stored data failed its integrity check."
+
+
+class KeyDestroyed(IntegrityFailure):
+    status, code, message = 410, "key_destroyed", "The data key was destroyed; this data is gone."
+
+
+class ConfigurationError(Exception):
+    """Settings are wrong: raised at start-up with a message that says what to set."""
+
+
+class CorruptImage(InvalidInput):
+    code, message = "corrupt_image", "The image is truncated or corrupt."

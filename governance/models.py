@@ -1,0 +1,90 @@
+"""Governance tables: purposes and policies, the consent ledger, wrapped data keys, the audit chain."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Purpose(models.Model):
+    """A reason personal data may be used (`processing`, `training`); consent is given per purpose."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class PolicyVersion(models.Model):
+    """One published version of a purpose's policy text; consent binds to a version and its hash."""
+
+    purpose = models.ForeignKey(Purpose, on_delete=models.PROTECT, related_name="versions")
+    version = models.PositiveIntegerField()
+    text = models.TextField()
+    sha256 = models.CharField(max_length=64)
+    published_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["purpose", "version"], name="one_policy_per_version")]
+        ordering = ["purpose_id", "version"]
+
+
+class AppendOnlyError(Exception):
+    """An append-only row was asked to change."""
+
+
+class ConsentRecord(models.Model):
+    """One grant or withdrawal. Append-only: the current state is the newest record per purpose."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)  # the receipt id
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="consents")
+    subject = models.CharField(max_length=64, db_index=True)  # pseudonym, for receipts and audit
+    purpose = models.ForeignKey(Purpose, on_delete=models.PROTECT)
+    policy = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT)
+    granted = models.BooleanField()
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "purpose", "at"])]
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("Consent records are append-only; record a new grant or withdrawal.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class DataKey(models.Model):
+    """A user's data key, stored only wrapped by a versioned KEK. Deleting the row crypto-shreds the user."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="data_key")
+    kek_version = models.PositiveIntegerField()
+    wrapped = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    rewrapped_at = models.DateTimeField(null=True)
+
+
+class AuditHead(models.Model):
+    """The chain head (a single row): locked for update so concurrent appends queue instead of forking."""
+
+    seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64)
+
+
+class AuditEvent(models.Model):
+    """One link of the audit hash chain. Actors and subjects are pseudonyms; details never hold content."""
+
+    seq = models.BigIntegerField(primary_key=True)
+    at = models.DateTimeField(db_index=True)
+    action = models.CharField(max_length=64, db_index=True)
+    actor = models.CharField(max_length=64, db_index=True)
+    subject = models.CharField(max_length=64, db_index=True)
+    object_ref = models.CharField(max_length=128, blank=True)
+    details = models.JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["seq"]

@@ -1,0 +1,1 @@
+"""Accounts and roles: end users, compliance officers (a group), staff."""

@@ -1,0 +1,8 @@
+"""Django app config for accounts."""
+
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    name = "webplatform.accounts"
+    label = "accounts"

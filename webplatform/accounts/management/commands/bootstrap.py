@@ -1,0 +1,61 @@
+"""`manage.py bootstrap`: seed purposes and policy v1, the compliance group, and demo accounts (idempotent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from governance.consent import PROCESSING, TRAINING, consent_set, policy_current, policy_publish
+from governance.keys import data_key_create, get_keyring
+from governance.models import Purpose
+from webplatform.accounts.services import user_register
+
+POLICY_DIR = Path(__file__).resolve().parents[4] / "governance" / "policies"
+PURPOSE_NAMES = {PROCESSING: "Processing your photos", TRAINING: "Improving the model (differential privacy)"}
+
+
+class Command(BaseCommand):
+    help = "Seed purposes, policies, roles and demo accounts; print the demo credentials."
+
+    def handle(self, *args: object, **options: object) -> None:
+        get_keyring()  # generated on first run, mode 0600
+        with transaction.atomic():
+            for slug, name in PURPOSE_NAMES.items():
+                if not Purpose.objects.filter(slug=slug).exists():
+                    policy_publish(purpose_slug=slug, name=name, text=(POLICY_DIR / f"{slug}.txt").read_text())
+            Group.objects.get_or_create(name=settings.COMPLIANCE_GROUP)
+        credentials = self._demo_accounts()
+        self.stdout.write(self.style.SUCCESS("Timeveil is ready. Demo accounts (kept in var/demo_credentials.json):"))
+        for role, cred in credentials.items():
+            self.stdout.write(f"  {role:<12} username={cred['username']}  password={cred['password']}")
+
+    def _demo_accounts(self) -> dict[str, dict[str, str]]:
+        path = settings.VAR_DIR / "demo_credentials.json"
+        User = get_user_model()
+        if path.exists():
+            credentials = json.loads(path.read_text())
+            if all(User.objects.filter(username=c["username"]).exists() for c in credentials.values()):
+                return credentials
+        # Generated on first run, never fixed in code.
+        credentials = {
+            "end user": {"username": f"demo-{secrets.token_hex(3)}", "password": secrets.token_urlsafe(12)},
+            "compliance": {"username": f"officer-{secrets.token_hex(3)}", "password": secrets.token_urlsafe(12)},
+        }
+        user, _ = user_register(**credentials["end user"])
+        consent_set(user_id=user.pk, purpose_slug=PROCESSING, granted=True,
+                    policy_version=policy_current(Purpose.objects.get(slug=PROCESSING)).version)
+        officer = User.objects.create_user(**credentials["compliance"])
+        data_key_create(user=officer)
+        officer.groups.add(Group.objects.get(name=settings.COMPLIANCE_GROUP))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(credentials, fh, indent=2)
+        return credentials

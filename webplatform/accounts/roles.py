@@ -1,0 +1,22 @@
+"""Roles: who is a compliance officer, and the DRF permission that says so."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework.permissions import BasePermission
+
+
+def is_compliance_officer(user: Any) -> bool:
+    """Compliance officers are members of the COMPLIANCE_GROUP group."""
+    return bool(user and user.is_authenticated and user.groups.filter(name=settings.COMPLIANCE_GROUP).exists())
+
+
+class IsComplianceOfficer(BasePermission):
+    """Audit trail, reports, training runs: compliance officers only (never image content)."""
+
+    message = "Only compliance officers may do this."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return is_compliance_officer(request.user)

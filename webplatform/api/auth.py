@@ -1,0 +1,60 @@
+"""Registration and token endpoints (throttled, open to anyone)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webplatform.accounts.services import token_obtain, user_register
+
+from .errors import ErrorResponse
+
+
+class RegisterApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_scope = "auth"
+
+    class Input(serializers.Serializer):
+        username = serializers.RegexField(r"^[\w.@+-]{3,150}$", max_length=150)
+        password = serializers.CharField(max_length=128, trim_whitespace=False)
+        email = serializers.EmailField(required=False, allow_blank=True, default="")
+
+    class Output(serializers.Serializer):
+        id = serializers.IntegerField()
+        username = serializers.CharField()
+        token = serializers.CharField()
+
+    @extend_schema(request=Input, responses={201: Output, 400: ErrorResponse, 409: ErrorResponse,
+                                             429: ErrorResponse}, auth=[])
+    def post(self, request: Request) -> Response:
+        """Create an end user and return their API token."""
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        user, token = user_register(**data.validated_data)
+        return Response({"id": user.pk, "username": user.username, "token": token}, status=status.HTTP_201_CREATED)
+
+
+class TokenApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_scope = "auth"
+
+    class Input(serializers.Serializer):
+        username = serializers.CharField(max_length=150)
+        password = serializers.CharField(max_length=128, trim_whitespace=False)
+
+    class Output(serializers.Serializer):
+        token = serializers.CharField()
+
+    @extend_schema(request=Input, responses={200: Output, 400: ErrorResponse, 401: ErrorResponse,
+                                             429: ErrorResponse}, auth=[])
+    def post(self, request: Request) -> Response:
+        """Exchange a username and password for the API token."""
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response({"token": token_obtain(**data.validated_data)})

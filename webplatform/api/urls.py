@@ -1,0 +1,19 @@
+"""REST API v1 routes (API.md)."""
+
+from django.urls import path
+
+from . import audit, auth, consents, photos
+
+urlpatterns = [
+    path("auth/register", auth.RegisterApi.as_view(), name="register"),
+    path("auth/token", auth.TokenApi.as_view(), name="token"),
+    path("purposes", consents.PurposeListApi.as_view(), name="purposes"),
+    path("me/consents", consents.ConsentStateApi.as_view(), name="consents"),
+    path("me/consents/history", consents.ConsentHistoryApi.as_view(), name="consent-history"),
+    path("me/consents/<slug:purpose>", consents.ConsentSetApi.as_view(), name="consent-set"),
+    path("photos", photos.PhotoListCreateApi.as_view(), name="photos"),
+    path("photos/<uuid:photo_id>", photos.PhotoDetailApi.as_view(), name="photo"),
+    path("photos/<uuid:photo_id>/content", photos.PhotoContentApi.as_view(), name="photo-content"),
+    path("audit/events", audit.AuditEventListApi.as_view(), name="audit-events"),
+    path("audit/verify", audit.AuditVerifyApi.as_view(), name="audit-verify"),
+]

@@ -1,0 +1,55 @@
+"""Liveness and readiness probes (outside /api/v1)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+from governance.keys import get_keyring
+from webplatform.objects import object_storage
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process answers."""
+    return JsonResponse({"ok": True})
+
+
+def _check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _check_storage() -> None:
+    storage = object_storage()
+    name = storage.save(f"readyz/{uuid.uuid4().hex}", ContentFile(b"probe"))
+    storage.delete(name)
+
+
+def _check_broker() -> None:
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return  # embedded mode: tasks run in process, there is no broker to reach
+    from webplatform.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+
+
+CHECKS = {"database": _check_database, "storage": _check_storage, "broker": _check_broker,
+          "keyring": lambda: get_keyring().check()}
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Database, storage, broker and keyring each answer; 503 names what does not."""
+    results = {}
+    for name, check in CHECKS.items():
+        try:
+            check()
+            results[name] = "ok"
+        except Exception as exc:  # a probe reports any failure rather than raise it
+            results[name] = f"failed: {type(exc).__name__}"
+    ok = all(v == "ok" for v in results.values())
+    return JsonResponse({"ok": ok, "checks": results}, status=200 if ok else 503)

@@ -1,0 +1,1 @@
+"""Server-rendered pages for end users and the compliance dashboard."""

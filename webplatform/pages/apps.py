@@ -1,0 +1,8 @@
+"""Django app config for pages."""
+
+from django.apps import AppConfig
+
+
+class PagesConfig(AppConfig):
+    name = "webplatform.pages"
+    label = "pages"

@@ -1,0 +1,1 @@
+"""Photo intake and encrypted storage."""

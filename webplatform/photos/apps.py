@@ -1,0 +1,8 @@
+"""Django app config for photos."""
+
+from django.apps import AppConfig
+
+
+class PhotosConfig(AppConfig):
+    name = "webplatform.photos"
+    label = "photos"
