@@ -18,7 +18,7 @@ setup: $(STAMP)
 run: setup
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py bootstrap
-	$(PY) manage.py runserver $(HOST)
+	EMBEDDED_SCHEDULER=1 $(PY) manage.py runserver $(HOST)
 
 lint: setup
 	.venv/bin/ruff check .

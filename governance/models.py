@@ -88,3 +88,28 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["seq"]
+
+
+class ErasureStatus(models.TextChoices):
+    ACCEPTED = "accepted"
+    PURGING = "purging"
+    DONE = "done"
+
+
+class ErasureRequest(models.Model):
+    """The tombstone an erasure leaves: pseudonym, times, counts. The receipt is stored only as a hash."""
+
+    receipt_sha256 = models.CharField(max_length=64, unique=True)
+    subject = models.CharField(max_length=64)  # pseudonym: links to audit events, not to a person
+    user_id = models.BigIntegerField(null=True)  # what to purge; cleared once the purge is done
+    status = models.CharField(max_length=10, choices=ErasureStatus.choices, default=ErasureStatus.ACCEPTED)
+    requested_at = models.DateTimeField()
+    deadline = models.DateTimeField()
+    purge_started_at = models.DateTimeField(null=True)
+    completed_at = models.DateTimeField(null=True)
+    counts = models.JSONField(default=dict)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["requested_at"]

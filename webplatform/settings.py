@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "governance",
     "webplatform.accounts",
     "webplatform.photos",
+    "webplatform.jobs",
+    "webplatform.lifecycle",
     "webplatform.pages",
 ]
 
@@ -191,6 +193,7 @@ STORAGES = {
 }
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 
 # --- keys: a 0600 keyring file under var/ by default; a KMS provider behind the same interface ---------
@@ -235,3 +238,11 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# --- periodic jobs: Celery beat at scale; a thread in the embedded `make run` ---------------------------
+RETENTION_INTERVAL_SECONDS = env.int("RETENTION_INTERVAL_SECONDS", default=600)
+CELERY_BEAT_SCHEDULE = {
+    "enforce-retention": {"task": "webplatform.lifecycle.tasks.retention_enforce_task",
+                          "schedule": RETENTION_INTERVAL_SECONDS},
+}
+EMBEDDED_SCHEDULER = env.bool("EMBEDDED_SCHEDULER", default=False)

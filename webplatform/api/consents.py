@@ -9,8 +9,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.consent import consent_receipt, consent_set, consent_states, policy_current
+from governance.consent import consent_receipt, consent_states, policy_current
 from governance.models import ConsentRecord, Purpose
+from webplatform.lifecycle.withdrawal import consent_change
 
 from .errors import ErrorResponse
 
@@ -82,7 +83,7 @@ class ConsentSetApi(APIView):
         """Grant (naming the current policy version) or withdraw consent for a purpose; returns the receipt."""
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        record = consent_set(user_id=request.user.pk, purpose_slug=purpose, **data.validated_data)
+        record = consent_change(user_id=request.user.pk, purpose_slug=purpose, **data.validated_data)
         return Response(ReceiptOut(consent_receipt(record)).data)
 
 

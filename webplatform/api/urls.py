@@ -2,11 +2,15 @@
 
 from django.urls import path
 
-from . import audit, auth, consents, photos
+from . import audit, auth, compliance, consents, me, photos
 
 urlpatterns = [
     path("auth/register", auth.RegisterApi.as_view(), name="register"),
     path("auth/token", auth.TokenApi.as_view(), name="token"),
+    path("me", me.MeApi.as_view(), name="me"),
+    path("me/export", me.ExportApi.as_view(), name="export"),
+    path("erasures/<str:receipt>", me.ErasureStatusApi.as_view(), name="erasure-status"),
+    path("compliance/report", compliance.ComplianceReportApi.as_view(), name="compliance-report"),
     path("purposes", consents.PurposeListApi.as_view(), name="purposes"),
     path("me/consents", consents.ConsentStateApi.as_view(), name="consents"),
     path("me/consents/history", consents.ConsentHistoryApi.as_view(), name="consent-history"),

@@ -8,11 +8,11 @@ from django.conf import settings
 from django.db import models
 
 
-class Photo(models.Model):
-    """An uploaded original, stored encrypted under the owner's data key, deleted at `expires_at`."""
+class StoredObject(models.Model):
+    """Common shape of every encrypted object a user owns: ciphertext name, deadline, deletion state."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="photos")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
     width = models.PositiveIntegerField()
@@ -20,6 +20,27 @@ class Photo(models.Model):
     content_type = models.CharField(max_length=32)
     size_bytes = models.PositiveIntegerField()  # of the ciphertext
     storage_name = models.CharField(max_length=255, unique=True)
+    # Retention deletes ciphertext first, then the row; a storage failure leaves the row to retry.
+    deletion_attempts = models.PositiveIntegerField(default=0)
+    last_deletion_error = models.CharField(max_length=200, blank=True)
+
+    KIND = "object"
 
     class Meta:
+        abstract = True
         ordering = ["-created_at"]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.KIND}:{self.id}"
+
+
+class Photo(StoredObject):
+    """An uploaded original, deleted at `expires_at` (longer while it is kept for training)."""
+
+    KIND = "photo"
+    # Kept for training: the owner's training consent stands, so RETENTION_TRAINING applies, not the original's.
+    kept_for_training = models.BooleanField(default=False)
+
+    class Meta(StoredObject.Meta):
+        pass

@@ -6,10 +6,11 @@ import uuid
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
+from django.db.models import F
 
+from governance import clock
 from governance.audit import audit_append
-from governance.consent import PROCESSING, consent_require
+from governance.consent import PROCESSING, TRAINING, consent_is_active, consent_require
 from governance.errors import NotFound
 from webplatform.objects import object_delete, object_get, object_put
 
@@ -17,13 +18,13 @@ from .intake import sanitize
 from .models import Photo
 
 KIND = "photo"
-clock = timezone.now  # test seam
 
 
 def photo_for_owner(*, user_id: int, photo_id: uuid.UUID | str) -> Photo:
     """The one door to a photo: 404 alike for missing and for someone else's."""
     try:
-        return Photo.objects.get(pk=photo_id, owner_id=user_id)
+        # Past its deadline a photo is never served, even before retention has deleted it.
+        return Photo.objects.get(pk=photo_id, owner_id=user_id, expires_at__gt=clock.now())
     except (Photo.DoesNotExist, ValueError, TypeError) as exc:
         raise NotFound("Photo not found.") from exc
 
@@ -36,12 +37,14 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
     name, size = object_put(owner_id=owner_id, kind=KIND, object_id=photo_id, plaintext=image.data)
     try:
         with transaction.atomic():
-            now = clock()
+            now = clock.now()
             photo = Photo.objects.create(
                 id=photo_id, owner_id=owner_id, created_at=now, expires_at=now + settings.RETENTION_ORIGINAL,
                 width=image.width, height=image.height, content_type=image.content_type, size_bytes=size,
                 storage_name=name,
             )
+            if consent_is_active(user_id=owner_id, purpose_slug=TRAINING):
+                training_photo_designate(photo=photo)
             audit_append(action="photo.uploaded", actor_id=owner_id, subject_id=owner_id,
                          object_ref=f"photo:{photo_id}", details={"expires_at": photo.expires_at.isoformat()})
     except BaseException:
@@ -59,10 +62,24 @@ def photo_content(*, user_id: int, photo: Photo) -> bytes:
 
 
 def photo_delete(*, user_id: int, photo: Photo) -> None:
-    """Delete the row (and its results) now and the ciphertext once the transaction commits."""
-    name = photo.storage_name
+    """Make the photo and its results due now; retention deletes ciphertext then rows once this commits."""
+    from webplatform.jobs.models import TransformationResult
+    from webplatform.lifecycle.retention import retention_enforce
+
     with transaction.atomic():
+        now = clock.now()
+        TransformationResult.objects.filter(photo_id=photo.pk).update(expires_at=now)
+        Photo.objects.filter(pk=photo.pk).update(expires_at=now)
         audit_append(action="photo.deleted", actor_id=user_id, subject_id=photo.owner_id,
                      object_ref=f"photo:{photo.id}", details={"reason": "owner_request"})
-        photo.delete()
-        transaction.on_commit(lambda: object_delete(name))
+    transaction.on_commit(lambda: retention_enforce(owner_id=photo.owner_id, now=now))
+
+
+def training_photo_designate(*, photo: Photo) -> None:
+    """Keep one photo per user for training (RETENTION_TRAINING); an earlier one reverts to the normal deadline."""
+    Photo.objects.filter(owner_id=photo.owner_id, kept_for_training=True).exclude(pk=photo.pk).update(
+        kept_for_training=False, expires_at=F("created_at") + settings.RETENTION_ORIGINAL,
+    )
+    photo.kept_for_training = True
+    photo.expires_at = max(photo.expires_at, photo.created_at + settings.RETENTION_TRAINING)
+    photo.save(update_fields=["kept_for_training", "expires_at"])

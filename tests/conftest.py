@@ -1,0 +1,120 @@
+"""Shared fixtures: seeded purposes, users by role with API clients, image factories."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group
+from PIL import Image
+from rest_framework.test import APIClient
+
+from governance.consent import PROCESSING, TRAINING, consent_set, policy_publish
+from webplatform.accounts.services import user_register
+
+
+@dataclass
+class Actor:
+    """A user with an authenticated API client (None user = anonymous)."""
+
+    user: object
+    client: APIClient
+    token: str | None = None
+
+    @property
+    def pk(self) -> int:
+        return self.user.pk  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def purposes(db):
+    """Purposes `processing` and `training` at policy version 1, and the compliance group."""
+    policy_publish(purpose_slug=PROCESSING, text="Processing policy v1")
+    policy_publish(purpose_slug=TRAINING, text="Training policy v1")
+    Group.objects.get_or_create(name=settings.COMPLIANCE_GROUP)
+
+
+@pytest.fixture
+def make_actor(purposes) -> Callable[..., Actor]:
+    """Factory: make_actor('alice', consents=('processing',), compliance=False, staff=False)."""
+    counter = iter(range(10_000))
+
+    def make(name: str | None = None, *, consents: tuple[str, ...] = (PROCESSING,), compliance: bool = False,
+             staff: bool = False) -> Actor:
+        username = name or f"user{next(counter)}"
+        user, token = user_register(username=username, password="a-Long-passphrase-42", email=f"{username}@example.com")
+        for purpose in consents:
+            consent_set(user_id=user.pk, purpose_slug=purpose, granted=True, policy_version=1)
+        if compliance:
+            user.groups.add(Group.objects.get(name=settings.COMPLIANCE_GROUP))
+        if staff:
+            user.is_staff = True
+            user.save(update_fields=["is_staff"])
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        return Actor(user=user, client=client, token=token)
+
+    return make
+
+
+@pytest.fixture
+def owner(make_actor) -> Actor:
+    return make_actor("owner")
+
+
+@pytest.fixture
+def other(make_actor) -> Actor:
+    return make_actor("other")
+
+
+@pytest.fixture
+def officer(make_actor) -> Actor:
+    return make_actor("officer", consents=(), compliance=True)
+
+
+@pytest.fixture
+def staff(make_actor) -> Actor:
+    return make_actor("staffer", consents=(), staff=True)
+
+
+@pytest.fixture
+def anon() -> Actor:
+    return Actor(user=None, client=APIClient())
+
+
+def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color=(200, 120, 90), **save_kwargs) -> bytes:
+    """A small noisy image (noise so a slice of its bytes is distinctive)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    pixels = (rng.integers(0, 255, (size[1], size[0], 3)) // 2 + np.array(color) // 2).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **save_kwargs)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def upload(owner) -> Callable[..., dict]:
+    """Upload bytes as `owner` (or another actor) and return the response."""
+
+    def do(data: bytes | None = None, *, actor: Actor | None = None, name: str = "selfie.jpg"):
+        payload = data if data is not None else image_bytes()
+        return (actor or owner).client.post("/api/v1/photos", {"file": _named(payload, name)}, format="multipart")
+
+    return do
+
+
+def _named(data: bytes, name: str) -> io.BytesIO:
+    buffer = io.BytesIO(data)
+    buffer.name = name
+    return buffer
+
+
+def storage_files() -> list[Path]:
+    """Every file under the filesystem object store."""
+    root = Path(settings.STORAGES["objects"]["OPTIONS"]["location"])
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []

@@ -1,0 +1,13 @@
+"""Test settings: the real settings, a private var/ per test process, a fast password hasher."""
+
+import os
+import tempfile
+
+# Each test process (xdist worker) gets its own database file, keyring and object folder.
+os.environ.setdefault("TIMEVEIL_VAR_DIR", tempfile.mkdtemp(prefix="timeveil-test-"))
+os.environ.setdefault("DATABASE_URL", "sqlite:///:memory:")
+
+from webplatform.settings import *  # noqa: E402,F403
+
+# Argon2 is the production hasher (tested in tests/test_accounts.py); MD5 keeps the suite fast.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

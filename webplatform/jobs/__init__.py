@@ -1,0 +1,1 @@
+"""Transformation jobs: age a photo on the GPU worker, store the result encrypted."""

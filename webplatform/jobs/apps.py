@@ -1,0 +1,8 @@
+"""Django app config for jobs."""
+
+from django.apps import AppConfig
+
+
+class JobsConfig(AppConfig):
+    name = "webplatform.jobs"
+    label = "jobs"

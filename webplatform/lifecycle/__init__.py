@@ -1,0 +1,1 @@
+"""The data lifecycle: retention, erasure, withdrawal effects, export, the compliance report."""

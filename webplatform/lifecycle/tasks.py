@@ -1,0 +1,30 @@
+"""Lifecycle tasks: they take ids and call a service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from .erasure import PurgeIncomplete, erasure_purge, erasures_pending
+from .retention import retention_enforce
+
+
+@shared_task(bind=True, max_retries=None)
+def erasure_purge_task(self, request_id: int) -> None:  # type: ignore[no-untyped-def]
+    try:
+        erasure_purge(request_id=request_id)
+    except PurgeIncomplete as exc:
+        if self.request.is_eager:
+            return  # embedded mode: the periodic retention job retries; never fail the user's request
+        raise self.retry(exc=exc, countdown=min(3600, 30 * 2**self.request.retries)) from exc
+
+
+@shared_task
+def retention_enforce_task() -> dict:
+    """The periodic job: enforce retention, then retry any erasure purge left unfinished."""
+    report = retention_enforce()
+    for request_id in erasures_pending():
+        try:
+            erasure_purge(request_id=request_id)
+        except PurgeIncomplete:
+            pass  # counted on the tombstone; the next run tries again
+    return {"deleted": report.deleted, "failed": report.failed}

@@ -1,0 +1,57 @@
+"""What a consent change does to data already held: withdrawals stop work and shorten retention."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+
+from governance import clock
+from governance.consent import PROCESSING, TRAINING, consent_is_active, consent_set
+from governance.models import ConsentRecord
+from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
+from webplatform.photos.models import Photo
+from webplatform.photos.services import training_photo_designate
+
+from . import retention
+
+
+def consent_change(*, user_id: int, purpose_slug: str, granted: bool, policy_version: int | None) -> ConsentRecord:
+    """Record a grant or withdrawal and apply its effect on held data in the same transaction."""
+    with transaction.atomic():
+        record = consent_set(user_id=user_id, purpose_slug=purpose_slug, granted=granted,
+                             policy_version=policy_version)
+        if purpose_slug == PROCESSING and not granted:
+            processing_withdrawn(user_id=user_id)
+        elif purpose_slug == TRAINING and not granted:
+            training_withdrawn(user_id=user_id)
+        elif purpose_slug == TRAINING and granted:
+            newest = Photo.objects.filter(owner_id=user_id).order_by("-created_at").first()
+            if newest is not None:
+                training_photo_designate(photo=newest)
+    # Deadlines that just passed are enforced now, not at the next periodic run.
+    transaction.on_commit(lambda: retention.retention_enforce(owner_id=user_id))
+    return record
+
+
+def processing_withdrawn(*, user_id: int) -> None:
+    """Stop queued work; originals and results lose their basis and are due now (training copy aside)."""
+    now = clock.now()
+    TransformationJob.objects.filter(owner_id=user_id, status=JobStatus.QUEUED).update(
+        status=JobStatus.FAILED, error="consent_withdrawn", finished_at=now)
+    TransformationResult.objects.filter(owner_id=user_id, expires_at__gt=now).update(expires_at=now)
+    originals = Photo.objects.filter(owner_id=user_id, expires_at__gt=now)
+    if consent_is_active(user_id=user_id, purpose_slug=TRAINING):
+        originals = originals.exclude(kept_for_training=True)
+    originals.update(expires_at=now)
+
+
+def training_withdrawn(*, user_id: int) -> None:
+    """Copies held only for training fall back to the original's deadline (so may be due now)."""
+    now = clock.now()
+    kept = Photo.objects.filter(owner_id=user_id, kept_for_training=True)
+    for photo in kept:
+        photo.kept_for_training = False
+        photo.expires_at = max(now, min(photo.expires_at, photo.created_at + settings.RETENTION_ORIGINAL))
+        if not consent_is_active(user_id=user_id, purpose_slug=PROCESSING):
+            photo.expires_at = now
+        photo.save(update_fields=["kept_for_training", "expires_at"])
