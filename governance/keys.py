@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from . import crypto
@@ -33,11 +33,18 @@ def data_key_destroy(*, user_id: int) -> bool:
     return deleted > 0
 
 
+_DATA_KEY_SQL = f"SELECT kek_version, wrapped FROM {DataKey._meta.db_table} WHERE user_id = %s"
+
+
 def _data_key(user_id: int) -> bytes:
-    row = DataKey.objects.filter(user_id=user_id).only("kek_version", "wrapped").first()
+    # One plain SELECT rather than the ORM: this runs on every object read and write, and the ORM's
+    # ~150 us per query was a third of the cost of encrypting a 4 MB photo.
+    with connection.cursor() as cursor:
+        cursor.execute(_DATA_KEY_SQL, [user_id])
+        row = cursor.fetchone()
     if row is None:
         raise KeyDestroyed()
-    return get_keyring().unwrap(row.kek_version, row.wrapped)
+    return get_keyring().unwrap(row[0], row[1])
 
 
 def object_encrypt(*, owner_id: int, kind: str, object_id: object, plaintext: bytes | memoryview) -> bytearray:
