@@ -113,3 +113,58 @@ class ErasureRequest(models.Model):
 
     class Meta:
         ordering = ["requested_at"]
+
+
+class Lineage(models.Model):
+    """A line of model versions trained one from another; its privacy budget caps their total epsilon."""
+
+    name = models.SlugField(unique=True)
+    epsilon_cap = models.FloatField()
+    delta = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class RunStatus(models.TextChoices):
+    RESERVED = "reserved"  # manifest frozen and epsilon reserved; training not started
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class TrainingRun(models.Model):
+    """One DP training run: its frozen manifest (by hash), privacy parameters, and what it spent."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    lineage = models.ForeignKey(Lineage, on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.RESERVED)
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True)
+    manifest_sha256 = models.CharField(max_length=64)
+    participants = models.PositiveIntegerField()
+    sample_rate = models.FloatField()
+    noise_multiplier = models.FloatField()
+    max_grad_norm = models.FloatField()
+    steps = models.PositiveIntegerField()
+    delta = models.FloatField()
+    accountant = models.CharField(max_length=10)
+    epsilon_reserved = models.FloatField()
+    epsilon_spent = models.FloatField(null=True)  # set when the run ends; 0 if it never touched data
+    model_version = models.CharField(max_length=80, blank=True)
+    parent_version = models.CharField(max_length=80, blank=True)
+    metrics = models.JSONField(default=dict)
+    error = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+
+class ManifestEntry(models.Model):
+    """One participant of a run: the photo, the consent record that allowed it, the owner's pseudonym."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="entries")
+    subject = models.CharField(max_length=64, db_index=True)  # pseudonym: survives erasure like the audit
+    photo_id = models.UUIDField()
+    consent_record_id = models.UUIDField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "subject"], name="one_photo_per_user_per_run")]

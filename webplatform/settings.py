@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "webplatform.photos",
     "webplatform.jobs",
     "webplatform.lifecycle",
+    "webplatform.training",
     "webplatform.pages",
 ]
 
@@ -246,3 +247,11 @@ CELERY_BEAT_SCHEDULE = {
                           "schedule": RETENTION_INTERVAL_SECONDS},
 }
 EMBEDDED_SCHEDULER = env.bool("EMBEDDED_SCHEDULER", default=False)
+# Redis redelivers a message a killed worker held (acks_late) after this many seconds.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("BROKER_VISIBILITY_TIMEOUT", default=3600)}
+
+# --- differential privacy: the cap per model lineage (DESIGN flow 3) -----------------------------------
+DP_EPSILON_CAP = env.float("DP_EPSILON_CAP", default=8.0)
+DP_DELTA = env.float("DP_DELTA", default=1e-6)  # a run uses min(DP_DELTA, 1 / (10 N)) for N participants
+DP_ACCOUNTANT = env.str("DP_ACCOUNTANT", default="prv")
+DP_LINEAGE = env.str("DP_LINEAGE", default="timeveil-small")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
+from importlib import import_module
 
-from django.contrib.auth import get_user_model
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 from rest_framework.authtoken.models import Token
@@ -12,10 +14,9 @@ from rest_framework.authtoken.models import Token
 from governance.erasure import erasure_accept, erasure_complete, erasure_mark_failed, erasure_mark_purging
 from governance.errors import TimeveilError
 from governance.models import ConsentRecord, ErasureRequest, ErasureStatus
-from webplatform.jobs.models import JobStatus, TransformationJob
-from webplatform.objects import object_delete
+from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
 
-from .retention import HELD_MODELS
+from .retention import BATCH, HELD_MODELS, objects_purge
 
 
 class PurgeIncomplete(TimeveilError):
@@ -53,25 +54,52 @@ def erasure_purge(*, request_id: int) -> ErasureRequest:
     erasure_mark_purging(request)
     user_id = request.user_id
     counts: dict[str, int] = {}
-    failures = 0
+    failed: set = set()
+    errors: list[str] = []
     for model in HELD_MODELS:
-        for obj in model.objects.filter(owner_id=user_id).only("pk", "storage_name").iterator():
-            try:
-                object_delete(obj.storage_name)
-            except Exception as exc:  # any storage fault: keep the row so the retry finds the object
-                failures += 1
-                erasure_mark_failed(request, f"{type(exc).__name__}: {exc}")
-                continue
-            model.objects.filter(pk=obj.pk).delete()
-            counts[model.KIND] = counts.get(model.KIND, 0) + 1
-    if failures:
-        raise PurgeIncomplete(details={"failed_objects": failures})
+        # Until nothing is left (not "until a short batch"): a locked batch may come back short on PostgreSQL.
+        while True:
+            with transaction.atomic():
+                rows = model.objects.filter(owner_id=user_id).exclude(pk__in=failed).order_by("pk")
+                batch = list(rows.select_for_update()[:BATCH])  # waits for a retention runner holding them
+                purged = objects_purge(model, batch, skip=failed)
+            failed |= purged.failed
+            errors += purged.errors
+            counts[model.KIND] = counts.get(model.KIND, 0) + len(purged.gone)
+            counts[TransformationResult.KIND] = counts.get(TransformationResult.KIND, 0) + len(purged.dependents)
+            if not batch:
+                break
+    if failed:
+        # The key is gone already, so what is left is unreadable; the periodic job retries the rest.
+        erasure_mark_failed(request, errors[-1] if errors else "storage delete failed")
+        raise PurgeIncomplete(details={"failed_objects": len(failed)})
     with transaction.atomic():
+        if any(model.objects.filter(owner_id=user_id).exists() for model in HELD_MODELS):
+            # Deleting the user now would cascade to rows whose ciphertext is still stored: retry instead.
+            raise PurgeIncomplete(details={"reason": "objects appeared during the purge"})
         counts["jobs"] = TransformationJob.objects.filter(owner_id=user_id).delete()[0]
         counts["consent_records"] = ConsentRecord.objects.filter(user_id=user_id).delete()[0]
+        counts["sessions"] = _sessions_delete(user_id)
         get_user_model().objects.filter(pk=user_id).delete()  # cascades tokens and any remaining rows
         erasure_complete(request, counts=counts)
     return request
+
+
+def _sessions_delete(user_id: int) -> int:
+    """Delete the user's stored sessions: dead since the request (new password hash), but they still name the
+    user id. Session keys are random, so the store is scanned; only stores that can be listed (db, cached_db).
+    """
+    if settings.SESSION_ENGINE not in ("django.contrib.sessions.backends.db",
+                                       "django.contrib.sessions.backends.cached_db"):
+        return 0  # cache / signed-cookie sessions expire on their own and no longer authenticate
+    from django.contrib.sessions.models import Session
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    doomed = [s.session_key for s in Session.objects.iterator()
+              if s.get_decoded().get(SESSION_KEY) == str(user_id)]
+    for session_key in doomed:
+        store(session_key=session_key).delete()
+    return len(doomed)
 
 
 def erasures_pending() -> list[int]:

@@ -10,7 +10,8 @@ from django.db.models.functions import TruncDate
 from governance import clock
 from governance.audit import audit_verify
 from governance.erasure import erasure_status
-from governance.models import ConsentRecord, ErasureRequest
+from governance.models import ConsentRecord, ErasureRequest, Lineage
+from governance.training import lineage_committed_epsilon
 from webplatform.jobs.models import TransformationResult
 from webplatform.photos.models import Photo
 
@@ -31,8 +32,26 @@ def compliance_report(*, extra: dict[str, Any] | None = None) -> dict[str, Any]:
                       "counts": r.counts} for r in ErasureRequest.objects.order_by("requested_at")],
         "consent": _consent_counts(),
         "audit": {"ok": chain.ok, "events_checked": chain.events_checked, "first_bad_seq": chain.first_bad_seq},
+        "training": _training(),
         **(extra or {}),
     }
+
+
+def _training() -> dict[str, Any]:
+    """Each lineage's budget (cap, committed, left) and its runs, newest first."""
+    lineages = []
+    for lineage in Lineage.objects.order_by("name"):
+        committed = lineage_committed_epsilon(lineage)
+        lineages.append({
+            "lineage": lineage.name, "epsilon_cap": lineage.epsilon_cap, "delta": lineage.delta,
+            "epsilon_committed": committed, "epsilon_remaining": max(lineage.epsilon_cap - committed, 0.0),
+            "runs": [{"id": str(r.id), "status": r.status, "created_at": r.created_at.isoformat(),
+                      "participants": r.participants, "manifest_sha256": r.manifest_sha256,
+                      "epsilon_reserved": r.epsilon_reserved, "epsilon_spent": r.epsilon_spent,
+                      "delta": r.delta, "model_version": r.model_version}
+                     for r in lineage.runs.order_by("-created_at")],
+        })
+    return {"lineages": lineages}
 
 
 def _consent_counts() -> dict[str, Any]:

@@ -48,47 +48,102 @@ def retention_enforce(*, now: datetime | None = None, owner_id: int | None = Non
     """
     now = now or clock.now()
     report = RetentionReport()
+    failed_ids: set = set()  # across kinds: a photo whose result failed this run is not retried twice
     for model in HELD_MODELS:
-        failed_ids: set = set()
         while True:
-            deleted, failed = _purge_batch(model, now=now, owner_id=owner_id, skip=failed_ids)
+            deleted, failed, tried = _purge_batch(model, now=now, owner_id=owner_id, skip=failed_ids)
             report.deleted[model.KIND] = report.deleted.get(model.KIND, 0) + deleted
             report.failed[model.KIND] = report.failed.get(model.KIND, 0) + len(failed)
             failed_ids |= failed
             if progress:
-                progress(deleted + len(failed))
-            if deleted + len(failed) < BATCH:
+                progress(tried)
+            if tried < BATCH:
                 break
     return report
 
 
 def _purge_batch(model: type[StoredObject], *, now: datetime, owner_id: int | None, skip: set
-                 ) -> tuple[int, set]:
+                 ) -> tuple[int, set, int]:
+    """One locked batch: returns (objects of this kind deleted, pks that failed, rows taken)."""
     with transaction.atomic():
         rows = expired(model, now=now, owner_id=owner_id).exclude(pk__in=skip)
         if connection.features.has_select_for_update_skip_locked:
             # Fixed order + skip_locked: concurrent runners split the backlog instead of deadlocking.
             rows = rows.select_for_update(skip_locked=True)
         batch = list(rows[:BATCH])
-        gone, failed = [], set()
-        for obj in batch:
-            try:
-                object_delete(obj.storage_name)
-            except Exception as exc:  # any storage fault: keep the row, retry next run
-                failed.add(obj.pk)
-                model.objects.filter(pk=obj.pk).update(
-                    deletion_attempts=obj.deletion_attempts + 1,
-                    last_deletion_error=f"{type(exc).__name__}: {exc}"[:200],
-                )
-                continue
-            gone.append(obj)
-        model.objects.filter(pk__in=[o.pk for o in gone]).delete()
-        audit_append_many([
-            {"action": f"{model.KIND}.expired", "actor_id": None, "subject_id": o.owner_id, "object_ref": o.ref,
-             "details": {"expires_at": o.expires_at.isoformat()}}
-            for o in gone
-        ])
-    return len(gone), failed
+        purged = objects_purge(model, batch, skip=skip)
+        audit_append_many(
+            [{"action": f"{model.KIND}.expired", "actor_id": None, "subject_id": o.owner_id, "object_ref": o.ref,
+              "details": {"expires_at": o.expires_at.isoformat()}} for o in purged.gone]
+            + [{"action": "result.deleted", "actor_id": None, "subject_id": r.owner_id, "object_ref": r.ref,
+                "details": {"reason": "photo_deleted", "photo": f"photo:{r.photo_id}"}} for r in purged.dependents]
+        )
+    return len(purged.gone), purged.failed, len(batch)
+
+
+@dataclass
+class Purged:
+    gone: list[StoredObject] = field(default_factory=list)  # the objects asked for, now deleted
+    dependents: list[StoredObject] = field(default_factory=list)  # results deleted along with their photo
+    failed: set = field(default_factory=set)  # pks kept because some ciphertext could not be deleted
+    errors: list[str] = field(default_factory=list)  # what storage said, per failed delete
+
+
+def objects_purge(model: type[StoredObject], batch: list[StoredObject], *, skip: frozenset | set = frozenset()
+                  ) -> Purged:
+    """Delete these objects' ciphertext, then their rows, in the caller's transaction (rows already chosen).
+
+    A photo's row deletion cascades to its results' rows, so its results' ciphertext goes first; if any
+    of it cannot be deleted (or already failed this run: `skip`) the photo stays too, so that no
+    ciphertext is ever left without a row pointing at it for the retry.
+    """
+    purged = Purged()
+    results = _results_of(batch) if model is Photo else {}
+    for obj in batch:
+        dependents = results.get(obj.pk, [])
+        if any(r.pk in skip for r in dependents):
+            purged.failed.add(obj.pk)  # one of its results failed earlier in this run: no second try now
+            continue
+        errors = []
+        for result in dependents:
+            if error := _ciphertext_delete(TransformationResult, result):
+                errors.append(error)
+            else:
+                purged.dependents.append(result)
+        if not errors and (error := _ciphertext_delete(model, obj)):
+            errors.append(error)
+        if errors:
+            purged.failed.add(obj.pk)
+            purged.errors += errors
+        else:
+            purged.gone.append(obj)
+    TransformationResult.objects.filter(pk__in=[r.pk for r in purged.dependents]).delete()
+    model.objects.filter(pk__in=[o.pk for o in purged.gone]).delete()
+    return purged
+
+
+def _results_of(photos: list[StoredObject]) -> dict:
+    """The results of these photos, locked (waiting for a runner that holds them, then seeing them gone)."""
+    rows = TransformationResult.objects.filter(photo_id__in=[p.pk for p in photos]).order_by("pk")
+    if connection.features.has_select_for_update:
+        rows = rows.select_for_update()
+    by_photo: dict = {}
+    for result in rows:
+        by_photo.setdefault(result.photo_id, []).append(result)
+    return by_photo
+
+
+def _ciphertext_delete(model: type[StoredObject], obj: StoredObject) -> str | None:
+    """Delete one object's ciphertext; on a storage fault count the attempt on its row and return the error."""
+    try:
+        object_delete(obj.storage_name)
+    except Exception as exc:  # any storage fault: keep the row, retry next run
+        obj.deletion_attempts += 1
+        obj.last_deletion_error = f"{type(exc).__name__}: {exc}"[:200]
+        model.objects.filter(pk=obj.pk).update(deletion_attempts=obj.deletion_attempts,
+                                               last_deletion_error=obj.last_deletion_error)
+        return obj.last_deletion_error
+    return None
 
 
 def retention_backlog(*, now: datetime | None = None, limit: int = 100) -> list[dict]:

@@ -1,0 +1,63 @@
+"""Transformation endpoints: queue a job on a photo, poll it, fetch the result."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webplatform.jobs.models import JobStatus, TransformationJob
+from webplatform.jobs.services import job_create, job_for_owner, job_result_content
+from webplatform.photos.services import photo_for_owner
+
+from .errors import ErrorResponse
+from .photos import private_image_response
+
+
+class JobOut(serializers.ModelSerializer):
+    photo_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=JobStatus.choices)
+    error = serializers.CharField(allow_blank=True, help_text="Why it failed: no_face, consent_withdrawn, ...")
+
+    class Meta:
+        model = TransformationJob
+        fields = ["id", "photo_id", "status", "error", "model_version", "target_age", "created_at", "finished_at"]
+
+
+class TransformationCreateApi(APIView):
+    class Input(serializers.Serializer):
+        target_age = serializers.IntegerField(min_value=1, max_value=100)
+
+    @extend_schema(request=Input, responses={202: JobOut, 400: ErrorResponse, 401: ErrorResponse,
+                                             403: ErrorResponse, 404: ErrorResponse})
+    def post(self, request: Request, photo_id: str) -> Response:
+        """Age or rejuvenate a photo to target_age (1..100); poll the returned job."""
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        photo = photo_for_owner(user_id=request.user.pk, photo_id=photo_id)
+        job = job_create(user_id=request.user.pk, photo=photo, target_age=data.validated_data["target_age"])
+        job.refresh_from_db()  # in embedded mode the job already ran in process
+        return Response(JobOut(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class TransformationDetailApi(APIView):
+    @extend_schema(responses={200: JobOut, 401: ErrorResponse, 404: ErrorResponse})
+    def get(self, request: Request, job_id: str) -> Response:
+        """A job's status, error and the model version that produced it."""
+        return Response(JobOut(job_for_owner(user_id=request.user.pk, job_id=job_id)).data)
+
+
+class TransformationContentApi(APIView):
+    @extend_schema(responses={(200, "image/jpeg"): OpenApiResponse(OpenApiTypes.BINARY),
+                              (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY),
+                              401: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse})
+    def get(self, request: Request, job_id: str) -> HttpResponse:
+        """The result image of a finished job (409 while it is not done)."""
+        job = job_for_owner(user_id=request.user.pk, job_id=job_id)
+        data, content_type = job_result_content(user_id=request.user.pk, job=job)
+        extension = "png" if content_type == "image/png" else "jpg"
+        return private_image_response(data, content_type, f"{job.id}.{extension}")

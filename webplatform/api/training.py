@@ -1,0 +1,63 @@
+"""Training transparency: runs and model versions for compliance officers, privacy loss for each user."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from governance.models import TrainingRun
+from webplatform.accounts.roles import IsComplianceOfficer
+from webplatform.privacy import privacy_report
+
+from .errors import ErrorResponse
+
+
+class TrainingRunOut(serializers.ModelSerializer):
+    lineage = serializers.CharField(source="lineage.name")
+    epsilon = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainingRun
+        fields = ["id", "lineage", "status", "created_at", "finished_at", "manifest_sha256", "participants",
+                  "epsilon", "epsilon_reserved", "epsilon_spent", "delta", "noise_multiplier", "max_grad_norm",
+                  "sample_rate", "steps", "accountant", "model_version", "parent_version", "error"]
+
+    def get_epsilon(self, run: TrainingRun) -> float:
+        """What the run spent, or while it runs what it reserved."""
+        return run.epsilon_spent if run.epsilon_spent is not None else run.epsilon_reserved
+
+
+@extend_schema(responses={200: TrainingRunOut(many=True), 401: ErrorResponse, 403: ErrorResponse})
+class TrainingRunListApi(generics.ListAPIView):
+    """Training runs with manifest hash, participants, epsilon, delta, status."""
+
+    serializer_class = TrainingRunOut
+    permission_classes = [IsComplianceOfficer]
+    queryset = TrainingRun.objects.select_related("lineage").order_by("-created_at")
+
+
+class ModelListApi(APIView):
+    permission_classes = [IsComplianceOfficer]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 401: ErrorResponse, 403: ErrorResponse})
+    def get(self, request: Request) -> Response:
+        """Every registered model version with its card; which one is promoted."""
+        from inference.registry import Registry
+
+        registry = Registry(settings.MODEL_REGISTRY_DIR)
+        promoted = registry.promoted_version()
+        versions = [{"version": v, "promoted": v == promoted, "card": registry.card(v)}
+                    for v in registry.list_versions()]
+        return Response({"promoted": promoted, "versions": versions})
+
+
+class PrivacyApi(APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 401: ErrorResponse})
+    def get(self, request: Request) -> Response:
+        """Training runs that used the caller's data, epsilon and delta each and in total, in plain words."""
+        return Response(privacy_report(request.user.pk))

@@ -1,0 +1,1 @@
+"""Training orchestration: snapshot consented photos, reserve budget, train under DP, register the version."""
