@@ -28,11 +28,11 @@ lint: setup
 test: setup lint test-sqlite test-postgres
 
 test-sqlite: setup
-	DATABASE_URL=sqlite:///:memory: .venv/bin/pytest -n 2 --dist loadfile
+	DATABASE_URL=sqlite:///:memory: .venv/bin/pytest -q -n 2 --dist loadfile
 
 test-postgres: setup
 	@if $(PY) -c "import psycopg,sys; psycopg.connect('$(PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
-		DATABASE_URL=$(PG_URL) .venv/bin/pytest -n 2 --dist loadfile; \
+		DATABASE_URL=$(PG_URL) .venv/bin/pytest -q -n 2 --dist loadfile; \
 	else echo "PostgreSQL at $(PG_URL) does not answer: skipping the PostgreSQL run"; fi
 
 bench: setup

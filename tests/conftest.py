@@ -30,6 +30,16 @@ class Actor:
         return self.user.pk  # type: ignore[attr-defined]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle counters live in the cache: without this, the suite's own logins would throttle each other."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def purposes(db):
     """Purposes `processing` and `training` at policy version 1, and the compliance group."""

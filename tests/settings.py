@@ -3,8 +3,10 @@
 import os
 import tempfile
 
-# Each test process (xdist worker) gets its own database file, keyring and object folder.
-os.environ.setdefault("TIMEVEIL_VAR_DIR", tempfile.mkdtemp(prefix="timeveil-test-"))
+# Each test process (xdist worker) gets its own database file, keyring and object folder. Workers inherit
+# the controller's environment, TIMEVEIL_VAR_DIR included, so a worker always makes its own.
+if os.environ.get("PYTEST_XDIST_WORKER") or "TIMEVEIL_VAR_DIR" not in os.environ:
+    os.environ["TIMEVEIL_VAR_DIR"] = tempfile.mkdtemp(prefix="timeveil-test-")
 os.environ.setdefault("DATABASE_URL", "sqlite:///:memory:")
 
 from webplatform.settings import *  # noqa: E402,F403

@@ -142,6 +142,7 @@ REST_FRAMEWORK = {
         "anon": env.str("THROTTLE_ANON", default="600/min"),
         "user": env.str("THROTTLE_USER", default="6000/min"),
         "auth": env.str("THROTTLE_AUTH", default="20/min"),
+        "receipt": env.str("THROTTLE_RECEIPT", default="60/min"),
     },
     "EXCEPTION_HANDLER": "webplatform.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -6,7 +6,7 @@ from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from rest_framework.authtoken.models import Token
 
 from governance.audit import audit_append
@@ -22,13 +22,17 @@ def user_register(*, username: str, password: str, email: str = "") -> tuple[Abs
         validate_password(password, user=candidate)
     except ValidationError as exc:
         raise InvalidInput("The password is too weak.", details={"password": list(exc.messages)}) from exc
-    with transaction.atomic():
-        if User.objects.filter(username__iexact=username).exists():
-            raise Conflict("That username is taken.", details={"username": ["taken"]})
-        user = User.objects.create_user(username=username, email=email, password=password)
-        data_key_create(user=user)
-        token = Token.objects.create(user=user)
-        audit_append(action="account.created", actor_id=user.pk, subject_id=user.pk, object_ref="account")
+    taken = Conflict("That username is taken.", details={"username": ["taken"]})
+    try:
+        with transaction.atomic():
+            if User.objects.filter(username__iexact=username).exists():
+                raise taken
+            user = User.objects.create_user(username=username, email=email, password=password)
+            data_key_create(user=user)
+            token = Token.objects.create(user=user)
+            audit_append(action="account.created", actor_id=user.pk, subject_id=user.pk, object_ref="account")
+    except IntegrityError as exc:  # a concurrent registration of the same name won the race
+        raise taken from exc
     return user, token.key
 
 

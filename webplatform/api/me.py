@@ -48,7 +48,7 @@ class MeApi(APIView):
 class ErasureStatusApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    throttle_scope = "auth"  # receipts are unguessable; throttling keeps guessing pointless too
+    throttle_scope = "receipt"  # receipts are unguessable; throttling keeps guessing pointless too
 
     @extend_schema(responses={200: ErasureStatusOut, 404: ErrorResponse}, auth=[])
     def get(self, request: Request, receipt: str) -> Response:

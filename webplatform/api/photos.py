@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from governance import clock
 from governance.errors import InvalidInput
 from webplatform.photos.models import Photo
 from webplatform.photos.services import photo_content, photo_create, photo_delete, photo_for_owner
@@ -41,7 +42,8 @@ class PhotoListCreateApi(generics.ListAPIView):
         file = serializers.FileField()
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
-        return Photo.objects.filter(owner_id=self.request.user.pk).order_by("-created_at")
+        # Past its deadline a photo is gone for the user, even before retention deletes it.
+        return Photo.objects.filter(owner_id=self.request.user.pk, expires_at__gt=clock.now()).order_by("-created_at")
 
     @extend_schema(request={"multipart/form-data": Input},
                    responses={201: PhotoOut, 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse,

@@ -25,7 +25,9 @@ def consent_change(*, user_id: int, purpose_slug: str, granted: bool, policy_ver
         elif purpose_slug == TRAINING and not granted:
             training_withdrawn(user_id=user_id)
         elif purpose_slug == TRAINING and granted:
-            newest = Photo.objects.filter(owner_id=user_id).order_by("-created_at").first()
+            # Only a photo still within its deadline: a grant must not revive one that is already due.
+            newest = (Photo.objects.filter(owner_id=user_id, expires_at__gt=clock.now())
+                      .order_by("-created_at").first())
             if newest is not None:
                 training_photo_designate(photo=newest)
     # Deadlines that just passed are enforced now, not at the next periodic run.

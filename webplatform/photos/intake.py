@@ -81,6 +81,9 @@ def _decode(data: bytes, fmt: str, max_pixels: int) -> Image.Image:
 def _to_srgb(image: Image.Image) -> Image.Image:
     """Convert to 8-bit RGB in sRGB, honouring an embedded ICC profile, flattening alpha onto white."""
     icc = image.info.get("icc_profile")
+    if image.mode.startswith("I"):
+        # 16-bit greyscale PNG: scale to 8 bits; a plain convert clips everything above 255 to white.
+        image = image.convert("I").point(lambda v: v / 256).convert("L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

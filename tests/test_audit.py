@@ -1,0 +1,302 @@
+"""Invariant 3: every change appends a pseudonymous event to one hash chain, and tampering is detected."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from rest_framework.test import APIClient
+
+from governance import audit, clock
+from governance.audit import _event_hash, audit_append, audit_verify, pseudonym
+from governance.models import AuditEvent, AuditHead
+
+from .conftest import _named, image_bytes
+from .support import assert_error
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def last_seq() -> int:
+    return AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
+
+
+def events_after(seq: int) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(seq__gt=seq).order_by("seq"))
+
+
+def verify(officer) -> dict:
+    response = officer.client.get("/api/v1/audit/verify")
+    assert response.status_code == 200
+    return response.json()
+
+
+# --- every change appends ------------------------------------------------------------------------------
+
+
+def test_every_change_and_content_read_appends_the_right_event(purposes, django_capture_on_commit_callbacks):
+    client = APIClient()
+    start = last_seq()
+
+    # Register
+    response = client.post("/api/v1/auth/register", {"username": "auditee", "password": "a-Long-passphrase-42"})
+    assert response.status_code == 201
+    user_id, token = response.json()["id"], response.json()["token"]
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    me = pseudonym(user_id)
+    [created] = events_after(start)
+    assert (created.action, created.actor, created.subject) == ("account.created", me, me)
+
+    def step(do, action: str) -> AuditEvent:
+        before = last_seq()
+        result = do()
+        assert result.status_code < 300, result.content
+        event, *follow_ups = events_after(before)  # a deletion is followed by retention's own events
+        assert event.action == action
+        assert all(e.action.startswith("retention.") for e in follow_ups), follow_ups
+        assert event.actor == me and event.subject == me
+        return event
+
+    grant = step(lambda: client.put("/api/v1/me/consents/processing", {"granted": True, "policy_version": 1},
+                                    format="json"), "consent.granted")
+    assert grant.details == {"purpose": "processing", "policy_version": 1}
+    uploaded = step(lambda: client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")},
+                                        format="multipart"), "photo.uploaded")
+    photo_id = uploaded.object_ref.removeprefix("photo:")
+    step(lambda: client.get(f"/api/v1/photos/{photo_id}/content"), "photo.content_read")
+    with django_capture_on_commit_callbacks(execute=True):
+        deleted = step(lambda: client.delete(f"/api/v1/photos/{photo_id}"), "photo.deleted")
+    assert deleted.object_ref == f"photo:{photo_id}"
+    step(lambda: client.put("/api/v1/me/consents/processing", {"granted": False}, format="json"),
+         "consent.withdrawn")
+
+    # Reads of metadata are not changes and add nothing; the chain still verifies.
+    before = last_seq()
+    assert client.get("/api/v1/me/consents").status_code == 200
+    assert client.get("/api/v1/photos").status_code == 200
+    assert last_seq() == before
+    assert audit_verify().ok
+
+
+def test_refused_requests_append_nothing(owner, other):
+    photo_id = owner.client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")},
+                                 format="multipart").json()["id"]
+    before = last_seq()
+    assert other.client.get(f"/api/v1/photos/{photo_id}/content").status_code == 404
+    assert other.client.delete(f"/api/v1/photos/{photo_id}").status_code == 404
+    assert owner.client.put("/api/v1/me/consents/training", {"granted": True, "policy_version": 7},
+                            format="json").status_code == 409
+    assert last_seq() == before
+
+
+# --- pseudonyms only -----------------------------------------------------------------------------------
+
+
+def test_events_carry_pseudonyms_only(purposes, django_capture_on_commit_callbacks):
+    # Given a user with a distinctive name, email and password who does everything once
+    username, email, password = "Zelda.Fitzgerald-4711", "zelda.private@example.org", "Tender-Is-The-Night-1925"
+    client = APIClient()
+    response = client.post("/api/v1/auth/register", {"username": username, "password": password, "email": email})
+    assert response.status_code == 201
+    user_id = response.json()["id"]
+    client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    assert client.put("/api/v1/me/consents/processing", {"granted": True, "policy_version": 1},
+                      format="json").status_code == 200
+    photo_id = client.post("/api/v1/photos", {"file": _named(image_bytes(), f"{username}.jpg")},
+                           format="multipart").json()["id"]
+    assert client.get(f"/api/v1/photos/{photo_id}/content").status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.delete(f"/api/v1/photos/{photo_id}").status_code == 204
+    assert client.post("/api/v1/auth/token", {"username": username, "password": password}).status_code == 200
+
+    # When every column of every event is read
+    rows = list(AuditEvent.objects.values())
+    dump = repr(rows).lower()
+
+    # Then nothing personal appears: not the name, email, password, the raw user id nor the token
+    for secret in (username, "zelda", "fitzgerald", email, "example.org", password, "tender-is",
+                   f"user:{user_id}", response.json()["token"], f"{username}.jpg"):
+        assert secret.lower() not in dump, secret
+    # And actors and subjects are 64-hex keyed hashes (or fixed system names), not unkeyed hashes of the id
+    me = pseudonym(user_id)
+    assert HEX64.match(me)
+    assert me != hashlib.sha256(f"user:{user_id}".encode()).hexdigest()
+    for row in rows:
+        for field in ("actor", "subject"):
+            assert HEX64.match(row[field]) or row[field] in {"system", "policy", "keyring"}, row
+    assert sum(1 for row in rows if row["subject"] == me) >= 5
+    # The receipt names the same pseudonym, so a person can find their own events.
+    assert client.get("/api/v1/me/consents/history").json()[0]["subject"] == me
+
+
+# --- verification -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chain(owner, officer) -> list[int]:
+    """A chain of at least ten events (users, consents, uploads, reads)."""
+    for _ in range(3):
+        photo_id = owner.client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")},
+                                     format="multipart").json()["id"]
+        assert owner.client.get(f"/api/v1/photos/{photo_id}/content").status_code == 200
+    seqs = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True))
+    assert len(seqs) >= 10 and seqs == list(range(1, len(seqs) + 1))
+    return seqs
+
+
+def test_fresh_chain_verifies(chain, officer):
+    assert verify(officer) == {"ok": True, "events_checked": len(chain)}
+    head = AuditHead.objects.get(pk=1)
+    assert head.seq == len(chain) and head.hash == AuditEvent.objects.get(seq=len(chain)).hash
+    assert AuditEvent.objects.get(seq=1).prev_hash == audit.GENESIS
+
+
+@pytest.mark.parametrize("field,value", [
+    ("details", {"expires_at": "never"}),
+    ("action", "photo.deleted"),
+    ("actor", "0" * 64),
+    ("subject", "f" * 64),
+    ("object_ref", "photo:00000000-0000-0000-0000-000000000000"),
+    ("at", datetime(2001, 1, 1, tzinfo=UTC)),
+])
+def test_tampering_with_one_event_is_found_at_its_seq(chain, officer, field, value):
+    # Given an intact chain; when one middle event is edited behind the application's back
+    target = chain[len(chain) // 2]
+    assert AuditEvent.objects.filter(seq=target).update(**{field: value}) == 1
+    # Then verification fails and names that event
+    assert verify(officer) == {"ok": False, "events_checked": target - 1, "first_bad_seq": target}
+
+
+def test_tampering_with_a_recomputed_hash_is_found_at_the_next_link(chain, officer):
+    # Given an attacker who rewrites an event and recomputes its own hash
+    target = chain[3]
+    event = AuditEvent.objects.get(seq=target)
+    event.details = {"forged": True}
+    event.hash = _event_hash(seq=event.seq, at=event.at, action=event.action, actor=event.actor,
+                             subject=event.subject, object_ref=event.object_ref, details=event.details,
+                             prev_hash=event.prev_hash)
+    AuditEvent.objects.filter(seq=target).update(details=event.details, hash=event.hash)
+    # Then the next event's link to it breaks
+    assert verify(officer)["first_bad_seq"] == target + 1
+
+
+def test_deleting_a_middle_event_is_found(chain, officer):
+    target = chain[5]
+    AuditEvent.objects.filter(seq=target).delete()
+    report = verify(officer)
+    assert report["ok"] is False and report["first_bad_seq"] == target
+
+
+def test_deleting_the_last_event_is_found_by_the_head(chain, officer):
+    # The chain itself stays internally consistent when truncated: only the head remembers its length.
+    AuditEvent.objects.filter(seq=chain[-1]).delete()
+    assert verify(officer) == {"ok": False, "events_checked": len(chain) - 1, "first_bad_seq": chain[-1]}
+
+
+def test_verify_audit_command(chain):
+    out = io.StringIO()
+    call_command("verify_audit", stdout=out, stderr=io.StringIO())
+    assert f"{len(chain)} events" in out.getvalue()
+    AuditEvent.objects.filter(seq=2).update(details={"x": 1})
+    with pytest.raises(CommandError, match="seq 2"):
+        call_command("verify_audit", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_verify_on_an_empty_chain_is_ok(db):
+    assert audit_verify() == audit.ChainReport(ok=True, events_checked=0)
+
+
+# --- listing -------------------------------------------------------------------------------------------
+
+
+def test_event_filters_and_pagination(owner, other, officer, monkeypatch):
+    # Given events at known times: owner uploads at T+1h..T+3h, other at T+4h
+    base = datetime(2030, 6, 1, 12, tzinfo=UTC)
+    now = [base]
+    monkeypatch.setattr(clock, "now", lambda: now[0])
+    for hour, actor in enumerate((owner, owner, owner, other), start=1):
+        now[0] = base + timedelta(hours=hour)
+        assert actor.client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")},
+                                 format="multipart").status_code == 201
+    get = officer.client.get
+
+    # action
+    body = get("/api/v1/audit/events", {"action": "photo.uploaded"}).json()
+    assert body["count"] == 4 and {e["action"] for e in body["results"]} == {"photo.uploaded"}
+    # subject (a pseudonym)
+    body = get("/api/v1/audit/events", {"subject": pseudonym(owner.pk), "action": "photo.uploaded"}).json()
+    assert body["count"] == 3 and {e["subject"] for e in body["results"]} == {pseudonym(owner.pk)}
+    # since is inclusive, until exclusive
+    body = get("/api/v1/audit/events", {"since": (base + timedelta(hours=2)).isoformat(),
+                                        "until": (base + timedelta(hours=4)).isoformat()}).json()
+    assert [e["at"] for e in body["results"]] == [
+        (base + timedelta(hours=h)).isoformat().replace("+00:00", "Z") for h in (2, 3)]
+    assert get("/api/v1/audit/events", {"since": (base + timedelta(hours=5)).isoformat()}).json()["count"] == 0
+
+    # pagination: limit/offset over all events, oldest first
+    total = AuditEvent.objects.count()
+    page = get("/api/v1/audit/events", {"limit": 2, "offset": 1}).json()
+    assert page["count"] == total
+    assert [e["seq"] for e in page["results"]] == [2, 3]
+    assert page["next"] and page["previous"]
+    every = get("/api/v1/audit/events", {"limit": 1000}).json()["results"]
+    assert [e["seq"] for e in every] == list(range(1, total + 1))
+    assert set(every[0]) == {"seq", "at", "action", "actor", "subject", "object_ref", "details", "prev_hash", "hash"}
+
+
+@pytest.mark.parametrize("params", [{"since": "yesterday"}, {"until": "2030-13-45"}, {"action": "x" * 65}])
+def test_invalid_filters_are_400_json(officer, params):
+    error = assert_error(officer.client.get("/api/v1/audit/events", params), 400, "invalid")
+    assert set(error["details"]) == set(params)
+
+
+# --- concurrency ----------------------------------------------------------------------------------------
+
+THREADS, PER_THREAD = 8, 25
+
+
+def _append_concurrently() -> list[BaseException]:
+    barrier = threading.Barrier(THREADS)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(PER_THREAD):
+                audit_append(action="test.concurrent", actor_id=None, subject=f"thread-{n}", object_ref=f"{n}:{i}")
+        except BaseException as exc:  # collected and asserted on in the main thread
+            errors.append(exc)
+        finally:
+            connection.close()  # each thread has its own connection; leave none open
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return errors
+
+
+# Not run on SQLite: the test database there is in-memory with a shared cache, where concurrent threads get
+# table-level SQLITE_LOCKED errors ("database table is locked") that no busy timeout waits out. The file
+# database of the embedded mode serialises writers with BEGIN IMMEDIATE instead (see settings).
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks under real concurrency: PostgreSQL only")
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_appends_keep_one_chain_on_postgresql():
+    # Given an empty chain (no head row yet: the threads also race to create it)
+    assert not AuditHead.objects.exists()
+    # When 8 threads append 25 events each at once
+    errors = _append_concurrently()
+    # Then there are 200 events with contiguous, unique seqs, each append landed once, and the chain verifies
+    assert not errors, errors
+    events = list(AuditEvent.objects.order_by("seq").values_list("seq", "object_ref"))
+    assert [seq for seq, _ in events] == list(range(1, THREADS * PER_THREAD + 1))
+    assert sorted(ref for _, ref in events) == sorted(f"{n}:{i}" for n in range(THREADS) for i in range(PER_THREAD))
+    assert audit_verify() == audit.ChainReport(ok=True, events_checked=THREADS * PER_THREAD)
+    assert AuditHead.objects.get(pk=1).seq == THREADS * PER_THREAD

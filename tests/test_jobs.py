@@ -1,0 +1,122 @@
+"""Transformation jobs through the API, in embedded mode (Celery eager: the job runs in process)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from governance.models import AuditEvent
+from inference.synthetic import Identity, place_in_photo
+from webplatform.jobs.engine import reset_engine
+from webplatform.jobs.models import TransformationJob, TransformationResult
+
+
+def face_jpeg(seed: int = 3, age: float = 30) -> bytes:
+    photo, _ = place_in_photo(Identity.from_seed(seed), age, photo_size=(360, 480), face_size=200, seed=seed)
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(np.int16)
+
+
+@pytest.fixture(autouse=True)
+def _engine_per_test():
+    reset_engine()
+    yield
+    reset_engine()
+
+
+@pytest.fixture
+def face_photo(upload):
+    response = upload(face_jpeg())
+    assert response.status_code == 201, response.content
+    return response.json()["id"]
+
+
+def test_a_face_is_aged_and_the_rest_of_the_photo_is_untouched(owner, face_photo, django_capture_on_commit_callbacks):
+    # When the owner asks for age 75 (embedded mode runs the job on commit, in process)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = owner.client.post(f"/api/v1/photos/{face_photo}/transformations", {"target_age": 75}, format="json")
+    assert response.status_code == 202, response.content
+    job_id = response.json()["id"]
+
+    # Then the job is done, names the model version, and its result is an image of the same size
+    job = owner.client.get(f"/api/v1/transformations/{job_id}").json()
+    assert job["status"] == "done", job
+    assert job["model_version"] and job["target_age"] == 75
+    original = decode(owner.client.get(f"/api/v1/photos/{face_photo}/content").content)
+    result_response = owner.client.get(f"/api/v1/transformations/{job_id}/content")
+    assert result_response.status_code == 200
+    assert result_response["Content-Type"] == "image/jpeg"
+    result = decode(result_response.content)
+    assert result.shape == original.shape
+
+    # The face changed; a corner far from it did not (beyond JPEG re-encoding noise)
+    centre = (slice(100, 260), slice(160, 320))
+    assert np.abs(result[centre] - original[centre]).mean() > 2.0
+    assert np.abs(result[:40, :40] - original[:40, :40]).mean() < 2.0
+
+    # And the result is encrypted with its own deadline, and the run is audited
+    stored = TransformationResult.objects.get(job_id=job_id)
+    assert stored.expires_at > stored.created_at
+    assert AuditEvent.objects.filter(action="job.completed", object_ref=f"job:{job_id}").exists()
+
+
+def test_a_photo_without_a_face_fails_with_no_face(owner, upload, django_capture_on_commit_callbacks):
+    flat = io.BytesIO()
+    Image.new("RGB", (320, 240), (90, 140, 200)).save(flat, format="PNG")
+    photo_id = upload(flat.getvalue(), name="sky.png").json()["id"]
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = owner.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": 40},
+                                   format="json").json()["id"]
+    job = owner.client.get(f"/api/v1/transformations/{job_id}").json()
+    assert (job["status"], job["error"]) == ("failed", "no_face")
+    content = owner.client.get(f"/api/v1/transformations/{job_id}/content")
+    assert content.status_code == 409 and content.json()["error"]["code"] == "conflict"
+
+
+@pytest.mark.parametrize("body", [{"target_age": 0}, {"target_age": 101}, {"target_age": "old"}, {}, {"target_age": 2.5}])
+def test_target_age_out_of_range_is_400(owner, face_photo, body):
+    response = owner.client.post(f"/api/v1/photos/{face_photo}/transformations", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid"
+    assert TransformationJob.objects.count() == 0
+
+
+def test_other_users_photo_and_job_are_404(owner, other, face_photo, django_capture_on_commit_callbacks):
+    assert other.client.post(f"/api/v1/photos/{face_photo}/transformations", {"target_age": 50},
+                             format="json").status_code == 404
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = owner.client.post(f"/api/v1/photos/{face_photo}/transformations", {"target_age": 50},
+                                   format="json").json()["id"]
+    assert other.client.get(f"/api/v1/transformations/{job_id}").status_code == 404
+    assert other.client.get(f"/api/v1/transformations/{job_id}/content").status_code == 404
+
+
+def test_transformation_needs_processing_consent(owner, face_photo):
+    # Given a photo kept for training (training consent), which outlives a processing withdrawal
+    owner.client.put("/api/v1/me/consents/training", {"granted": True, "policy_version": 1}, format="json")
+    owner.client.put("/api/v1/me/consents/processing", {"granted": False}, format="json")
+    assert owner.client.get(f"/api/v1/photos/{face_photo}").status_code == 200
+    # When a transformation is asked for, it is refused: processing consent is gone
+    response = owner.client.post(f"/api/v1/photos/{face_photo}/transformations", {"target_age": 50}, format="json")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "consent_required"
+    assert TransformationJob.objects.count() == 0
+
+
+def test_the_task_message_carries_the_job_id_only(owner, face_photo, monkeypatch, django_capture_on_commit_callbacks):
+    from webplatform.jobs import tasks
+
+    sent = []
+    monkeypatch.setattr(tasks.transform_task, "delay", lambda *args, **kwargs: sent.append((args, kwargs)))
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = owner.client.post(f"/api/v1/photos/{face_photo}/transformations", {"target_age": 20},
+                                   format="json").json()["id"]
+    assert sent == [((job_id,), {})]

@@ -1,0 +1,14 @@
+"""GPU-queue training task: takes the run's id and its request, calls the service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from governance.models import TrainingRun
+
+from .services import RunRequest, training_run_execute
+
+
+@shared_task(acks_late=False)  # a killed training run must not silently re-spend budget: it is retried by hand
+def training_task(run_id: str, request: dict) -> None:
+    training_run_execute(TrainingRun.objects.get(pk=run_id), RunRequest(**request), progress=False)
