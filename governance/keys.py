@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -21,7 +21,7 @@ def get_keyring() -> Keyring:
     return keyring_from_url(settings.KEYRING_URL)
 
 
-def data_key_create(*, user: AbstractBaseUser) -> DataKey:
+def data_key_create(*, user: Any) -> DataKey:
     """Generate a fresh 256-bit data key for a user and store it wrapped by the current KEK."""
     version, wrapped = get_keyring().wrap(os.urandom(32))
     return DataKey.objects.create(user=user, kek_version=version, wrapped=wrapped)
@@ -77,7 +77,7 @@ def kek_rotate(*, batch_size: int = 500, progress: Callable[[int], None] | None 
                 .order_by("pk")[:batch_size]
             )
             for row in batch:
-                dek = keyring.unwrap(row.kek_version, row.wrapped)
+                dek = keyring.unwrap(row.kek_version, bytes(row.wrapped))
                 row.kek_version, row.wrapped = keyring.wrap(dek)
                 row.rewrapped_at = timezone.now()
                 row.save(update_fields=["kek_version", "wrapped", "rewrapped_at"])

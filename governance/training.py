@@ -120,7 +120,8 @@ def _check_consents(items: list[ManifestItem]) -> None:
 
 def run_entries(run: TrainingRun) -> list[dict[str, str]]:
     """The frozen manifest: what the data loader reads, and nothing else."""
-    return list(run.entries.order_by("photo_id").values("subject", "photo_id", "consent_record_id"))
+    return [{k: str(v) for k, v in entry.items()}
+            for entry in run.entries.order_by("photo_id").values("subject", "photo_id", "consent_record_id")]
 
 
 def run_start(run: TrainingRun) -> None:

@@ -223,7 +223,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"webplatform.jobs.tasks.*": {"queue": "gpu"}, "webplatform.training.tasks.*": {"queue": "gpu"}}
 
 # --- inference ----------------------------------------------------------------------------------------
-MODEL_REGISTRY_DIR = Path(env.str("MODEL_REGISTRY_DIR", default=str(BASE_DIR / "inference" / "weights")))
+MODEL_REGISTRY_DIR = Path(env.str("MODEL_REGISTRY_DIR", default=str(VAR_DIR / "models")))
 ENGINE_MAX_BATCH = env.int("ENGINE_MAX_BATCH", default=32)
 ENGINE_MAX_WAIT_MS = env.int("ENGINE_MAX_WAIT_MS", default=5)
 ENGINE_COMPILE = env.bool("ENGINE_COMPILE", default=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
@@ -47,9 +46,9 @@ class ModelListApi(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT, 401: ErrorResponse, 403: ErrorResponse})
     def get(self, request: Request) -> Response:
         """Every registered model version with its card; which one is promoted."""
-        from inference.registry import Registry
+        from webplatform.models_registry import model_registry
 
-        registry = Registry(settings.MODEL_REGISTRY_DIR)
+        registry = model_registry()
         promoted = registry.promoted_version()
         versions = [{"version": v, "promoted": v == promoted, "card": registry.card(v)}
                     for v in registry.list_versions()]

@@ -23,9 +23,10 @@ def get_engine():  # type: ignore[no-untyped-def]
     with _lock:
         if _engine is None:
             from inference.engine import BatchingEngine
-            from inference.registry import Registry, RegistryError
+            from inference.registry import RegistryError
+            from webplatform.models_registry import model_registry
 
-            registry = Registry(settings.MODEL_REGISTRY_DIR)
+            registry = model_registry()
             version = registry.promoted_version()
             if version is None:
                 raise ModelUnavailable(f"No promoted model in {settings.MODEL_REGISTRY_DIR}.")

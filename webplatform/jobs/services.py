@@ -94,7 +94,7 @@ def job_run(*, job_id: str) -> None:
         image = np.asarray(Image.open(io.BytesIO(plaintext)).convert("RGB"))  # (H, W, 3) uint8
         del plaintext
         engine, version = get_engine()
-        aged = transform_photo(image, float(job.target_age), engine.run_one)
+        aged = transform_photo(image, float(job.target_age), engine.run_one, size=engine.size)
     except NoFaceFound:
         job_fail(job_id=job_id, code="no_face")
         return

@@ -22,6 +22,7 @@ from governance.training import (
     run_start,
     training_candidates,
 )
+from webplatform.models_registry import model_registry
 from webplatform.objects import object_get
 from webplatform.photos.models import Photo
 
@@ -74,8 +75,6 @@ def run_plan(request: RunRequest, participants: int) -> dict[str, float | int | 
 
 def training_run_create(request: RunRequest) -> TrainingRun:
     """Freeze the manifest and reserve the epsilon (refused before anything trains if over budget)."""
-    from inference.registry import Registry
-
     items = eligible_items()
     if not items:
         raise InvalidInput("No eligible photos: nobody with training consent has a photo within retention.")
@@ -85,7 +84,7 @@ def training_run_create(request: RunRequest) -> TrainingRun:
         delta=float(plan["delta"]), sample_rate=float(plan["sample_rate"]),
         noise_multiplier=float(plan["noise_multiplier"]), max_grad_norm=request.max_grad_norm,
         steps=int(plan["steps"]), accountant=str(plan["accountant"]),
-        parent_version=Registry(settings.MODEL_REGISTRY_DIR).promoted_version() or "",
+        parent_version=model_registry().promoted_version() or "",
     )
 
 
@@ -115,42 +114,40 @@ def _load_faces(run: TrainingRun, size: int) -> np.ndarray:
 def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: bool = True) -> TrainingRun:
     """Train the reserved run under DP, register the version with its card, record what was spent."""
     from inference.dp import DPConfig, train_dp
-    from inference.quality import heldout_pairs
-    from inference.registry import Registry
+    from inference.quality import benchmark, estimate_ages, heldout_pairs
 
-    registry = Registry(settings.MODEL_REGISTRY_DIR)
+    registry = model_registry()
     run_start(run)
     try:
-        model, card = registry.load(run.parent_version) if run.parent_version else (None, None)
-        if model is None:
+        if not run.parent_version:
             raise InvalidInput("No promoted base model to fine-tune; run `manage.py train_base` first.")
-        estimator = registry.load_estimator()
-        size = model.config.image_size
-        faces = _load_faces(run, size)
+        model, card = registry.load(run.parent_version)
+        # The age estimator was trained on synthetic faces only: never on private data.
+        estimator, _ = registry.load(card["age_estimator"])
+        faces = _load_faces(run, model.config.image_size)
         if len(faces) == 0:
             run_finish(run, epsilon_spent=0.0, metrics={}, error="no usable faces in the manifest")
             return run
-        source_ages = registry.estimate_ages(estimator, faces)
         config = DPConfig(noise_multiplier=run.noise_multiplier, max_grad_norm=run.max_grad_norm,
                           sample_rate=run.sample_rate, steps=run.steps, delta=run.delta, accountant=run.accountant,
                           lr=request.lr, seed=request.seed)
-        pairs = heldout_pairs(16, size=size)
-        before = registry.benchmark(model, estimator, pairs)
-        result = train_dp(model=model, faces=faces, source_ages=source_ages, estimator=estimator, config=config,
-                          progress=progress)
-        after = registry.benchmark(result.model, estimator, pairs)
-        metrics = {"before": before, "after": after, "final": result.metrics}
-        version = registry.register(result.model, card_fields={
+        pairs = heldout_pairs(8, size=model.config.image_size)
+        before = benchmark(model, estimator, pairs)
+        result = train_dp(model=model, faces=faces, source_ages=estimate_ages(estimator, faces),
+                          estimator=estimator, config=config, progress=progress)
+        after = benchmark(result.model.eval(), estimator, pairs)
+        metrics = {"before": before, "after": after, "training": result.metrics}
+        version = registry.register(result.model, model.config, {
             "dp": True, "lineage": run.lineage.name, "parent": run.parent_version, "training_run": str(run.id),
-            "manifest_sha256": run.manifest_sha256, "participants": run.participants,
-            "epsilon": result.epsilon_spent, "delta": run.delta, "noise_multiplier": run.noise_multiplier,
-            "max_grad_norm": run.max_grad_norm, "sample_rate": run.sample_rate, "steps": run.steps,
-            "accountant": run.accountant, "metrics": metrics,
-            "training_data": "photos of users with active training consent, one per user, decrypted in memory",
-        })
+            "age_estimator": card["age_estimator"], "manifest_sha256": run.manifest_sha256,
+            "participants": run.participants, "epsilon": result.epsilon_spent, "delta": run.delta,
+            "noise_multiplier": run.noise_multiplier, "max_grad_norm": run.max_grad_norm,
+            "sample_rate": run.sample_rate, "steps": run.steps, "accountant": run.accountant, "metrics": metrics,
+            "training_data": "one photo per user with active training consent, decrypted in memory only",
+        }, version=f"{run.lineage.name}-dp-{str(run.id)[:8]}")
         run_finish(run, epsilon_spent=result.epsilon_spent, model_version=version, metrics=metrics)
     except Exception as exc:
-        # Data may have been touched: the full reservation counts as spent.
+        # Data may have been touched: the whole reservation counts as spent.
         run_finish(run, epsilon_spent=run.epsilon_reserved, metrics={}, error=f"{type(exc).__name__}: {exc}")
         raise
     return run
