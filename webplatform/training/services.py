@@ -56,11 +56,12 @@ def eligible_items() -> list[ManifestItem]:
 
 def run_plan(request: RunRequest, participants: int) -> dict[str, float | int | str]:
     """Sample rate, steps, delta, noise and the accountant's epsilon for a run over N participants."""
-    from inference.dp import epsilon_for, noise_for_epsilon
+    from inference.dp import effective_sample_rate, epsilon_for, noise_for_epsilon
 
     if (request.target_epsilon is None) == (request.noise_multiplier is None):
         raise InvalidInput("Give exactly one of target_epsilon or noise_multiplier.")
-    sample_rate = min(1.0, request.batch_size / participants)
+    # The rate Opacus' Poisson loader really samples at (1/k): what is reserved is what gets spent.
+    sample_rate = effective_sample_rate(n=participants, sample_rate=min(1.0, request.batch_size / participants))
     steps = max(1, math.ceil(request.epochs / sample_rate))
     delta = min(settings.DP_DELTA, 1.0 / (10 * participants))  # delta well below 1/N
     accountant = settings.DP_ACCOUNTANT
