@@ -14,7 +14,7 @@ from webplatform.jobs.engine import reset_engine
 from webplatform.jobs.models import TransformationJob, TransformationResult
 
 
-def face_jpeg(seed: int = 3, age: float = 30) -> bytes:
+def face_jpeg(seed: int = 4, age: float = 30) -> bytes:
     photo, _ = place_in_photo(Identity.from_seed(seed), age, photo_size=(360, 480), face_size=200, seed=seed)
     buffer = io.BytesIO()
     Image.fromarray(photo).save(buffer, format="JPEG", quality=95)

@@ -106,7 +106,7 @@ def _load_faces(run: TrainingRun, size: int) -> np.ndarray:
         image = np.asarray(Image.open(io.BytesIO(bytes(data))).convert("RGB"))
         del data
         try:
-            faces.append(crop_face(image, largest_face(image), size).pixels)
+            faces.append(crop_face(image, largest_face(image), size).image)
         except NoFaceFound:
             continue
     return np.stack(faces) if faces else np.zeros((0, size, size, 3), np.uint8)
@@ -156,11 +156,11 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
 
 def model_promote(*, version: str, actor_id: int | None = None) -> None:
     """Make a version the one that serves; a DP version must carry its privacy fields."""
-    from inference.registry import Registry, RegistryError
+    from inference.registry import RegistryError
     from webplatform.jobs.engine import reset_engine
 
     try:
-        Registry(settings.MODEL_REGISTRY_DIR).promote(version, require_privacy_fields=True)
+        model_registry().promote(version, require_privacy_fields=True)
     except RegistryError as exc:
         raise InvalidInput(str(exc)) from exc
     audit_append(action="model.promoted", actor_id=actor_id, subject="model", object_ref=f"model:{version}")

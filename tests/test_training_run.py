@@ -1,0 +1,96 @@
+"""A short real DP training run on CPU: consenting synthetic users → registered version with privacy fields."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from PIL import Image
+
+from governance.models import AuditEvent, RunStatus, TrainingRun
+from inference.synthetic import Identity, place_in_photo
+from webplatform.models_registry import model_registry
+from webplatform.training.services import RunRequest, training_run_create, training_run_execute
+
+from .lifecycle_support import photo_make
+
+PRIVACY_FIELDS = ("manifest_sha256", "epsilon", "delta", "noise_multiplier", "max_grad_norm", "sample_rate",
+                  "steps", "accountant")
+
+
+def face_png(seed: int) -> bytes:
+    photo, _ = place_in_photo(Identity.from_seed(seed), 25 + seed % 50, photo_size=(240, 320), face_size=160,
+                              seed=seed)
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def consenting_users(make_actor):
+    """Eight users who opted in to training, each with one face photo; two who did not."""
+    users = [make_actor(consents=("processing", "training")) for _ in range(8)]
+    for i, actor in enumerate(users):
+        photo_make(owner_id=actor.pk, plaintext=face_png(seed=100 + i), kept_for_training=True)
+    outsiders = [make_actor(consents=("processing",)) for _ in range(2)]
+    for i, actor in enumerate(outsiders):
+        photo_make(owner_id=actor.pk, plaintext=face_png(seed=200 + i))
+    return users, outsiders
+
+
+def test_short_dp_run_registers_a_version_with_its_privacy_card(consenting_users, officer):
+    users, outsiders = consenting_users
+    request = RunRequest(epochs=1, target_epsilon=2.0, batch_size=4, lr=1e-4, seed=1)
+
+    # Given a reserved run over exactly the consenting users
+    run = training_run_create(request)
+    assert run.participants == len(users) and run.status == RunStatus.RESERVED
+    assert run.epsilon_reserved == pytest.approx(2.0, rel=0.05)
+
+    # When it trains under DP on CPU
+    run = training_run_execute(run, request, progress=False)
+
+    # Then a version is registered whose card carries every privacy field, matching the run
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    card = model_registry().card(run.model_version)
+    assert card["dp"] is True and all(card.get(f) is not None for f in PRIVACY_FIELDS)
+    assert card["manifest_sha256"] == run.manifest_sha256
+    assert card["epsilon"] == pytest.approx(run.epsilon_spent) and 0 < run.epsilon_spent <= run.epsilon_reserved + 1e-6
+    assert set(card["metrics"]) >= {"before", "after"}
+    assert AuditEvent.objects.filter(action="training.finished", object_ref=f"run:{run.id}").exists()
+
+    # And each participant sees the run and their epsilon; an outsider sees none
+    privacy = users[0].client.get("/api/v1/me/privacy").json()
+    assert [r["run_id"] for r in privacy["runs"]] == [str(run.id)]
+    assert privacy["total_epsilon"] == pytest.approx(run.epsilon_spent, rel=0.05)
+    assert "epsilon" in privacy["explanation"]
+    assert outsiders[0].client.get("/api/v1/me/privacy").json()["runs"] == []
+
+    # Compliance sees the run and the version with its card
+    runs = officer.client.get("/api/v1/training-runs").json()["results"]
+    assert runs[0]["manifest_sha256"] == run.manifest_sha256 and runs[0]["participants"] == len(users)
+    models = officer.client.get("/api/v1/models").json()
+    assert run.model_version in [v["version"] for v in models["versions"]]
+
+    # Promotion is explicit and audited
+    call_command("promote_model", run.model_version)
+    assert model_registry().promoted_version() == run.model_version
+    assert AuditEvent.objects.filter(action="model.promoted", object_ref=f"model:{run.model_version}").exists()
+
+
+def test_promotion_refuses_a_dp_card_without_privacy_fields(purposes):
+    registry = model_registry()
+    base = registry.promoted_version()
+    model, card = registry.load(base)
+    version = registry.register(model, model.config, {"dp": True, "epsilon": 1.0}, version="incomplete-dp")
+    with pytest.raises(CommandError, match="lacks"):
+        call_command("promote_model", version)
+    assert registry.promoted_version() == base
+
+
+def test_train_command_refuses_over_budget_before_training(consenting_users, settings):
+    settings.DP_EPSILON_CAP = 1.0
+    with pytest.raises(CommandError, match="privacy_budget_exceeded"):
+        call_command("train", "--target-epsilon", "2", "--epochs", "1", "--batch-size", "4")
+    assert TrainingRun.objects.count() == 0
