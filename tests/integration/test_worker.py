@@ -51,11 +51,17 @@ def broker():
     saved = {k: celery_app.conf[k] for k in ("broker_url", "task_always_eager", "broker_transport_options")}
     celery_app.conf.update(broker_url=BROKER, task_always_eager=False,
                            broker_transport_options={"visibility_timeout": 4})
-    celery_app.pool.force_close_all()
+    _reset_connections()
     yield client
     celery_app.conf.update(saved)
-    celery_app.pool.force_close_all()
+    _reset_connections()
     client.flushdb()
+
+
+def _reset_connections() -> None:
+    """Forget Celery's cached connection and producer pools so the next send uses the current broker_url."""
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
 
 
 class Worker:
