@@ -41,6 +41,28 @@ def _fresh_cache():
 
 
 @pytest.fixture
+def clock(monkeypatch):
+    """governance.clock frozen at now; tests move it forward instead of sleeping."""
+    from tests.lifecycle_support import Clock
+
+    return Clock(monkeypatch)
+
+
+@pytest.fixture
+def empty_storage() -> None:
+    """Start with no ciphertext in the object store (tests that count or scan files)."""
+    from tests.lifecycle_support import storage_clear
+
+    storage_clear()
+
+
+@pytest.fixture
+def trainer(make_actor) -> Actor:
+    """An owner who also consents to training: their newest photo is kept for RETENTION_TRAINING."""
+    return make_actor("trainer", consents=(PROCESSING, TRAINING))
+
+
+@pytest.fixture
 def purposes(db):
     """Purposes `processing` and `training` at policy version 1, and the compliance group."""
     policy_publish(purpose_slug=PROCESSING, text="Processing policy v1")

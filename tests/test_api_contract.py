@@ -135,3 +135,17 @@ def test_metrics_expose_prometheus_text(anon, db):
     assert response["Content-Type"].startswith("text/plain")
     text = response.content.decode()
     assert "# TYPE" in text and "django_http_requests" in text
+
+
+def test_metrics_count_uploads_and_refusals(owner, upload, client):
+    def value(name: str) -> float:
+        for line in client.get("/metrics").content.decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    accepted, refused = value("timeveil_uploads_total"), value('timeveil_uploads_refused_total{code="invalid"}')
+    assert upload().status_code == 201
+    assert upload(b"").status_code == 400
+    assert value("timeveil_uploads_total") == accepted + 1
+    assert value('timeveil_uploads_refused_total{code="invalid"}') == refused + 1

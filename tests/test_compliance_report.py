@@ -13,20 +13,12 @@ from governance.consent import PROCESSING, TRAINING, consent_set, policy_publish
 from governance.models import AuditEvent
 from webplatform.lifecycle.erasure import user_erase
 
-from .lifecycle_support import Clock, faulty_storage, photo_make, result_make, storage_clear
+from .lifecycle_support import faulty_storage, photo_make, result_make
 from .support import assert_error
 
+pytestmark = pytest.mark.usefixtures("empty_storage")
+
 REPORT = "/api/v1/compliance/report"
-
-
-@pytest.fixture(autouse=True)
-def _empty_storage() -> None:
-    storage_clear()
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:
-    return Clock(monkeypatch)
 
 
 def _report(officer) -> dict:

@@ -28,28 +28,18 @@ from webplatform.photos.models import Photo
 
 from .conftest import storage_files
 from .lifecycle_support import (
-    Clock,
     faulty_storage,
     job_make,
     orphan_files,
     result_make,
-    storage_clear,
     storage_path,
 )
 from .support import assert_error
 
+pytestmark = pytest.mark.usefixtures("empty_storage")
+
 PASSWORD = "a-Long-passphrase-42"  # what conftest's make_actor registers everyone with
 STATUS_KEYS = {"status", "requested_at", "deadline", "purge_started_at", "completed_at", "overdue"}
-
-
-@pytest.fixture(autouse=True)
-def _empty_storage() -> None:
-    storage_clear()
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:
-    return Clock(monkeypatch)
 
 
 def _upload(actor, upload) -> Photo:

@@ -12,7 +12,6 @@ from django.core.management import call_command
 from django.db import connection
 
 from governance.audit import audit_verify, pseudonym
-from governance.consent import PROCESSING, TRAINING
 from governance.models import AuditEvent
 from webplatform.jobs.models import TransformationJob, TransformationResult
 from webplatform.lifecycle import retention
@@ -21,31 +20,15 @@ from webplatform.photos.models import Photo
 
 from .conftest import storage_files
 from .lifecycle_support import (
-    Clock,
     faulty_storage,
     orphan_files,
     photo_make,
     refs,
     result_make,
-    storage_clear,
     storage_path,
 )
 
-
-@pytest.fixture(autouse=True)
-def _empty_storage() -> None:
-    storage_clear()
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:
-    return Clock(monkeypatch)
-
-
-@pytest.fixture
-def trainer(make_actor):
-    """An owner who also consents to training: their newest photo is kept for RETENTION_TRAINING."""
-    return make_actor("trainer", consents=(PROCESSING, TRAINING))
+pytestmark = pytest.mark.usefixtures("empty_storage")
 
 
 def _upload(upload, actor=None) -> Photo:

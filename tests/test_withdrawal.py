@@ -14,23 +14,10 @@ from webplatform.lifecycle.retention import retention_enforce
 from webplatform.photos.models import Photo
 
 from .conftest import storage_files
-from .lifecycle_support import Clock, job_make, refs, result_make, storage_clear, storage_path
+from .lifecycle_support import job_make, refs, result_make, storage_path
 from .support import assert_error
 
-
-@pytest.fixture(autouse=True)
-def _empty_storage() -> None:
-    storage_clear()
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:
-    return Clock(monkeypatch)
-
-
-@pytest.fixture
-def trainer(make_actor):
-    return make_actor("trainer", consents=(PROCESSING, TRAINING))
+pytestmark = pytest.mark.usefixtures("empty_storage")
 
 
 def _upload(actor, upload) -> Photo:

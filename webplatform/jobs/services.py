@@ -14,6 +14,7 @@ from governance import clock
 from governance.audit import audit_append
 from governance.consent import PROCESSING, consent_is_active, consent_require
 from governance.errors import Conflict, NotFound, TimeveilError
+from webplatform import metrics
 from webplatform.objects import object_delete, object_get, object_put
 from webplatform.photos.models import Photo
 
@@ -54,6 +55,7 @@ def job_result_content(*, user_id: int, job: TransformationJob) -> tuple[bytes, 
 
 
 def _fail(job: TransformationJob, code: str) -> None:
+    metrics.JOBS.labels("failed", code).inc()
     job.status, job.error, job.finished_at = JobStatus.FAILED, code, clock.now()
     job.save(update_fields=["status", "error", "finished_at"])
     audit_append(action="job.failed", actor_id=None, subject_id=job.owner_id, object_ref=f"job:{job.id}",
@@ -138,6 +140,9 @@ def _store_result(job: TransformationJob, aged: np.ndarray, version: str, conten
                 content_type=content_type, size_bytes=size, storage_name=name,
             )
             locked.status, locked.finished_at, locked.model_version = JobStatus.DONE, now, version
+            metrics.JOBS.labels("done", "").inc()
+            if locked.started_at:
+                metrics.JOB_SECONDS.observe((now - locked.started_at).total_seconds())
             locked.save(update_fields=["status", "finished_at", "model_version"])
             audit_append(action="job.completed", actor_id=None, subject_id=job.owner_id, object_ref=f"job:{job.id}",
                          details={"model_version": version, "result": str(result_id)})

@@ -14,6 +14,7 @@ from rest_framework.authtoken.models import Token
 from governance.erasure import erasure_accept, erasure_complete, erasure_mark_failed, erasure_mark_purging
 from governance.errors import TimeveilError
 from governance.models import ConsentRecord, ErasureRequest, ErasureStatus
+from webplatform import metrics
 from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
 
 from .retention import BATCH, HELD_MODELS, objects_purge
@@ -43,6 +44,7 @@ def user_erase(*, user_id: int) -> tuple[ErasureRequest, str]:
         TransformationJob.objects.filter(owner_id=user_id, status=JobStatus.QUEUED).update(
             status=JobStatus.FAILED, error="erased")
         transaction.on_commit(lambda: erasure_purge_task.delay(request.pk))
+    metrics.ERASURES.labels("accepted").inc()
     return request, receipt
 
 
@@ -82,6 +84,7 @@ def erasure_purge(*, request_id: int) -> ErasureRequest:
         counts["sessions"] = _sessions_delete(user_id)
         get_user_model().objects.filter(pk=user_id).delete()  # cascades tokens and any remaining rows
         erasure_complete(request, counts=counts)
+    metrics.ERASURES.labels("done").inc()
     return request
 
 

@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 
 from governance import clock
 from governance.audit import audit_append_many
+from webplatform import metrics
 from webplatform.jobs.models import TransformationResult
 from webplatform.objects import object_delete
 from webplatform.photos.models import Photo, StoredObject
@@ -54,6 +55,8 @@ def retention_enforce(*, now: datetime | None = None, owner_id: int | None = Non
             deleted, failed, tried = _purge_batch(model, now=now, owner_id=owner_id, skip=failed_ids)
             report.deleted[model.KIND] = report.deleted.get(model.KIND, 0) + deleted
             report.failed[model.KIND] = report.failed.get(model.KIND, 0) + len(failed)
+            metrics.RETENTION_DELETED.labels(model.KIND).inc(deleted)
+            metrics.RETENTION_FAILED.labels(model.KIND).inc(len(failed))
             failed_ids |= failed
             if progress:
                 progress(tried)

@@ -11,7 +11,8 @@ from django.db.models import F
 from governance import clock
 from governance.audit import audit_append
 from governance.consent import PROCESSING, TRAINING, consent_is_active, consent_require
-from governance.errors import NotFound
+from governance.errors import NotFound, TimeveilError
+from webplatform import metrics
 from webplatform.objects import object_delete, object_get, object_put
 
 from .intake import sanitize
@@ -31,8 +32,12 @@ def photo_for_owner(*, user_id: int, photo_id: uuid.UUID | str) -> Photo:
 
 def photo_create(*, owner_id: int, data: bytes) -> Photo:
     """Consent check, sanitise, encrypt, store, record with its retention deadline, audit."""
-    consent_require(user_id=owner_id, purpose_slug=PROCESSING)
-    image = sanitize(data, max_bytes=settings.UPLOAD_MAX_BYTES, max_pixels=settings.UPLOAD_MAX_PIXELS)
+    try:
+        consent_require(user_id=owner_id, purpose_slug=PROCESSING)
+        image = sanitize(data, max_bytes=settings.UPLOAD_MAX_BYTES, max_pixels=settings.UPLOAD_MAX_PIXELS)
+    except TimeveilError as exc:
+        metrics.UPLOADS_REFUSED.labels(exc.code).inc()
+        raise
     photo_id = uuid.uuid4()
     name, size = object_put(owner_id=owner_id, kind=KIND, object_id=photo_id, plaintext=image.data)
     try:
@@ -50,6 +55,7 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
     except BaseException:
         object_delete(name)  # the row never landed: leave no ciphertext behind either
         raise
+    metrics.UPLOADS.inc()
     return photo
 
 
