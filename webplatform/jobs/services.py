@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import logging
 import uuid
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from kombu.exceptions import OperationalError
 from PIL import Image
 
 from governance import clock
@@ -19,6 +21,8 @@ from webplatform.objects import object_delete, object_get, object_put
 from webplatform.photos.models import Photo
 
 from .models import JobStatus, TransformationJob, TransformationResult
+
+log = logging.getLogger(__name__)
 
 
 def job_for_owner(*, user_id: int, job_id: uuid.UUID | str) -> TransformationJob:
@@ -39,8 +43,17 @@ def job_create(*, user_id: int, photo: Photo, target_age: int) -> Transformation
                                                created_at=clock.now())
         audit_append(action="job.created", actor_id=user_id, subject_id=user_id, object_ref=f"job:{job.id}",
                      details={"photo": str(photo.id), "target_age": target_age})
-        transaction.on_commit(lambda: transform_task.delay(str(job.id)))
+        transaction.on_commit(lambda: _enqueue(transform_task, str(job.id)))
     return job
+
+
+def _enqueue(task, job_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Send the job id to the gpu queue; if the broker is down the job fails visibly instead of hanging."""
+    try:
+        task.delay(job_id)
+    except OperationalError:
+        log.exception("could not queue job %s", job_id)
+        job_fail(job_id=job_id, code="queue_unavailable")
 
 
 def job_result_content(*, user_id: int, job: TransformationJob) -> tuple[bytes, str]:
