@@ -201,6 +201,32 @@ def utility(args: argparse.Namespace) -> None:
         m = s["model"]
         per = f"{result.metrics['seconds_per_step']:7.2f}" if result else f"{'':>7}"
         print(f"{name:<30} {m['psnr']:8.2f} {m['ssim']:6.3f} {m['age_error']:9.1f} {per}")
+    plot_utility(rows, Path(__file__).resolve().parent / "out" / "dp_utility.png")
+
+
+def plot_utility(rows: list, path: Path) -> None:
+    """PSNR and age error against epsilon, with the no-DP run and the identity baseline as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dp_rows = [(r.epsilon_spent, s["model"]) for _, r, s in rows if r is not None]
+    plain = next(s["model"] for _, r, s in rows if r is None)
+    ident = rows[0][2]["identity_baseline"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, key, label in ((axes[0], "psnr", "PSNR vs ground truth (dB, higher is better)"),
+                           (axes[1], "age_error", "age error (years, lower is better)")):
+        ax.plot([e for e, _ in dp_rows], [m[key] for _, m in dp_rows], "o-", label="DP fine-tune")
+        ax.axhline(plain[key], color="grey", linestyle="--", label="no DP, same steps")
+        ax.axhline(ident[key], color="red", linestyle=":", label="identity baseline")
+        ax.set_xlabel("epsilon spent")
+        ax.set_title(label, fontsize=9)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
 
 
 def main() -> None:
