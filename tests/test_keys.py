@@ -275,3 +275,16 @@ def test_keyring_reloads_every_version(tmp_path):
         again.unwrap(99, new[1])
     with pytest.raises(IntegrityFailure):
         again.unwrap(old[0], new[1])  # wrapped under v2, unwrapped with v1
+
+
+def test_a_failed_content_read_is_audited(owner, upload):
+    from governance.keys import data_key_destroy
+    from governance.models import AuditEvent
+
+    photo_id = upload().json()["id"]
+    data_key_destroy(user_id=owner.pk)
+    response = owner.client.get(f"/api/v1/photos/{photo_id}/content")
+    assert response.status_code == 410 and response.json()["error"]["code"] == "key_destroyed"
+    event = AuditEvent.objects.get(action="photo.content_read_failed", object_ref=f"photo:{photo_id}")
+    assert event.details == {"error": "key_destroyed"}
+    assert not AuditEvent.objects.filter(action="photo.content_read", object_ref=f"photo:{photo_id}").exists()

@@ -61,7 +61,12 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
 
 def photo_content(*, user_id: int, photo: Photo) -> bytes:
     """Decrypt a photo for its owner and audit the read."""
-    data = object_get(owner_id=photo.owner_id, kind=KIND, object_id=photo.id, name=photo.storage_name)
+    try:
+        data = object_get(owner_id=photo.owner_id, kind=KIND, object_id=photo.id, name=photo.storage_name)
+    except TimeveilError as exc:  # destroyed key or tampered ciphertext: the attempt itself is worth a record
+        audit_append(action="photo.content_read_failed", actor_id=user_id, subject_id=photo.owner_id,
+                     object_ref=f"photo:{photo.id}", details={"error": exc.code})
+        raise
     audit_append(action="photo.content_read", actor_id=user_id, subject_id=photo.owner_id,
                  object_ref=f"photo:{photo.id}")
     return bytes(data)
