@@ -21,7 +21,8 @@ def privacy_report(user_id: int) -> dict[str, Any]:
 
     delta = sum(r.delta for r in runs)
     composed = compose_epsilon(history=[(r.noise_multiplier, r.sample_rate, r.steps) for r in runs], delta=delta)
-    total = min(composed, sum(row["epsilon"] for row in rows))
+    total = min(composed, sum(float(r.epsilon_spent if r.epsilon_spent is not None else r.epsilon_reserved)
+                              for r in runs))
     return {
         "runs": rows,
         "total_epsilon": total,

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from governance.consent import consent_receipt, consent_states, policy_current
 from governance.models import ConsentRecord, Purpose
+from webplatform.accounts.roles import user_id
 from webplatform.lifecycle.withdrawal import consent_change
 
 from .errors import ErrorResponse
@@ -64,7 +65,7 @@ class ConsentStateApi(APIView):
     @extend_schema(responses={200: ConsentStateOut(many=True), 401: ErrorResponse})
     def get(self, request: Request) -> Response:
         """The caller's current consent state per purpose."""
-        return Response(ConsentStateOut(consent_states(user_id=request.user.pk), many=True).data)
+        return Response(ConsentStateOut(consent_states(user_id=user_id(request)), many=True).data)
 
 
 class ConsentSetApi(APIView):
@@ -83,7 +84,7 @@ class ConsentSetApi(APIView):
         """Grant (naming the current policy version) or withdraw consent for a purpose; returns the receipt."""
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        record = consent_change(user_id=request.user.pk, purpose_slug=purpose, **data.validated_data)
+        record = consent_change(user_id=user_id(request), purpose_slug=purpose, **data.validated_data)
         return Response(ReceiptOut(consent_receipt(record)).data)
 
 
@@ -91,6 +92,6 @@ class ConsentHistoryApi(APIView):
     @extend_schema(responses={200: ReceiptOut(many=True), 401: ErrorResponse})
     def get(self, request: Request) -> Response:
         """Every consent record of the caller, oldest first, as receipts."""
-        records = (ConsentRecord.objects.filter(user_id=request.user.pk)
+        records = (ConsentRecord.objects.filter(user_id=user_id(request))
                    .select_related("purpose", "policy").order_by("at", "pk"))
         return Response(ReceiptOut([consent_receipt(r) for r in records], many=True).data)

@@ -70,8 +70,9 @@ def _drf_response(exc: drf.APIException) -> Response:
     else:
         body = error_body(code, str(exc.detail))
     headers = {}
-    if isinstance(exc, drf.Throttled) and exc.wait is not None:
-        headers["Retry-After"] = str(int(exc.wait) + 1)
+    wait = getattr(exc, "wait", None)
+    if isinstance(exc, drf.Throttled) and wait is not None:
+        headers["Retry-After"] = str(int(wait) + 1)
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
     return Response(body, status=exc.status_code, headers=headers)

@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from webplatform.accounts.roles import user_id
 from webplatform.jobs.models import JobStatus, TransformationJob
 from webplatform.jobs.services import job_create, job_for_owner, job_result_content
 from webplatform.photos.services import photo_for_owner
@@ -38,8 +39,8 @@ class TransformationCreateApi(APIView):
         """Age or rejuvenate a photo to target_age (1..100); poll the returned job."""
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        photo = photo_for_owner(user_id=request.user.pk, photo_id=photo_id)
-        job = job_create(user_id=request.user.pk, photo=photo, target_age=data.validated_data["target_age"])
+        photo = photo_for_owner(user_id=user_id(request), photo_id=photo_id)
+        job = job_create(user_id=user_id(request), photo=photo, target_age=data.validated_data["target_age"])
         job.refresh_from_db()  # in embedded mode the job already ran in process
         return Response(JobOut(job).data, status=status.HTTP_202_ACCEPTED)
 
@@ -48,7 +49,7 @@ class TransformationDetailApi(APIView):
     @extend_schema(responses={200: JobOut, 401: ErrorResponse, 404: ErrorResponse})
     def get(self, request: Request, job_id: str) -> Response:
         """A job's status, error and the model version that produced it."""
-        return Response(JobOut(job_for_owner(user_id=request.user.pk, job_id=job_id)).data)
+        return Response(JobOut(job_for_owner(user_id=user_id(request), job_id=job_id)).data)
 
 
 class TransformationContentApi(APIView):
@@ -57,7 +58,7 @@ class TransformationContentApi(APIView):
                               401: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse})
     def get(self, request: Request, job_id: str) -> HttpResponse:
         """The result image of a finished job (409 while it is not done)."""
-        job = job_for_owner(user_id=request.user.pk, job_id=job_id)
-        data, content_type = job_result_content(user_id=request.user.pk, job=job)
+        job = job_for_owner(user_id=user_id(request), job_id=job_id)
+        data, content_type = job_result_content(user_id=user_id(request), job=job)
         extension = "png" if content_type == "image/png" else "jpg"
         return private_image_response(data, content_type, f"{job.id}.{extension}")

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance.erasure import erasure_by_receipt, erasure_status
+from webplatform.accounts.roles import user_id
 from webplatform.lifecycle.erasure import user_erase
 from webplatform.lifecycle.export import export_stream
 
@@ -39,7 +40,7 @@ class MeApi(APIView):
     @extend_schema(responses={202: ErasureAcceptedOut, 401: ErrorResponse})
     def delete(self, request: Request) -> Response:
         """Erase the account: data unreadable and the token dead from now on; purge follows."""
-        erasure, receipt = user_erase(user_id=request.user.pk)
+        erasure, receipt = user_erase(user_id=user_id(request))
         url = request.build_absolute_uri(reverse("erasure-status", kwargs={"receipt": receipt}))
         return Response({"receipt": receipt, "status_url": url, "status": erasure.status,
                          "deadline": erasure.deadline}, status=status.HTTP_202_ACCEPTED)
@@ -62,7 +63,7 @@ class ExportApi(APIView):
         """A zip of everything held about the caller, decrypted, streamed."""
         from webplatform.privacy import privacy_report
 
-        response = StreamingHttpResponse(export_stream(user_id=request.user.pk, privacy_report=privacy_report),
+        response = StreamingHttpResponse(export_stream(user_id=user_id(request), privacy_report=privacy_report),
                                          content_type="application/zip")
         response["Content-Disposition"] = 'attachment; filename="timeveil-export.zip"'
         response["Cache-Control"] = "no-store, private"

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from governance import clock
 from governance.errors import InvalidInput
+from webplatform.accounts.roles import user_id
 from webplatform.photos.models import Photo
 from webplatform.photos.services import photo_content, photo_create, photo_delete, photo_for_owner
 
@@ -43,7 +44,7 @@ class PhotoListCreateApi(generics.ListAPIView):
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         # Past its deadline a photo is gone for the user, even before retention deletes it.
-        return Photo.objects.filter(owner_id=self.request.user.pk, expires_at__gt=clock.now()).order_by("-created_at")
+        return Photo.objects.filter(owner_id=user_id(self.request), expires_at__gt=clock.now()).order_by("-created_at")
 
     @extend_schema(request={"multipart/form-data": Input},
                    responses={201: PhotoOut, 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse,
@@ -53,7 +54,7 @@ class PhotoListCreateApi(generics.ListAPIView):
         upload = request.FILES.get("file")
         if upload is None:
             raise InvalidInput("Send the image as multipart form field 'file'.", details={"file": ["required"]})
-        photo = photo_create(owner_id=request.user.pk, data=upload.read())
+        photo = photo_create(owner_id=user_id(request), data=upload.read())
         return Response(PhotoOut(photo).data, status=status.HTTP_201_CREATED)
 
 
@@ -61,13 +62,13 @@ class PhotoDetailApi(APIView):
     @extend_schema(responses={200: PhotoOut, 401: ErrorResponse, 404: ErrorResponse})
     def get(self, request: Request, photo_id: str) -> Response:
         """A photo's metadata (never its content)."""
-        return Response(PhotoOut(photo_for_owner(user_id=request.user.pk, photo_id=photo_id)).data)
+        return Response(PhotoOut(photo_for_owner(user_id=user_id(request), photo_id=photo_id)).data)
 
     @extend_schema(responses={204: None, 401: ErrorResponse, 404: ErrorResponse})
     def delete(self, request: Request, photo_id: str) -> Response:
         """Delete a photo, its results and its ciphertext."""
-        photo = photo_for_owner(user_id=request.user.pk, photo_id=photo_id)
-        photo_delete(user_id=request.user.pk, photo=photo)
+        photo = photo_for_owner(user_id=user_id(request), photo_id=photo_id)
+        photo_delete(user_id=user_id(request), photo=photo)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -77,7 +78,7 @@ class PhotoContentApi(APIView):
                               401: ErrorResponse, 404: ErrorResponse})
     def get(self, request: Request, photo_id: str) -> HttpResponse:
         """The decrypted image, for its owner only."""
-        photo = photo_for_owner(user_id=request.user.pk, photo_id=photo_id)
-        data = photo_content(user_id=request.user.pk, photo=photo)
+        photo = photo_for_owner(user_id=user_id(request), photo_id=photo_id)
+        data = photo_content(user_id=user_id(request), photo=photo)
         extension = "png" if photo.content_type == "image/png" else "jpg"
         return private_image_response(data, photo.content_type, f"{photo.id}.{extension}")

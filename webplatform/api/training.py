@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance.models import TrainingRun
-from webplatform.accounts.roles import IsComplianceOfficer
+from webplatform.accounts.roles import IsComplianceOfficer, user_id
 from webplatform.privacy import privacy_report
 
 from .errors import ErrorResponse
@@ -59,4 +59,4 @@ class PrivacyApi(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT, 401: ErrorResponse})
     def get(self, request: Request) -> Response:
         """Training runs that used the caller's data, epsilon and delta each and in total, in plain words."""
-        return Response(privacy_report(request.user.pk))
+        return Response(privacy_report(user_id(request)))

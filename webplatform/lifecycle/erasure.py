@@ -53,8 +53,10 @@ def erasure_purge(*, request_id: int) -> ErasureRequest:
     request = ErasureRequest.objects.get(pk=request_id)
     if request.status == ErasureStatus.DONE:
         return request
-    erasure_mark_purging(request)
     user_id = request.user_id
+    if user_id is None:  # done already: only finished tombstones forget the user id
+        return request
+    erasure_mark_purging(request)
     counts: dict[str, int] = {}
     failed: set = set()
     errors: list[str] = []

@@ -46,7 +46,7 @@ def export_stream(*, user_id: int, privacy_report: Callable[[int], dict[str, Any
     audit_append(action="export.generated", actor_id=user_id, subject_id=user_id, object_ref="export")
     pipe = _Pipe()
     manifest: list[dict[str, Any]] = []
-    with zipfile.ZipFile(pipe, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(pipe, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
         for model, folder in ((Photo, "photos"), (TransformationResult, "results")):
             for obj in model.objects.filter(owner_id=user_id, expires_at__gt=clock.now()).order_by("created_at"):
                 name = f"{folder}/{obj.id}.{'png' if obj.content_type == 'image/png' else 'jpg'}"

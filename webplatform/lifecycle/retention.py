@@ -87,7 +87,7 @@ def _purge_batch(model: type[StoredObject], *, now: datetime, owner_id: int | No
 @dataclass
 class Purged:
     gone: list[StoredObject] = field(default_factory=list)  # the objects asked for, now deleted
-    dependents: list[StoredObject] = field(default_factory=list)  # results deleted along with their photo
+    dependents: list[TransformationResult] = field(default_factory=list)  # results deleted along with their photo
     failed: set = field(default_factory=set)  # pks kept because some ciphertext could not be deleted
     errors: list[str] = field(default_factory=list)  # what storage said, per failed delete
 

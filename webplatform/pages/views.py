@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 from governance import clock
 from governance.consent import consent_states, policy_current, purpose_get
 from governance.errors import TimeveilError
-from webplatform.accounts.roles import is_compliance_officer
+from webplatform.accounts.roles import is_compliance_officer, user_id
 from webplatform.lifecycle.erasure import user_erase
 from webplatform.lifecycle.report import compliance_report
 from webplatform.lifecycle.withdrawal import consent_change
@@ -26,10 +26,10 @@ def home(request: HttpRequest) -> HttpResponse:
     """The end user's page, or the compliance dashboard for officers."""
     if is_compliance_officer(request.user):
         return render(request, "compliance.html", {"report": compliance_report()})
-    photos = Photo.objects.filter(owner_id=request.user.pk, expires_at__gt=clock.now()).order_by("-created_at")
+    photos = Photo.objects.filter(owner_id=user_id(request), expires_at__gt=clock.now()).order_by("-created_at")
     return render(request, "home.html", {
-        "consents": consent_states(user_id=request.user.pk), "photos": photos,
-        "privacy": privacy_report(request.user.pk),
+        "consents": consent_states(user_id=user_id(request)), "photos": photos,
+        "privacy": privacy_report(user_id(request)),
     })
 
 
@@ -40,7 +40,7 @@ def consent(request: HttpRequest, purpose: str) -> HttpResponse:
     granted = request.POST.get("granted") == "1"
     try:
         version = policy_current(purpose_get(purpose)).version
-        consent_change(user_id=request.user.pk, purpose_slug=purpose, granted=granted, policy_version=version)
+        consent_change(user_id=user_id(request), purpose_slug=purpose, granted=granted, policy_version=version)
         messages.success(request, f"Consent for {purpose} {'granted' if granted else 'withdrawn'}.")
     except TimeveilError as exc:
         messages.error(request, exc.message)
@@ -55,7 +55,7 @@ def upload(request: HttpRequest) -> HttpResponse:
     try:
         if file is None:
             raise TimeveilError("Choose an image to upload.")
-        photo_create(owner_id=request.user.pk, data=file.read())
+        photo_create(owner_id=user_id(request), data=file.read())
         messages.success(request, "Photo uploaded and encrypted.")
     except TimeveilError as exc:
         messages.error(request, exc.message)
@@ -67,7 +67,7 @@ def upload(request: HttpRequest) -> HttpResponse:
 def delete_photo(request: HttpRequest, photo_id: str) -> HttpResponse:
     """Delete one photo and its results."""
     try:
-        photo_delete(user_id=request.user.pk, photo=photo_for_owner(user_id=request.user.pk, photo_id=photo_id))
+        photo_delete(user_id=user_id(request), photo=photo_for_owner(user_id=user_id(request), photo_id=photo_id))
         messages.success(request, "Photo deleted.")
     except TimeveilError as exc:
         messages.error(request, exc.message)
@@ -81,6 +81,6 @@ def erase_account(request: HttpRequest) -> HttpResponse:
     if request.POST.get("confirm") != "erase":
         messages.error(request, "Type 'erase' to confirm.")
         return redirect("home")
-    _, receipt = user_erase(user_id=request.user.pk)
+    _, receipt = user_erase(user_id=user_id(request))
     logout(request)
     return render(request, "erased.html", {"receipt": receipt})

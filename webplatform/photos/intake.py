@@ -91,7 +91,9 @@ def _to_srgb(image: Image.Image) -> Image.Image:
     if icc:
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            return ImageCms.profileToProfile(image.convert("RGB"), source, _SRGB, outputMode="RGB")
+            converted = ImageCms.profileToProfile(image.convert("RGB"), source, _SRGB, outputMode="RGB")
+            if converted is not None:
+                return converted
         except (ImageCms.PyCMSError, OSError):
             pass  # a broken profile: treat the pixels as sRGB, which is what browsers do too
     return image if image.mode == "RGB" else image.convert("RGB")

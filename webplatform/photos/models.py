@@ -25,6 +25,7 @@ class StoredObject(models.Model):
     last_deletion_error = models.CharField(max_length=200, blank=True)
 
     KIND = "object"
+    objects = models.Manager()  # declared here so code generic over kinds (retention, erasure) type-checks
 
     class Meta:
         abstract = True

@@ -66,7 +66,7 @@ def run_plan(request: RunRequest, participants: int) -> dict[str, float | int | 
     delta = min(settings.DP_DELTA, 1.0 / (10 * participants))  # delta well below 1/N
     accountant = settings.DP_ACCOUNTANT
     noise = request.noise_multiplier or noise_for_epsilon(
-        target_epsilon=request.target_epsilon, sample_rate=sample_rate, steps=steps, delta=delta,
+        target_epsilon=float(request.target_epsilon or 0), sample_rate=sample_rate, steps=steps, delta=delta,
         accountant=accountant)
     epsilon = epsilon_for(noise_multiplier=noise, sample_rate=sample_rate, steps=steps, delta=delta,
                           accountant=accountant)
@@ -114,7 +114,9 @@ def _load_faces(run: TrainingRun, size: int) -> np.ndarray:
 
 def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: bool = True) -> TrainingRun:
     """Train the reserved run under DP, register the version with its card, record what was spent."""
+    from inference.age_estimator import AgeEstimator
     from inference.dp import DPConfig, train_dp
+    from inference.model import AgeGenerator
     from inference.quality import benchmark, estimate_ages, heldout_pairs
 
     registry = model_registry()
@@ -125,6 +127,8 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
         model, card = registry.load(run.parent_version)
         # The age estimator was trained on synthetic faces only: never on private data.
         estimator, _ = registry.load(card["age_estimator"])
+        if not isinstance(model, AgeGenerator) or not isinstance(estimator, AgeEstimator):
+            raise InvalidInput(f"{run.parent_version} is not a generator with an age estimator.")
         faces = _load_faces(run, model.config.image_size)
         if len(faces) == 0:
             run_finish(run, epsilon_spent=0.0, metrics={}, error="no usable faces in the manifest")

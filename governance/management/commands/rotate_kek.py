@@ -1,5 +1,7 @@
 """`manage.py rotate_kek`: add a KEK version and re-wrap every data key without touching stored objects."""
 
+from typing import Any
+
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
@@ -11,7 +13,7 @@ from governance.models import DataKey
 class Command(BaseCommand):
     help = "Add a key-encryption-key version and re-wrap every user's data key under it."
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         with tqdm(total=DataKey.objects.count(), unit="key", desc="re-wrapping") as bar:
             version, count = kek_rotate(progress=bar.update)
         audit_append(action="keys.rotated", actor_id=None, subject="keyring",

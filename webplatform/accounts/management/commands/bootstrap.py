@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -25,7 +26,7 @@ PURPOSE_NAMES = {PROCESSING: "Processing your photos", TRAINING: "Improving the 
 class Command(BaseCommand):
     help = "Seed purposes, policies, roles and demo accounts; print the demo credentials."
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         get_keyring()  # generated on first run, mode 0600
         with transaction.atomic():
             for slug, name in PURPOSE_NAMES.items():

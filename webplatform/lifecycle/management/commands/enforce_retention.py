@@ -1,5 +1,7 @@
 """`manage.py enforce_retention`: delete everything past its deadline, then retry unfinished erasures."""
 
+from typing import Any
+
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
@@ -11,7 +13,7 @@ from webplatform.lifecycle.retention import HELD_MODELS, expired, retention_enfo
 class Command(BaseCommand):
     help = "Delete ciphertext and rows past their retention deadline (idempotent; safe to run concurrently)."
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         now = clock.now()
         due = sum(expired(model, now=now).count() for model in HELD_MODELS)
         with tqdm(total=due, unit="object", desc="retention") as bar:

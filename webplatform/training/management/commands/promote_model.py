@@ -1,5 +1,7 @@
 """`manage.py promote_model VERSION`: make a registered version the one that serves."""
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
 from governance.errors import TimeveilError
@@ -12,7 +14,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
         parser.add_argument("version")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         try:
             model_promote(version=options["version"])
         except TimeveilError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -26,7 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--queue", action="store_true", help="run on a gpu worker instead of here")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         request = RunRequest(epochs=options["epochs"], target_epsilon=options["target_epsilon"],
                              noise_multiplier=options["noise_multiplier"], batch_size=options["batch_size"],
                              max_grad_norm=options["max_grad_norm"], lr=options["lr"], lineage=options["lineage"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import torch
 from django.core.management.base import BaseCommand
@@ -25,7 +26,7 @@ class Command(BaseCommand):
                             help="licensed face images with ages (labels.csv or <age>_*.png) instead of synthetic")
         parser.add_argument("--no-promote", action="store_true")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         from inference.train import build_base_model
         from webplatform.jobs.engine import reset_engine
 
