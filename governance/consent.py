@@ -6,6 +6,7 @@ import hashlib
 from typing import Any
 
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from .audit import audit_append, pseudonym
@@ -81,14 +82,15 @@ def consent_is_active(*, user_id: int, purpose_slug: str) -> bool:
     """May this user's data be used for this purpose now? The one answer everything asks.
 
     Yes only if the newest record is a grant of the purpose's current policy version: publishing a
-    new version asks everyone again rather than stretching old consent over new terms.
+    new version asks everyone again rather than stretching old consent over new terms. One query: it runs
+    on every upload and every job.
     """
-    record = consent_latest(user_id=user_id, purpose_slug=purpose_slug)
-    if record is None or not record.granted:
-        return False
-    latest_version = (PolicyVersion.objects.filter(purpose_id=record.purpose_id)
-                      .order_by("-version").values_list("version", flat=True).first())
-    return record.policy.version == latest_version
+    current = (PolicyVersion.objects.filter(purpose_id=OuterRef("purpose_id"))
+               .order_by("-version").values("version")[:1])
+    record = (ConsentRecord.objects.filter(user_id=user_id, purpose__slug=purpose_slug)
+              .annotate(current_version=Subquery(current))
+              .order_by("-at", "-pk").values("granted", "policy__version", "current_version").first())
+    return bool(record and record["granted"] and record["policy__version"] == record["current_version"])
 
 
 def consent_require(*, user_id: int, purpose_slug: str) -> None:

@@ -16,6 +16,7 @@ from governance.erasure import erasure_by_receipt, erasure_status
 from webplatform.accounts.roles import user_id
 from webplatform.lifecycle.erasure import user_erase
 from webplatform.lifecycle.export import export_stream
+from webplatform.privacy import privacy_report
 
 from .errors import ErrorResponse
 
@@ -61,8 +62,6 @@ class ExportApi(APIView):
     @extend_schema(responses={(200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY), 401: ErrorResponse})
     def get(self, request: Request) -> StreamingHttpResponse:
         """A zip of everything held about the caller, decrypted, streamed."""
-        from webplatform.privacy import privacy_report
-
         response = StreamingHttpResponse(export_stream(user_id=user_id(request), privacy_report=privacy_report),
                                          content_type="application/zip")
         response["Content-Disposition"] = 'attachment; filename="timeveil-export.zip"'

@@ -13,6 +13,8 @@ from governance.audit import audit_append
 from governance.consent import PROCESSING, TRAINING, consent_is_active, consent_require
 from governance.errors import NotFound, TimeveilError
 from webplatform import metrics
+from webplatform.jobs.models import TransformationResult
+from webplatform.lifecycle.retention import retention_enforce
 from webplatform.objects import object_delete, object_get, object_put
 
 from .intake import sanitize
@@ -74,9 +76,6 @@ def photo_content(*, user_id: int, photo: Photo) -> bytes:
 
 def photo_delete(*, user_id: int, photo: Photo) -> None:
     """Make the photo and its results due now; retention deletes ciphertext then rows once this commits."""
-    from webplatform.jobs.models import TransformationResult
-    from webplatform.lifecycle.retention import retention_enforce
-
     with transaction.atomic():
         now = clock.now()
         TransformationResult.objects.filter(photo_id=photo.pk).update(expires_at=now)
