@@ -1,19 +1,32 @@
-"""The audit hash chain: pseudonymous events appended under a lock, and verification of the whole chain."""
+"""The audit chain: pseudonymous events linked by a keyed hash, signed checkpoints outside the database, verification.
+
+Each event's hash is an HMAC under a key derived from the keyring (never stored in the database), so a
+database writer cannot recompute the links after editing a row. Every committed append also writes a
+signed checkpoint (seq, head hash, time) outside the database (checkpoints.py), so cutting the chain's end,
+rewriting it wholesale or wiping it is caught by comparing with the newest checkpoint.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from . import clock
+from .checkpoints import CheckpointForged, checkpoint_latest, checkpoint_write
 from .models import AuditEvent, AuditHead
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 SYSTEM = "system"
@@ -28,13 +41,36 @@ def pseudonym(user_id: int | None) -> str:
     return hmac.new(get_keyring().pseudonym_key(), f"user:{user_id}".encode(), hashlib.sha256).hexdigest()
 
 
+_derived: dict[tuple[bytes, bytes], bytes] = {}
+
+
+def _derive(label: bytes) -> bytes:
+    """A 256-bit key for one audit use, derived (HKDF-SHA256) from the keyring's pseudonym key."""
+    from .keys import get_keyring
+
+    root = get_keyring().pseudonym_key()
+    if (root, label) not in _derived:
+        _derived[(root, label)] = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(root)
+    return _derived[(root, label)]
+
+
+def chain_key() -> bytes:
+    """The key that authenticates each link of the chain (distinct from pseudonyms and checkpoints)."""
+    return _derive(b"timeveil/audit/chain/v2")
+
+
+def checkpoint_key() -> bytes:
+    """The key that signs checkpoints."""
+    return _derive(b"timeveil/audit/checkpoint/v1")
+
+
 def _event_hash(*, seq: int, at: datetime, action: str, actor: str, subject: str, object_ref: str,
-                details: dict[str, Any], prev_hash: str) -> str:
+                details: dict[str, Any], prev_hash: str, key: bytes | None = None) -> str:
     body = json.dumps(
         [seq, at.isoformat(), action, actor, subject, object_ref, details, prev_hash],
         sort_keys=True, separators=(",", ":"), default=str,
     )
-    return hashlib.sha256(body.encode()).hexdigest()
+    return hmac.new(key or chain_key(), body.encode(), hashlib.sha256).hexdigest()
 
 
 def audit_append(*, action: str, actor_id: int | None, subject_id: int | None = None,
@@ -52,6 +88,7 @@ def audit_append_many(entries: list[dict[str, Any]]) -> list[AuditEvent]:
     """
     if not entries:
         return []
+    key = chain_key()
     with transaction.atomic():
         head = _locked_head()
         seq, prev_hash, events = head.seq, head.hash, []
@@ -64,12 +101,22 @@ def audit_append_many(entries: list[dict[str, Any]]) -> list[AuditEvent]:
                 "object_ref": entry.get("object_ref") or "", "details": entry.get("details") or {},
                 "prev_hash": prev_hash,
             }
-            prev_hash = _event_hash(**fields)
+            prev_hash = _event_hash(**fields, key=key)
             events.append(AuditEvent(**fields, hash=prev_hash))
         AuditEvent.objects.bulk_create(events)
         head.seq, head.hash = seq, prev_hash
         head.save(update_fields=["seq", "hash"])
+        # After the outermost commit, never before: a checkpoint must name a state the database reached.
+        transaction.on_commit(lambda: _checkpoint_committed(seq, prev_hash), robust=True)
     return events
+
+
+def _checkpoint_committed(seq: int, head_hash: str) -> None:
+    """Write the checkpoint for a committed head; a failure is logged, the next commit writes a newer one."""
+    try:
+        checkpoint_write(key=checkpoint_key(), seq=seq, head_hash=head_hash)
+    except OSError:
+        log.exception("could not write the audit checkpoint for seq %s", seq)
 
 
 def _locked_head() -> AuditHead:
@@ -90,22 +137,68 @@ class ChainReport:
     ok: bool
     events_checked: int
     first_bad_seq: int | None = None
+    reason: str | None = None  # see REASONS
+    checkpoint_seq: int | None = None  # the newest signed checkpoint compared against, if any
+
+
+REASONS = {
+    "broken_link": "an event's sequence, previous-hash link or keyed hash does not verify",
+    "head_missing": "events exist but the chain head row is gone",
+    "head_mismatch": "the chain head does not match the last event (events cut from the end)",
+    "truncated": "the newest signed checkpoint is past the end of the chain",
+    "wiped": "a signed checkpoint exists but the chain is empty",
+    "checkpoint_mismatch": "the event at the checkpoint's sequence is not the one that was signed",
+    "checkpoint_forged": "a checkpoint line's signature does not verify",
+    "no_checkpoint": "events exist but no signed checkpoint was ever written (AUDIT_REQUIRE_CHECKPOINT)",
+}
 
 
 def audit_verify(*, progress: Callable[[int], None] | None = None) -> ChainReport:
-    """Recompute every link: sequence continuity, previous-hash linkage and each event's own hash."""
-    prev_hash, expected_seq, checked = GENESIS, 1, 0
-    for event in AuditEvent.objects.order_by("seq").iterator(chunk_size=2000):
+    """Recompute every keyed link, then hold the chain and its head against the newest signed checkpoint."""
+    try:
+        checkpoint = checkpoint_latest(key=checkpoint_key())
+    except CheckpointForged:
+        log.error("audit checkpoint with a bad signature", exc_info=True)
+        return ChainReport(ok=False, events_checked=0, reason="checkpoint_forged")
+    cp_seq = checkpoint.seq if checkpoint else None
+
+    def fail(reason: str, checked: int, bad: int | None) -> ChainReport:
+        return ChainReport(ok=False, events_checked=checked, first_bad_seq=bad, reason=reason, checkpoint_seq=cp_seq)
+
+    # Checkpoint, then head, then events: each is read no later than what it must not be ahead of, so
+    # appends committing while this runs are simply not looked at (they are past the head read here).
+    head = AuditHead.objects.filter(pk=1).first()
+    events = AuditEvent.objects.order_by("seq")
+    if head is not None:
+        events = events.filter(seq__lte=head.seq)
+    key, prev_hash, expected_seq, checked, hash_at_checkpoint = chain_key(), GENESIS, 1, 0, None
+    for event in events.iterator(chunk_size=2000):
         recomputed = _event_hash(seq=event.seq, at=event.at, action=event.action, actor=event.actor,
                                  subject=event.subject, object_ref=event.object_ref, details=event.details,
-                                 prev_hash=event.prev_hash)
-        if event.seq != expected_seq or event.prev_hash != prev_hash or event.hash != recomputed:
-            return ChainReport(ok=False, events_checked=checked, first_bad_seq=expected_seq)
+                                 prev_hash=event.prev_hash, key=key)
+        if event.seq != expected_seq or event.prev_hash != prev_hash or not hmac.compare_digest(event.hash,
+                                                                                                  recomputed):
+            return fail("broken_link", checked, expected_seq)
+        if event.seq == cp_seq:
+            hash_at_checkpoint = event.hash
         prev_hash, expected_seq, checked = event.hash, expected_seq + 1, checked + 1
         if progress and checked % 1000 == 0:
             progress(1000)
-    head = AuditHead.objects.filter(pk=1).first()
-    if head is not None and (head.seq != checked or head.hash != prev_hash):
+    if checked == 0 and (head is None or head.seq == 0):
+        if checkpoint is not None and checkpoint.seq > 0:
+            return fail("wiped", 0, 1)
+        return ChainReport(ok=True, events_checked=0, checkpoint_seq=cp_seq)
+    if head is None:
+        return fail("head_missing", checked, checked + 1)
+    if head.seq != checked or head.hash != prev_hash:
         # Events were deleted from the end: the head remembers how long the chain was.
-        return ChainReport(ok=False, events_checked=checked, first_bad_seq=checked + 1)
-    return ChainReport(ok=True, events_checked=checked)
+        return fail("head_mismatch", checked, min(head.seq, checked) + 1)
+    if checkpoint is None:
+        if settings.AUDIT_REQUIRE_CHECKPOINT:
+            return fail("no_checkpoint", checked, None)
+    elif checkpoint.seq > checked:
+        # Cut from the end with the head moved back to match: only the checkpoint outside remembers.
+        return fail("truncated", checked, checked + 1)
+    elif hash_at_checkpoint != checkpoint.hash:
+        return fail("checkpoint_mismatch", checked, checkpoint.seq)
+    return ChainReport(ok=True, events_checked=checked, checkpoint_seq=cp_seq)

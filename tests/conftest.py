@@ -40,6 +40,12 @@ def _fresh_cache():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _own_audit_checkpoints(settings, tmp_path):
+    """Audit checkpoints live outside the database: one folder per test, as its rows roll back."""
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path / "audit-checkpoints"
+
+
 @pytest.fixture
 def clock(monkeypatch):
     """governance.clock frozen at now; tests move it forward instead of sleeping."""

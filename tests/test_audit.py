@@ -139,19 +139,20 @@ def test_events_carry_pseudonyms_only(purposes, django_capture_on_commit_callbac
 
 
 @pytest.fixture
-def chain(owner, officer) -> list[int]:
-    """A chain of at least ten events (users, consents, uploads, reads)."""
-    for _ in range(3):
-        photo_id = owner.client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")},
-                                     format="multipart").json()["id"]
-        assert owner.client.get(f"/api/v1/photos/{photo_id}/content").status_code == 200
+def chain(owner, officer, django_capture_on_commit_callbacks) -> list[int]:
+    """A chain of at least ten events (users, consents, uploads, reads), its last commit checkpointed."""
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(3):
+            photo_id = owner.client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")},
+                                         format="multipart").json()["id"]
+            assert owner.client.get(f"/api/v1/photos/{photo_id}/content").status_code == 200
     seqs = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True))
     assert len(seqs) >= 10 and seqs == list(range(1, len(seqs) + 1))
     return seqs
 
 
 def test_fresh_chain_verifies(chain, officer):
-    assert verify(officer) == {"ok": True, "events_checked": len(chain)}
+    assert verify(officer) == {"ok": True, "events_checked": len(chain), "checkpoint_seq": len(chain)}
     head = AuditHead.objects.get(pk=1)
     assert head.seq == len(chain) and head.hash == AuditEvent.objects.get(seq=len(chain)).hash
     assert AuditEvent.objects.get(seq=1).prev_hash == audit.GENESIS
@@ -170,20 +171,21 @@ def test_tampering_with_one_event_is_found_at_its_seq(chain, officer, field, val
     target = chain[len(chain) // 2]
     assert AuditEvent.objects.filter(seq=target).update(**{field: value}) == 1
     # Then verification fails and names that event
-    assert verify(officer) == {"ok": False, "events_checked": target - 1, "first_bad_seq": target}
+    assert verify(officer) == {"ok": False, "events_checked": target - 1, "first_bad_seq": target,
+                               "reason": "broken_link", "checkpoint_seq": len(chain)}
 
 
-def test_tampering_with_a_recomputed_hash_is_found_at_the_next_link(chain, officer):
-    # Given an attacker who rewrites an event and recomputes its own hash
+def test_tampering_with_a_hash_recomputed_without_the_key_is_found_at_that_event(chain, officer):
+    # Given an attacker who rewrites an event and recomputes its hash with every input but the keyring's key
     target = chain[3]
     event = AuditEvent.objects.get(seq=target)
     event.details = {"forged": True}
     event.hash = _event_hash(seq=event.seq, at=event.at, action=event.action, actor=event.actor,
                              subject=event.subject, object_ref=event.object_ref, details=event.details,
-                             prev_hash=event.prev_hash)
+                             prev_hash=event.prev_hash, key=b"a guess at the key")
     AuditEvent.objects.filter(seq=target).update(details=event.details, hash=event.hash)
-    # Then the next event's link to it breaks
-    assert verify(officer)["first_bad_seq"] == target + 1
+    # Then that very event fails its keyed hash
+    assert verify(officer)["first_bad_seq"] == target
 
 
 def test_deleting_a_middle_event_is_found(chain, officer):
@@ -196,7 +198,8 @@ def test_deleting_a_middle_event_is_found(chain, officer):
 def test_deleting_the_last_event_is_found_by_the_head(chain, officer):
     # The chain itself stays internally consistent when truncated: only the head remembers its length.
     AuditEvent.objects.filter(seq=chain[-1]).delete()
-    assert verify(officer) == {"ok": False, "events_checked": len(chain) - 1, "first_bad_seq": chain[-1]}
+    assert verify(officer) == {"ok": False, "events_checked": len(chain) - 1, "first_bad_seq": chain[-1],
+                               "reason": "head_mismatch", "checkpoint_seq": len(chain)}
 
 
 def test_verify_audit_command(chain):

@@ -202,6 +202,13 @@ WHITENOISE_USE_FINDERS = True
 KEYRING_URL = env.str("KEYRING_URL", default=f"file://{VAR_DIR / 'keyring.json'}")
 
 # --- retention and erasure (hours / days) -------------------------------------------------------------
+# --- audit: signed checkpoints outside the database (docs/audit.md) -----------------------------------
+# At scale point this at storage the database's writers cannot write (another host's mount, a WORM volume).
+AUDIT_CHECKPOINT_DIR = Path(env.str("AUDIT_CHECKPOINT_DIR", default=str(VAR_DIR / "audit")))
+AUDIT_CHECKPOINT_FSYNC = env.bool("AUDIT_CHECKPOINT_FSYNC", default=False)
+# Events with no checkpoint at all fail verification (the store was lost or never written).
+AUDIT_REQUIRE_CHECKPOINT = env.bool("AUDIT_REQUIRE_CHECKPOINT", default=True)
+
 RETENTION_ORIGINAL = timedelta(hours=env.int("RETENTION_ORIGINAL_HOURS", default=48))
 RETENTION_RESULT = timedelta(hours=env.int("RETENTION_RESULT_HOURS", default=48))
 RETENTION_TRAINING = timedelta(days=env.int("RETENTION_TRAINING_DAYS", default=90))

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.audit import audit_verify
+from governance.audit import REASONS, audit_verify
 from governance.models import AuditEvent
 from webplatform.accounts.roles import IsComplianceOfficer
 
@@ -66,9 +66,16 @@ class AuditVerifyApi(APIView):
 
     @extend_schema(responses={200: VerifyOut, 401: ErrorResponse, 403: ErrorResponse})
     def get(self, request: Request) -> Response:
-        """Recompute the whole audit chain."""
+        """Recompute the keyed chain and hold it against the newest signed checkpoint."""
         report = audit_verify()
-        body: dict = {"ok": report.ok, "events_checked": report.events_checked}
+        body: dict = {"ok": report.ok, "events_checked": report.events_checked,
+                      "checkpoint_seq": report.checkpoint_seq}
         if report.first_bad_seq is not None:
             body["first_bad_seq"] = report.first_bad_seq
         return Response(body)
+    reason = serializers.ChoiceField(choices=sorted(REASONS), required=False,
+                                     help_text="why verification failed (absent when ok)")
+    checkpoint_seq = serializers.IntegerField(allow_null=True,
+                                              help_text="the newest signed checkpoint compared against")
+        if report.reason is not None:
+            body["reason"] = report.reason
