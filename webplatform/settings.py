@@ -92,7 +92,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
-        "init_command": "PRAGMA secure_delete=ON;",
+        # WAL: readers never wait for the writer, and the writer waits (timeout) instead of failing at once.
+        "init_command": "PRAGMA secure_delete=ON; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -227,7 +228,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"webplatform.jobs.tasks.*": {"queue": "gpu"}, "webplatform.training.tasks.*": {"queue": "gpu"}}
+# Training has its own queue: a run takes hours, and must neither block inference nor be redelivered as one.
+CELERY_TASK_ROUTES = {"webplatform.jobs.tasks.transform_task": {"queue": "gpu"},
+                      "webplatform.training.tasks.*": {"queue": "training"}}
 
 # --- inference ----------------------------------------------------------------------------------------
 MODEL_REGISTRY_DIR = Path(env.str("MODEL_REGISTRY_DIR", default=str(VAR_DIR / "models")))
@@ -255,6 +258,18 @@ CELERY_BEAT_SCHEDULE = {
                           "schedule": RETENTION_INTERVAL_SECONDS},
 }
 EMBEDDED_SCHEDULER = env.bool("EMBEDDED_SCHEDULER", default=False)
+
+# --- jobs that never strand: heartbeats, a sweeper, the job row as outbox -------------------------------
+JOB_HEARTBEAT_SECONDS = env.float("JOB_HEARTBEAT_SECONDS", default=10)  # a running job's worker beats this often
+JOB_STALE_SECONDS = env.float("JOB_STALE_SECONDS", default=60)  # no beat for this long: the worker is dead
+JOB_SWEEP_SECONDS = env.float("JOB_SWEEP_SECONDS", default=30)  # the sweeper / dispatcher runs this often
+JOB_REPUBLISH_SECONDS = env.float("JOB_REPUBLISH_SECONDS", default=600)  # queued this long: publish again
+JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=5)
+JOB_RETRY_BASE_SECONDS = env.float("JOB_RETRY_BASE_SECONDS", default=5)  # backoff: base * 2**retry
+STORAGE_RETRY_AFTER_SECONDS = env.int("STORAGE_RETRY_AFTER_SECONDS", default=5)
+ORPHAN_GRACE_SECONDS = env.int("ORPHAN_GRACE_SECONDS", default=3600)  # stored with no row this long: deleted
+CELERY_BEAT_SCHEDULE["sweep-jobs"] = {"task": "webplatform.jobs.tasks.jobs_sweep_task",
+                                      "schedule": JOB_SWEEP_SECONDS}
 # Redis redelivers a message a killed worker held (acks_late) after this many seconds.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("BROKER_VISIBILITY_TIMEOUT", default=3600)}
 

@@ -74,7 +74,9 @@ class Worker:
                     "TIMEVEIL_VAR_DIR": str(settings.VAR_DIR),
                     "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
                     "CELERY_BROKER_URL": BROKER, "CELERY_TASK_ALWAYS_EAGER": "false",
-                    "BROKER_VISIBILITY_TIMEOUT": "4", "LOG_LEVEL": "WARNING"}
+                    "BROKER_VISIBILITY_TIMEOUT": "4", "LOG_LEVEL": "WARNING",
+                    # A killed worker's heartbeat goes stale fast, so the redelivered message may claim the job.
+                    "JOB_HEARTBEAT_SECONDS": "0.5", "JOB_STALE_SECONDS": "2"}
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:

@@ -51,7 +51,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if isinstance(exc, TimeveilError):
         if exc.status >= 500:
             log.error("server-side failure %s: %s", exc.code, exc.message)
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+        # Transient server-side faults (storage down) say when to come back.
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status, headers=headers)
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "Not found."), status=404)
     if isinstance(exc, DjangoPermissionDenied):

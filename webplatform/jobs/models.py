@@ -31,6 +31,10 @@ class TransformationJob(models.Model):
     created_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
+    # The row is the outbox: when its message was last handed to the broker (None: not yet, or refused).
+    published_at = models.DateTimeField(null=True)
+    # Bumped by the worker while it runs the job; a stale one means the worker died (see jobs_sweep).
+    heartbeat_at = models.DateTimeField(null=True)
 
     class Meta:
         ordering = ["-created_at"]

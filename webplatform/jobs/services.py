@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
-from kombu.exceptions import OperationalError
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Q
 from PIL import Image
 
 from governance import clock
@@ -17,12 +21,14 @@ from governance.audit import audit_append
 from governance.consent import PROCESSING, consent_is_active, consent_require
 from governance.errors import Conflict, NotFound, TimeveilError
 from webplatform import metrics
-from webplatform.objects import object_delete, object_get, object_put
+from webplatform.objects import StorageUnavailable, object_delete, object_get, object_put
 from webplatform.photos.models import Photo
+from webplatform.taskqueue import TRANSFORM, publish
 
 from .models import JobStatus, TransformationJob, TransformationResult
 
 log = logging.getLogger(__name__)
+SWEEP_BATCH = 500
 
 
 def job_for_owner(*, user_id: int, job_id: uuid.UUID | str) -> TransformationJob:
@@ -35,25 +41,24 @@ def job_for_owner(*, user_id: int, job_id: uuid.UUID | str) -> TransformationJob
 
 def job_create(*, user_id: int, photo: Photo, target_age: int) -> TransformationJob:
     """Queue a transformation; the task message carries the job id only, never image bytes."""
-    from .tasks import transform_task
-
     consent_require(user_id=user_id, purpose_slug=PROCESSING)
     with transaction.atomic():
         job = TransformationJob.objects.create(owner_id=user_id, photo=photo, target_age=target_age,
                                                created_at=clock.now())
         audit_append(action="job.created", actor_id=user_id, subject_id=user_id, object_ref=f"job:{job.id}",
                      details={"photo": str(photo.id), "target_age": target_age})
-        transaction.on_commit(lambda: _enqueue(transform_task, str(job.id)))
+        transaction.on_commit(lambda: job_publish(job_id=job.id))
     return job
 
 
-def _enqueue(task, job_id: str) -> None:  # type: ignore[no-untyped-def]
-    """Send the job id to the gpu queue; if the broker is down the job fails visibly instead of hanging."""
-    try:
-        task.delay(job_id)
-    except OperationalError:
-        log.exception("could not queue job %s", job_id)
-        job_fail(job_id=job_id, code="queue_unavailable")
+def job_publish(*, job_id: uuid.UUID | str) -> bool:
+    """Hand a queued job to the broker. If it is down the job stays queued: the dispatcher publishes it later."""
+    # Stamped before sending: in embedded mode the send runs the job, and a stamp after it would be stale.
+    TransformationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(published_at=clock.now())
+    if publish(TRANSFORM, str(job_id)):
+        return True
+    TransformationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(published_at=None)
+    return False
 
 
 def job_result_content(*, user_id: int, job: TransformationJob) -> tuple[bytes, str]:
@@ -76,47 +81,136 @@ def _fail(job: TransformationJob, code: str) -> None:
 
 
 def _claim(job_id: str) -> TransformationJob | None:
-    """Mark the job running unless it is finished or no longer allowed; None means nothing to do."""
+    """Mark the job running unless it is finished, held by a live worker, or no longer allowed; None: nothing to do."""
+    now = clock.now()
     with transaction.atomic():
         job = TransformationJob.objects.select_for_update().select_related("photo").filter(pk=job_id).first()
         if job is None or job.status in (JobStatus.DONE, JobStatus.FAILED):
             return None  # finished already (a redelivery after acks_late) or deleted with its photo
+        if job.status == JobStatus.RUNNING and job.heartbeat_at and job.heartbeat_at > _stale_before(now):
+            return None  # a duplicate message (dispatcher, redelivery): the live worker that holds it finishes it
+        if job.attempts >= settings.JOB_MAX_ATTEMPTS:
+            _fail(job, "attempts_exhausted")
+            return None
         # Consent is checked when the work runs, not only when it was asked for.
         if not consent_is_active(user_id=job.owner_id, purpose_slug=PROCESSING):
             _fail(job, "consent_withdrawn")
             return None
-        if job.photo.expires_at <= clock.now():
+        if job.photo.expires_at <= now:
             _fail(job, "photo_deleted")
             return None
-        job.status, job.started_at, job.attempts = JobStatus.RUNNING, clock.now(), job.attempts + 1
-        job.save(update_fields=["status", "started_at", "attempts"])
+        job.status, job.started_at, job.heartbeat_at = JobStatus.RUNNING, now, now
+        job.attempts += 1
+        job.save(update_fields=["status", "started_at", "heartbeat_at", "attempts"])
     return job
 
 
 def job_run(*, job_id: str) -> None:
-    """Worker side: decrypt in memory, find the face, age it, encrypt and store the result."""
-    from inference.faces import NoFaceFound, transform_photo
+    """Worker side: decrypt in memory, find the face, age it, encrypt and store the result.
 
-    from .engine import get_engine
+    A storage fault (StorageUnavailable) propagates: it is transient, and the task retries it with backoff.
+    """
+    from inference.faces import NoFaceFound
 
     job = _claim(job_id)
     if job is None:
         return
     photo = job.photo
+    with _heartbeat(job.pk):
+        try:
+            plaintext = object_get(owner_id=photo.owner_id, kind=Photo.KIND, object_id=photo.id,
+                                   name=photo.storage_name)
+            image = np.asarray(Image.open(io.BytesIO(plaintext)).convert("RGB"))  # (H, W, 3) uint8
+            del plaintext
+            aged, version = _transform(image, target_age=job.target_age)
+        except NoFaceFound:
+            job_fail(job_id=job_id, code="no_face")
+            return
+        except StorageUnavailable:
+            raise
+        except TimeveilError as exc:  # key destroyed (erased meanwhile), no model, damaged ciphertext
+            job_fail(job_id=job_id, code=exc.code)
+            return
+        _store_result(job, aged, version, photo.content_type)
+
+
+def _transform(image: np.ndarray, *, target_age: int) -> tuple[np.ndarray, str]:
+    """The one call into inference: the aged image and the model version that made it."""
+    from inference.faces import transform_photo
+
+    from .engine import get_engine
+
+    engine, version = get_engine()
+    return transform_photo(image, float(target_age), engine.run_one, size=engine.size), version
+
+
+def _stale_before(now: datetime) -> datetime:
+    return now - timedelta(seconds=settings.JOB_STALE_SECONDS)
+
+
+@contextmanager
+def _heartbeat(job_id: uuid.UUID) -> Iterator[None]:
+    """While the block runs, bump the job's heartbeat every JOB_HEARTBEAT_SECONDS from a side thread."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.JOB_HEARTBEAT_SECONDS):
+                try:
+                    TransformationJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+                        heartbeat_at=clock.now())
+                except DatabaseError:  # a missed beat at worst lets the sweeper requeue the job
+                    log.warning("heartbeat of job %s failed", job_id, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
     try:
-        plaintext = object_get(owner_id=photo.owner_id, kind=Photo.KIND, object_id=photo.id,
-                               name=photo.storage_name)
-        image = np.asarray(Image.open(io.BytesIO(plaintext)).convert("RGB"))  # (H, W, 3) uint8
-        del plaintext
-        engine, version = get_engine()
-        aged = transform_photo(image, float(job.target_age), engine.run_one, size=engine.size)
-    except NoFaceFound:
-        job_fail(job_id=job_id, code="no_face")
-        return
-    except TimeveilError as exc:  # key destroyed (erased meanwhile), no model, damaged ciphertext
-        job_fail(job_id=job_id, code=exc.code)
-        return
-    _store_result(job, aged, version, photo.content_type)
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def job_release(*, job_id: str) -> None:
+    """Put a running job back in the queue after a transient fault; the task's retry message is its live message."""
+    TransformationJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+        status=JobStatus.QUEUED, published_at=clock.now(), heartbeat_at=None)
+
+
+def jobs_sweep(*, now: datetime | None = None) -> dict[str, int]:
+    """Requeue (or fail, after JOB_MAX_ATTEMPTS) running jobs whose worker stopped heartbeating, then publish
+    queued jobs that have no live message: never published, refused by a broker outage, or lost.
+    """
+    now = now or clock.now()
+    counts = {"requeued": 0, "failed": 0, "published": 0, "unpublished": 0}
+    stale = TransformationJob.objects.filter(status=JobStatus.RUNNING).filter(
+        Q(heartbeat_at__lt=_stale_before(now)) | Q(heartbeat_at__isnull=True))
+    for job_id in list(stale.values_list("pk", flat=True)[:SWEEP_BATCH]):
+        with transaction.atomic():
+            job = TransformationJob.objects.select_for_update().filter(pk=job_id, status=JobStatus.RUNNING).first()
+            if job is None or (job.heartbeat_at and job.heartbeat_at >= _stale_before(now)):
+                continue  # finished or beat again meanwhile
+            if job.attempts >= settings.JOB_MAX_ATTEMPTS:
+                _fail(job, "worker_lost")
+                counts["failed"] += 1
+                continue
+            job.status, job.published_at, job.heartbeat_at = JobStatus.QUEUED, None, None
+            job.save(update_fields=["status", "published_at", "heartbeat_at"])
+            audit_append(action="job.requeued", actor_id=None, subject_id=job.owner_id,
+                         object_ref=f"job:{job.id}", details={"attempts": job.attempts, "reason": "worker_lost"})
+            counts["requeued"] += 1
+    republish_before = now - timedelta(seconds=settings.JOB_REPUBLISH_SECONDS)
+    pending = TransformationJob.objects.filter(status=JobStatus.QUEUED).filter(
+        Q(published_at__isnull=True) | Q(published_at__lt=republish_before)).order_by("created_at")
+    job_ids = list(pending.values_list("pk", flat=True)[:SWEEP_BATCH])
+    for job_id in job_ids:
+        if not job_publish(job_id=job_id):
+            break  # the broker is down: the next sweep tries again
+        counts["published"] += 1
+    counts["unpublished"] = len(job_ids) - counts["published"]
+    return counts
 
 
 def job_fail(*, job_id: str, code: str) -> None:

@@ -1,21 +1,49 @@
-"""GPU-queue tasks: they take a job id and call the service."""
+"""Job tasks: they take a job id and call the service. Published by name through webplatform.taskqueue."""
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
+from django.conf import settings
 from django.db import DatabaseError
 
-from .services import job_fail, job_run
+from webplatform.objects import StorageUnavailable
+from webplatform.taskqueue import BROKER_ERRORS
+
+from .services import job_fail, job_release, job_run, jobs_sweep
+
+# Transient: the database, the object store or the broker hiccupped. Anything else is a bug and fails loudly.
+TRANSIENT: tuple[type[BaseException], ...] = (DatabaseError, OSError, StorageUnavailable, *BROKER_ERRORS)
 
 
-# acks_late + reject_on_worker_lost (settings): a worker killed mid-job leaves the message to redeliver,
-# and job_run is idempotent, so the redelivered job finishes exactly once.
-@shared_task(bind=True, acks_late=True, max_retries=5)
-def transform_task(self, job_id: str) -> None:  # type: ignore[no-untyped-def]
+def _code(exc: BaseException) -> str:
+    """The failure reason a job records when its last attempt hit a transient fault."""
+    if isinstance(exc, StorageUnavailable | OSError):
+        return StorageUnavailable.code
+    if isinstance(exc, DatabaseError):
+        return "database_unavailable"
+    return "queue_unavailable"
+
+
+# acks_late + reject_on_worker_lost (settings): a worker killed mid-job leaves the message to redeliver; the
+# sweeper requeues the job once its heartbeat is stale, whichever comes first; job_run finishes it once.
+@shared_task(bind=True, acks_late=True, max_retries=settings.JOB_MAX_ATTEMPTS - 1)
+def transform_task(self: Task, job_id: str) -> None:
+    """Run one transformation; transient faults retry with exponential backoff, the last one fails the job."""
     try:
         job_run(job_id=job_id)
-    except (DatabaseError, OSError) as exc:  # transient: database or storage hiccup
-        if self.request.retries >= self.max_retries:
-            job_fail(job_id=job_id, code="internal_error")
+    except TRANSIENT as exc:
+        if self.request.retries >= (self.max_retries or 0):
+            job_fail(job_id=job_id, code=_code(exc))
             return
-        raise self.retry(exc=exc, countdown=5 * 2**self.request.retries) from exc
+        job_release(job_id=job_id)
+        if self.request.is_eager:  # embedded mode has no broker to hold a delayed retry: try again now
+            self.apply(args=(job_id,), retries=self.request.retries + 1, throw=True)
+            return
+        raise self.retry(exc=exc, countdown=min(300, settings.JOB_RETRY_BASE_SECONDS * 2**self.request.retries)) \
+            from exc
+
+
+@shared_task
+def jobs_sweep_task() -> dict[str, int]:
+    """The periodic dispatcher: requeue jobs of dead workers, publish queued jobs that have no live message."""
+    return jobs_sweep()

@@ -16,6 +16,7 @@ from governance.errors import TimeveilError
 from governance.models import ConsentRecord, ErasureRequest, ErasureStatus
 from webplatform import metrics
 from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
+from webplatform.taskqueue import ERASURE_PURGE, publish
 
 from .retention import BATCH, HELD_MODELS, objects_purge
 
@@ -30,8 +31,6 @@ def user_erase(*, user_id: int) -> tuple[ErasureRequest, str]:
     All of it in one transaction, O(1) in what the user holds: from the commit on their ciphertext is
     unreadable and they cannot sign in. The purge of objects and rows runs after, within the deadline.
     """
-    from .tasks import erasure_purge_task
-
     with transaction.atomic():
         request, receipt = erasure_accept(user_id=user_id)
         Token.objects.filter(user_id=user_id).delete()
@@ -43,7 +42,8 @@ def user_erase(*, user_id: int) -> tuple[ErasureRequest, str]:
         )
         TransformationJob.objects.filter(owner_id=user_id, status=JobStatus.QUEUED).update(
             status=JobStatus.FAILED, error="erased")
-        transaction.on_commit(lambda: erasure_purge_task.delay(request.pk))
+        # The tombstone is the outbox: if the broker is down, the periodic retention job purges it instead.
+        transaction.on_commit(lambda: publish(ERASURE_PURGE, request.pk))
     metrics.ERASURES.labels("accepted").inc()
     return request, receipt
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
 from governance import clock
-from governance.audit import audit_append_many
+from governance.audit import audit_append, audit_append_many
 from webplatform import metrics
 from webplatform.jobs.models import TransformationResult
-from webplatform.objects import object_delete
+from webplatform.objects import StorageUnavailable, object_delete, object_modified, object_names
 from webplatform.photos.models import Photo, StoredObject
 
 # Results before photos: a photo's deletion cascades to its results, whose ciphertext must go first.
@@ -141,8 +142,9 @@ def _ciphertext_delete(model: type[StoredObject], obj: StoredObject) -> str | No
     try:
         object_delete(obj.storage_name)
     except Exception as exc:  # any storage fault: keep the row, retry next run
+        cause = exc.__cause__ if isinstance(exc, StorageUnavailable) and exc.__cause__ else exc  # what the store said
         obj.deletion_attempts += 1
-        obj.last_deletion_error = f"{type(exc).__name__}: {exc}"[:200]
+        obj.last_deletion_error = f"{type(cause).__name__}: {cause}"[:200]
         model.objects.filter(pk=obj.pk).update(deletion_attempts=obj.deletion_attempts,
                                                last_deletion_error=obj.last_deletion_error)
         return obj.last_deletion_error
@@ -159,3 +161,34 @@ def retention_backlog(*, now: datetime | None = None, limit: int = 100) -> list[
                          "overdue_seconds": int((now - obj.expires_at).total_seconds()),
                          "deletion_attempts": obj.deletion_attempts, "last_error": obj.last_deletion_error})
     return sorted(rows, key=lambda r: r["expires_at"])[:limit]
+
+
+def orphans_reconcile(*, now: datetime | None = None) -> dict[str, int]:
+    """Delete ciphertext that no row claims once it is older than ORPHAN_GRACE_SECONDS, auditing each one.
+
+    Orphans come from a PUT whose row never landed (a storage response lost, a crash between the two); the
+    grace period leaves uploads in flight alone, since their object is stored before their row commits.
+    """
+    now = now or clock.now()
+    cutoff = now - timedelta(seconds=settings.ORPHAN_GRACE_SECONDS)
+    deleted: dict[str, int] = {}
+    for model in HELD_MODELS:
+        deleted[model.KIND] = 0
+        names = list(object_names(model.KIND))
+        claimed: set[str] = set()
+        for start in range(0, len(names), BATCH):
+            claimed |= set(model.objects.filter(storage_name__in=names[start:start + BATCH])
+                           .values_list("storage_name", flat=True))
+        for name in names:
+            if name in claimed or object_modified(name) > cutoff:
+                continue
+            if model.objects.filter(storage_name=name).exists():
+                continue  # its row landed after the listing
+            try:
+                object_delete(name)
+            except StorageUnavailable:
+                break  # the store went away: the next run goes on
+            audit_append(action="object.orphan_deleted", actor_id=None, object_ref=f"{model.KIND}:orphan",
+                         details={"storage_name": name, "kind": model.KIND})
+            deleted[model.KIND] += 1
+    return deleted

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from .erasure import PurgeIncomplete, erasure_purge, erasures_pending
-from .retention import retention_enforce
+from .retention import orphans_reconcile, retention_enforce
 
 
 @shared_task(bind=True, max_retries=None)
@@ -20,11 +20,12 @@ def erasure_purge_task(self, request_id: int) -> None:  # type: ignore[no-untype
 
 @shared_task
 def retention_enforce_task() -> dict:
-    """The periodic job: enforce retention, then retry any erasure purge left unfinished."""
+    """The periodic job: enforce retention, retry any erasure purge left unfinished (or never queued because
+    the broker was down), then delete ciphertext that no row claims."""
     report = retention_enforce()
     for request_id in erasures_pending():
         try:
             erasure_purge(request_id=request_id)
         except PurgeIncomplete:
             pass  # counted on the tombstone; the next run tries again
-    return {"deleted": report.deleted, "failed": report.failed}
+    return {"deleted": report.deleted, "failed": report.failed, "orphans_deleted": orphans_reconcile()}
