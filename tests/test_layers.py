@@ -1,6 +1,7 @@
 """The layers of DESIGN.md: governance and inference import nothing of ours; inference never imports Django."""
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,91 @@ def test_checker_sees_imports(tmp_path):
     sample = tmp_path / "m.py"
     sample.write_text("import webplatform.x\nfrom django.db import models\nfrom . import sibling\n")
     assert imported_roots(sample) == {"webplatform", "django"}
+
+
+# Inside webplatform/ each module sits in a layer and imports only its own layer or those below:
+# models -> storage (the encrypted store, the task queue) -> services -> tasks -> entry points (api, pages,
+# commands, probes). Services queue work by task name (webplatform.taskqueue); only workers import tasks.
+LAYERS = ("models", "storage", "services", "tasks", "entry")
+STORAGE_MODULES = {"webplatform.objects", "webplatform.taskqueue", "webplatform.celery"}
+ENTRY_PACKAGES = ("webplatform.api", "webplatform.pages", "webplatform.urls", "webplatform.health",
+                  "webplatform.wsgi", "webplatform.asgi")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> str:
+    leaf = module.rsplit(".", 1)[-1]
+    if module.startswith(ENTRY_PACKAGES) or ".management" in module or leaf == "apps":
+        return "entry"  # app configs start the embedded scheduler: they sit above it
+    if leaf in ("tasks", "scheduler"):
+        return "tasks"
+    if module in STORAGE_MODULES:
+        return "storage"
+    if leaf == "models":
+        return "models"
+    return "services"
+
+
+def webplatform_imports(path: Path) -> set[str]:
+    """Modules of webplatform/ this file imports, at module level or inside functions, relative ones resolved."""
+    module = module_name(path)
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1] + [node.module or ""]) if node.level \
+                else node.module or ""
+            found |= {base.strip(".")} | {f"{base.strip('.')}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return {name for name in found if name.startswith("webplatform.")}
+
+
+def webplatform_graph() -> dict[str, set[str]]:
+    files = [p for p in sorted((ROOT / "webplatform").rglob("*.py")) if "migrations" not in p.parts]
+    modules = {module_name(p): p for p in files}
+    return {m: {d for d in webplatform_imports(p) if d in modules and d != m} for m, p in modules.items()}
+
+
+def test_webplatform_layers_import_downward_only():
+    graph = webplatform_graph()
+    assert "webplatform.jobs.services" in graph and "webplatform.jobs.tasks" in graph
+    upward = {f"{m} ({layer_of(m)}) imports {d} ({layer_of(d)})"
+              for m, deps in graph.items() for d in deps
+              if LAYERS.index(layer_of(d)) > LAYERS.index(layer_of(m))}
+    assert sorted(upward) == []
+
+
+def test_webplatform_modules_have_no_import_cycles():
+    graph = webplatform_graph()
+    cycles = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for dep in sorted(graph[module]):
+            if state.get(dep) == 1:
+                cycles.append(" -> ".join(path[path.index(dep):] + [dep]))
+            elif dep not in state:
+                visit(dep, path + [dep])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_layer_checker_sees_an_upward_import(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    (tmp_path / "webplatform" / "jobs").mkdir(parents=True)
+    (tmp_path / "webplatform" / "jobs" / "services.py").write_text("def f():\n    from .tasks import t\n")
+    (tmp_path / "webplatform" / "jobs" / "tasks.py").write_text("from .services import f\n")
+    graph = webplatform_graph()
+    assert graph == {"webplatform.jobs.services": {"webplatform.jobs.tasks"},
+                     "webplatform.jobs.tasks": {"webplatform.jobs.services"}}
+    assert layer_of("webplatform.jobs.services") == "services" and layer_of("webplatform.jobs.tasks") == "tasks"
