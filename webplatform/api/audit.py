@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,6 +30,36 @@ class AuditEventOut(serializers.ModelSerializer):
         fields = ["seq", "at", "action", "actor", "subject", "object_ref", "details", "prev_hash", "hash"]
 
 
+CSV_COLUMNS = ["seq", "at", "action", "actor", "subject", "object_ref", "details", "prev_hash", "hash"]
+
+
+class CsvRenderer(BaseRenderer):
+    """Lets `?format=csv` through content negotiation; the rows themselves are streamed by the view."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None,
+               renderer_context: dict[str, Any] | None = None) -> bytes:
+        return json.dumps(data).encode()  # only reached for errors, which finalize_response turns to JSON
+
+
+def audit_csv_rows(events: Iterable[AuditEvent]) -> Iterator[str]:
+    """The header, then one CSV line per event (details as compact JSON), built one row at a time."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for event in events:
+        writer.writerow([event.seq, event.at.isoformat(), event.action, event.actor, event.subject,
+                         event.object_ref, json.dumps(event.details, sort_keys=True, separators=(",", ":")),
+                         event.prev_hash, event.hash])
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
 class AuditFilters(serializers.Serializer):
     action = serializers.CharField(required=False, max_length=64)
     subject = serializers.CharField(required=False, max_length=64)
@@ -32,12 +70,32 @@ class AuditFilters(serializers.Serializer):
 @extend_schema(parameters=[
     OpenApiParameter("action", OpenApiTypes.STR), OpenApiParameter("subject", OpenApiTypes.STR),
     OpenApiParameter("since", OpenApiTypes.DATETIME), OpenApiParameter("until", OpenApiTypes.DATETIME),
-], responses={200: AuditEventOut(many=True), 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse})
+    OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv"],
+                     description="csv: every matching event as text/csv, unpaginated"),
+], responses={200: AuditEventOut(many=True), (200, "text/csv"): OpenApiTypes.STR, 400: ErrorResponse,
+              401: ErrorResponse, 403: ErrorResponse})
 class AuditEventListApi(generics.ListAPIView):
-    """Pseudonymous audit events, oldest first, filterable and paginated."""
+    """Pseudonymous audit events, oldest first, filterable and paginated (or all of them as CSV)."""
 
     serializer_class = AuditEventOut
     permission_classes = [IsComplianceOfficer]
+    renderer_classes = [JSONRenderer, CsvRenderer]
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        """JSON pages, or with `?format=csv` the whole filtered trail streamed as a download."""
+        if getattr(request.accepted_renderer, "format", None) != "csv":
+            return super().list(request, *args, **kwargs)
+        rows = audit_csv_rows(self.get_queryset().iterator(chunk_size=2000))
+        response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="timeveil-audit.csv"'
+        response["Cache-Control"] = "no-store, private"
+        return response
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        # Errors keep API.md's JSON shape even when the caller asked for CSV.
+        if getattr(response, "status_code", 200) >= 400 and isinstance(response, Response):
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), "application/json"
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         filters = AuditFilters(data=self.request.query_params)
@@ -59,6 +117,10 @@ class VerifyOut(serializers.Serializer):
     ok = serializers.BooleanField()
     events_checked = serializers.IntegerField()
     first_bad_seq = serializers.IntegerField(required=False)
+    reason = serializers.ChoiceField(choices=sorted(REASONS), required=False,
+                                     help_text="why verification failed (absent when ok)")
+    checkpoint_seq = serializers.IntegerField(allow_null=True,
+                                              help_text="the newest signed checkpoint compared against")
 
 
 class AuditVerifyApi(APIView):
@@ -72,10 +134,6 @@ class AuditVerifyApi(APIView):
                       "checkpoint_seq": report.checkpoint_seq}
         if report.first_bad_seq is not None:
             body["first_bad_seq"] = report.first_bad_seq
-        return Response(body)
-    reason = serializers.ChoiceField(choices=sorted(REASONS), required=False,
-                                     help_text="why verification failed (absent when ok)")
-    checkpoint_seq = serializers.IntegerField(allow_null=True,
-                                              help_text="the newest signed checkpoint compared against")
         if report.reason is not None:
             body["reason"] = report.reason
+        return Response(body)

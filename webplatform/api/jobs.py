@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -29,9 +29,23 @@ class JobOut(serializers.ModelSerializer):
         fields = ["id", "photo_id", "status", "error", "model_version", "target_age", "created_at", "finished_at"]
 
 
-class TransformationCreateApi(APIView):
+class TransformationListCreateApi(generics.ListAPIView):
+    """A photo's transformations, newest first (GET), or a new one (POST)."""
+
+    serializer_class = JobOut
+
     class Input(serializers.Serializer):
         target_age = serializers.IntegerField(min_value=1, max_value=100)
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        # Through the one door first: someone else's photo answers 404, never an empty list.
+        photo = photo_for_owner(user_id=user_id(self.request), photo_id=self.kwargs["photo_id"])
+        return TransformationJob.objects.filter(photo=photo, owner_id=photo.owner_id).order_by("-created_at", "-pk")
+
+    @extend_schema(responses={200: JobOut(many=True), 401: ErrorResponse, 404: ErrorResponse})
+    def get(self, request: Request, *args: object, **kwargs: object) -> Response:
+        """That photo's jobs with their target ages and status, newest first, paginated."""
+        return super().get(request, *args, **kwargs)
 
     @extend_schema(request=Input, responses={202: JobOut, 400: ErrorResponse, 401: ErrorResponse,
                                              403: ErrorResponse, 404: ErrorResponse})

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import audit, auth, compliance, consents, jobs, me, photos, training
+from . import audit, auth, compliance, consents, jobs, me, photos, training, training_photo
 
 urlpatterns = [
     path("auth/register", auth.RegisterApi.as_view(), name="register"),
@@ -18,10 +18,11 @@ urlpatterns = [
     path("photos", photos.PhotoListCreateApi.as_view(), name="photos"),
     path("photos/<uuid:photo_id>", photos.PhotoDetailApi.as_view(), name="photo"),
     path("photos/<uuid:photo_id>/content", photos.PhotoContentApi.as_view(), name="photo-content"),
-    path("photos/<uuid:photo_id>/transformations", jobs.TransformationCreateApi.as_view(), name="transform"),
+    path("photos/<uuid:photo_id>/transformations", jobs.TransformationListCreateApi.as_view(), name="transform"),
     path("transformations/<uuid:job_id>", jobs.TransformationDetailApi.as_view(), name="transformation"),
     path("transformations/<uuid:job_id>/content", jobs.TransformationContentApi.as_view(),
          name="transformation-content"),
+    path("me/training-photo", training_photo.TrainingPhotoApi.as_view(), name="training-photo"),
     path("me/privacy", training.PrivacyApi.as_view(), name="privacy"),
     path("training-runs", training.TrainingRunListApi.as_view(), name="training-runs"),
     path("models", training.ModelListApi.as_view(), name="models"),
