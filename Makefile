@@ -15,10 +15,17 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP)
 
+# A real server: gunicorn threads (runserver's backlog of 10 resets connections under load), static files
+# collected once and served by whitenoise, the periodic sweeper and retention in each worker process.
+WEB_WORKERS ?= 2
+WEB_THREADS ?= 16
+
 run: setup
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py bootstrap
-	EMBEDDED_SCHEDULER=1 $(PY) manage.py runserver $(HOST)
+	$(PY) manage.py bootstrap --demo
+	$(PY) manage.py collectstatic --noinput -v 0
+	EMBEDDED_SCHEDULER=1 .venv/bin/gunicorn webplatform.wsgi -b $(HOST) -w $(WEB_WORKERS) --threads $(WEB_THREADS) \
+		--timeout 120 --backlog 2048 --access-logfile -
 
 lint: setup
 	.venv/bin/ruff check .

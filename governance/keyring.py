@@ -5,15 +5,17 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import stat
 import threading
+import time
 from pathlib import Path
-from typing import Protocol
-from urllib.parse import urlparse
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlparse
 
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from .errors import ConfigurationError, IntegrityFailure
+from .errors import ConfigurationError, IntegrityFailure, TimeveilError
 
 
 class Keyring(Protocol):
@@ -102,17 +104,186 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
+class KeyringUnavailable(TimeveilError):
+    """The key service did not answer: transient, so the client retries; never a 500."""
+
+    status, code, message = 503, "keyring_unavailable", "The key service is unavailable; try again shortly."
+    retry_after = 5
+
+
+class KmsKeyring:
+    """KEKs in AWS KMS, or anything speaking its API: KEK material never leaves the key service.
+
+    Version N is the symmetric key behind alias `<alias>-vN`; a data key is wrapped by KMS Encrypt under it,
+    bound to the version by the encryption context. The pseudonym key is KMS GenerateMac (HMAC-SHA-256) of a
+    fixed label under `<alias>-pseudonym`: the same on every host, and nobody without KMS access can derive it.
+    Every host reads the versions from KMS, so one keyring serves every web and worker host.
+    """
+
+    MAC_LABEL = b"timeveil/pseudonym-key/v1"
+    VERSIONS_TTL = 60.0  # seconds a host trusts its list of versions (rotate_kek on another host)
+    UNWRAP_TTL = 60.0  # seconds an unwrapped data key is reused in process: one KMS call per user per minute
+
+    def __init__(self, alias: str, *, region: str | None = None, endpoint_url: str | None = None,
+                 client: Any = None) -> None:
+        import boto3
+
+        if not alias.startswith("alias/"):
+            raise ConfigurationError(f"KMS keyring alias {alias!r} must look like alias/name.")
+        self.alias = alias
+        self.client = client or boto3.client("kms", region_name=region, endpoint_url=endpoint_url)
+        self._lock = threading.Lock()
+        self._versions: list[int] = []
+        self._versions_at = 0.0
+        self._pseudonym: bytes | None = None
+        self._unwrapped: dict[tuple[int, bytes], tuple[float, bytes]] = {}
+
+    def current_version(self) -> int:
+        versions = self._known_versions()
+        if not versions:
+            return self.add_version()  # first use, like the file keyring: create version 1
+        return versions[-1]
+
+    def wrap(self, dek: bytes) -> tuple[int, bytes]:
+        """Wrap a data key under the current KEK (KMS Encrypt)."""
+        version = self.current_version()
+        response = self._call("encrypt", KeyId=self._alias(version), Plaintext=dek,
+                              EncryptionContext=self._context(version))
+        return version, bytes(response["CiphertextBlob"])
+
+    def unwrap(self, version: int, wrapped: bytes) -> bytes:
+        """Unwrap a data key (KMS Decrypt); a wrong version or damaged blob raises IntegrityFailure."""
+        cache_key = (int(version), bytes(wrapped))
+        hit = self._unwrapped.get(cache_key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        response = self._call("decrypt", KeyId=self._alias(version), CiphertextBlob=bytes(wrapped),
+                              EncryptionContext=self._context(version))
+        dek = bytes(response["Plaintext"])
+        with self._lock:
+            if len(self._unwrapped) > 10_000:
+                self._unwrapped.clear()
+            self._unwrapped[cache_key] = (time.monotonic() + self.UNWRAP_TTL, dek)
+        return dek
+
+    def add_version(self) -> int:
+        """Create a new KMS key behind `<alias>-v(N+1)` and make it current; old versions stay to unwrap."""
+        with self._lock:
+            version = (self._known_versions(refresh=True) or [0])[-1] + 1
+            key_id = self._call("create_key", Description=f"timeveil KEK {self.alias} v{version}",
+                                KeyUsage="ENCRYPT_DECRYPT", KeySpec="SYMMETRIC_DEFAULT")["KeyMetadata"]["KeyId"]
+            try:
+                self._call("create_alias", AliasName=self._alias(version), TargetKeyId=key_id)
+            except _AliasExists:
+                pass  # another host created this version at the same moment: use theirs
+            self._versions_at = 0.0
+        return self._known_versions()[-1]
+
+    def pseudonym_key(self) -> bytes:
+        if self._pseudonym is None:
+            name = f"{self.alias}-pseudonym"
+            try:
+                response = self._call("generate_mac", KeyId=name, Message=self.MAC_LABEL, MacAlgorithm="HMAC_SHA_256")
+            except _NotFound:
+                key_id = self._call("create_key", Description=f"timeveil pseudonym key {self.alias}",
+                                    KeyUsage="GENERATE_VERIFY_MAC", KeySpec="HMAC_256")["KeyMetadata"]["KeyId"]
+                try:
+                    self._call("create_alias", AliasName=name, TargetKeyId=key_id)
+                except _AliasExists:
+                    pass
+                response = self._call("generate_mac", KeyId=name, Message=self.MAC_LABEL, MacAlgorithm="HMAC_SHA_256")
+            self._pseudonym = bytes(response["Mac"])
+        return self._pseudonym
+
+    def check(self) -> None:
+        """Raise unless a round trip through the current KEK works (for /readyz); never served from the cache."""
+        probe = os.urandom(32)
+        version, wrapped = self.wrap(probe)
+        response = self._call("decrypt", KeyId=self._alias(version), CiphertextBlob=wrapped,
+                              EncryptionContext=self._context(version))
+        if bytes(response["Plaintext"]) != probe:
+            raise IntegrityFailure("Keyring round trip failed.")
+
+    def _alias(self, version: int) -> str:
+        return f"{self.alias}-v{int(version)}"
+
+    @staticmethod
+    def _context(version: int) -> dict[str, str]:
+        return {"app": "timeveil", "kek_version": str(int(version))}
+
+    def _known_versions(self, *, refresh: bool = False) -> list[int]:
+        if refresh or time.monotonic() - self._versions_at > self.VERSIONS_TTL:
+            pattern = re.compile(re.escape(self.alias) + r"-v(\d+)$")
+            versions = []
+            for page in self._paginate("list_aliases"):
+                for entry in page.get("Aliases", []):
+                    if match := pattern.match(entry["AliasName"]):
+                        versions.append(int(match.group(1)))
+            self._versions, self._versions_at = sorted(versions), time.monotonic()
+        return self._versions
+
+    def _paginate(self, operation: str) -> Any:
+        try:
+            yield from self.client.get_paginator(operation).paginate()
+        except Exception as exc:  # classified below
+            raise _classify(exc) from exc
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, operation)(**kwargs)
+        except Exception as exc:  # classified below
+            raise _classify(exc) from exc
+
+
+class _NotFound(IntegrityFailure):
+    """KMS has no key or alias by that name."""
+
+
+class _AliasExists(Exception):
+    """The alias was created meanwhile (by another host)."""
+
+
+def _classify(exc: Exception) -> Exception:
+    """KMS errors in our terms: bad or unknown key material is an integrity failure, transport is transient."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "AlreadyExistsException":
+            return _AliasExists(str(exc))
+        if code == "NotFoundException":
+            return _NotFound("A key-encryption key is not in the KMS keyring.")
+        if code in ("InvalidCiphertextException", "IncorrectKeyException", "InvalidKeyUsageException",
+                    "DisabledException", "KMSInvalidStateException"):
+            return IntegrityFailure("A data key failed to unwrap: wrong key version or damaged key.")
+        if code in ("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"):
+            return ConfigurationError(f"The KMS keyring was refused ({code}): check the host's credentials.")
+        return KeyringUnavailable(details={"kms": code})
+    if isinstance(exc, BotoCoreError | OSError):
+        return KeyringUnavailable()
+    return exc
+
+
 _keyrings: dict[str, Keyring] = {}
 
 
 def keyring_from_url(url: str) -> Keyring:
-    """Open the keyring named by KEYRING_URL (`file:///abs/path.json`); one instance per URL."""
+    """Open the keyring named by KEYRING_URL; one instance per URL.
+
+    `file:///abs/path.json` (the embedded default), or `kms://alias/NAME?region=R&endpoint=URL` for AWS KMS
+    (endpoint only for a KMS-compatible service; credentials from boto3's usual chain).
+    """
     if url not in _keyrings:
         parsed = urlparse(url)
-        if parsed.scheme != "file":
+        if parsed.scheme == "file":
+            _keyrings[url] = FileKeyring(Path(parsed.path))
+        elif parsed.scheme == "kms":
+            query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+            _keyrings[url] = KmsKeyring(f"{parsed.netloc}{parsed.path}", region=query.get("region"),
+                                        endpoint_url=query.get("endpoint"))
+        else:
             raise ConfigurationError(
                 f"KEYRING_URL scheme {parsed.scheme!r} is not supported; use file:///path/to/keyring.json "
-                "or add a KMS provider implementing governance.keyring.Keyring."
+                "or kms://alias/NAME?region=REGION."
             )
-        _keyrings[url] = FileKeyring(Path(parsed.path))
     return _keyrings[url]

@@ -21,9 +21,9 @@ from governance.models import DataKey, PolicyVersion, Purpose
 REPO = Path(__file__).resolve().parent.parent
 
 
-def bootstrap() -> str:
+def bootstrap(*args: str) -> str:
     out = io.StringIO()
-    call_command("bootstrap", stdout=out, stderr=io.StringIO())
+    call_command("bootstrap", *(args or ("--demo",)), stdout=out, stderr=io.StringIO())
     return out.getvalue()
 
 
@@ -106,3 +106,19 @@ def test_missing_credentials_file_regenerates_accounts(var_dir):
     second = printed_credentials(bootstrap())
     assert set(second).isdisjoint(first)
     assert stat.S_IMODE((var_dir / "demo_credentials.json").stat().st_mode) == 0o600
+
+
+def test_without_demo_bootstrap_seeds_purposes_and_creates_no_account(var_dir):
+    output = bootstrap("--no-color")
+    assert set(Purpose.objects.values_list("slug", flat=True)) == {PROCESSING, TRAINING}
+    assert get_user_model().objects.count() == 0
+    assert printed_credentials(output) == {} and not (var_dir / "demo_credentials.json").exists()
+
+
+def test_demo_accounts_are_refused_in_production_mode(var_dir, settings):
+    from django.core.management.base import CommandError
+
+    settings.PRODUCTION = True
+    with pytest.raises(CommandError, match="refused in production"):
+        bootstrap("--demo")
+    assert get_user_model().objects.count() == 0

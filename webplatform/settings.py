@@ -260,7 +260,7 @@ CELERY_BEAT_SCHEDULE = {
 EMBEDDED_SCHEDULER = env.bool("EMBEDDED_SCHEDULER", default=False)
 
 # --- jobs that never strand: heartbeats, a sweeper, the job row as outbox -------------------------------
-JOB_HEARTBEAT_SECONDS = env.float("JOB_HEARTBEAT_SECONDS", default=10)  # a running job's worker beats this often
+JOB_HEARTBEAT_SECONDS = env.float("JOB_HEARTBEAT_SECONDS", default=10)  # the worker of a running job beats
 JOB_STALE_SECONDS = env.float("JOB_STALE_SECONDS", default=60)  # no beat for this long: the worker is dead
 JOB_SWEEP_SECONDS = env.float("JOB_SWEEP_SECONDS", default=30)  # the sweeper / dispatcher runs this often
 JOB_REPUBLISH_SECONDS = env.float("JOB_REPUBLISH_SECONDS", default=600)  # queued this long: publish again
@@ -278,3 +278,35 @@ DP_EPSILON_CAP = env.float("DP_EPSILON_CAP", default=8.0)
 DP_DELTA = env.float("DP_DELTA", default=1e-6)  # a run uses min(DP_DELTA, 1 / (10 N)) for N participants
 DP_ACCOUNTANT = env.str("DP_ACCOUNTANT", default="prv")
 DP_LINEAGE = env.str("DP_LINEAGE", default="timeveil-small")
+
+# --- production mode (PRODUCTION=1): refuse to start on settings that are only safe on one laptop -------
+PRODUCTION = env.bool("PRODUCTION", default=False)
+
+
+def production_problems() -> list[str]:
+    """What production mode refuses, each with what to set instead (empty: safe to start)."""
+    problems = []
+    if len(env.str("SECRET_KEY", default="")) < 50:
+        problems.append("SECRET_KEY is not set (or shorter than 50 characters): set the same random value "
+                        "on every web and worker host, e.g. from "
+                        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`")
+    if DEBUG:
+        problems.append("DEBUG is on: set DEBUG=0")
+    if "ALLOWED_HOSTS" not in env.ENVIRON:
+        problems.append("ALLOWED_HOSTS is not set: set it to the public host names, "
+                        "e.g. ALLOWED_HOSTS=timeveil.example")
+    if CACHES["default"]["BACKEND"].endswith(("LocMemCache", "DummyCache")):
+        problems.append("CACHE_URL is not a shared cache: throttles would count per process; set "
+                        "CACHE_URL=redis://host:6379/1")
+    if CELERY_TASK_ALWAYS_EAGER:
+        problems.append("CELERY_BROKER_URL is not set: jobs would run inside web requests; set "
+                        "CELERY_BROKER_URL=redis://host:6379/0")
+    if (VAR_DIR / "demo_credentials.json").exists():
+        problems.append(f"demo accounts exist ({VAR_DIR / 'demo_credentials.json'}): delete those users and "
+                        "the file; `bootstrap --demo` is for `make run` only")
+    return problems
+
+
+if PRODUCTION and (_problems := production_problems()):
+    raise environ.ImproperlyConfigured("Refusing to start in production mode (PRODUCTION=1):\n  - "
+                                       + "\n  - ".join(_problems))

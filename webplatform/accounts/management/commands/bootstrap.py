@@ -11,11 +11,11 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from governance.consent import PROCESSING, TRAINING, consent_set, policy_current, policy_publish
-from governance.keys import data_key_create, get_keyring
+from governance.keys import get_keyring
 from governance.models import Purpose
 from webplatform.accounts.services import user_register
 
@@ -24,15 +24,25 @@ PURPOSE_NAMES = {PROCESSING: "Processing your photos", TRAINING: "Improving the 
 
 
 class Command(BaseCommand):
-    help = "Seed purposes, policies, roles and demo accounts; print the demo credentials."
+    help = "Seed purposes, policies and roles; with --demo also demo accounts, whose credentials it prints."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--demo", action="store_true",
+                            help="also create a demo end user and compliance officer (refused in production)")
 
     def handle(self, *args: object, **options: Any) -> None:
+        if options["demo"] and settings.PRODUCTION:
+            raise CommandError("Demo accounts are refused in production mode (PRODUCTION=1): their passwords are "
+                               "printed and kept on disk. Create real accounts instead.")
         get_keyring()  # generated on first run, mode 0600
         with transaction.atomic():
             for slug, name in PURPOSE_NAMES.items():
                 if not Purpose.objects.filter(slug=slug).exists():
                     policy_publish(purpose_slug=slug, name=name, text=(POLICY_DIR / f"{slug}.txt").read_text())
             Group.objects.get_or_create(name=settings.COMPLIANCE_GROUP)
+        if not options["demo"]:
+            self.stdout.write(self.style.SUCCESS("Timeveil is ready (no demo accounts: pass --demo for them)."))
+            return
         credentials = self._demo_accounts()
         self.stdout.write(self.style.SUCCESS("Timeveil is ready. Demo accounts (kept in var/demo_credentials.json):"))
         for role, cred in credentials.items():
@@ -53,8 +63,7 @@ class Command(BaseCommand):
         user, _ = user_register(**credentials["end user"])
         consent_set(user_id=user.pk, purpose_slug=PROCESSING, granted=True,
                     policy_version=policy_current(Purpose.objects.get(slug=PROCESSING)).version)
-        officer = User.objects.create_user(**credentials["compliance"])
-        data_key_create(user=officer)
+        officer = User.objects.create_user(**credentials["compliance"])  # its data key: accounts.signals
         officer.groups.add(Group.objects.get(name=settings.COMPLIANCE_GROUP))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
