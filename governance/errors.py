@@ -71,6 +71,20 @@ class Throttled(TimeveilError):
     status, code, message = 429, "throttled", "Too many requests; slow down."
 
 
+class LoginLocked(Throttled):
+    """Too many failed sign-ins for this account or address; `retry_after` seconds until the next try."""
+
+    code, message = "login_locked", "Too many failed sign-ins; try again later."
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(details={"retry_after": retry_after})
+
+
+class BodyTooDeep(InvalidInput):
+    code, message = "too_deep", "The JSON body is nested too deeply."
+
+
 class IntegrityFailure(TimeveilError):
     """Ciphertext tampered, truncated, mis-bound, or its key destroyed: never returns plaintext."""
 

@@ -27,7 +27,8 @@ def test_register_returns_a_working_token(purposes):
     assert response.status_code == 201
     body = response.json()
     assert set(body) == {"id", "username", "token"} and body["username"] == "newbie"
-    user = get_user_model().objects.get(pk=body["id"])
+    user = get_user_model().objects.get(username="newbie")
+    assert body["id"] == str(user.account.public_id)  # opaque, not the sequential key (test_security_accounts)
     assert user.email == "newbie@example.com"
     assert not user.is_staff and not user.groups.exists()
     assert user.password != PASSWORD and check_password(PASSWORD, user.password)

@@ -128,18 +128,22 @@ def test_unauthenticated_is_json_401_with_challenge(anon, db):
     assert response["WWW-Authenticate"] == "Token"
 
 
-def test_metrics_expose_prometheus_text(anon, db):
+def test_metrics_expose_prometheus_text(anon, db, settings):
+    settings.METRICS_TOKEN = "operator-metrics-token"  # /metrics is the operator's (test_security_http.py)
     anon.client.get("/healthz")
-    response = anon.client.get("/metrics")
+    response = anon.client.get("/metrics", HTTP_AUTHORIZATION="Bearer operator-metrics-token")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
     text = response.content.decode()
     assert "# TYPE" in text and "django_http_requests" in text
 
 
-def test_metrics_count_uploads_and_refusals(owner, upload, client):
+def test_metrics_count_uploads_and_refusals(owner, upload, client, settings):
+    settings.METRICS_TOKEN = "operator-metrics-token"
+
     def value(name: str) -> float:
-        for line in client.get("/metrics").content.decode().splitlines():
+        metrics = client.get("/metrics", HTTP_AUTHORIZATION="Bearer operator-metrics-token")
+        for line in metrics.content.decode().splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0

@@ -89,6 +89,7 @@ Request = Callable[[World, Actor], object]
 MATRIX: dict[tuple[str, str], tuple[Request, dict[str, int]]] = {
     ("register", "POST"): (_register, dict.fromkeys(ROLES, 201)),
     ("token", "POST"): (_token, ANYONE),
+    ("revoke-all", "POST"): (lambda w, a: a.client.post("/api/v1/auth/revoke"), USERS),
     ("purposes", "GET"): (lambda w, a: a.client.get("/api/v1/purposes"), ANYONE),
     ("erasure-status", "GET"): (lambda w, a: a.client.get(f"/api/v1/erasures/{w.receipt}"), ANYONE),
     ("me", "DELETE"): (lambda w, a: a.client.delete("/api/v1/me"), {**USERS, **dict.fromkeys(ROLES[1:], 202)}),

@@ -1,5 +1,14 @@
-"""Platform metrics for /metrics (Prometheus), beside django-prometheus' request and database metrics."""
+"""Platform metrics for /metrics (Prometheus), beside django-prometheus' request and database metrics.
 
+/metrics is for the operator only: it answers with `Authorization: Bearer <METRICS_TOKEN>`, and is off
+(404, like any unknown path) while METRICS_TOKEN is unset.
+"""
+
+import hmac
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django_prometheus.exports import ExportToDjangoView
 from prometheus_client import Counter, Histogram
 
 UPLOADS = Counter("timeveil_uploads_total", "Photos accepted (encrypted and stored).")
@@ -12,3 +21,17 @@ RETENTION_DELETED = Counter("timeveil_retention_deleted_total", "Objects deleted
 RETENTION_FAILED = Counter("timeveil_retention_failures_total", "Storage deletions that failed (retried).",
                            ["kind"])
 ERASURES = Counter("timeveil_erasures_total", "Erasure requests, by stage.", ["stage"])
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text for the bearer of METRICS_TOKEN; 404 when it is unset, 401 for anyone else."""
+    expected = settings.METRICS_TOKEN
+    if not expected:
+        return JsonResponse({"error": {"code": "not_found", "message": "Not found.", "details": {}}}, status=404)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        response = JsonResponse({"error": {"code": "not_authenticated", "message": "A metrics token is required.",
+                                           "details": {}}}, status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return ExportToDjangoView(request)

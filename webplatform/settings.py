@@ -57,6 +57,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "webplatform.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -116,6 +117,42 @@ LOGOUT_REDIRECT_URL = "/login/"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Every password check goes through the limits (accounts/lockout.py). ModelBackend stays listed so that
+# sessions signed in with it by name still load; the limited backend never falls through to it.
+AUTHENTICATION_BACKENDS = [
+    "webplatform.accounts.lockout.LimitedModelBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_FAILURE_WINDOW = env.int("LOGIN_FAILURE_WINDOW", default=900)  # seconds per counting window
+LOGIN_LIMIT_ACCOUNT_ADDRESS = env.int("LOGIN_LIMIT_ACCOUNT_ADDRESS", default=5)  # failures per window
+LOGIN_LIMIT_ADDRESS = env.int("LOGIN_LIMIT_ADDRESS", default=30)
+LOGIN_LIMIT_ACCOUNT = env.int("LOGIN_LIMIT_ACCOUNT", default=50)  # waived for addresses that signed in before
+LOGIN_KNOWN_ADDRESS_DAYS = env.int("LOGIN_KNOWN_ADDRESS_DAYS", default=90)
+LOGIN_TRUSTED_PROXIES = env.int("TRUSTED_PROXIES", default=0)  # X-Forwarded-For hops to trust for addresses
+API_TOKEN_LIFETIME = timedelta(days=env.int("API_TOKEN_LIFETIME_DAYS", default=30))
+
+# --- HTTPS and browser policy: on with PRODUCTION=1 (or HTTPS=1), each overridable ------------------------
+_HTTPS = env.bool("HTTPS", default=env.bool("PRODUCTION", default=False))
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_HTTPS)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # probes call over plain HTTP inside the cluster
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if _HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)  # opt in: preload is hard to undo
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
+SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=_HTTPS)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_REFERRER_POLICY = "same-origin"
+# No inline script anywhere (webplatform/csp.py): pages load their JS from static files.
+CONTENT_SECURITY_POLICY = env.str("CONTENT_SECURITY_POLICY", default=(
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"))
+CONTENT_SECURITY_POLICY_PATHS = {
+    # Swagger UI (split view: its script is a file) styles its widgets inline; still no inline script.
+    "/api/docs/": CONTENT_SECURITY_POLICY.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'"),
+}
+# /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>`; unset, it is off (404).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 COMPLIANCE_GROUP = "compliance"
@@ -123,16 +160,16 @@ COMPLIANCE_GROUP = "compliance"
 # --- REST API -----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "webplatform.accounts.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "webplatform.api.parsers.GuardedJSONParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "webplatform.api.pagination.CappedLimitOffsetPagination",
     "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.AnonRateThrottle",
@@ -163,6 +200,9 @@ SPECTACULAR_SETTINGS = {
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)
 UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=24_000_000)
 FILE_UPLOAD_HANDLERS = ["webplatform.photos.upload.CappedMemoryUploadHandler"]
+JSON_MAX_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE  # larger JSON bodies: 413 (webplatform/api/parsers.py)
+JSON_MAX_DEPTH = 64  # deeper nesting: 400; no endpoint takes more than two levels
+API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=1000)  # larger `limit`: 400
 FILE_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 

@@ -22,6 +22,7 @@ from governance.models import AuditEvent
 from webplatform.accounts.roles import IsComplianceOfficer
 
 from .errors import ErrorResponse
+from .fields import Rfc3339DateTimeField
 
 
 class AuditEventOut(serializers.ModelSerializer):
@@ -63,8 +64,8 @@ def audit_csv_rows(events: Iterable[AuditEvent]) -> Iterator[str]:
 class AuditFilters(serializers.Serializer):
     action = serializers.CharField(required=False, max_length=64)
     subject = serializers.CharField(required=False, max_length=64)
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
+    since = Rfc3339DateTimeField(required=False)
+    until = Rfc3339DateTimeField(required=False)
 
 
 @extend_schema(parameters=[

@@ -1,4 +1,4 @@
-"""Registration and token endpoints (throttled, open to anyone)."""
+"""Registration and token endpoints (throttled, open to anyone), and signing out everywhere."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webplatform.accounts.services import token_obtain, user_register
+from webplatform.accounts.roles import user_id
+from webplatform.accounts.services import credentials_revoke_all, public_id, token_obtain, user_register
 
 from .errors import ErrorResponse
 
@@ -25,7 +26,7 @@ class RegisterApi(APIView):
         email = serializers.EmailField(required=False, allow_blank=True, default="")
 
     class Output(serializers.Serializer):
-        id = serializers.IntegerField()
+        id = serializers.UUIDField(help_text="opaque public id (not the sequential key)")
         username = serializers.CharField()
         token = serializers.CharField()
 
@@ -36,7 +37,8 @@ class RegisterApi(APIView):
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         user, token = user_register(**data.validated_data)
-        return Response({"id": user.pk, "username": user.username, "token": token}, status=status.HTTP_201_CREATED)
+        return Response({"id": public_id(user), "username": user.username, "token": token},
+                        status=status.HTTP_201_CREATED)
 
 
 class TokenApi(APIView):
@@ -54,7 +56,18 @@ class TokenApi(APIView):
     @extend_schema(request=Input, responses={200: Output, 400: ErrorResponse, 401: ErrorResponse,
                                              429: ErrorResponse}, auth=[])
     def post(self, request: Request) -> Response:
-        """Exchange a username and password for the API token."""
+        """Exchange a username and password for the API token (limited per account and address)."""
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response({"token": token_obtain(**data.validated_data)})
+        return Response({"token": token_obtain(**data.validated_data, request=request._request)})
+
+
+class RevokeAllApi(APIView):
+    class Output(serializers.Serializer):
+        tokens = serializers.IntegerField()
+        sessions = serializers.IntegerField()
+
+    @extend_schema(request=None, responses={200: Output, 401: ErrorResponse})
+    def post(self, request: Request) -> Response:
+        """Sign out everywhere: the API token and every web session die now; POST /auth/token issues a new one."""
+        return Response(self.Output(credentials_revoke_all(user_id=user_id(request))).data)

@@ -15,6 +15,7 @@ from webplatform.accounts.roles import user_id
 from webplatform.lifecycle.withdrawal import consent_change
 
 from .errors import ErrorResponse
+from .fields import ExplicitBooleanField
 
 
 class PolicyOut(serializers.Serializer):
@@ -70,7 +71,7 @@ class ConsentStateApi(APIView):
 
 class ConsentSetApi(APIView):
     class Input(serializers.Serializer):
-        granted = serializers.BooleanField()
+        granted = ExplicitBooleanField()
         policy_version = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
 
         def validate(self, attrs: dict) -> dict:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework import serializers
@@ -59,6 +61,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return Response(error_body("not_found", "Not found."), status=404)
     if isinstance(exc, DjangoPermissionDenied):
         return Response(error_body("forbidden", "You are not allowed to do this."), status=403)
+    if isinstance(exc, RequestDataTooBig):  # form fields past DATA_UPLOAD_MAX_MEMORY_SIZE
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(error_body("too_large", "The request body is too large.", {"max_bytes": limit}), status=413)
+    if isinstance(exc, SuspiciousOperation):  # too many fields, malformed multipart and the like
+        return Response(error_body("bad_request", "The request could not be understood."), status=400)
     if isinstance(exc, drf.APIException):
         return _drf_response(exc)
     log.exception("unhandled error in %s", type(context.get("view")).__name__)

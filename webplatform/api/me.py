@@ -52,7 +52,7 @@ class ErasureStatusApi(APIView):
     permission_classes = [AllowAny]
     throttle_scope = "receipt"  # receipts are unguessable; throttling keeps guessing pointless too
 
-    @extend_schema(responses={200: ErasureStatusOut, 404: ErrorResponse}, auth=[])
+    @extend_schema(responses={200: ErasureStatusOut, 404: ErrorResponse, 429: ErrorResponse}, auth=[])
     def get(self, request: Request, receipt: str) -> Response:
         """Status of an erasure, for whoever holds the receipt; no personal data."""
         return Response(erasure_status(erasure_by_receipt(receipt)))

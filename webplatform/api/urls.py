@@ -7,6 +7,7 @@ from . import audit, auth, compliance, consents, jobs, me, photos, training, tra
 urlpatterns = [
     path("auth/register", auth.RegisterApi.as_view(), name="register"),
     path("auth/token", auth.TokenApi.as_view(), name="token"),
+    path("auth/revoke", auth.RevokeAllApi.as_view(), name="revoke-all"),
     path("me", me.MeApi.as_view(), name="me"),
     path("me/export", me.ExportApi.as_view(), name="export"),
     path("erasures/<str:receipt>", me.ErasureStatusApi.as_view(), name="erasure-status"),

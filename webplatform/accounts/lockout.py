@@ -1,0 +1,129 @@
+"""Brute-force limits on every password check, per account and per address, on the shared Django cache.
+
+Three fixed-window counters of failed checks (LOGIN_FAILURE_WINDOW seconds each):
+- account + address (LOGIN_LIMIT_ACCOUNT_ADDRESS): one guesser against one account;
+- address (LOGIN_LIMIT_ADDRESS): one address spraying many accounts;
+- account (LOGIN_LIMIT_ACCOUNT): many addresses against one account. This one does not apply to an address
+  that signed in to the account before (LOGIN_KNOWN_ADDRESS_DAYS), so a botnet cannot lock the owner out.
+A counter at its limit refuses checks until the window after the one it filled ends (one to two windows).
+Refused checks are not counted and never reach the password hasher, so a lock always runs out, and holding
+one needs a fresh burst of failures each time. All paths go through `LimitedModelBackend`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.backends import ModelBackend
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
+
+from governance.errors import LoginLocked
+
+from .confusables import skeleton
+
+timer = time.time  # tests move the clock through this
+
+
+def client_address(request: Any) -> str:
+    """The caller's address: REMOTE_ADDR, or the client entry of X-Forwarded-For behind trusted proxies."""
+    if request is None:
+        return "unknown"
+    meta = request.META
+    hops = settings.LOGIN_TRUSTED_PROXIES
+    if hops:
+        forwarded = [a.strip() for a in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
+        if len(forwarded) >= hops:
+            return forwarded[-hops]
+    return str(meta.get("REMOTE_ADDR") or "unknown")
+
+
+def _account(username: str) -> str:
+    # Look-alike names share a counter; the cache holds a hash, not the name.
+    return hashlib.sha256(skeleton(username).encode()).hexdigest()[:32]
+
+
+def _counters(username: str, address: str) -> list[tuple[str, int, bool]]:
+    """(cache key prefix, limit, waived for a known address) for each dimension."""
+    account = _account(username)
+    return [
+        (f"login:fail:pair:{account}:{address}", settings.LOGIN_LIMIT_ACCOUNT_ADDRESS, False),
+        (f"login:fail:addr:{address}", settings.LOGIN_LIMIT_ADDRESS, False),
+        (f"login:fail:acct:{account}", settings.LOGIN_LIMIT_ACCOUNT, True),
+    ]
+
+
+def _known_key(username: str, address: str) -> str:
+    return f"login:known:{_account(username)}:{address}"
+
+
+def login_wait(*, username: str, address: str) -> float | None:
+    """Seconds until this account may be tried from this address again, or None when it may be now."""
+    window = settings.LOGIN_FAILURE_WINDOW
+    now = timer()
+    current = int(now // window)
+    counters = _counters(username, address)
+    keys = [f"{prefix}:{w}" for prefix, _, _ in counters for w in (current, current - 1)]
+    counts = cache.get_many(keys)
+    known: bool | None = None
+    wait = 0.0
+    for prefix, limit, waived_if_known in counters:
+        for w in (current, current - 1):
+            if counts.get(f"{prefix}:{w}", 0) < limit:
+                continue
+            if waived_if_known:
+                known = cache.get(_known_key(username, address)) is not None if known is None else known
+                if known:
+                    continue
+            wait = max(wait, (w + 2) * window - now)
+    return wait or None
+
+
+def login_refusal(*, username: str, request: Any) -> LoginLocked | None:
+    """The 429 to raise before checking a password (the error handler sends Retry-After), or None."""
+    wait = login_wait(username=username, address=client_address(request))
+    return None if wait is None else LoginLocked(int(wait) + 1)
+
+
+def login_failure_record(*, username: str, address: str) -> None:
+    """Count one failed password check in each dimension."""
+    window = settings.LOGIN_FAILURE_WINDOW
+    current = int(timer() // window)
+    for prefix, _, _ in _counters(username, address):
+        key = f"{prefix}:{current}"
+        cache.add(key, 0, timeout=2 * window + 60)
+        try:
+            cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=2 * window + 60)
+
+
+def login_success_record(*, username: str, address: str) -> None:
+    """Remember the address as the account's, and forget this pair's failures (typos before a success)."""
+    window = settings.LOGIN_FAILURE_WINDOW
+    current = int(timer() // window)
+    pair = _counters(username, address)[0][0]
+    cache.delete_many([f"{pair}:{current}", f"{pair}:{current - 1}"])
+    cache.set(_known_key(username, address), 1, timeout=settings.LOGIN_KNOWN_ADDRESS_DAYS * 86400)
+
+
+class LimitedModelBackend(ModelBackend):
+    """ModelBackend behind the limits: web /login/, the API token endpoint, anything calling authenticate()."""
+
+    def authenticate(self, request: Any, username: str | None = None, password: str | None = None,
+                     **kwargs: Any) -> Any:
+        if username is None or password is None:
+            return None
+        address = client_address(request)
+        if login_wait(username=username, address=address) is not None:
+            raise PermissionDenied("locked")  # authenticate() answers None and asks no other backend
+        user = super().authenticate(request, username=username, password=password, **kwargs)
+        if user is None:
+            login_failure_record(username=username, address=address)
+            # Stop here: ModelBackend is listed after this one only to load sessions it signed in.
+            raise PermissionDenied("bad credentials")
+        login_success_record(username=username, address=address)
+        return user
