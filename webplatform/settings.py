@@ -115,8 +115,8 @@ LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
 # Every password check goes through the limits (accounts/lockout.py). ModelBackend stays listed so that
 # sessions signed in with it by name still load; the limited backend never falls through to it.
 AUTHENTICATION_BACKENDS = [
@@ -153,8 +153,6 @@ CONTENT_SECURITY_POLICY_PATHS = {
 }
 # /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>`; unset, it is off (404).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
-SECURE_CONTENT_TYPE_NOSNIFF = True
-X_FRAME_OPTIONS = "DENY"
 COMPLIANCE_GROUP = "compliance"
 
 # --- REST API -----------------------------------------------------------------------------------------
@@ -200,11 +198,11 @@ SPECTACULAR_SETTINGS = {
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)
 UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=24_000_000)
 FILE_UPLOAD_HANDLERS = ["webplatform.photos.upload.CappedMemoryUploadHandler"]
+FILE_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 JSON_MAX_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE  # larger JSON bodies: 413 (webplatform/api/parsers.py)
 JSON_MAX_DEPTH = 64  # deeper nesting: 400; no endpoint takes more than two levels
 API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=1000)  # larger `limit`: 400
-FILE_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES
-DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 # --- storage: ciphertext only; filesystem under var/ by default, S3 through django-storages at scale ----
 STORAGE_BACKEND = env.str("STORAGE_BACKEND", default="filesystem")
@@ -242,7 +240,6 @@ WHITENOISE_USE_FINDERS = True
 # --- keys: a 0600 keyring file under var/ by default; a KMS provider behind the same interface ---------
 KEYRING_URL = env.str("KEYRING_URL", default=f"file://{VAR_DIR / 'keyring.json'}")
 
-# --- retention and erasure (hours / days) -------------------------------------------------------------
 # --- audit: signed checkpoints outside the database (docs/audit.md) -----------------------------------
 # At scale point this at storage the database's writers cannot write (another host's mount, a WORM volume).
 AUDIT_CHECKPOINT_DIR = Path(env.str("AUDIT_CHECKPOINT_DIR", default=str(VAR_DIR / "audit")))
@@ -250,6 +247,7 @@ AUDIT_CHECKPOINT_FSYNC = env.bool("AUDIT_CHECKPOINT_FSYNC", default=False)
 # Events with no checkpoint at all fail verification (the store was lost or never written).
 AUDIT_REQUIRE_CHECKPOINT = env.bool("AUDIT_REQUIRE_CHECKPOINT", default=True)
 
+# --- retention and erasure (hours / days) -------------------------------------------------------------
 RETENTION_ORIGINAL = timedelta(hours=env.int("RETENTION_ORIGINAL_HOURS", default=48))
 RETENTION_RESULT = timedelta(hours=env.int("RETENTION_RESULT_HOURS", default=48))
 RETENTION_TRAINING = timedelta(days=env.int("RETENTION_TRAINING_DAYS", default=90))
