@@ -1,37 +1,32 @@
-"""Find the largest face, crop and align it for the generator, and paste the change back feathered."""
+"""Real face geometry: BlazeFace detection, the 468-point face mesh and a person mask, all from shipped TFLite.
+
+Photos are RGB uint8 arrays (H, W, 3); every coordinate returned is in photo pixels, x then y. The face that
+will change is the detector's most confident one, never the largest box: a shuttle window is large, not a face.
+"""
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-# The cascades bundled with opencv-python(-headless) 4.x; cv2's type stubs do not declare cv2.data.
-FACE_CASCADE = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
-EYE_CASCADE = cv2.data.haarcascades + "haarcascade_eye.xml"  # type: ignore[attr-defined]
-# Framing, measured on the synthetic faces so that crops look like the training set: the face box spans brows to
-# mouth and the crop adds hair and chin; with eyes found, they sit EYE_SPAN apart at height EYE_LINE of the crop.
-CROP_SCALE = 1.7  # crop side / face box side
-EYE_SPAN = 0.207  # distance between the eye centres / crop side
-EYE_LINE = 0.435  # height of the eye line / crop side
-EYE_SPAN_IN_BOX = (0.25, 0.5)  # plausible eye distance / face box side; outside it an "eye" is something else
-MIN_FACE = 40  # pixels; smaller detections are noise at any upload size
-DETECT_SIDE = 1024  # photos are searched at most this large, faces for eyes at most EYE_SEARCH wide:
-EYE_SEARCH = 256  # the cascades' cost grows with the pixels, their accuracy does not
-MAX_TILT = 25.0  # degrees; an eye pair tilted more than this is a false eye detection
-FEATHER = 0.02  # mask blur sigma as a fraction of the crop side
+from inference import assets
 
-Run = Callable[[np.ndarray, float], np.ndarray]  # (face crop (S, S, 3) uint8, target age) -> same shape
+DETECT_SIDE = 128  # BlazeFace short-range input
+MESH_SIDE = 192  # face mesh input
+SEGMENT_SIDE = 256  # selfie segmentation input
+MIN_SCORE = 0.6  # detector confidence to call something a face (the review saw 0.92 on a face, 0.46 on a cup)
+MIN_MESH_SCORE = 0.5  # the mesh's own face-presence flag, a second opinion on every detection
+NMS_IOU = 0.3
+MESH_ROI_SCALE = 1.5  # the mesh reads a square 1.5x the face's extent, as mediapipe's graph feeds it
+MIN_FACE_PX = 24  # a face narrower than this in the photo carries too little to change
 
 
 class NoFaceFound(Exception):
-    """The photo has no detectable face; the transformation job fails with this reason."""
-
-    reason = "no_face"
+    """The photo has no face the detector and the mesh both accept."""
 
     def __init__(self, message: str = "No face was found in the photo.") -> None:
         super().__init__(message)
@@ -39,161 +34,205 @@ class NoFaceFound(Exception):
 
 @dataclass(frozen=True)
 class FaceBox:
-    """A detection in photo pixels."""
+    """A detection box in photo pixels."""
 
     x: int
     y: int
     w: int
     h: int
 
+    def to_list(self) -> list[int]:
+        return [self.x, self.y, self.w, self.h]
+
 
 @dataclass(frozen=True)
-class Crop:
-    """An aligned face crop and where it came from."""
-
-    image: np.ndarray  # (S, S, 3) uint8 RGB
-    matrix: np.ndarray  # (2, 3) affine from photo pixels to crop pixels
-
-
-_local = threading.local()  # CascadeClassifier is not safe to share between threads: one per thread
+class Detection:
+    score: float
+    box: FaceBox
+    keypoints: np.ndarray  # (6, 2): right eye, left eye, nose tip, mouth, right ear, left ear (subject's sides)
 
 
-def _cascade(path: str) -> cv2.CascadeClassifier:
-    """This thread's classifier for `path`, loaded once."""
-    cache: dict[str, cv2.CascadeClassifier] = _local.__dict__.setdefault("cascades", {})
-    if path not in cache:
-        cache[path] = cv2.CascadeClassifier(path)
-        if cache[path].empty():
-            raise RuntimeError(f"could not load the cascade {path}: is opencv-python-headless 4.x installed?")
-    return cache[path]
+@dataclass(frozen=True)
+class Face:
+    """One face with its mesh: what the masks, the age reading and the aging are placed by."""
+
+    detection: Detection
+    landmarks: np.ndarray  # (468, 2) float32 photo pixels, mediapipe's canonical mesh order
+    faces_in_photo: int  # how many faces the detector accepted in the whole photo
+
+    @property
+    def eye_distance(self) -> float:
+        """Distance between the eye centres in photo pixels: the face's own unit of length."""
+        right, left = self.landmarks[RIGHT_EYE_RING].mean(0), self.landmarks[LEFT_EYE_RING].mean(0)
+        return float(np.hypot(*(left - right)))
 
 
-def _check(image: np.ndarray) -> None:
+# Landmark index sets of mediapipe's face mesh (face_mesh_connections.py), each ordered around its outline.
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+LIPS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
+RIGHT_EYE_RING = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]
+LEFT_EYE_RING = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
+RIGHT_BROW = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46]  # upper edge outward-in, then lower edge back
+LEFT_BROW = [300, 293, 334, 296, 336, 285, 295, 282, 283, 276]
+
+
+def _anchors() -> np.ndarray:
+    """BlazeFace short-range SSD anchor centres (896, 2) in [0, 1]: strides 8 and 16, 2 and 6 anchors a cell."""
+    centres = []
+    for stride, per_cell in ((8, 2), (16, 6)):
+        cells = DETECT_SIDE // stride
+        for y in range(cells):
+            for x in range(cells):
+                centres += [((x + 0.5) / cells, (y + 0.5) / cells)] * per_cell
+    return np.array(centres, np.float32)
+
+
+ANCHORS = _anchors()
+_local = threading.local()  # cv2.dnn nets are not safe to share between threads: one set per thread
+
+
+def _net(asset: assets.Asset) -> cv2.dnn.Net:
+    nets: dict[str, cv2.dnn.Net] = _local.__dict__.setdefault("nets", {})
+    if asset.name not in nets:
+        nets[asset.name] = cv2.dnn.readNetFromTFLite(assets.path(asset))
+    return nets[asset.name]
+
+
+def _forward(asset: assets.Asset, x: np.ndarray) -> list[np.ndarray]:
+    """Run a shipped TFLite net on one (S, S, 3) float32 image: its outputs in declared order."""
+    net = _net(asset)
+    net.setInput(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
+    return list(net.forward(net.getUnconnectedOutLayersNames()))
+
+
+def check_image(image: np.ndarray) -> None:
+    """Raise ValueError unless `image` is an RGB uint8 array (H, W, 3)."""
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
         raise ValueError("expected an RGB image as a uint8 array of shape (H, W, 3)")
 
 
-def _shrunk(gray: np.ndarray, side: int) -> tuple[np.ndarray, float]:
-    """`gray` scaled down so its longer side is at most `side`, and the scale used."""
-    scale = min(1.0, side / max(gray.shape))
-    if scale == 1.0:
-        return gray, scale
-    return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scale
+def detect_faces(image: np.ndarray) -> list[Detection]:
+    """Every face BlazeFace accepts in the photo, most confident first."""
+    check_image(image)
+    h, w = image.shape[:2]
+    side = max(h, w)  # letterbox to a square so faces keep their shape
+    scale = DETECT_SIDE / side
+    resized = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    square = np.zeros((DETECT_SIDE, DETECT_SIDE, 3), np.float32)
+    square[:resized.shape[0], :resized.shape[1]] = resized
+    scores, raw = _forward(assets.FACE_DETECTOR, square / 127.5 - 1.0)  # (1, 896, 1), (1, 896, 16)
+    scores = 1.0 / (1.0 + np.exp(-np.clip(scores[0, :, 0], -80.0, 80.0)))
+    keep = np.flatnonzero(scores >= MIN_SCORE)
+    if keep.size == 0:
+        return []
+    reg = raw[0, keep] / DETECT_SIDE  # offsets in units of the input side
+    centre = ANCHORS[keep] + reg[:, 0:2]
+    size = reg[:, 2:4]
+    points = ANCHORS[keep, None, :] + reg[:, 4:16].reshape(-1, 6, 2)
+    to_photo = side  # [0, 1] of the letterboxed square -> photo pixels
+    boxes = [[float((c[0] - s[0] / 2) * to_photo), float((c[1] - s[1] / 2) * to_photo),
+              float(s[0] * to_photo), float(s[1] * to_photo)] for c, s in zip(centre, size, strict=True)]
+    chosen = cv2.dnn.NMSBoxes(boxes, scores[keep].tolist(), MIN_SCORE, NMS_IOU)
+    found = []
+    for i in np.array(chosen).reshape(-1):
+        x, y, bw, bh = boxes[i]
+        if min(bw, bh) < MIN_FACE_PX:
+            continue
+        box = FaceBox(round(x), round(y), round(bw), round(bh))
+        found.append(Detection(score=float(scores[keep[i]]), box=box, keypoints=points[i] * to_photo))
+    return sorted(found, key=lambda d: d.score, reverse=True)
 
 
-def detect_faces(image: np.ndarray) -> list[FaceBox]:
-    """All frontal faces in an RGB uint8 image (H, W, 3), largest first."""
-    _check(image)
-    gray, scale = _shrunk(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), DETECT_SIDE)
-    found = _cascade(FACE_CASCADE).detectMultiScale(gray, scaleFactor=1.05, minNeighbors=3,
-                                                    minSize=(MIN_FACE, MIN_FACE))
-    boxes = [FaceBox(*(round(v / scale) for v in (x, y, w, h))) for x, y, w, h in found]
-    return sorted(boxes, key=lambda b: b.w * b.h, reverse=True)
+def _roi_matrix(centre: np.ndarray, side: float, angle: float, out: int) -> np.ndarray:
+    """Affine (2, 3) from photo pixels to an `out`-pixel square of `side` photo pixels, rotated by `angle`."""
+    matrix = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), math.degrees(angle), out / side)
+    matrix[:, 2] += np.array([out / 2 - centre[0], out / 2 - centre[1]])
+    return matrix
 
 
-def largest_face(image: np.ndarray) -> FaceBox:
-    """The largest face, or NoFaceFound."""
-    faces = detect_faces(image)
-    if not faces:
-        raise NoFaceFound()
-    return faces[0]
+def _mesh_pass(image: np.ndarray, centre: np.ndarray, side: float, angle: float) -> tuple[np.ndarray, float]:
+    """One mesh inference on a rotated square ROI: landmarks (468, 2) in photo pixels and the face flag."""
+    matrix = _roi_matrix(centre, side, angle, MESH_SIDE)
+    crop = cv2.warpAffine(image, matrix, (MESH_SIDE, MESH_SIDE), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT).astype(np.float32) / 255.0
+    flag, mesh = _forward(assets.FACE_MESH, crop)  # (1, 1, 1, 1) logit, (1, 1404, 1, 1)
+    points = mesh.reshape(468, 3)[:, :2]
+    inverse = cv2.invertAffineTransform(matrix)
+    photo = points @ inverse[:, :2].T + inverse[:, 2]
+    return photo.astype(np.float32), float(1.0 / (1.0 + math.exp(-float(flag.reshape(-1)[0]))))
 
 
-def locate_eyes(image: np.ndarray, box: FaceBox) -> tuple[tuple[float, float], tuple[float, float]] | None:
-    """Centres of the eye on the image's left and on its right, in photo pixels; None unless plausible."""
-    top = image[box.y:box.y + int(box.h * 0.6), box.x:box.x + box.w]
-    gray, scale = _shrunk(cv2.cvtColor(top, cv2.COLOR_RGB2GRAY), EYE_SEARCH)
-    width = round(box.w * scale)
-    eyes = _cascade(EYE_CASCADE).detectMultiScale(gray, scaleFactor=1.05, minNeighbors=3,
-                                                  minSize=(width // 10, width // 10), maxSize=(width // 3, width // 3))
-    found = [((x + w / 2) / scale, (y + h / 2) / scale, w) for x, y, w, h in eyes]
-    left = [e for e in found if e[0] < box.w / 2]
-    right = [e for e in found if e[0] >= box.w / 2]
-    if not left or not right:
-        return None
-    (lx, ly, _), (rx, ry, _) = max(left, key=lambda e: e[2]), max(right, key=lambda e: e[2])
-    tilt = math.degrees(math.atan2(ry - ly, rx - lx))
-    span = math.hypot(rx - lx, ry - ly) / box.w
-    if abs(tilt) > MAX_TILT or not EYE_SPAN_IN_BOX[0] <= span <= EYE_SPAN_IN_BOX[1]:
-        return None  # a nostril or an eyebrow taken for an eye: a plain square crop is safer
-    return (box.x + lx, box.y + ly), (box.x + rx, box.y + ry)
+def fit_mesh(image: np.ndarray, detection: Detection) -> tuple[np.ndarray, float]:
+    """The 468-point mesh of a detected face and the mesh's face-presence score.
 
-
-def crop_face(image: np.ndarray, box: FaceBox, size: int, *, align: bool = True) -> Crop:
-    """A (size, size) crop framed like the training faces: level eyes at a fixed place if found, else the box."""
-    _check(image)
-    eyes = locate_eyes(image, box) if align else None
-    if eyes is None:
-        tilt, side, (cx, cy) = 0.0, box.w * CROP_SCALE, (box.x + box.w / 2, box.y + box.h / 2)
-    else:
-        (lx, ly), (rx, ry) = eyes
-        angle = math.atan2(ry - ly, rx - lx)
-        tilt, side = math.degrees(angle), math.hypot(rx - lx, ry - ly) / EYE_SPAN
-        # The crop centre lies below the eye midpoint along the face's own vertical axis (-sin, cos).
-        drop = (0.5 - EYE_LINE) * side
-        cx, cy = (lx + rx) / 2 - math.sin(angle) * drop, (ly + ry) / 2 + math.cos(angle) * drop
-    # Photo -> crop: rotate by the tilt about the face centre, scale the side to `size`, centre it.
-    matrix = cv2.getRotationMatrix2D((cx, cy), tilt, size / side)
-    matrix[:, 2] += np.array([size / 2 - cx, size / 2 - cy])
-    # Sample from a pyramid level near the crop's scale so large faces are not aliased.
-    levels = max(0, int(math.log2(side / size)))
-    source = image
-    for _ in range(levels):
-        source = cv2.pyrDown(source)
-    sampled = matrix.copy()
-    sampled[:, :2] *= 2**levels  # level-k pixels -> photo pixels -> crop pixels
-    face = cv2.warpAffine(source, sampled, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return Crop(image=face, matrix=matrix)
-
-
-def feather_mask(size: int) -> np.ndarray:
-    """Where the generator may change the crop: a disc over face and hair, blurred, zero at the border.
-
-    (size, size) float32 in [0, 1].
+    The first pass reads a square around the detection, levelled by its eye keypoints; the second re-centres
+    on the first mesh (as mediapipe's tracking does), which tightens it on tilted and off-centre faces.
     """
-    ellipse = np.zeros((size, size), np.float32)  # 3 sigmas clear of the top edge, more of the others
-    cv2.ellipse(ellipse, (size // 2, round(size * 0.48)), (round(size * 0.42), round(size * 0.40)), 0, 0, 360, 1.0, -1)
-    mask = cv2.GaussianBlur(ellipse, (0, 0), sigmaX=FEATHER * size)
-    edge = max(1, size // 64)
-    mask[:edge], mask[-edge:], mask[:, :edge], mask[:, -edge:] = 0, 0, 0, 0
-    return mask
+    right, left = detection.keypoints[0], detection.keypoints[1]
+    angle = math.atan2(left[1] - right[1], left[0] - right[0])
+    box = detection.box
+    centre = np.array([box.x + box.w / 2, box.y + box.h / 2], np.float32)
+    landmarks, score = _mesh_pass(image, centre, max(box.w, box.h) * MESH_ROI_SCALE, angle)
+    eyes = landmarks[263] - landmarks[33]
+    angle = math.atan2(eyes[1], eyes[0])
+    rotated = landmarks @ np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    extent = rotated.max(0) - rotated.min(0)
+    centre = (landmarks.max(0) + landmarks.min(0)) / 2
+    return _mesh_pass(image, centre, float(max(extent)) * MESH_ROI_SCALE, angle)
 
 
-def paste_back(image: np.ndarray, crop: Crop, generated: np.ndarray) -> np.ndarray:
-    """Add the generator's change (generated - crop) to the photo under the feathered mask.
+def find_face(image: np.ndarray) -> Face:
+    """The most confident face with its mesh, or NoFaceFound."""
+    detections = detect_faces(image)
+    for detection in detections:
+        landmarks, score = fit_mesh(image, detection)
+        if score >= MIN_MESH_SCORE:
+            return Face(detection=detection, landmarks=landmarks, faces_in_photo=len(detections))
+    raise NoFaceFound()
 
-    Only the change is mapped back, so a large photo keeps its own detail wherever the model changed nothing;
-    pixels outside the mask are returned bit-identical.
+
+def person_mask(image: np.ndarray, face: Face, *, reach: float = 3.2) -> tuple[np.ndarray, tuple[int, int]]:
+    """Person probability (h, w) float32 over a square `reach` face-heights wide around the face, and its origin.
+
+    Segmenting a window around the face (not the whole photo at 256 px) keeps hair strands resolved.
     """
-    size = crop.image.shape[0]
-    delta = generated.astype(np.float32) - crop.image.astype(np.float32)  # (S, S, 3)
-    inverse = cv2.invertAffineTransform(crop.matrix)  # crop pixels -> photo pixels
-    corners = cv2.transform(np.array([[[0, 0], [size, 0], [0, size], [size, size]]], np.float32), inverse)[0]
-    height, width = image.shape[:2]
-    x0, y0 = (max(0, int(math.floor(v))) for v in corners.min(axis=0))
-    x1, y1 = min(width, int(math.ceil(corners[:, 0].max())) + 1), min(height, int(math.ceil(corners[:, 1].max())) + 1)
-    if x0 >= x1 or y0 >= y1:
-        return image.copy()
-    to_roi = crop.matrix.copy()
-    to_roi[:, 2] += to_roi[:, :2] @ np.array([x0, y0], np.float64)  # ROI pixels -> crop pixels
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    roi_size = (x1 - x0, y1 - y0)
-    change = cv2.warpAffine(delta, to_roi, roi_size, flags=flags, borderValue=(0.0, 0.0, 0.0))
-    weight = cv2.warpAffine(feather_mask(size), to_roi, roi_size, flags=flags, borderValue=0.0)[..., None]
-    out = image.copy()
-    region = out[y0:y1, x0:x1]
-    blended = np.clip(region.astype(np.float32) + weight * change + 0.5, 0, 255).astype(np.uint8)
-    out[y0:y1, x0:x1] = np.where(weight > 0, blended, region)
-    return out
+    lo, hi = face.landmarks.min(0), face.landmarks.max(0)
+    centre, side = (lo + hi) / 2, float(max(hi - lo)) * reach
+    h, w = image.shape[:2]
+    x0, y0 = max(0, int(centre[0] - side / 2)), max(0, int(centre[1] - side / 2))
+    x1, y1 = min(w, int(centre[0] + side / 2)), min(h, int(centre[1] + side / 2))
+    window = image[y0:y1, x0:x1]
+    x = cv2.resize(window, (SEGMENT_SIDE, SEGMENT_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    (prob,) = _forward(assets.PERSON_SEGMENTER, x)  # (1, 1, 256, 256) in [0, 1]
+    mask = cv2.resize(prob[0, 0], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    return np.clip(mask, 0.0, 1.0), (x0, y0)
 
 
-def transform_photo(image: np.ndarray, target_age: float, run: Run, *, size: int = 128) -> np.ndarray:
-    """Age the largest face in an RGB photo (H, W, 3) uint8 to `target_age`; NoFaceFound if there is none.
+@dataclass(frozen=True)
+class FaceSummary:
+    """What an upload records about its faces: how many, and which one will change."""
 
-    `run` maps a (size, size, 3) uint8 face crop and the age to the generated crop: the engine's run_one.
-    """
-    crop = crop_face(image, largest_face(image), size)
-    generated = run(crop.image, float(target_age))
-    if generated.shape != crop.image.shape or generated.dtype != np.uint8:
-        raise ValueError(f"run returned {generated.dtype} {generated.shape}, expected uint8 {crop.image.shape}")
-    return paste_back(image, crop, generated)
+    count: int
+    box: FaceBox | None
+    score: float | None
+
+
+def summarize_faces(image: np.ndarray) -> FaceSummary:
+    """Count the faces in a photo and name the one a transformation will change (none: count 0)."""
+    try:
+        face = find_face(image)
+    except NoFaceFound:
+        return FaceSummary(count=0, box=None, score=None)
+    return FaceSummary(count=face.faces_in_photo, box=face.detection.box, score=face.detection.score)
+
+
+def registered_crop(image: np.ndarray, face: Face, size: int) -> np.ndarray:
+    """The face in a fixed frame (size, size, 3): eye centres level at 40% height, 30% of the side apart,
+    the mouth below them; what the learned generator and DP fine-tuning see, whatever the photo."""
+    right, left = face.landmarks[RIGHT_EYE_RING].mean(0), face.landmarks[LEFT_EYE_RING].mean(0)
+    mouth = face.landmarks[LIPS].mean(0)
+    source = np.array([right, left, mouth], np.float32)
+    target = np.array([[0.35, 0.40], [0.65, 0.40], [0.5, 0.72]], np.float32) * size
+    matrix, _ = cv2.estimateAffinePartial2D(source, target)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)

@@ -12,6 +12,7 @@ from governance.models import AuditEvent
 from inference.synthetic import Identity, place_in_photo
 from webplatform.jobs.engine import reset_engine
 from webplatform.jobs.models import TransformationJob, TransformationResult
+from webplatform.photos.models import Photo
 
 
 def face_jpeg(seed: int = 4, age: float = 30) -> bytes:
@@ -68,10 +69,32 @@ def test_a_face_is_aged_and_the_rest_of_the_photo_is_untouched(owner, face_photo
     assert AuditEvent.objects.filter(action="job.completed", object_ref=f"job:{job_id}").exists()
 
 
-def test_a_photo_without_a_face_fails_with_no_face(owner, upload, django_capture_on_commit_callbacks):
+def test_a_photo_without_a_face_is_refused_with_422_no_face_before_any_job(owner, upload):
+    flat = io.BytesIO()
+    Image.new("RGB", (320, 240), (90, 140, 200)).save(flat, format="PNG")
+    uploaded = upload(flat.getvalue(), name="sky.png").json()
+    # The upload itself is accepted, and says there is no face to change.
+    assert (uploaded["face_count"], uploaded["face_box"]) == (0, None)
+    response = owner.client.post(f"/api/v1/photos/{uploaded['id']}/transformations", {"target_age": 40},
+                                 format="json")
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "no_face" and "face" in error["message"]
+    assert TransformationJob.objects.count() == 0
+
+
+def test_the_upload_names_the_face_that_will_change(upload):
+    uploaded = upload(face_jpeg()).json()
+    assert uploaded["face_count"] == 1
+    x, y, w, h = uploaded["face_box"]
+    assert 150 < x + w / 2 < 330 and 100 < y + h / 2 < 260  # the synthetic face sits near (240, 180)
+
+
+def test_a_face_the_worker_cannot_find_fails_the_job_with_no_face(owner, upload, django_capture_on_commit_callbacks):
     flat = io.BytesIO()
     Image.new("RGB", (320, 240), (90, 140, 200)).save(flat, format="PNG")
     photo_id = upload(flat.getvalue(), name="sky.png").json()["id"]
+    Photo.objects.filter(pk=photo_id).update(face_count=1)  # as if detection at upload had disagreed
     with django_capture_on_commit_callbacks(execute=True):
         job_id = owner.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": 40},
                                    format="json").json()["id"]

@@ -1,104 +1,123 @@
-"""Faces: detection, the no-face failure, alignment, and a paste-back that leaves the rest of the photo alone."""
+"""Real face geometry on real photos: the detector's face, not the largest box; the mesh; masks off the backdrop."""
+
+import hashlib
+import socket
 
 import cv2
 import numpy as np
 import pytest
+from skimage import data
 
+from inference import assets
+from inference.apparent_age import age_chip, estimate_age
 from inference.faces import (
+    FACE_OVAL,
     NoFaceFound,
-    crop_face,
     detect_faces,
-    feather_mask,
-    largest_face,
-    locate_eyes,
-    transform_photo,
+    find_face,
+    registered_crop,
+    summarize_faces,
 )
-from inference.synthetic import Identity, backdrop, place_in_photo, render
-
-
-def invert(face: np.ndarray, age: float) -> np.ndarray:
-    """A stand-in generator that changes every pixel of the crop."""
-    return 255 - face
+from inference.regions import make_window
 
 
 @pytest.fixture(scope="module")
-def photo() -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    return place_in_photo(Identity.from_seed(11), 35.0, photo_size=(480, 640), face_size=200, center=(300, 230))
+def astronaut() -> np.ndarray:
+    return data.astronaut()  # Eileen Collins, NASA portrait: public domain, shipped by scikit-image
 
 
-def test_a_photo_without_a_face_raises_no_face():
-    with pytest.raises(NoFaceFound) as caught:
-        transform_photo(backdrop(240, 320, seed=1), 60.0, invert)
-    assert caught.value.reason == "no_face"
+@pytest.fixture(scope="module")
+def face(astronaut):
+    return find_face(astronaut)
 
 
-def test_the_largest_face_is_taken(photo):
-    image, _ = photo
-    small_face = render(Identity.from_seed(12), 50.0, 110)
-    image = image.copy()
-    image[350:460, 500:610] = small_face
-    boxes = detect_faces(image)
-    assert len(boxes) >= 2
-    box = largest_face(image)
-    assert box == boxes[0] and 150 < box.x + box.w / 2 < 450
+def test_the_astronauts_face_is_found_and_not_the_shuttle(astronaut):
+    detections = detect_faces(astronaut)
+    assert len(detections) == 1
+    box = detections[0].box
+    # Her face (measured by hand at about x178 y82 92x92); the shuttle stands right of x 350.
+    assert abs(box.x - 178) < 12 and abs(box.y - 82) < 12 and 75 < box.w < 115
+    assert detections[0].score > 0.8
 
 
-def test_transform_changes_the_face_and_leaves_far_pixels_bit_identical(photo):
-    image, (x, y, w, h) = photo
-    out = transform_photo(image, 70.0, invert)
-    assert out.shape == image.shape and out.dtype == np.uint8
-    cx, cy = x + w // 2, y + h // 2
-    assert np.abs(out[cy - 20:cy + 20, cx - 20:cx + 20].astype(int) - image[cy - 20:cy + 20, cx - 20:cx + 20]).mean() > 50
-    yy, xx = np.mgrid[0:image.shape[0], 0:image.shape[1]]
-    far = np.maximum(np.abs(xx - cx), np.abs(yy - cy)) > w  # beyond the crop, whatever the alignment did
-    assert np.array_equal(out[far], image[far])
-    assert not np.shares_memory(out, image)
+def test_photos_without_a_face_find_none(astronaut):
+    for photo in (data.coffee(), data.chelsea(), np.full((300, 400, 3), 127, np.uint8)):
+        assert detect_faces(photo) == []
+        with pytest.raises(NoFaceFound):
+            find_face(photo)
+        assert summarize_faces(photo).count == 0
 
 
-def test_a_generator_that_changes_nothing_changes_nothing(photo):
-    image, _ = photo
-    assert np.array_equal(transform_photo(image, 40.0, lambda face, age: face.copy()), image)
+def test_the_mesh_lands_on_eyes_nose_and_mouth(face):
+    points = face.landmarks
+    right_eye, left_eye = points[33], points[263]
+    # Outer eye corners (measured by hand near x194 and x256 at y102), nose tip, lips and chin below them.
+    assert 186 < right_eye[0] < 202 and 248 < left_eye[0] < 264
+    assert abs(right_eye[1] - left_eye[1]) < 8 and 94 < right_eye[1] < 110
+    assert points[1][1] > right_eye[1] and points[13][1] > points[1][1] and points[152][1] > points[13][1]
+    assert 40 < face.eye_distance < 50
 
 
-def test_the_feathered_mask_fades_to_zero_at_the_crop_border():
-    mask = feather_mask(128)
-    assert mask[64, 64] > 0.99 and mask.max() <= 1.0
-    assert mask[0].max() == mask[-1].max() == mask[:, 0].max() == mask[:, -1].max() == 0
+def test_a_summary_names_the_face_that_will_change(astronaut):
+    summary = summarize_faces(astronaut)
+    assert summary.count == 1 and summary.box is not None and summary.box.to_list()[0] > 150
 
 
-def test_crop_is_framed_like_the_training_faces(photo):
-    image, (x, y, w, h) = photo
-    crop = crop_face(image, largest_face(image), 128)
-    assert crop.image.shape == (128, 128, 3)
-    truth = render(Identity.from_seed(11), 35.0, 128,
-                   background=cv2.resize(image[y:y + h, x:x + w], (128, 128), interpolation=cv2.INTER_AREA))
-    assert np.abs(crop.image.astype(float) - truth).mean() < 20
+def test_a_rotated_photo_still_gets_a_level_mesh(astronaut):
+    tilted = cv2.warpAffine(astronaut, cv2.getRotationMatrix2D((226, 128), 20, 1.0), (512, 512),
+                            borderMode=cv2.BORDER_REPLICATE)
+    points = find_face(tilted).landmarks
+    angle = np.degrees(np.arctan2(*(points[263] - points[33])[::-1]))
+    assert -28 < angle < -12  # the eyes follow the photo's 20 degree turn
+    crop = registered_crop(tilted, find_face(tilted), 128)
+    assert crop.shape == (128, 128, 3)
 
 
-def test_a_tilted_face_is_levelled_by_its_eyes(photo):
-    image, _ = photo
-    tilted = cv2.warpAffine(image, cv2.getRotationMatrix2D((300, 230), 12, 1.0), (640, 480),
-                            borderMode=cv2.BORDER_REFLECT)
-    eyes = locate_eyes(tilted, largest_face(tilted))
-    assert eyes is not None
-    (lx, ly), (rx, ry) = eyes
-    assert -18 < np.degrees(np.arctan2(ry - ly, rx - lx)) < -6  # rotated 12 degrees counter-clockwise
-    level = crop_face(tilted, largest_face(tilted), 128)
-    (lx, ly), (rx, ry) = cv2.transform(np.array([[eyes[0], eyes[1]]], np.float32), level.matrix)[0]
-    assert abs(ry - ly) < 1.0 and abs(lx - rx) > 20
+def test_masks_cover_face_and_hair_and_exclude_the_backdrop(astronaut, face):
+    window = make_window(astronaut, face)
+    h, w = window.allowed.shape
+    # The backdrop corners and the suit below the chin are never changed.
+    assert window.allowed[:10, :10].max() == 0 and window.allowed[:10, -10:].max() == 0
+    chin = window.landmarks[152]
+    assert window.allowed[min(h - 1, int(chin[1] + 0.4 * window.unit)):, :].max() == 0
+    # Skin inside the face oval, hair above it; eyes and lips excluded from skin.
+    cheek = window.landmarks[205].astype(int)
+    assert window.skin[cheek[1], cheek[0]] > 0.9
+    eye = window.landmarks[159].astype(int)  # the upper lid's centre
+    assert window.skin[eye[1], eye[0]] == 0
+    oval = window.landmarks[FACE_OVAL]
+    top, left, right = int(oval[:, 1].min()), int(oval[:, 0].min()), int(oval[:, 0].max())
+    above = window.hair[max(0, top - int(0.8 * window.unit)):top, left:right]  # over the forehead: her hair
+    assert above.mean() > 0.3
+    assert window.hair[:, :10].max() == 0 and window.hair[:, -10:].max() == 0
 
 
-def test_bad_input_is_refused():
-    with pytest.raises(ValueError):
-        transform_photo(np.zeros((64, 64), np.uint8), 30.0, invert)
-    with pytest.raises(ValueError):
-        transform_photo(np.zeros((64, 64, 3), np.float32), 30.0, invert)
+def test_the_current_age_reads_a_real_face_as_an_adult(astronaut, face):
+    chip = age_chip(astronaut, face)
+    assert chip.shape == (64, 64, 3)
+    assert 22 < estimate_age(astronaut, face) < 45  # she was 42, and looks younger; a child or 70 would be wrong
 
 
-def test_a_large_photo_is_searched_downscaled_and_pasted_at_full_size(photo):
-    image, (x, y, w, h) = photo
-    large = cv2.resize(image, None, fx=4, fy=4, interpolation=cv2.INTER_LINEAR)  # 2560 x 1920
-    box = largest_face(large)
-    assert abs(box.x + box.w / 2 - 4 * (x + w / 2)) < 4 * w / 4 and box.w > 4 * w / 3
-    out = transform_photo(large, 70.0, invert)
-    assert out.shape == large.shape and np.array_equal(out[:200], large[:200])
+def test_model_files_load_only_with_their_pinned_hashes(tmp_path, monkeypatch):
+    for asset in assets.ALL:
+        assert hashlib.sha256((assets.ASSETS / asset.name).read_bytes()).hexdigest() == asset.sha256
+    tampered = tmp_path / assets.FACE_MESH.name
+    tampered.write_bytes(b"not the model")
+    monkeypatch.setattr(assets, "ASSETS", tmp_path)
+    assets.path.cache_clear()
+    try:
+        with pytest.raises(assets.AssetError, match="pinned"):
+            assets.path(assets.FACE_MESH)
+    finally:
+        assets.path.cache_clear()
+
+
+def test_nothing_is_downloaded_at_run_time(astronaut, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("inference tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    from inference.transform import transform_photo
+
+    assert transform_photo(astronaut, 70.0).image.shape == astronaut.shape

@@ -21,9 +21,13 @@ from .errors import ErrorResponse
 
 
 class PhotoOut(serializers.ModelSerializer):
+    face_box = serializers.ListField(
+        child=serializers.IntegerField(), min_length=4, max_length=4, allow_null=True, read_only=True,
+        help_text="[x, y, width, height] in photo pixels of the face a transformation will change; null if none")
+
     class Meta:
         model = Photo
-        fields = ["id", "created_at", "expires_at", "width", "height", "content_type"]
+        fields = ["id", "created_at", "expires_at", "width", "height", "content_type", "face_count", "face_box"]
 
 
 def private_image_response(data: bytes, content_type: str, filename: str) -> HttpResponse:

@@ -19,7 +19,7 @@ from PIL import Image
 from governance import clock
 from governance.audit import audit_append
 from governance.consent import PROCESSING, consent_is_active, consent_require
-from governance.errors import Conflict, NotFound, TimeveilError
+from governance.errors import Conflict, NoFace, NotFound, TimeveilError
 from webplatform import metrics
 from webplatform.objects import StorageUnavailable, object_delete, object_get, object_put
 from webplatform.photos.models import Photo
@@ -42,6 +42,9 @@ def job_for_owner(*, user_id: int, job_id: uuid.UUID | str) -> TransformationJob
 def job_create(*, user_id: int, photo: Photo, target_age: int) -> TransformationJob:
     """Queue a transformation; the task message carries the job id only, never image bytes."""
     consent_require(user_id=user_id, purpose_slug=PROCESSING)
+    if photo.face_count == 0:  # known since upload: refuse now rather than fail on the worker
+        raise NoFace("No face was found in this photo, so there is nothing to age. Try a photo where your face "
+                     "is clearly visible, facing the camera.")
     with transaction.atomic():
         job = TransformationJob.objects.create(owner_id=user_id, photo=photo, target_age=target_age,
                                                created_at=clock.now())
@@ -135,13 +138,11 @@ def job_run(*, job_id: str) -> None:
 
 
 def _transform(image: np.ndarray, *, target_age: int) -> tuple[np.ndarray, str]:
-    """The one call into inference: the aged image and the model version that made it."""
-    from inference.faces import transform_photo
+    """The one call into inference: the aged image and the version of the aging that made it."""
+    from inference.aging import VERSION
+    from inference.transform import transform_photo
 
-    from .engine import get_engine
-
-    engine, version = get_engine()
-    return transform_photo(image, float(target_age), engine.run_one, size=engine.size), version
+    return transform_photo(image, float(target_age)).image, VERSION
 
 
 def _stale_before(now: datetime) -> datetime:

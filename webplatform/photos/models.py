@@ -42,6 +42,9 @@ class Photo(StoredObject):
     KIND = "photo"
     # Kept for training: the owner's training consent stands, so RETENTION_TRAINING applies, not the original's.
     kept_for_training = models.BooleanField(default=False)
+    # Found at upload, so clients can show which face will change and refuse a faceless photo early.
+    face_count = models.PositiveSmallIntegerField(default=0)
+    face_box = models.JSONField(null=True, blank=True)  # [x, y, w, h] of the face that will change, photo pixels
 
     class Meta(StoredObject.Meta):
         pass

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 
+import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from PIL import Image
 
 from governance import clock
 from governance.audit import audit_append
 from governance.consent import PROCESSING, TRAINING, consent_is_active, consent_require
 from governance.errors import NotFound, TimeveilError
+from inference.faces import FaceSummary, summarize_faces
 from webplatform import metrics
 from webplatform.jobs.models import TransformationResult
 from webplatform.lifecycle.retention import retention_enforce
@@ -40,6 +44,7 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
     except TimeveilError as exc:
         metrics.UPLOADS_REFUSED.labels(exc.code).inc()
         raise
+    faces = _faces_in(image.data)
     photo_id = uuid.uuid4()
     name, size = object_put(owner_id=owner_id, kind=KIND, object_id=photo_id, plaintext=image.data)
     try:
@@ -48,7 +53,7 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
             photo = Photo.objects.create(
                 id=photo_id, owner_id=owner_id, created_at=now, expires_at=now + settings.RETENTION_ORIGINAL,
                 width=image.width, height=image.height, content_type=image.content_type, size_bytes=size,
-                storage_name=name,
+                storage_name=name, face_count=faces.count, face_box=faces.box.to_list() if faces.box else None,
             )
             if consent_is_active(user_id=owner_id, purpose_slug=TRAINING):
                 training_photo_designate(photo=photo)
@@ -59,6 +64,12 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
         raise
     metrics.UPLOADS.inc()
     return photo
+
+
+def _faces_in(clean: bytes) -> FaceSummary:
+    """Find the faces of a sanitised image in memory; the pixels never leave this function."""
+    with Image.open(io.BytesIO(clean)) as opened:
+        return summarize_faces(np.asarray(opened.convert("RGB")))
 
 
 def photo_content(*, user_id: int, photo: Photo) -> bytes:

@@ -89,11 +89,13 @@ def training_run_create(request: RunRequest) -> TrainingRun:
     )
 
 
-def _load_faces(run: TrainingRun, size: int) -> np.ndarray:
-    """Decrypt the manifest's photos in memory and crop their faces: (N, size, size, 3) uint8."""
-    from inference.faces import NoFaceFound, crop_face, largest_face
+def _load_faces(run: TrainingRun, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decrypt the manifest's photos in memory; their faces registered by the mesh (N, size, size, 3) uint8,
+    and each face's current age as the real-face estimator reads it (N,)."""
+    from inference.apparent_age import estimate_age
+    from inference.faces import NoFaceFound, find_face, registered_crop
 
-    faces = []
+    faces, ages = [], []
     for entry in run_entries(run):
         photo = Photo.objects.filter(pk=entry["photo_id"]).first()
         if photo is None:
@@ -106,10 +108,14 @@ def _load_faces(run: TrainingRun, size: int) -> np.ndarray:
         image = np.asarray(Image.open(io.BytesIO(bytes(data))).convert("RGB"))
         del data
         try:
-            faces.append(crop_face(image, largest_face(image), size).image)
+            face = find_face(image)
         except NoFaceFound:
             continue
-    return np.stack(faces) if faces else np.zeros((0, size, size, 3), np.uint8)
+        faces.append(registered_crop(image, face, size))
+        ages.append(estimate_age(image, face))
+    if not faces:
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.float32)
+    return np.stack(faces), np.array(ages, np.float32)
 
 
 def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: bool = True) -> TrainingRun:
@@ -117,7 +123,7 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
     from inference.age_estimator import AgeEstimator
     from inference.dp import DPConfig, train_dp
     from inference.model import AgeGenerator
-    from inference.quality import benchmark, estimate_ages, heldout_pairs
+    from inference.quality import benchmark, heldout_pairs
 
     registry = model_registry()
     run_start(run)
@@ -129,7 +135,7 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
         estimator, _ = registry.load(card["age_estimator"])
         if not isinstance(model, AgeGenerator) or not isinstance(estimator, AgeEstimator):
             raise InvalidInput(f"{run.parent_version} is not a generator with an age estimator.")
-        faces = _load_faces(run, model.config.image_size)
+        faces, source_ages = _load_faces(run, model.config.image_size)
         if len(faces) == 0:
             run_finish(run, epsilon_spent=0.0, metrics={}, error="no usable faces in the manifest")
             return run
@@ -138,7 +144,7 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
                           lr=request.lr, seed=request.seed)
         pairs = heldout_pairs(8, size=model.config.image_size)
         before = benchmark(model, estimator, pairs)
-        result = train_dp(model=model, faces=faces, source_ages=estimate_ages(estimator, faces),
+        result = train_dp(model=model, faces=faces, source_ages=source_ages,
                           estimator=estimator, config=config, progress=progress)
         after = benchmark(result.model.eval(), estimator, pairs)
         metrics = {"before": before, "after": after, "training": result.metrics}

@@ -1,0 +1,134 @@
+"""The face's working window and its regions (skin, hair, eyes, brows, lips), all placed by the face mesh.
+
+Aging works on a window of the photo around face and hair, at most WORK_UNIT pixels between the eyes: a large
+photo is processed at that scale and only the change is scaled back, so the photo keeps its own detail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from inference.faces import (
+    FACE_OVAL,
+    LEFT_BROW,
+    LEFT_EYE_RING,
+    LIPS,
+    RIGHT_BROW,
+    RIGHT_EYE_RING,
+    Face,
+    person_mask,
+)
+
+WORK_UNIT = 110.0  # eye distance (pixels) the window is processed at, at most; smaller faces stay as they are
+MARGIN = (1.6, 2.0, 1.6, 0.9)  # window margin around the mesh (left, top, right, bottom) in eye distances
+HAIR_REACH = 1.15  # hair counts up to this many eye distances outside the face oval
+HAIR_PROBABILITY = 0.5
+
+
+@dataclass(frozen=True)
+class Window:
+    """A crop of the photo around face and hair, maybe scaled down, with the mesh and masks in its pixels."""
+
+    x0: int  # where the window sits in the photo (before scaling)
+    y0: int
+    x1: int
+    y1: int
+    scale: float  # window pixels per photo pixel (<= 1)
+    image: np.ndarray  # (h, w, 3) uint8 RGB
+    landmarks: np.ndarray  # (468, 2) float32 in window pixels
+    unit: float  # eye distance in window pixels
+    face: np.ndarray  # (h, w) float32: inside the face oval (forehead to chin, cheek to cheek)
+    skin: np.ndarray  # face minus eyes, brows and lips, feathered inward
+    hair: np.ndarray  # head hair from the person mask, above the chin, outside the face
+    features: np.ndarray  # eyes, brows and lips: kept as they are
+    allowed: np.ndarray  # where anything may change (face or hair), zero on and outside its edge
+
+
+def _fill(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
+    mask = np.zeros(shape, np.float32)
+    cv2.fillPoly(mask, [np.round(points * 4).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=2)
+    return mask
+
+
+def _grow(mask: np.ndarray, pixels: float) -> np.ndarray:
+    """Dilate (pixels > 0) or erode (< 0) a mask by a disc."""
+    r = max(1, round(abs(pixels)))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    return cv2.dilate(mask, disc) if pixels > 0 else cv2.erode(mask, disc)
+
+
+def _feather_inside(mask: np.ndarray, width: float) -> np.ndarray:
+    """Soften a mask's edge inward: the result is 0 wherever `mask` is, and fades in over `width` pixels."""
+    inner = _grow((mask > 0.5).astype(np.float32), -width / 2)
+    return cv2.GaussianBlur(inner, (0, 0), sigmaX=max(0.5, width / 4)) * (mask > 0.5)
+
+
+def make_window(image: np.ndarray, face: Face) -> Window:
+    """Cut the window around `face`, scale it to at most WORK_UNIT between the eyes, and build its masks."""
+    unit = face.eye_distance
+    lo, hi = face.landmarks.min(0), face.landmarks.max(0)
+    h, w = image.shape[:2]
+    x0 = max(0, int(lo[0] - MARGIN[0] * unit))
+    y0 = max(0, int(lo[1] - MARGIN[1] * unit))
+    x1 = min(w, int(hi[0] + MARGIN[2] * unit) + 1)
+    y1 = min(h, int(hi[1] + MARGIN[3] * unit) + 1)
+    scale = min(1.0, WORK_UNIT / unit)
+    crop = image[y0:y1, x0:x1]
+    size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+    window = crop if scale == 1.0 else cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+    points = (face.landmarks - np.array([x0, y0], np.float32)) * scale
+    shape = window.shape[:2]
+    unit *= scale
+
+    face_mask = _fill(shape, points[FACE_OVAL])
+    features = np.maximum.reduce([
+        _grow(_fill(shape, points[RIGHT_EYE_RING]), 0.08 * unit), _grow(_fill(shape, points[LEFT_EYE_RING]), 0.08 * unit),
+        _grow(_fill(shape, points[RIGHT_BROW]), 0.05 * unit), _grow(_fill(shape, points[LEFT_BROW]), 0.05 * unit),
+        _grow(_fill(shape, points[LIPS]), 0.03 * unit)])
+    skin = _feather_inside(np.clip(face_mask - features, 0, 1), 0.12 * unit)
+    hair = _hair(image, face, (x0, y0, x1, y1), scale, window, points, face_mask, skin, unit)
+    allowed = _feather_inside(np.maximum(face_mask, hair > 0.05).astype(np.float32), 0.1 * unit)
+    return Window(x0=x0, y0=y0, x1=x1, y1=y1, scale=scale, image=window, landmarks=points, unit=unit,
+                  face=face_mask, skin=skin, hair=hair * allowed, features=features, allowed=allowed)
+
+
+def _skin_like(window: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """Pixels whose colour is within the face skin's own spread (a bare forehead above the mesh, ears, neck)."""
+    lab = cv2.cvtColor(window, cv2.COLOR_RGB2LAB).astype(np.float32)
+    sample = lab[skin > 0.9]
+    if len(sample) < 50:
+        return np.zeros(window.shape[:2], np.float32)
+    mean, std = sample.mean(0), sample.std(0) + np.array([6.0, 2.0, 2.0], np.float32)
+    distance = np.sqrt((((lab - mean) / (2.5 * std)) ** 2).sum(-1))
+    return np.clip(1.5 - distance, 0.0, 1.0)
+
+
+def _hair(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: float, window: np.ndarray,
+          points: np.ndarray, face_mask: np.ndarray, skin: np.ndarray, unit: float) -> np.ndarray:
+    """Person mask minus the face, above the chin, near the head: the hair (and, honestly, any hat)."""
+    x0, y0, x1, y1 = box
+    shape = window.shape[:2]
+    prob, (px, py) = person_mask(image, face)
+    full = np.zeros((y1 - y0, x1 - x0), np.float32)
+    # Paste the segmentation (photo pixels from (px, py)) into the window's photo-pixel frame.
+    sx0, sy0 = max(x0, px), max(y0, py)
+    sx1, sy1 = min(x1, px + prob.shape[1]), min(y1, py + prob.shape[0])
+    if sx0 < sx1 and sy0 < sy1:
+        full[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = prob[sy0 - py:sy1 - py, sx0 - px:sx1 - px]
+    person = full if scale == 1.0 else cv2.resize(full, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    outside = 1.0 - _grow(face_mask, 0.02 * unit)
+    away = cv2.distanceTransform((face_mask < 0.5).astype(np.uint8), cv2.DIST_L2, 3)
+    near = (away < HAIR_REACH * unit).astype(np.float32)
+    # "Above the chin" along the face's own vertical: project on the eyes-to-chin direction.
+    eyes = (points[33] + points[263]) / 2
+    down = points[152] - eyes
+    down /= np.linalg.norm(down) + 1e-6
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+    depth = (xs - eyes[0]) * down[0] + (ys - eyes[1]) * down[1]
+    chin = float((points[152] - eyes) @ down)
+    above = np.clip((0.75 * chin - depth) / (0.2 * unit), 0.0, 1.0)  # fades out between mouth and chin
+    hair = (person > HAIR_PROBABILITY).astype(np.float32) * outside * near * above * (1.0 - _skin_like(window, skin))
+    return cv2.GaussianBlur(hair, (0, 0), sigmaX=max(0.5, 0.02 * unit))

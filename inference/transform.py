@@ -1,0 +1,59 @@
+"""A photo in, the same photo with its face aged out: geometry, current age, aging layers, refiner, paste-back.
+
+Only the change is pasted back, at the photo's own resolution, and only inside the face-and-hair mask:
+pixels outside it come back bit-identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from inference.aging import age_window
+from inference.apparent_age import estimate_age
+from inference.faces import Face, check_image, find_face
+from inference.regions import Window, make_window
+
+# The learned refiner: (window image (h, w, 3) uint8, aged by the layers (h, w, 3) float32, allowed mask (h, w),
+# current age, target age) -> the refined window, float32 (h, w, 3). None means the layers alone.
+Refine = Callable[[np.ndarray, np.ndarray, np.ndarray, float, float], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Transformed:
+    image: np.ndarray  # (H, W, 3) uint8, the whole photo
+    face: Face
+    current_age: float  # the estimator's reading of the input face
+
+
+def transform_photo(image: np.ndarray, target_age: float, *, refine: Refine | None = None,
+                    face: Face | None = None, current_age: float | None = None) -> Transformed:
+    """Age the most confident face in an RGB photo to `target_age` years; NoFaceFound if there is none."""
+    check_image(image)
+    if not np.isfinite(target_age):
+        raise ValueError(f"target_age must be a finite number of years, got {target_age!r}")
+    face = face or find_face(image)
+    current = estimate_age(image, face) if current_age is None else current_age
+    window = make_window(image, face)
+    aged = age_window(window, current, float(target_age))
+    if refine is not None:
+        aged = refine(window.image, aged, window.allowed, current, float(target_age))
+    return Transformed(image=paste_back(image, window, aged), face=face, current_age=current)
+
+
+def paste_back(image: np.ndarray, window: Window, aged: np.ndarray) -> np.ndarray:
+    """Add (aged - window) to the photo at full resolution inside the allowed mask; the rest stays bit-identical."""
+    delta = (aged - window.image.astype(np.float32)) * window.allowed[..., None]
+    allowed = window.allowed
+    size = (window.x1 - window.x0, window.y1 - window.y0)
+    if window.scale != 1.0:  # the change was made at the working scale: bring it (not the image) back up
+        delta = cv2.resize(delta, size, interpolation=cv2.INTER_CUBIC)
+        allowed = cv2.resize(allowed, size, interpolation=cv2.INTER_LINEAR)
+    out = image.copy()
+    region = out[window.y0:window.y1, window.x0:window.x1]
+    changed = np.clip(region.astype(np.float32) + delta + 0.5, 0, 255).astype(np.uint8)
+    out[window.y0:window.y1, window.x0:window.x1] = np.where((allowed > 0)[..., None], changed, region)
+    return out

@@ -1,0 +1,93 @@
+"""The aging itself on a real photo: lines where faces form them, gone for younger targets, nothing else touched."""
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from inference.aging import BROW_TOP, FOREHEAD_TOP, AgeLook, Change
+from inference.faces import find_face
+from inference.regions import make_window
+from inference.transform import transform_photo
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def face(astronaut):
+    return find_face(astronaut)
+
+
+@pytest.fixture(scope="module")
+def close_up(astronaut) -> np.ndarray:
+    """Twice the size: her forehead, mostly under her fringe, gets enough pixels to measure lines on."""
+    return cv2.resize(astronaut, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+
+
+def forehead_line_energy(image: np.ndarray, face) -> float:
+    """Mean magnitude of fine horizontal structure (vertical second derivative) on the forehead."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    lines = np.abs(cv2.Sobel(cv2.GaussianBlur(gray, (0, 0), 0.8), cv2.CV_32F, 0, 2, ksize=3))
+    brow, top = face.landmarks[BROW_TOP], face.landmarks[FOREHEAD_TOP]
+    x0, x1 = int(brow[2][0]), int(brow[-3][0])  # between the brows' middles
+    y0, y1 = int(top[:, 1].mean()) + 3, int(brow[:, 1].min()) - 3
+    assert x1 - x0 > 10 and y1 - y0 > 5, "the forehead region must not be empty"
+    return float(lines[y0:y1, x0:x1].mean())
+
+
+def test_an_older_target_adds_lines_on_the_forehead(close_up):
+    face = find_face(close_up)
+    before = forehead_line_energy(close_up, face)
+    older = transform_photo(close_up, 80.0, face=face, current_age=31.0).image
+    assert forehead_line_energy(older, face) > 1.3 * before
+
+
+def test_a_younger_target_removes_lines_from_the_forehead(close_up):
+    face = find_face(close_up)
+    aged = transform_photo(close_up, 80.0, face=face, current_age=31.0).image  # a face with lines to lose
+    lined = forehead_line_energy(aged, face)
+    younger = transform_photo(aged, 25.0, face=face, current_age=75.0).image
+    assert forehead_line_energy(younger, face) < 0.8 * lined
+    assert forehead_line_energy(transform_photo(close_up, 15.0, face=face, current_age=31.0).image, face) < \
+        forehead_line_energy(close_up, face)
+
+
+def test_pixels_outside_the_face_and_hair_mask_come_back_bit_identical(astronaut, face):
+    window = make_window(astronaut, face)
+    for target in (15.0, 85.0):
+        out = transform_photo(astronaut, target, face=face, current_age=31.0).image
+        outside = np.ones(astronaut.shape[:2], bool)
+        outside[window.y0:window.y1, window.x0:window.x1] = window.allowed == 0
+        assert np.array_equal(out[outside], astronaut[outside])
+        assert np.abs(out.astype(int) - astronaut).sum() > 0
+
+
+def test_the_same_age_changes_nothing(astronaut, face):
+    assert np.array_equal(transform_photo(astronaut, 31.0, face=face, current_age=31.0).image, astronaut)
+
+
+def test_a_large_photo_is_changed_at_its_own_resolution(astronaut):
+    large = cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    result = transform_photo(large, 80.0, current_age=31.0)
+    assert result.image.shape == large.shape
+    window = make_window(large, result.face)
+    assert window.scale < 1.0  # worked at a smaller scale, the change brought back up
+    assert np.array_equal(result.image[:, :500], large[:, :500])  # the flag, far left, untouched
+    assert np.abs(result.image.astype(int) - large).sum() > 0
+
+
+def test_results_are_reproducible(astronaut, face):
+    first = transform_photo(astronaut, 70.0, face=face).image
+    assert np.array_equal(first, transform_photo(astronaut, 70.0, face=face).image)
+
+
+def test_how_much_changes_follows_the_distance_between_ages():
+    assert Change.between(30, 30).add == AgeLook(0, 0, 0, 0, 0)
+    assert Change.between(30, 80).add.lines > Change.between(30, 50).add.lines > 0
+    assert Change.between(70, 75).add.lines < Change.between(30, 75).add.lines
+    young = Change.between(75, 25)
+    assert young.remove.grey > 0.5 and young.youth == 1.0 and young.add == AgeLook(0, 0, 0, 0, 0)
+    assert Change.between(31, 15).childlike > 0 and Change.between(31, 25).childlike == 0
