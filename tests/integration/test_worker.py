@@ -185,3 +185,55 @@ def test_a_worker_killed_mid_job_loses_nothing(owner, upload, worker, broker):
     assert TransformationResult.objects.filter(job_id=job_id).count() == 1
     assert AuditEvent.objects.filter(action="job.completed", object_ref=f"job:{job_id}").count() == 1
     assert owner.client.get(f"/api/v1/transformations/{job_id}/content").status_code == 200
+
+
+def test_a_killed_workers_job_is_requeued_by_the_sweeper_long_before_the_visibility_timeout(
+        owner, upload, worker, broker, settings):
+    # Given a broker that would redeliver an unacked message only after an hour
+    worker.env["BROKER_VISIBILITY_TIMEOUT"] = "3600"
+    settings.JOB_STALE_SECONDS = float(worker.env["JOB_STALE_SECONDS"])  # the sweeper's view, as the worker's
+    worker.start()
+    _, job_id = queue_job(owner, upload)
+    wait_for(lambda: job_status(job_id) == JobStatus.RUNNING, timeout=120)
+
+    # When the worker is killed mid-job and a new one starts
+    worker.kill()
+    worker.start()
+    time.sleep(0.5)
+    assert job_status(job_id) == JobStatus.RUNNING
+
+    # Then once its heartbeat is stale the sweeper (beat's jobs_sweep_task) requeues it, and it finishes once
+    from webplatform.jobs.services import jobs_sweep
+
+    requeued = wait_for(lambda: jobs_sweep()["requeued"], timeout=30, every=0.5)
+    assert requeued == 1
+    wait_for(lambda: job_status(job_id) == JobStatus.DONE, timeout=120, every=0.2)
+    assert TransformationJob.objects.get(pk=job_id).attempts == 2
+    assert TransformationResult.objects.filter(job_id=job_id).count() == 1
+    assert AuditEvent.objects.filter(action="job.requeued", object_ref=f"job:{job_id}").count() == 1
+
+
+def test_a_job_requested_while_redis_is_down_is_accepted_and_runs_when_redis_returns(owner, upload, worker, broker):
+    worker.start()
+    photo_id = upload(face_jpeg()).json()["id"]
+
+    # Given Redis unreachable for the web process (the same kombu errors as Redis down)
+    celery_app.conf.update(broker_url="redis://127.0.0.1:9/0")
+    _reset_connections()
+    try:
+        response = owner.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": 70},
+                                     format="json")
+    finally:
+        celery_app.conf.update(broker_url=BROKER)
+        _reset_connections()
+    # Then the request is accepted and the job stays queued, with no message anywhere
+    assert response.status_code == 202, response.content
+    job_id = response.json()["id"]
+    time.sleep(1)
+    assert job_status(job_id) == JobStatus.QUEUED
+
+    # When Redis is back, the dispatcher publishes it and the worker runs it
+    from webplatform.jobs.services import jobs_sweep
+
+    assert jobs_sweep()["published"] == 1
+    wait_for(lambda: job_status(job_id) == JobStatus.DONE, timeout=120, every=0.2)
