@@ -197,6 +197,7 @@ SPECTACULAR_SETTINGS = {
 # --- uploads: kept in memory only, so no plaintext ever lands in a temp file ---------------------------
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)
 UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=24_000_000)
+UPLOAD_MAX_SIDE = env.int("UPLOAD_MAX_SIDE", default=2048)  # originals are kept at most this many px a side
 FILE_UPLOAD_HANDLERS = ["webplatform.photos.upload.CappedMemoryUploadHandler"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024

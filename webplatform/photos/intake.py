@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -40,8 +41,8 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def sanitize(data: bytes, *, max_bytes: int, max_pixels: int) -> CleanImage:
-    """Validate and rebuild an uploaded image so nothing but its pixels survives."""
+def sanitize(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int | None = None) -> CleanImage:
+    """Validate and rebuild an uploaded image so nothing but its pixels survives, at most max_side px a side."""
     if not data:
         raise InvalidInput("The file is empty.", details={"file": ["empty"]})
     if len(data) > max_bytes:
@@ -50,13 +51,16 @@ def sanitize(data: bytes, *, max_bytes: int, max_pixels: int) -> CleanImage:
     fmt = sniff(data)
     if fmt is None:
         raise UnsupportedMediaType(details={"accepted": ["image/jpeg", "image/png", "image/webp"]})
-    image = _decode(data, fmt, max_pixels)
+    image = _decode(data, fmt, max_pixels, max_side)
+    if max_side and max(image.size) > max_side:
+        # The model never needs more, and fewer pixels kept is less personal data held.
+        image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
     if image.getexif().get(ORIENTATION, 1) != 1:
         image = ImageOps.exif_transpose(image)  # a copy only when the photo actually needs turning
     return _reencode(_to_srgb(image), fmt)
 
 
-def _decode(data: bytes, fmt: str, max_pixels: int) -> Image.Image:
+def _decode(data: bytes, fmt: str, max_pixels: int, max_side: int | None = None) -> Image.Image:
     # Pillow's own bomb check warns at MAX_IMAGE_PIXELS; make that an error, and check our cap from the
     # header before a single pixel is decompressed.
     with warnings.catch_warnings():
@@ -68,6 +72,11 @@ def _decode(data: bytes, fmt: str, max_pixels: int) -> Image.Image:
                 raise PayloadTooLarge(f"The image is {width}x{height} pixels; the limit is {max_pixels} pixels.",
                                       details={"max_pixels": max_pixels})
             image.seek(0)  # animated WebP / APNG: the first frame only
+            if fmt == "JPEG" and max_side and max(width, height) > max_side:
+                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale (DCT scaling), keeping at least 3/4 of max_side:
+                # a 4032 px phone photo decodes at 2016 px in a third of the time, with no resize after.
+                scale = 0.75 * max_side / max(width, height)
+                image.draft(image.mode, (math.ceil(width * scale), math.ceil(height * scale)))
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise PayloadTooLarge("The image decompresses to too many pixels.") from exc

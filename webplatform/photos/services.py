@@ -40,7 +40,8 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
     """Consent check, sanitise, encrypt, store, record with its retention deadline, audit."""
     try:
         consent_require(user_id=owner_id, purpose_slug=PROCESSING)
-        image = sanitize(data, max_bytes=settings.UPLOAD_MAX_BYTES, max_pixels=settings.UPLOAD_MAX_PIXELS)
+        image = sanitize(data, max_bytes=settings.UPLOAD_MAX_BYTES, max_pixels=settings.UPLOAD_MAX_PIXELS,
+                         max_side=settings.UPLOAD_MAX_SIDE)
     except TimeveilError as exc:
         metrics.UPLOADS_REFUSED.labels(exc.code).inc()
         raise
