@@ -159,18 +159,17 @@ def _fold_maps(win: Window) -> tuple[np.ndarray, np.ndarray]:
         _stroke(crease, fold, 0.9, thin * 1.5)  # the nasolabial fold's line, and the shadow on its mouth side
         _stroke(shadow, fold + np.array([-sign * 0.05 * u, 0]), 1.0, 0.1 * u)
         chin = p[CHIN_SIDE[side]]
-        marionette = np.array([corner + [sign * 0.03 * u, 0.05 * u], corner + (chin - corner) * 0.5 +
+        marionette = np.array([corner + [sign * 0.04 * u, 0.12 * u], corner + (chin - corner) * 0.55 +
                                [sign * 0.04 * u, 0], corner + (chin - corner) * 0.85])
-        _stroke(crease, marionette, 0.7, thin * 1.2)
+        _stroke(crease, marionette, 0.4, thin * 1.2)
         _stroke(shadow, marionette, 0.7, 0.08 * u)
         bone = p[CHEEKBONE[side]]  # hollow under the cheekbone
         _stroke(shadow, np.array([bone + [0, 0.25 * u], bone + (cheek - bone) * 0.6 + [sign * 0.08 * u, 0.1 * u]]),
                 0.6, 0.14 * u)
     for q in p[UPPER_LIP][1:-1:2]:  # fine vertical lines above the upper lip
         _stroke(crease, np.array([q + [0, -0.02 * u], q + [0, -0.11 * u]]), 0.4, thin * 0.8)
-    crease = cv2.GaussianBlur(np.clip(crease, 0, 1), (0, 0), sigmaX=max(0.5, 0.01 * u))
-    shadow = cv2.GaussianBlur(np.clip(shadow, 0, 1), (0, 0), sigmaX=max(1.0, 0.05 * u))
-    return crease, shadow
+    return (cv2.GaussianBlur(np.clip(crease, 0, 1), (0, 0), sigmaX=max(0.5, 0.01 * u)),
+            cv2.GaussianBlur(np.clip(shadow, 0, 1), (0, 0), sigmaX=max(1.0, 0.05 * u)))
 
 
 def _lines(image: np.ndarray, win: Window, amount: float) -> np.ndarray:
@@ -187,9 +186,9 @@ def _lines(image: np.ndarray, win: Window, amount: float) -> np.ndarray:
 
 def _noise(shape: tuple[int, int], sigma: float, seed: int) -> np.ndarray:
     """Unit-variance smooth noise, the same for the same window (results must be reproducible)."""
-    n = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    n = cv2.GaussianBlur(n, (0, 0), sigmaX=max(0.5, sigma))
-    return n / (n.std() + 1e-6)
+    white = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    smooth = cv2.GaussianBlur(white, (0, 0), sigmaX=max(0.5, sigma))
+    return smooth / (smooth.std() + 1e-6)
 
 
 def _skin(image: np.ndarray, win: Window, change: Change) -> np.ndarray:
@@ -213,7 +212,7 @@ def _skin(image: np.ndarray, win: Window, change: Change) -> np.ndarray:
                 cv2.ellipse(spots, (int(xs[i]), int(ys[i])), (max(1, round(radius)), max(1, round(radius * 0.8))),
                             float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0.5, 1.0)), -1, cv2.LINE_AA)
         spots = cv2.GaussianBlur(spots, (0, 0), sigmaX=max(0.6, 0.015 * u))[..., None] * skin
-        out = out * (1.0 - 0.16 * add.spots * spots * np.array([0.6, 0.85, 1.0], np.float32))
+        out = out * (1.0 - 0.1 * add.spots * spots * np.array([0.6, 0.85, 1.0], np.float32))
     return out
 
 
@@ -291,8 +290,8 @@ def _hair(image: np.ndarray, win: Window, change: Change) -> np.ndarray:
     if change.add.grey > 0:
         g = change.add.grey
         mean = float((light * win.hair).sum() / (win.hair.sum() + 1e-6))
-        light = light + g * (190.0 + 0.7 * (light - mean) - light)  # silver, the strands keep their relief
-        a, b = a * (1 - 0.85 * g), b * (1 - 0.85 * g)
+        light = light + g * (178.0 + 0.6 * (light - mean) - light)  # silver, the strands keep their relief
+        a, b = a * (1 - 0.85 * g), b * (1 - 0.85 * g) + 3.0 * g  # a faint ivory, as grey hair has
     elif change.remove.grey > 0 and _is_grey(lab, win.hair):
         r = change.remove.grey
         mean = float((light * win.hair).sum() / (win.hair.sum() + 1e-6))

@@ -26,6 +26,8 @@ WORK_UNIT = 110.0  # eye distance (pixels) the window is processed at, at most; 
 MARGIN = (1.6, 2.0, 1.6, 0.9)  # window margin around the mesh (left, top, right, bottom) in eye distances
 HAIR_REACH = 1.15  # hair counts up to this many eye distances outside the face oval
 HAIR_PROBABILITY = 0.5
+CHEEK_SAMPLES = (205, 425, 50, 280)
+BROW_LINE = [70, 63, 105, 66, 107, 336, 296, 334, 293, 300]
 
 
 @dataclass(frozen=True)
@@ -88,26 +90,40 @@ def make_window(image: np.ndarray, face: Face) -> Window:
         _grow(_fill(shape, points[RIGHT_EYE_RING]), 0.08 * unit), _grow(_fill(shape, points[LEFT_EYE_RING]), 0.08 * unit),
         _grow(_fill(shape, points[RIGHT_BROW]), 0.05 * unit), _grow(_fill(shape, points[LEFT_BROW]), 0.05 * unit),
         _grow(_fill(shape, points[LIPS]), 0.03 * unit)])
-    skin = _feather_inside(np.clip(face_mask - features, 0, 1), 0.12 * unit)
-    hair = _hair(image, face, (x0, y0, x1, y1), scale, window, points, face_mask, skin, unit)
+    skin_like = _skin_like(window, points, unit)
+    hair = _hair(image, face, (x0, y0, x1, y1), scale, window, points, face_mask, skin_like, unit)
+    # A fringe over the forehead lies inside the face oval: it is hair there, not skin.
+    skin = _feather_inside(np.clip(face_mask - features - (hair > 0.5), 0, 1), 0.12 * unit)
     allowed = _feather_inside(np.maximum(face_mask, hair > 0.05).astype(np.float32), 0.1 * unit)
     return Window(x0=x0, y0=y0, x1=x1, y1=y1, scale=scale, image=window, landmarks=points, unit=unit,
                   face=face_mask, skin=skin, hair=hair * allowed, features=features, allowed=allowed)
 
 
-def _skin_like(window: np.ndarray, skin: np.ndarray) -> np.ndarray:
-    """Pixels whose colour is within the face skin's own spread (a bare forehead above the mesh, ears, neck)."""
+def _skin_like(window: np.ndarray, points: np.ndarray, unit: float) -> tuple[np.ndarray, np.ndarray]:
+    """How close each pixel is to the cheeks' colour (h, w) in [0, 1]: in Lab, and in hue alone (a, b).
+
+    Lab tells bare skin (a forehead above the mesh, ears, neck) from hair around the head; inside the face
+    oval shade darkens skin under a fringe, so there hue alone decides, and only hair of another hue counts.
+    """
     lab = cv2.cvtColor(window, cv2.COLOR_RGB2LAB).astype(np.float32)
-    sample = lab[skin > 0.9]
-    if len(sample) < 50:
-        return np.zeros(window.shape[:2], np.float32)
-    mean, std = sample.mean(0), sample.std(0) + np.array([6.0, 2.0, 2.0], np.float32)
-    distance = np.sqrt((((lab - mean) / (2.5 * std)) ** 2).sum(-1))
-    return np.clip(1.5 - distance, 0.0, 1.0)
+    samples = []
+    for index in CHEEK_SAMPLES:  # the cheeks are bare skin on nearly every face: no fringe, beard rarely
+        x, y = np.round(points[index]).astype(int)
+        r = max(2, round(0.08 * unit))
+        samples.append(lab[max(0, y - r):y + r, max(0, x - r):x + r].reshape(-1, 3))
+    sample = np.concatenate(samples)
+    if len(sample) < 20:
+        none = np.zeros(window.shape[:2], np.float32)
+        return none, none
+    mean, std = sample.mean(0), sample.std(0) + np.array([16.0, 3.0, 3.0], np.float32)
+    full = np.sqrt((((lab - mean) / (2.5 * std)) ** 2).sum(-1))
+    hue = np.sqrt((((lab[..., 1:] - mean[1:]) / (2.5 * std[1:])) ** 2).sum(-1))
+    return np.clip(1.5 - full, 0.0, 1.0), np.clip(1.5 - hue, 0.0, 1.0)
 
 
 def _hair(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: float, window: np.ndarray,
-          points: np.ndarray, face_mask: np.ndarray, skin: np.ndarray, unit: float) -> np.ndarray:
+          points: np.ndarray, face_mask: np.ndarray, skin_like: tuple[np.ndarray, np.ndarray], unit: float
+          ) -> np.ndarray:
     """Person mask minus the face, above the chin, near the head: the hair (and, honestly, any hat)."""
     x0, y0, x1, y1 = box
     shape = window.shape[:2]
@@ -119,7 +135,11 @@ def _hair(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: 
     if sx0 < sx1 and sy0 < sy1:
         full[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = prob[sy0 - py:sy1 - py, sx0 - px:sx1 - px]
     person = full if scale == 1.0 else cv2.resize(full, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    # Outside the face oval, or inside it above the brows (a fringe); never the eyes, nose or mouth.
+    like_skin, like_skin_hue = skin_like
+    brows = float(points[BROW_LINE][:, 1].min())
     outside = 1.0 - _grow(face_mask, 0.02 * unit)
+    fringe = (1.0 - outside) * (np.arange(shape[0]) < brows - 0.05 * unit)[:, None] * (1.0 - like_skin_hue)
     away = cv2.distanceTransform((face_mask < 0.5).astype(np.uint8), cv2.DIST_L2, 3)
     near = (away < HAIR_REACH * unit).astype(np.float32)
     # "Above the chin" along the face's own vertical: project on the eyes-to-chin direction.
@@ -130,5 +150,5 @@ def _hair(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: 
     depth = (xs - eyes[0]) * down[0] + (ys - eyes[1]) * down[1]
     chin = float((points[152] - eyes) @ down)
     above = np.clip((0.75 * chin - depth) / (0.2 * unit), 0.0, 1.0)  # fades out between mouth and chin
-    hair = (person > HAIR_PROBABILITY).astype(np.float32) * outside * near * above * (1.0 - _skin_like(window, skin))
+    hair = (person > HAIR_PROBABILITY).astype(np.float32) * np.maximum(outside, fringe) * near * above * (1.0 - like_skin)
     return cv2.GaussianBlur(hair, (0, 0), sigmaX=max(0.5, 0.02 * unit))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import zipfile
 from datetime import timedelta
 
 import pytest
@@ -12,13 +14,26 @@ from governance.consent import TRAINING
 from governance.models import AuditEvent
 from webplatform.photos.models import Photo
 
+from .lifecycle_support import result_make
 from .support import assert_error
 
 pytestmark = pytest.mark.usefixtures("empty_storage")
 
 
-def _photo(actor, upload) -> str:
-    response = upload(actor=actor)
+def face_jpeg(seed: int = 4) -> bytes:
+    """A synthetic portrait the face detector finds (aging refuses photos without a face: 422 no_face)."""
+    from PIL import Image
+
+    from inference.synthetic import Identity, place_in_photo
+
+    photo, _ = place_in_photo(Identity.from_seed(seed), 30, photo_size=(360, 480), face_size=200, seed=seed)
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def _photo(actor, upload, *, face: bool = True) -> str:
+    response = upload(face_jpeg() if face else None, actor=actor)
     assert response.status_code == 201, response.content
     return response.json()["id"]
 
@@ -157,3 +172,19 @@ def test_officers_download_the_filtered_audit_trail_as_csv(owner, officer, uploa
 def test_csv_is_for_officers_only_and_bad_filters_stay_json(owner, officer):
     assert_error(owner.client.get("/api/v1/audit/events?format=csv"), 403, "forbidden")
     assert_error(officer.client.get("/api/v1/audit/events?format=csv&since=yesterday"), 400, "invalid")
+
+
+# --- export index.html --------------------------------------------------------------------------------------
+
+def test_the_export_index_shows_each_photo_with_its_results_and_their_target_ages(owner, upload):
+    photo = _photo(owner, upload)
+    result = result_make(owner_id=owner.pk, photo_id=photo)
+    response = owner.client.get("/api/v1/me/export")
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+
+    index = archive.read("index.html").decode()
+    section = index.split(f'src="photos/{photo}.jpg"')[1].split("</section>")[0]
+    assert f'src="results/{result.pk}.jpg"' in section and "Aged to 70" in section
+    manifest = {f["file"]: f for f in json.loads(archive.read("manifest.json"))["files"]}
+    entry = manifest[f"results/{result.pk}.jpg"]
+    assert (entry["photo_id"], entry["target_age"]) == (photo, 70)

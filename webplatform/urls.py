@@ -16,7 +16,8 @@ urlpatterns = [
     path("", include("webplatform.pages.urls")),
 ]
 
-handler400 = "webplatform.api.errors.bad_request"
-handler403 = "webplatform.api.errors.permission_denied"
-handler404 = "webplatform.api.errors.page_not_found"
-handler500 = "webplatform.api.errors.server_error"
+# HTML pages for browsers; API.md's JSON under /api/ (webplatform/pages/errors.py decides).
+handler400 = "webplatform.pages.errors.bad_request"
+handler403 = "webplatform.pages.errors.permission_denied"
+handler404 = "webplatform.pages.errors.page_not_found"
+handler500 = "webplatform.pages.errors.server_error"

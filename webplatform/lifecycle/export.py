@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from governance import clock
@@ -47,13 +47,23 @@ def export_stream(*, user_id: int, privacy_report: Callable[[int], dict[str, Any
     pipe = _Pipe()
     manifest: list[dict[str, Any]] = []
     with zipfile.ZipFile(pipe, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
-        for model, folder in ((Photo, "photos"), (TransformationResult, "results")):
-            for obj in model.objects.filter(owner_id=user_id, expires_at__gt=clock.now()).order_by("created_at"):
+        now = clock.now()
+        held: tuple[tuple[Iterable[StoredObject], str], ...] = (
+            (Photo.objects.filter(owner_id=user_id, expires_at__gt=now).order_by("created_at"), "photos"),
+            (TransformationResult.objects.filter(owner_id=user_id, expires_at__gt=now).select_related("job")
+             .order_by("created_at"), "results"),
+        )
+        for objects, folder in held:
+            for obj in objects:
                 name = f"{folder}/{obj.id}.{'png' if obj.content_type == 'image/png' else 'jpg'}"
                 # Images are compressed already: store them, deflate only the JSON.
                 archive.writestr(name, bytes(_decrypt(obj)), compress_type=zipfile.ZIP_STORED)
-                manifest.append({"file": name, "kind": obj.KIND, "id": str(obj.id),
-                                 "created_at": obj.created_at.isoformat(), "expires_at": obj.expires_at.isoformat()})
+                entry: dict[str, Any] = {"file": name, "kind": obj.KIND, "id": str(obj.id),
+                                         "created_at": obj.created_at.isoformat(),
+                                         "expires_at": obj.expires_at.isoformat()}
+                if isinstance(obj, TransformationResult):  # which photo it came from, at which target age
+                    entry.update(photo_id=str(obj.photo_id), target_age=obj.job.target_age)
+                manifest.append(entry)
                 yield from pipe.drain()
         documents = {
             "consents.json": [consent_receipt(r) for r in ConsentRecord.objects.filter(user_id=user_id)
@@ -88,13 +98,44 @@ def _event(event: AuditEvent) -> dict[str, Any]:
             "details": event.details, "hash": event.hash}
 
 
+_INDEX_STYLE = ("body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:1.5rem auto;padding:0 1rem;color:#1d2125}"
+                "img{border-radius:6px;background:#eee;object-fit:cover}table{border-collapse:collapse;width:100%}"
+                "td,th{padding:.35rem .5rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}"
+                ".photo{display:flex;gap:1rem;flex-wrap:wrap;border:1px solid #ddd;border-radius:10px;"
+                "padding:1rem;margin:1rem 0}")
+
+
 def _index_html(manifest: list[dict[str, Any]]) -> str:
+    """A page to open in any browser: each photo as a thumbnail with its results and their target ages."""
+    e = html.escape
+    photos = [m for m in manifest if m["kind"] == "photo"]
+    results = [m for m in manifest if m["kind"] == "result"]
+    sections = []
+    for photo in photos:
+        own = [r for r in results if r.get("photo_id") == photo["id"]]
+        rows = "".join(
+            f'<tr><td>{e(str(r["target_age"]))}</td><td><a href="{e(r["file"])}"><img src="{e(r["file"])}" '
+            f'width="96" height="96" alt="Aged to {e(str(r["target_age"]))}"></a></td>'
+            f'<td>{e(r["created_at"])}</td></tr>' for r in own)
+        table = (f"<table><tr><th>Target age</th><th>Result</th><th>Made</th></tr>{rows}</table>" if own
+                 else "<p>No results from this photo.</p>")
+        sections.append(
+            f'<section class="photo"><a href="{e(photo["file"])}"><img src="{e(photo["file"])}" width="160" '
+            f'height="160" alt="Photo uploaded {e(photo["created_at"])}"></a><div><h2>Photo uploaded '
+            f'{e(photo["created_at"])}</h2><p>Deleted by {e(photo["expires_at"])}</p>{table}</div></section>')
+    orphans = [r for r in results if r.get("photo_id") not in {p["id"] for p in photos}]
+    if orphans:
+        sections.append("<h2>Results whose original is no longer held</h2><ul>" + "".join(
+            f'<li><a href="{e(r["file"])}">Target age {e(str(r["target_age"]))}</a>, {e(r["created_at"])}</li>'
+            for r in orphans) + "</ul>")
     rows = "\n".join(
-        f'<tr><td><a href="{html.escape(m["file"])}">{html.escape(m["file"])}</a></td><td>{html.escape(m["kind"])}</td>'
-        f'<td>{html.escape(m.get("created_at", ""))}</td></tr>' for m in manifest
+        f'<tr><td><a href="{e(m["file"])}">{e(m["file"])}</a></td><td>{e(m["kind"])}</td>'
+        f'<td>{e(m.get("created_at", ""))}</td></tr>' for m in manifest
     )
-    return ("<!doctype html><meta charset='utf-8'><title>Your Timeveil data</title>"
+    return ("<!doctype html><html lang='en'><meta charset='utf-8'><title>Your Timeveil data</title>"
+            f"<style>{_INDEX_STYLE}</style>"
             "<h1>Everything Timeveil holds about you</h1>"
             "<p>Photos and results are decrypted; consents.json holds your consent receipts; audit_events.json "
             "every recorded action about you; privacy.json the training runs that used your data.</p>"
-            f"<table><tr><th>File</th><th>Kind</th><th>Created</th></tr>{rows}</table>")
+            + ("".join(sections) or "<p>No photos are held.</p>")
+            + f"<h2>All files</h2><table><tr><th>File</th><th>Kind</th><th>Created</th></tr>{rows}</table></html>")

@@ -1,86 +1,340 @@
-"""Server-rendered pages: the end user's consents, photos and privacy; the compliance dashboard."""
+"""Server-rendered pages for end users: landing, sign-up, photos and aging, consent centre, privacy, erasure."""
 
 from __future__ import annotations
 
+import io
+import json
+import uuid
+
+from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import logout
+from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
+from PIL import Image
 
 from governance import clock
-from governance.consent import consent_states, policy_current, purpose_get
-from governance.errors import TimeveilError
+from governance.consent import (
+    PROCESSING,
+    TRAINING,
+    consent_receipt,
+    consent_states,
+    policy_current,
+    purpose_get,
+)
+from governance.erasure import erasure_by_receipt, erasure_status
+from governance.errors import InvalidInput, NotFound, TimeveilError
+from governance.models import ConsentRecord, PolicyVersion, Purpose, RunStatus
+from governance.training import runs_for_subject
 from webplatform.accounts.roles import is_compliance_officer, user_id
+from webplatform.accounts.services import user_register
+from webplatform.jobs.models import JobStatus, TransformationJob
+from webplatform.jobs.services import job_create, job_for_owner, job_result_content
 from webplatform.lifecycle.erasure import user_erase
-from webplatform.lifecycle.report import compliance_report
-from webplatform.lifecycle.withdrawal import consent_change
+from webplatform.lifecycle.withdrawal import consent_change, training_photo_choose, training_photo_get
 from webplatform.photos.models import Photo
-from webplatform.photos.services import photo_create, photo_delete, photo_for_owner
+from webplatform.photos.services import photo_content, photo_create, photo_delete, photo_for_owner
 from webplatform.privacy import privacy_report
 
+from . import selectors
+from .charts import gauge
 
-@login_required
+AGE_PRESETS = [("Child", 8), ("Teen", 16), ("Young adult", 25), ("Middle age", 50), ("Senior", 70), ("Elder", 90)]
+THUMB_PIXELS = 320
+
+
 def home(request: HttpRequest) -> HttpResponse:
-    """The end user's page, or the compliance dashboard for officers."""
+    """The landing page for visitors, the photo library for users, the dashboard for officers."""
+    if not request.user.is_authenticated:
+        return render(request, "landing.html", {"purposes": _purposes()})
     if is_compliance_officer(request.user):
-        return render(request, "compliance.html", {"report": compliance_report()})
-    photos = Photo.objects.filter(owner_id=user_id(request), expires_at__gt=clock.now()).order_by("-created_at")
-    return render(request, "home.html", {
-        "consents": consent_states(user_id=user_id(request)), "photos": photos,
-        "privacy": privacy_report(user_id(request)),
+        return redirect("officer-dashboard")
+    uid = user_id(request)
+    photos = Photo.objects.filter(owner_id=uid, expires_at__gt=clock.now()).order_by("-created_at")
+    states = {s["purpose"]: s for s in consent_states(user_id=uid)}
+    return render(request, "photos.html", {
+        "photos": photos, "can_upload": states.get(PROCESSING, {}).get("active", False),
+        "training_active": states.get(TRAINING, {}).get("active", False),
     })
 
 
-@login_required
-@require_POST
-def consent(request: HttpRequest, purpose: str) -> HttpResponse:
-    """Grant (to the current policy) or withdraw consent from the page."""
-    granted = request.POST.get("granted") == "1"
+def _purposes() -> list[dict]:
+    """Each purpose with its plain-words copy and current policy."""
+    return [{"slug": p.slug, "name": p.name, "policy": policy_current(p), **selectors.purpose_copy(p.slug)}
+            for p in Purpose.objects.order_by("slug") if p.versions.exists()]
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    """Create an account and record the consents ticked on the same form."""
+    purposes = _purposes()
+    context: dict = {"purposes": purposes, "errors": {}, "values": {}}
+    if request.method != "POST":
+        return render(request, "signup.html", context)
+    values = {k: request.POST.get(k, "").strip() for k in ("username", "email")}
+    context["values"] = values
     try:
-        version = policy_current(purpose_get(purpose)).version
-        consent_change(user_id=user_id(request), purpose_slug=purpose, granted=granted, policy_version=version)
-        messages.success(request, f"Consent for {purpose} {'granted' if granted else 'withdrawn'}.")
+        user, _ = user_register(username=values["username"], password=request.POST.get("password", ""),
+                                email=values["email"])
     except TimeveilError as exc:
-        messages.error(request, exc.message)
+        context["errors"] = {k: v if isinstance(v, list) else [v] for k, v in exc.details.items()} or \
+            {"__all__": [exc.message]}
+        context["message"] = exc.message
+        return render(request, "signup.html", context, status=400)
+    for purpose in purposes:
+        if request.POST.get(f"consent_{purpose['slug']}") == "1":
+            consent_change(user_id=user.pk, purpose_slug=purpose["slug"], granted=True,
+                           policy_version=int(request.POST.get(f"version_{purpose['slug']}", "0") or 0))
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")  # type: ignore[arg-type]
+    messages.success(request, "Welcome to Timeveil. Your account and your own encryption key are ready.")
     return redirect("home")
 
 
 @login_required
 @require_POST
 def upload(request: HttpRequest) -> HttpResponse:
-    """Upload a selfie from the page (same service as the API)."""
+    """Upload a selfie from the page (same service as the API), then open it."""
     file = request.FILES.get("file")
     try:
         if file is None:
-            raise TimeveilError("Choose an image to upload.")
-        photo_create(owner_id=user_id(request), data=file.read())
-        messages.success(request, "Photo uploaded and encrypted.")
+            raise InvalidInput("Choose an image to upload.")
+        photo = photo_create(owner_id=user_id(request), data=file.read())
     except TimeveilError as exc:
         messages.error(request, exc.message)
-    return redirect("home")
-
-
-@login_required
-@require_POST
-def delete_photo(request: HttpRequest, photo_id: str) -> HttpResponse:
-    """Delete one photo and its results."""
-    try:
-        photo_delete(user_id=user_id(request), photo=photo_for_owner(user_id=user_id(request), photo_id=photo_id))
-        messages.success(request, "Photo deleted.")
-    except TimeveilError as exc:
-        messages.error(request, exc.message)
-    return redirect("home")
-
-
-@login_required
-@require_POST
-def erase_account(request: HttpRequest) -> HttpResponse:
-    """Erase the account; show the receipt once."""
-    if request.POST.get("confirm") != "erase":
-        messages.error(request, "Type 'erase' to confirm.")
         return redirect("home")
-    _, receipt = user_erase(user_id=user_id(request))
+    messages.success(request, "Photo uploaded, stripped of metadata and encrypted.")
+    return redirect("page-photo", photo_id=photo.id)
+
+
+@login_required
+def photo(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
+    """One photo: age it, follow progress, compare before and after, download, list its results."""
+    uid = user_id(request)
+    item = _photo_or_404(uid, photo_id)
+    jobs = list(TransformationJob.objects.filter(photo=item, owner_id=uid).select_related("result")
+                .order_by("-created_at"))
+    compare = next((j for j in jobs if str(j.id) == request.GET.get("job")), None) or \
+        next((j for j in jobs if j.status == JobStatus.DONE), None)
+    face_box = getattr(item, "face_box", None)
+    box = None
+    if face_box and len(face_box) == 4 and item.width and item.height:
+        x, y, w, h = face_box  # photo pixels -> percent of the displayed image
+        box = {"left": 100 * x / item.width, "top": 100 * y / item.height,
+               "width": 100 * w / item.width, "height": 100 * h / item.height}
+    no_face = getattr(item, "face_count", None) == 0 or any(j.error == "no_face" for j in jobs)
+    return render(request, "photo.html", {
+        "photo": item, "jobs": jobs, "compare": compare if compare and compare.status == JobStatus.DONE else None,
+        "presets": AGE_PRESETS, "box": json.dumps(box) if box else "", "no_face": no_face,
+        "delete": selectors.consequences_of_photo_delete(item),
+        "training_active": selectors.consent_is_active(user_id=uid, purpose_slug=TRAINING),
+    })
+
+
+def _photo_or_404(uid: int, photo_id: uuid.UUID | str) -> Photo:
+    try:
+        return photo_for_owner(user_id=uid, photo_id=photo_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+
+
+@login_required
+@require_POST
+def age(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
+    """Queue an aging job without JavaScript (the script uses the API and polls instead)."""
+    uid = user_id(request)
+    item = _photo_or_404(uid, photo_id)
+    try:
+        target = int(request.POST.get("target_age", ""))
+        if not 1 <= target <= 100:
+            raise ValueError
+    except ValueError:
+        messages.error(request, "Choose a target age from 1 to 100.")
+        return redirect("page-photo", photo_id=item.id)
+    try:
+        job = job_create(user_id=uid, photo=item, target_age=target)
+    except TimeveilError as exc:
+        messages.error(request, exc.message)
+        return redirect("page-photo", photo_id=item.id)
+    return redirect(f"{reverse('page-photo', kwargs={'photo_id': item.id})}?job={job.id}")
+
+
+def _private_jpeg(image: Image.Image) -> HttpResponse:
+    """A thumbnail made on the fly: never written anywhere, never kept by a cache."""
+    image.thumbnail((THUMB_PIXELS, THUMB_PIXELS))
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=85)
+    response = HttpResponse(buffer.getvalue(), content_type="image/jpeg")
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@login_required
+def photo_thumb(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
+    """A small JPEG of the owner's photo, decrypted for this response only (the read is audited)."""
+    uid = user_id(request)
+    data = photo_content(user_id=uid, photo=_photo_or_404(uid, photo_id))
+    return _private_jpeg(Image.open(io.BytesIO(data)))
+
+
+@login_required
+def result_thumb(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """A small JPEG of a finished result, for its owner only."""
+    uid = user_id(request)
+    try:
+        data, _ = job_result_content(user_id=uid, job=job_for_owner(user_id=uid, job_id=job_id))
+    except TimeveilError as exc:
+        raise Http404(exc.message) from exc
+    return _private_jpeg(Image.open(io.BytesIO(data)))
+
+
+@login_required
+def photo_delete_page(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
+    """Confirm with what will go (GET), then delete (POST)."""
+    uid = user_id(request)
+    item = _photo_or_404(uid, photo_id)
+    if request.method != "POST":
+        return render(request, "confirm_photo_delete.html", {
+            "photo": item, "consequences": selectors.consequences_of_photo_delete(item)})
+    photo_delete(user_id=uid, photo=item)
+    messages.success(request, "The photo and its results were deleted.")
+    return redirect("home")
+
+
+@login_required
+@require_POST
+def training_photo(request: HttpRequest) -> HttpResponse:
+    """Keep the chosen photo for training."""
+    try:
+        training_photo_choose(user_id=user_id(request), photo_id=request.POST.get("photo_id", ""))
+        messages.success(request, "This photo is now the one kept for training.")
+    except TimeveilError as exc:
+        messages.error(request, exc.message)
+    target = request.POST.get("next", "")
+    # Only a path on this site: never an open redirect.
+    return redirect(target if target.startswith("/") and not target.startswith("//") else "consents")
+
+
+# --- consent centre -----------------------------------------------------------------------------------
+
+@login_required
+def consents(request: HttpRequest) -> HttpResponse:
+    """Each purpose in plain words with its state, policy, receipts; the photo kept for training."""
+    uid = user_id(request)
+    states = {s["purpose"]: s for s in consent_states(user_id=uid)}
+    purposes = [{**p, "state": states.get(p["slug"])} for p in _purposes()]
+    records = (ConsentRecord.objects.filter(user_id=uid).select_related("purpose", "policy").order_by("-at", "-pk"))
+    photos = Photo.objects.filter(owner_id=uid, expires_at__gt=clock.now()).order_by("-created_at")
+    return render(request, "consents.html", {
+        "purposes": purposes, "records": records, "photos": photos,
+        "training_photo": training_photo_get(user_id=uid),
+        "training_active": states.get(TRAINING, {}).get("active", False),
+    })
+
+
+@login_required
+def consent_change_page(request: HttpRequest, purpose: str) -> HttpResponse:
+    """Confirm a grant or withdrawal with its consequences (GET), then apply it (POST)."""
+    uid = user_id(request)
+    try:
+        current = policy_current(purpose_get(purpose))
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    granted = (request.POST if request.method == "POST" else request.GET).get("granted") == "1"
+    if request.method != "POST":
+        return render(request, "confirm_consent.html", {
+            "purpose": {"slug": purpose, **selectors.purpose_copy(purpose)}, "policy": current, "granted": granted,
+            "consequences": None if granted else selectors.consequences_of_withdrawal(user_id=uid,
+                                                                                        purpose_slug=purpose),
+            "photos": Photo.objects.filter(owner_id=uid, expires_at__gt=clock.now()).order_by("-created_at")
+            if granted and purpose == TRAINING else [],
+        })
+    try:
+        consent_change(user_id=uid, purpose_slug=purpose, granted=granted,
+                       policy_version=int(request.POST.get("policy_version", "0") or 0),
+                       training_photo_id=request.POST.get("photo_id") or None)
+        title = selectors.purpose_copy(purpose)["title"]
+        messages.success(request, f"{'Granted' if granted else 'Withdrawn'}: {title}.")
+    except TimeveilError as exc:
+        messages.error(request, exc.message)
+    return redirect("consents")
+
+
+def policy(request: HttpRequest, purpose: str, version: int) -> HttpResponse:
+    """A policy version as a page, with what changed since the previous version."""
+    item = PolicyVersion.objects.filter(purpose__slug=purpose, version=version).select_related("purpose").first()
+    if item is None:
+        raise Http404("No such policy version.")
+    versions = PolicyVersion.objects.filter(purpose=item.purpose).order_by("version")
+    return render(request, "policy.html", {
+        "policy": item, "purpose": selectors.purpose_copy(purpose), "versions": versions,
+        "diff": selectors.policy_diff(item), "current": versions.last(),
+    })
+
+
+def _receipt_or_404(request: HttpRequest, receipt_id: uuid.UUID) -> ConsentRecord:
+    record = (ConsentRecord.objects.filter(pk=receipt_id, user_id=user_id(request))
+              .select_related("purpose", "policy").first())
+    if record is None:
+        raise Http404("No such receipt.")
+    return record
+
+
+@login_required
+def receipt(request: HttpRequest, receipt_id: uuid.UUID) -> HttpResponse:
+    """One consent receipt as a page."""
+    record = _receipt_or_404(request, receipt_id)
+    return render(request, "receipt.html", {"receipt": consent_receipt(record), "record": record,
+                                            "purpose": selectors.purpose_copy(record.purpose.slug)})
+
+
+@login_required
+def receipt_download(request: HttpRequest, receipt_id: uuid.UUID) -> HttpResponse:
+    """One consent receipt as a JSON file to keep."""
+    record = _receipt_or_404(request, receipt_id)
+    response = HttpResponse(json.dumps(consent_receipt(record), indent=2), content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="timeveil-receipt-{record.pk}.json"'
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+# --- privacy, export, erasure -------------------------------------------------------------------------
+
+@login_required
+def privacy(request: HttpRequest) -> HttpResponse:
+    """The user's privacy loss: a gauge against the cap, a chart over runs, the runs, in plain words."""
+    uid = user_id(request)
+    report = privacy_report(uid)
+    reserved = sum(float(r.epsilon_reserved) for r in runs_for_subject(uid) if r.status == RunStatus.RUNNING)
+    spent = max(float(report["total_epsilon"]) - reserved, 0.0) if reserved else float(report["total_epsilon"])
+    return render(request, "privacy.html", {
+        "privacy": report, "cap": settings.DP_EPSILON_CAP,
+        "gauge": gauge(spent=spent, reserved=reserved, cap=settings.DP_EPSILON_CAP, label="Your epsilon"),
+        "spent": spent, "reserved": reserved, "chart": selectors.user_epsilon_chart(report["runs"]),
+        "training_photo": training_photo_get(user_id=uid),
+    })
+
+
+@login_required
+def erase_account(request: HttpRequest) -> HttpResponse:
+    """Confirm with everything that will go (GET); erase and show the receipt once (POST)."""
+    uid = user_id(request)
+    if request.method != "POST":
+        return render(request, "confirm_erase.html", {"consequences": selectors.consequences_of_erasure(user_id=uid)})
+    if request.POST.get("confirm", "").strip().lower() != "erase":
+        messages.error(request, "Type the word erase to confirm.")
+        return redirect("page-erase")
+    erasure, receipt_key = user_erase(user_id=uid)
     logout(request)
-    return render(request, "erased.html", {"receipt": receipt})
+    return render(request, "erased.html", {"receipt": receipt_key, "status": erasure_status(erasure)})
+
+
+def erasure_page(request: HttpRequest, receipt_key: str) -> HttpResponse:
+    """An erasure's status for whoever holds the receipt: no personal data."""
+    try:
+        status = erasure_status(erasure_by_receipt(receipt_key))
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    return render(request, "erasure_status.html", {"status": status})

@@ -1,0 +1,180 @@
+"""Pages through Django's test client: who sees what, consequences stated before they happen, HTML errors."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from django.test import Client
+from PIL import Image
+
+from governance.consent import PROCESSING, TRAINING, policy_publish
+from governance.models import AuditEvent, ConsentRecord
+from webplatform.jobs.models import TransformationJob
+from webplatform.photos.models import Photo
+
+from .lifecycle_support import result_make
+from .test_product_api import face_jpeg
+
+pytestmark = pytest.mark.usefixtures("empty_storage")
+PASSWORD = "a-Long-passphrase-42"
+
+
+def browser(actor) -> Client:
+    client = Client()
+    client.force_login(actor.user)
+    return client
+
+
+def _photo(actor, upload, data: bytes | None = None) -> Photo:
+    response = upload(data, actor=actor)
+    assert response.status_code == 201, response.content
+    return Photo.objects.get(pk=response.json()["id"])
+
+
+def text(response) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.content.decode()))
+
+
+def test_visitors_get_a_landing_page_that_says_what_happens_to_a_photo(purposes):
+    response = Client().get("/")
+    assert response.status_code == 200
+    page = text(response)
+    assert "encrypted under a key that is yours alone" in page and "48 hours" in page
+    assert "Sign up" in page and "Store and transform my photos" in page
+
+
+def test_sign_up_records_only_the_consents_ticked(purposes):
+    client = Client()
+    response = client.post("/signup", {"username": "nina", "password": PASSWORD, "consent_processing": "1",
+                                       "version_processing": "1", "version_training": "1"})
+    assert response.status_code == 302
+    records = ConsentRecord.objects.filter(user__username="nina")
+    assert [(r.purpose.slug, r.granted) for r in records] == [(PROCESSING, True)]
+    assert "Your photos" in text(client.get("/"))
+
+
+def test_a_weak_password_is_shown_next_to_its_field(purposes):
+    response = Client().post("/signup", {"username": "nina", "password": "123"})
+    assert response.status_code == 400
+    assert 'aria-invalid="true"' in response.content.decode() and "too short" in text(response)
+
+
+def test_thumbnails_are_made_on_the_fly_for_the_owner_only_and_never_cached(owner, other, upload):
+    photo = _photo(owner, upload)
+    response = browser(owner).get(f"/photos/{photo.id}/thumb")
+    assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
+    assert "no-store" in response["Cache-Control"] and "private" in response["Cache-Control"]
+    assert max(Image.open(io.BytesIO(response.content)).size) <= 320
+    assert AuditEvent.objects.filter(action="photo.content_read", object_ref=f"photo:{photo.id}").exists()
+    assert browser(other).get(f"/photos/{photo.id}/thumb").status_code == 404
+    assert Client().get(f"/photos/{photo.id}/thumb").status_code == 302  # to sign in
+
+
+def test_withdrawing_processing_says_how_many_photos_and_results_go_before_it_happens(owner, upload):
+    first, second = _photo(owner, upload), _photo(owner, upload)
+    for photo in (first, second):
+        result_make(owner_id=owner.pk, photo_id=photo.pk)
+    _photo(owner, upload)
+
+    page = text(browser(owner).get("/consents/processing?granted=0"))
+
+    assert "Withdrawing deletes your 3 photos and 2 results now" in page
+    assert Photo.objects.filter(owner_id=owner.pk).count() == 3  # nothing happened yet
+
+
+def test_confirming_the_withdrawal_deletes_them(owner, upload, django_capture_on_commit_callbacks):
+    _photo(owner, upload)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = browser(owner).post("/consents/processing", {"granted": "0"})
+    assert response.status_code == 302
+    assert not Photo.objects.filter(owner_id=owner.pk).exists()
+
+
+def test_deleting_a_photo_is_confirmed_with_its_result_count(owner, upload):
+    photo = _photo(owner, upload)
+    result_make(owner_id=owner.pk, photo_id=photo.pk)
+    page = text(browser(owner).get(f"/photos/{photo.id}/delete"))
+    assert "removes 1 photo and 1 result made from it" in page
+
+
+def test_the_training_grant_lets_the_user_pick_the_photo(owner, upload, clock):
+    chosen = _photo(owner, upload)
+    clock.advance(minutes=1)
+    _photo(owner, upload)
+    client = browser(owner)
+    assert f'value="{chosen.id}"' in client.get("/consents/training?granted=1").content.decode()
+
+    client.post("/consents/training", {"granted": "1", "policy_version": "1", "photo_id": str(chosen.id)})
+
+    assert list(Photo.objects.filter(kept_for_training=True).values_list("pk", flat=True)) == [chosen.pk]
+    assert "kept for training" in text(client.get(f"/photos/{chosen.id}"))
+
+
+def test_a_policy_version_is_a_page_with_what_changed(owner):
+    policy_publish(purpose_slug=TRAINING, text="Training policy v1\nA new line about the cap.")
+    page = browser(owner).get("/policies/training/v2").content.decode()
+    assert 'class="added"' in page and "A new line about the cap." in page
+    assert "Not the current version" in browser(owner).get("/policies/training/v1").content.decode()
+
+
+def test_receipts_are_pages_and_downloads_for_their_owner_only(owner, other):
+    record = ConsentRecord.objects.filter(user_id=owner.pk).first()
+    assert record is not None
+    assert record.policy.sha256 in browser(owner).get(f"/receipts/{record.id}").content.decode()
+    download = browser(owner).get(f"/receipts/{record.id}.json")
+    assert download.json()["receipt_id"] == str(record.id) and "attachment" in download["Content-Disposition"]
+    assert browser(other).get(f"/receipts/{record.id}").status_code == 404
+
+
+def test_the_age_form_without_javascript_queues_a_job_and_opens_it(owner, upload):
+    photo = _photo(owner, upload, face_jpeg())
+    response = browser(owner).post(f"/photos/{photo.id}/age", {"target_age": "70"})
+    job = TransformationJob.objects.get(photo=photo)
+    assert response.status_code == 302 and response["Location"].endswith(f"?job={job.id}")
+    assert job.target_age == 70
+    assert browser(owner).post(f"/photos/{photo.id}/age", {"target_age": "500"}).status_code == 302
+    assert TransformationJob.objects.filter(photo=photo).count() == 1
+
+
+def test_a_photo_without_a_face_says_so_on_its_page(owner, upload):
+    photo = _photo(owner, upload)  # noise: no face in it
+    client = browser(owner)
+    response = client.post(f"/photos/{photo.id}/age", {"target_age": "70"}, follow=True)
+    assert "No face was found" in text(response)
+    assert not TransformationJob.objects.filter(photo=photo).exists()
+
+
+def test_the_privacy_page_shows_the_gauge_and_cap(owner):
+    page = browser(owner).get("/privacy").content.decode()
+    assert '<svg class="gauge"' in page and 'id="cap">8.0<' in page
+
+
+def test_browsers_get_html_error_pages_and_the_api_keeps_json(owner, purposes):
+    missing = Client().get("/no-such-page")
+    assert missing.status_code == 404 and missing["Content-Type"].startswith("text/html")
+    assert "Page not found" in missing.content.decode()
+    api = Client().get("/api/v1/no-such-endpoint")
+    assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+    forbidden = browser(owner).get("/officer/")
+    assert forbidden.status_code == 403 and "Not allowed" in forbidden.content.decode()
+
+
+def test_officers_filter_the_audit_trail_page_and_get_the_matching_csv_link(owner, officer, upload):
+    _photo(owner, upload)
+    client = browser(officer)
+    page = client.get("/officer/audit?action=photo.uploaded").content.decode()
+    assert page.count("<td>photo.uploaded</td>") == 1 and "<td>account.created</td>" not in page
+    assert "format=csv" in page and "action=photo.uploaded" in page
+    verified = client.post("/officer/audit/verify").content.decode()
+    assert "Chain intact" in verified
+
+
+def test_the_officer_dashboard_draws_its_four_charts_server_side(officer, owner, upload):
+    _photo(owner, upload)
+    page = browser(officer).get("/officer/").content.decode()
+    for chart in ("consent-chart", "retention-chart", "erasure-chart", "budget-chart"):
+        assert f'aria-labelledby="{chart}-t {chart}-d"' in page
+    assert "<img" not in page  # never image content
+    assert "<script>" not in page

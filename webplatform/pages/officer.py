@@ -1,0 +1,111 @@
+"""Compliance officer pages: dashboard with charts, the audit trail with filters and verification, runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, time, timedelta
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from governance.audit import audit_verify
+from governance.models import AuditEvent, TrainingRun
+from webplatform.accounts.roles import is_compliance_officer
+from webplatform.lifecycle.report import compliance_report
+
+from . import selectors
+
+PAGE_SIZE = 50
+
+
+def officer_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Signed in and a compliance officer, else the 403 page."""
+
+    @login_required
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not is_compliance_officer(request.user):
+            raise PermissionDenied("Only compliance officers may see this page.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+@officer_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Headline numbers and the four charts; pseudonymous data only, never image content."""
+    report = compliance_report()
+    return render(request, "officer/dashboard.html", {
+        "report": report, "consent_chart": selectors.consent_chart(report["consent"]["history"]),
+        "retention_chart": selectors.retention_chart(), "erasure_chart": selectors.erasure_chart(),
+        "budget_chart": selectors.budget_chart(),
+    })
+
+
+class AuditFilterForm(forms.Form):
+    action = forms.ChoiceField(required=False, label="Action")
+    subject = forms.CharField(required=False, max_length=64, label="Subject pseudonym")
+    since = forms.DateField(required=False, label="From (inclusive)", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        actions = AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()
+        self.fields["action"].choices = [("", "Any action")] + [(a, a) for a in actions]  # type: ignore[attr-defined]
+
+
+def _day_start(day: Any) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def _audit_context(request: HttpRequest) -> dict[str, Any]:
+    """The filtered, paginated events and the matching CSV link."""
+    form = AuditFilterForm(request.GET or None)
+    events = AuditEvent.objects.order_by("-seq")
+    api: dict[str, str] = {}
+    if form.is_valid():
+        f = form.cleaned_data
+        if f["action"]:
+            events, api["action"] = events.filter(action=f["action"]), f["action"]
+        if f["subject"]:
+            events, api["subject"] = events.filter(subject=f["subject"]), f["subject"]
+        if f["since"]:
+            start = _day_start(f["since"])
+            events, api["since"] = events.filter(at__gte=start), start.isoformat()
+        if f["until"]:
+            end = _day_start(f["until"]) + timedelta(days=1)
+            events, api["until"] = events.filter(at__lt=end), end.isoformat()
+    page = Paginator(events, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = {k: v for k, v in request.GET.items() if k != "page" and v}
+    return {"form": form, "page": page, "query": urlencode(query),
+            "csv_url": "/api/v1/audit/events?" + urlencode({**api, "format": "csv"})}
+
+
+@officer_required
+def audit(request: HttpRequest) -> HttpResponse:
+    """The audit trail as a table: filters, pagination, CSV, verification."""
+    return render(request, "officer/audit.html", _audit_context(request))
+
+
+@officer_required
+@require_POST
+def audit_verify_page(request: HttpRequest) -> HttpResponse:
+    """Recompute the chain now and show the answer above the table."""
+    return render(request, "officer/audit.html", {**_audit_context(request), "verification": audit_verify()})
+
+
+@officer_required
+def training_runs(request: HttpRequest) -> HttpResponse:
+    """Every training run with its cohort, privacy parameters, manifest hash and status."""
+    runs = TrainingRun.objects.select_related("lineage").order_by("-created_at")
+    page = Paginator(runs, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "officer/runs.html", {"page": page, "budget_chart": selectors.budget_chart()})

@@ -1,0 +1,214 @@
+"""Reads for the pages: what a confirmation will delete, purpose copy in plain words, chart series."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count
+from django.db.models.functions import TruncDate
+
+from governance import clock
+from governance.consent import PROCESSING, TRAINING, consent_is_active
+from governance.models import AuditEvent, ErasureRequest, Lineage, PolicyVersion, RunStatus, TrainingRun
+from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
+from webplatform.photos.models import Photo
+
+from .charts import Chart, Series, bar_chart, line_chart
+
+# What each purpose means, in words a user reads before choosing (the policy text is the binding version).
+PURPOSE_COPY: dict[str, dict[str, str]] = {
+    PROCESSING: {
+        "title": "Store and transform my photos",
+        "meaning": "Timeveil keeps the selfies you upload, encrypted under your own key, and ages or "
+                   "rejuvenates them when you ask. Needed to upload anything.",
+        "withdraw": "Queued work stops, and your photos and results are deleted at once (a photo you keep "
+                    "for training stays while that consent stands).",
+    },
+    TRAINING: {
+        "title": "Help improve the aging model",
+        "meaning": "One photo of yours, which you choose, may be used to train the model, only under "
+                   "differential privacy, which bounds what any model can reveal about you.",
+        "withdraw": "Later training runs leave you out and the photo kept for training is deleted (at once "
+                    "if it is older than the normal 48 hours). Models already trained are not rewound.",
+    },
+}
+
+
+def purpose_copy(slug: str) -> dict[str, str]:
+    """Title, meaning and withdrawal effect of a purpose (a generic text for purposes added later)."""
+    return PURPOSE_COPY.get(slug, {"title": slug.replace("_", " ").capitalize(), "meaning": "",
+                                   "withdraw": "Data used only for this purpose is deleted."})
+
+
+@dataclass(frozen=True)
+class Consequences:
+    """What an action will delete or stop, counted before the user confirms it."""
+
+    photos: int = 0
+    results: int = 0
+    queued_jobs: int = 0
+    training_photo_kept_days: int | None = None  # the training copy survives, for this many more days
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.photos or self.results or self.queued_jobs)
+
+
+def consequences_of_withdrawal(*, user_id: int, purpose_slug: str) -> Consequences:
+    """Mirror of webplatform.lifecycle.withdrawal: what withdrawing this purpose deletes now."""
+    now = clock.now()
+    photos = Photo.objects.filter(owner_id=user_id, expires_at__gt=now)
+    if purpose_slug == PROCESSING:
+        kept = None
+        if consent_is_active(user_id=user_id, purpose_slug=TRAINING):
+            training = photos.filter(kept_for_training=True).first()
+            photos = photos.exclude(kept_for_training=True)
+            kept = (training.expires_at - now).days if training else None
+        return Consequences(
+            photos=photos.count(),
+            results=TransformationResult.objects.filter(owner_id=user_id, expires_at__gt=now).count(),
+            queued_jobs=TransformationJob.objects.filter(owner_id=user_id, status=JobStatus.QUEUED).count(),
+            training_photo_kept_days=kept)
+    if purpose_slug == TRAINING:
+        processing = consent_is_active(user_id=user_id, purpose_slug=PROCESSING)
+        due = [p for p in photos.filter(kept_for_training=True)
+               if not processing or p.created_at + settings.RETENTION_ORIGINAL <= now]
+        return Consequences(photos=len(due))
+    return Consequences()
+
+
+def consequences_of_photo_delete(photo: Photo) -> Consequences:
+    """The photo itself and every result made from it."""
+    return Consequences(photos=1, results=TransformationResult.objects.filter(
+        photo_id=photo.pk, expires_at__gt=clock.now()).count())
+
+
+def consequences_of_erasure(*, user_id: int) -> Consequences:
+    """Everything the user holds."""
+    now = clock.now()
+    return Consequences(
+        photos=Photo.objects.filter(owner_id=user_id, expires_at__gt=now).count(),
+        results=TransformationResult.objects.filter(owner_id=user_id, expires_at__gt=now).count(),
+        queued_jobs=TransformationJob.objects.filter(owner_id=user_id, status=JobStatus.QUEUED).count())
+
+
+def policy_diff(policy: PolicyVersion) -> list[dict[str, str]] | None:
+    """Line diff against the previous version of the same purpose (None for version 1)."""
+    previous = PolicyVersion.objects.filter(purpose=policy.purpose, version=policy.version - 1).first()
+    if previous is None:
+        return None
+    lines = []
+    for line in difflib.ndiff(previous.text.splitlines(), policy.text.splitlines()):
+        tag = line[:1]
+        if tag == "?":
+            continue  # ndiff's intraline hints: noise on a page
+        lines.append({"kind": {"+": "added", "-": "removed"}.get(tag, "same"), "text": line[2:]})
+    return lines
+
+
+# --- charts --------------------------------------------------------------------------------------------
+
+def _days(first: date, last: date, limit: int = 30) -> list[date]:
+    """Every day from first to last (the last `limit` of them), so quiet days show as zero."""
+    first = max(first, last - timedelta(days=limit - 1))
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _label(day: date) -> str:
+    return f"{day.day} {day:%b}"
+
+
+def consent_chart(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Grants and withdrawals per day (all purposes), from the compliance report's consent history."""
+    per_day: dict[tuple[date, str], int] = {}
+    for row in history:
+        key = (date.fromisoformat(row["day"]), row["event"])
+        per_day[key] = per_day.get(key, 0) + row["count"]
+    today = clock.now().date()
+    days = _days(min((d for d, _ in per_day), default=today), today)
+    chart = Chart("consent-chart", "Consent grants and withdrawals per day",
+                  "Number of consent grants and of withdrawals recorded each day, all purposes together.",
+                  [_label(d) for d in days],
+                  [Series("granted", [per_day.get((d, "granted"), 0) for d in days]),
+                   Series("withdrawn", [per_day.get((d, "withdrawn"), 0) for d in days])],
+                  y_label="records")
+    return {"svg": bar_chart(chart), "chart": chart}
+
+
+def retention_chart() -> dict[str, Any]:
+    """Photos and results deleted by retention per day (from the audit trail's *.expired events)."""
+    rows = (AuditEvent.objects.filter(action__in=["photo.expired", "result.expired"])
+            .annotate(day=TruncDate("at")).values("day", "action").annotate(n=Count("seq")))
+    per_day = {(r["day"], r["action"]): r["n"] for r in rows}
+    today = clock.now().date()
+    days = _days(min((d for d, _ in per_day), default=today), today)
+    chart = Chart("retention-chart", "Deletions by retention per day",
+                  "Photos and results deleted each day because their retention deadline passed.",
+                  [_label(d) for d in days],
+                  [Series("photos", [per_day.get((d, "photo.expired"), 0) for d in days]),
+                   Series("results", [per_day.get((d, "result.expired"), 0) for d in days])],
+                  y_label="objects deleted")
+    return {"svg": bar_chart(chart), "chart": chart}
+
+
+def erasure_chart() -> dict[str, Any]:
+    """Days each erasure took (or has taken so far) against the deadline."""
+    now = clock.now()
+    requests = list(ErasureRequest.objects.order_by("requested_at")[:30])
+    deadline_days = settings.ERASURE_DEADLINE.total_seconds() / 86400
+    taken = [((r.completed_at or now) - r.requested_at).total_seconds() / 86400 for r in requests]
+    chart = Chart("erasure-chart", "Erasures against their deadline",
+                  f"Days from request to completion for each erasure (open ones: days so far), against the "
+                  f"{deadline_days:g}-day deadline.",
+                  [_label(r.requested_at.date()) for r in requests],
+                  [Series("days to complete", [round(t, 2) for t in taken])],
+                  y_label="days", limit=deadline_days, limit_label=f"deadline {deadline_days:g} days")
+    return {"svg": bar_chart(chart), "chart": chart,
+            "rows": [{"requested_at": r.requested_at, "deadline": r.deadline, "status": r.status,
+                      "completed_at": r.completed_at, "days": round(t, 2),
+                      "overdue": r.status != "done" and now > r.deadline} for r, t in zip(requests, taken, strict=True)]}
+
+
+def run_epsilon(run: TrainingRun) -> float:
+    """What a run counts against the budget: spent once finished, reserved until then."""
+    if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+        return float(run.epsilon_spent or 0.0)
+    return float(run.epsilon_reserved)
+
+
+def budget_chart() -> dict[str, Any]:
+    """Each lineage's committed epsilon after each run, with the cap."""
+    lineages = list(Lineage.objects.order_by("name"))
+    runs = list(TrainingRun.objects.select_related("lineage").order_by("created_at"))
+    totals: dict[int, float] = {lineage.pk: 0.0 for lineage in lineages}
+    values: dict[int, list[float]] = {lineage.pk: [] for lineage in lineages}
+    for run in runs:
+        totals[run.lineage_id] += run_epsilon(run)
+        for lineage in lineages:
+            values[lineage.pk].append(round(totals[lineage.pk], 3))
+    cap = max((lineage.epsilon_cap for lineage in lineages), default=settings.DP_EPSILON_CAP)
+    chart = Chart("budget-chart", "Privacy budget spent per model lineage",
+                  "Cumulative epsilon committed by each lineage after each training run, against the cap.",
+                  [_label(r.created_at.date()) for r in runs],
+                  [Series(lineage.name, values[lineage.pk]) for lineage in lineages],
+                  y_label="epsilon", limit=cap, limit_label=f"cap {cap:g}")
+    return {"svg": line_chart(chart), "chart": chart}
+
+
+def user_epsilon_chart(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The user's epsilon per run and the running total (basic composition, an upper bound)."""
+    total, totals = 0.0, []
+    for run in runs:
+        total += float(run["epsilon"])
+        totals.append(round(total, 3))
+    labels = [_label(date.fromisoformat(r["finished_at"][:10])) if r["finished_at"] else "running" for r in runs]
+    chart = Chart("epsilon-chart", "Your privacy loss over training runs",
+                  "Epsilon of each training run that used your photo, and the running total.",
+                  labels, [Series("this run", [float(r["epsilon"]) for r in runs]),
+                           Series("running total (upper bound)", totals)],
+                  y_label="epsilon", limit=settings.DP_EPSILON_CAP, limit_label=f"cap {settings.DP_EPSILON_CAP:g}")
+    return {"svg": line_chart(chart), "chart": chart}
