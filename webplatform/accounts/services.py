@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY, authenticate, get_user_model
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.password_validation import validate_password
 from django.contrib.sessions.models import Session
@@ -59,13 +60,16 @@ def user_register(*, username: str, password: str, email: str = "") -> tuple[Abs
     except ValidationError as exc:
         raise InvalidInput("The password is too weak.", details={"password": list(exc.messages)}) from exc
     taken = Conflict("That username is taken.", details={"username": ["taken"]})
+    # Hashed before the transaction: argon2 takes 100+ ms, and SQLite holds its write lock from BEGIN.
+    password_hash = make_password(password)
     try:
         with transaction.atomic():
             # Same answer for a look-alike as for the same name: either way it is someone else's.
             if (User.objects.filter(username__iexact=username).exists()
                     or Account.objects.filter(name_key=username_key(username)).exists()):
                 raise taken
-            user = User.objects.create_user(username=username, email=email, password=password)  # + account_create
+            user = User.objects.create(username=User.normalize_username(username),  # + account_create (signal)
+                                       email=User.objects.normalize_email(email), password=password_hash)
             token = Token.objects.create(user=user)
             audit_append(action="account.created", actor_id=user.pk, subject_id=user.pk, object_ref="account")
     except IntegrityError as exc:  # a concurrent registration of the same (or a look-alike) name won the race
