@@ -109,12 +109,18 @@ MATRIX: dict[tuple[str, str], tuple[Request, dict[str, int]]] = {
     ("transform", "POST"): (
         lambda w, a: a.client.post(f"/api/v1/photos/{w.photo_id}/transformations", {"target_age": 70},
                                    format="json"), {**OWNER_ONLY, "owner": 202}),
+    ("transform", "GET"): (lambda w, a: a.client.get(f"/api/v1/photos/{w.photo_id}/transformations"), OWNER_ONLY),
     ("transformation", "GET"): (lambda w, a: a.client.get(f"/api/v1/transformations/{w.job_id}"), OWNER_ONLY),
     # The job is still queued (tasks run on commit, which a test transaction never reaches): the owner
     # passes the access check and hears "no result yet"; everyone else hears "not found".
     ("transformation-content", "GET"): (
         lambda w, a: a.client.get(f"/api/v1/transformations/{w.job_id}/content"), {**OWNER_ONLY, "owner": 409}),
     ("privacy", "GET"): (lambda w, a: a.client.get("/api/v1/me/privacy"), USERS),
+    ("training-photo", "GET"): (lambda w, a: a.client.get("/api/v1/me/training-photo"), USERS),
+    # Ownership is checked before consent: the owner (no training consent) hears 403, everyone else 404.
+    ("training-photo", "PUT"): (
+        lambda w, a: a.client.put("/api/v1/me/training-photo", {"photo_id": w.photo_id}, format="json"),
+        {"anon": 401, "owner": 403, "other": 404, "officer": 404, "staff": 404}),
     ("training-runs", "GET"): (lambda w, a: a.client.get("/api/v1/training-runs"), COMPLIANCE),
     ("models", "GET"): (lambda w, a: a.client.get("/api/v1/models"), COMPLIANCE),
     ("audit-events", "GET"): (lambda w, a: a.client.get("/api/v1/audit/events"), COMPLIANCE),

@@ -45,8 +45,8 @@ def consent_change(*, user_id: int, purpose_slug: str, granted: bool, policy_ver
 def training_photo_choose(*, user_id: int, photo_id: str) -> Photo:
     """Keep this photo (and only this one) for training; needs active training consent; audited."""
     with transaction.atomic():
+        photo = photo_for_owner(user_id=user_id, photo_id=photo_id)  # 404 first: say nothing of others' photos
         consent_require(user_id=user_id, purpose_slug=TRAINING)
-        photo = photo_for_owner(user_id=user_id, photo_id=photo_id)
         previous = [str(pk) for pk in Photo.objects.filter(owner_id=user_id, kept_for_training=True)
                     .exclude(pk=photo.pk).values_list("pk", flat=True)]
         training_photo_designate(photo=photo)
