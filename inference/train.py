@@ -246,8 +246,12 @@ def build_base_model(out: str | Path, *, preset: str = "small", steps: int = 150
         "training_data": gen_train.pop("training_data"), "training": gen_train, "metrics": metrics,
         "age_estimator": est_version, "lineage": config.name, "parent": None,
         "intended_use": "aging / rejuvenating an aligned face crop to a target age (1-100 years)",
-        "limitations": "trained on procedural synthetic faces only: quality on real photos needs a licensed "
-                       "face dataset with ages (train_base --data-dir)",
+        "limitations": "trained on procedural synthetic faces only; on real photos it smears and does not age a "
+                       "face (measured for issue 8), so it is not in the serving path: jobs use the mesh-placed "
+                       "aging layers (inference/aging.py, version aging-layers-v1). It stays as the starting point "
+                       "of DP fine-tuning. Real-photo quality needs a licensed face dataset with ages "
+                       "(train_base --data-dir).",
+        "serves": False,
     })
     if promote:
         registry.promote(gen_version)
