@@ -1,17 +1,18 @@
-"""Real-photo quality bench: does the face look older or younger, is it still the same person, is the rest intact?
+"""Real-photo quality bench: does the face look older or younger, still the same person, the rest intact?
 
     .venv/bin/pip install -e ".[bench]"        # dlib-bin and face-recognition-models, bench-only (CC0 models)
     .venv/bin/python bench/quality.py          # prints a table, writes bench/out/quality_grid.png
 
-Photos: the astronaut (Eileen Collins, NASA, public domain, shipped by scikit-image) and the official portraits
-in the `face_recognition` 1.3.0 sdist's tests (US government works), fetched with `pip download` into
-var/bench-photos/ on first use and never committed; `--photos DIR` adds your own. Targets 15, 30, 50, 70, 85.
+Photos: the astronaut (Eileen Collins, NASA, public domain, shipped by scikit-image) and the official
+portraits in the `face_recognition` 1.3.0 sdist's tests (US government works), fetched with `pip download`
+into var/bench-photos/ on first use and never committed; `--photos DIR` adds your own. Targets 15, 30, 50,
+70, 85 (and 75 and 25, where the goals are stated).
 
-Per photo and target it measures: the judged age before and after (Cydral's CC0 real-face estimator; the aging
-never trains against it or picks outputs by it, but it also reads the current age the aging starts from, so it
-is not fully independent), the identity distance by dlib's face-recognition ResNet (same person below 0.6), the
-mean change outside the face-and-hair mask (0-255 scale), and seconds per photo on this machine. A benchmark,
-not a test: it prints what it measures against the goals, the ones it misses included.
+Per photo and target it measures: the judged age before and after (Cydral's CC0 real-face estimator; the
+aging never trains against it or picks outputs by it, but it also reads the current age the aging starts
+from, so it is not fully independent), the identity distance by dlib's face-recognition ResNet (same person
+below 0.6), the mean change outside the face-and-hair mask (0-255 scale), and seconds per photo on this
+machine. A benchmark, not a test: it prints what it measures against the goals, the ones it misses included.
 """
 
 from __future__ import annotations
@@ -67,12 +68,13 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 class Identity:
-    """dlib's CC0 face-recognition ResNet with its 5-point aligner: 128-d descriptors, same person below 0.6."""
+    """dlib's CC0 face-recognition ResNet and 5-point aligner: 128-d descriptors, same person below 0.6."""
 
     def __init__(self) -> None:
         import importlib.util
 
-        spec = importlib.util.find_spec("face_recognition_models")  # its __init__ needs pkg_resources: not imported
+        # Located, not imported: its __init__ needs pkg_resources, which current setuptools no longer ships.
+        spec = importlib.util.find_spec("face_recognition_models")
         try:
             import dlib
         except ImportError:
@@ -95,7 +97,8 @@ class Identity:
 
 def tile(image: np.ndarray, window, height: int = 240) -> np.ndarray:
     crop = image[window.y0:window.y1, window.x0:window.x1]
-    return cv2.resize(crop, (round(crop.shape[1] * height / crop.shape[0]), height), interpolation=cv2.INTER_AREA)
+    width = round(crop.shape[1] * height / crop.shape[0])
+    return cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
 
 
 def label(image: np.ndarray, text: str) -> np.ndarray:
@@ -113,7 +116,8 @@ def main() -> None:
     args = parser.parse_args()
     photos = public_domain_photos(ROOT / "var" / "bench-photos")
     if args.photos:
-        photos |= {p.stem: read_rgb(p) for p in sorted(args.photos.iterdir()) if p.suffix.lower() in {".jpg", ".png"}}
+        extra = [p for p in sorted(args.photos.iterdir()) if p.suffix.lower() in {".jpg", ".png"}]
+        photos |= {p.stem: read_rgb(p) for p in extra}
     judge = Identity()
     rows, table = [], []
     for name, image in tqdm(photos.items(), desc="photos"):
@@ -132,7 +136,8 @@ def main() -> None:
             after = estimate_age(result.image, find_face(result.image))
             table.append({"photo": name, "target": target, "before": before, "after": after,
                           "identity": judge.distance(image, result.image, box),
-                          "outside": float(np.abs(result.image[outside].astype(np.int16) - image[outside]).mean()),
+                          "outside": float(np.abs(result.image[outside].astype(np.int16)
+                                                  - image[outside]).mean()),
                           "seconds": seconds})
             if target in TARGETS:
                 tiles.append(label(tile(result.image, window), f"asked {target}: judged {after:.0f}"))
@@ -148,11 +153,13 @@ def main() -> None:
 
 
 def report(table: list[dict]) -> None:
-    print(f"\n{'photo':<10} {'asked':>5} {'judged before':>13} {'after':>6} {'change':>7} {'|after-asked|':>13} "
+    print(f"\n{'photo':<10} {'asked':>5} {'judged before':>13} {'after':>6} {'change':>7} "
+          f"{'|after-asked|':>13} "
           f"{'identity':>8} {'outside':>8} {'s/photo':>8}")
     for r in table:
         print(f"{r['photo']:<10} {r['target']:>5} {r['before']:>13.1f} {r['after']:>6.1f} "
-              f"{r['after'] - r['before']:>+7.1f} {abs(r['after'] - r['target']):>13.1f} {r['identity']:>8.3f} "
+              f"{r['after'] - r['before']:>+7.1f} {abs(r['after'] - r['target']):>13.1f} "
+              f"{r['identity']:>8.3f} "
               f"{r['outside']:>8.4f} {r['seconds']:>8.3f}")
     adult = [r for r in table if r["target"] >= 30 and r["target"] in TARGETS]
     print("\nagainst the goals (floors from issue 8):")
@@ -166,7 +173,8 @@ def report(table: list[dict]) -> None:
             print(f"  {r['photo']} (judged {r['before']:.0f}) asked {r['target']}: "
                   f"{r['after'] - r['before']:+.1f} years (goal {goal})")
         if r["before"] >= 65 and r["target"] == 25:
-            print(f"  {r['photo']} (judged {r['before']:.0f}) asked 25: {r['after'] - r['before']:+.1f} years "
+            change = r["after"] - r["before"]
+            print(f"  {r['photo']} (judged {r['before']:.0f}) asked 25: {change:+.1f} years "
                   "(goal -20)")
     within = sum(abs(r["after"] - r["target"]) <= 10 for r in adult)
     print(f"  adult targets judged within 10 years (the aim): {within} of {len(adult)}")

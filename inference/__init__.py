@@ -1,1 +1,2 @@
-"""Plain-PyTorch inference: faces, the age-conditioned generator, its registry, batching engine and training."""
+"""Plain PyTorch and OpenCV, no Django: real face geometry, the aging layers, the learned generator and its
+registry, the batching engine, DP training, synthetic faces for tests."""

@@ -53,8 +53,9 @@ class Change:
     @classmethod
     def between(cls, current: float, target: float) -> Change:
         now, then = AgeLook.at(current), AgeLook.at(target)
-        add = AgeLook(*(max(0.0, b - a) for a, b in zip(vars(now).values(), vars(then).values(), strict=True)))
-        remove = AgeLook(*(max(0.0, a - b) for a, b in zip(vars(now).values(), vars(then).values(), strict=True)))
+        pairs = list(zip(vars(now).values(), vars(then).values(), strict=True))
+        add = AgeLook(*(max(0.0, b - a) for a, b in pairs))
+        remove = AgeLook(*(max(0.0, a - b) for a, b in pairs))
         youth = min(1.0, max(0.0, (current - target) / 25.0))
         childlike = min(1.0, max(0.0, (22.0 - target) / 10.0)) * min(1.0, max(0.0, (current - target) / 10.0))
         return cls(add=add, remove=remove, youth=youth, childlike=childlike)
@@ -102,7 +103,8 @@ def _curve(points: np.ndarray, samples: int = 24) -> np.ndarray:
     for i in range(1, len(p) - 2):
         t = np.linspace(0, 1, samples, endpoint=False)[:, None]
         a, b, c, d = p[i - 1], p[i], p[i + 1], p[i + 2]
-        out.append(0.5 * ((2 * b) + (-a + c) * t + (2 * a - 5 * b + 4 * c - d) * t**2 + (-a + 3 * b - 3 * c + d) * t**3))
+        out.append(0.5 * ((2 * b) + (-a + c) * t + (2 * a - 5 * b + 4 * c - d) * t**2
+                          + (-a + 3 * b - 3 * c + d) * t**3))
     out.append(points[-1:])
     return np.concatenate(out)
 
@@ -149,13 +151,14 @@ def _fold_maps(win: Window) -> tuple[np.ndarray, np.ndarray]:
         for angle in (-28, 0, 26):
             a = np.radians(angle)
             direction = np.array([sign * np.cos(a), np.sin(a)])
-            _stroke(crease, np.array([start, start + direction * 0.15 * u, start + direction * 0.28 * u]), 0.8, thin)
+            fan = np.array([start, start + direction * 0.15 * u, start + direction * 0.28 * u])
+            _stroke(crease, fan, 0.8, thin)
         lid = p[LOWER_LID[side]][1:-1]
         _stroke(crease, lid + np.array([0, 0.1 * u]), 0.7, thin)  # the lower lid's own fold
         _stroke(shadow, lid + np.array([0, 0.22 * u]), 0.9, 0.09 * u)  # tear trough under the eye bag
         wing, corner, cheek = p[NOSE_WING[side]], p[MOUTH_CORNER[side]], p[CHEEK[side]]
         bow = wing + (corner - wing) * 0.5 + (cheek - (wing + corner) / 2) * 0.3
-        fold = np.array([wing + np.array([sign * 0.03 * u, 0]), bow, corner + np.array([sign * 0.07 * u, 0.06 * u])])
+        fold = np.array([wing + [sign * 0.03 * u, 0], bow, corner + [sign * 0.07 * u, 0.06 * u]])
         _stroke(crease, fold, 0.9, thin * 1.5)  # the nasolabial fold's line, and the shadow on its mouth side
         _stroke(shadow, fold + np.array([-sign * 0.05 * u, 0]), 1.0, 0.1 * u)
         chin = p[CHIN_SIDE[side]]
@@ -164,8 +167,8 @@ def _fold_maps(win: Window) -> tuple[np.ndarray, np.ndarray]:
         _stroke(crease, marionette, 0.4, thin * 1.2)
         _stroke(shadow, marionette, 0.7, 0.08 * u)
         bone = p[CHEEKBONE[side]]  # hollow under the cheekbone
-        _stroke(shadow, np.array([bone + [0, 0.25 * u], bone + (cheek - bone) * 0.6 + [sign * 0.08 * u, 0.1 * u]]),
-                0.6, 0.14 * u)
+        hollow = np.array([bone + [0, 0.25 * u], bone + (cheek - bone) * 0.6 + [sign * 0.08 * u, 0.1 * u]])
+        _stroke(shadow, hollow, 0.6, 0.14 * u)
     for q in p[UPPER_LIP][1:-1:2]:  # fine vertical lines above the upper lip
         _stroke(crease, np.array([q + [0, -0.02 * u], q + [0, -0.11 * u]]), 0.4, thin * 0.8)
     return (cv2.GaussianBlur(np.clip(crease, 0, 1), (0, 0), sigmaX=max(0.5, 0.01 * u)),
@@ -199,7 +202,7 @@ def _skin(image: np.ndarray, win: Window, change: Change) -> np.ndarray:
     grain = _noise(shape, 0.02 * u, 1)[..., None]
     blotch = _noise(shape, 0.18 * u, 2)[..., None]
     lum = image.mean(axis=2, keepdims=True)
-    sallow = image + (lum - image) * 0.1 + np.array([2.0, 0.0, -3.0], np.float32)  # less rosy, a little yellow
+    sallow = image + (lum - image) * 0.1 + np.array([2.0, 0.0, -3.0], np.float32)  # less rosy, yellower
     aged = sallow * (1.0 + 0.02 * grain + 0.045 * blotch)
     out = image + skin * add.texture * (aged - image)
     if add.spots > 0:
@@ -209,8 +212,9 @@ def _skin(image: np.ndarray, win: Window, change: Change) -> np.ndarray:
         if len(xs):
             for i in rng.choice(len(xs), size=min(len(xs), 7), replace=False):
                 radius = float(rng.uniform(0.025, 0.06) * u)
-                cv2.ellipse(spots, (int(xs[i]), int(ys[i])), (max(1, round(radius)), max(1, round(radius * 0.8))),
-                            float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0.5, 1.0)), -1, cv2.LINE_AA)
+                axes = (max(1, round(radius)), max(1, round(radius * 0.8)))
+                cv2.ellipse(spots, (int(xs[i]), int(ys[i])), axes, float(rng.uniform(0, 180)), 0, 360,
+                            float(rng.uniform(0.5, 1.0)), -1, cv2.LINE_AA)
         spots = cv2.GaussianBlur(spots, (0, 0), sigmaX=max(0.6, 0.015 * u))[..., None] * skin
         out = out * (1.0 - 0.1 * add.spots * spots * np.array([0.6, 0.85, 1.0], np.float32))
     return out
@@ -231,14 +235,14 @@ def _smooth_skin(image: np.ndarray, win: Window, youth: float) -> np.ndarray:
     under = np.zeros(win.image.shape[:2], np.float32)
     for lid in LOWER_LID:
         ring = win.landmarks[lid]
-        cv2.fillPoly(under, [np.round(np.concatenate([ring, ring[::-1] + [0, 0.3 * u]]) * 4).astype(np.int32)], 1.0,
-                     cv2.LINE_AA, shift=2)
+        band = np.round(np.concatenate([ring, ring[::-1] + [0, 0.3 * u]]) * 4).astype(np.int32)
+        cv2.fillPoly(under, [band], 1.0, cv2.LINE_AA, shift=2)
     under = cv2.GaussianBlur(under, (0, 0), sigmaX=max(1.0, 0.06 * u)) * win.skin
     return out + (0.1 * youth * under)[..., None] * (255.0 - out) * 0.5
 
 
 def _warp(image: np.ndarray, win: Window, change: Change) -> np.ndarray:
-    """Sagging for older targets, fuller lifted cheeks for younger ones: a smooth displacement inside the face."""
+    """Sagging for older targets, lifted fuller cheeks for younger ones: a smooth displacement in the face."""
     p, u = win.landmarks, win.unit
     moves: list[tuple[np.ndarray, np.ndarray, float]] = []  # (centre, displacement, radius)
     scales: list[tuple[np.ndarray, float, float]] = []  # (centre, growth factor - 1, radius)
@@ -253,14 +257,15 @@ def _warp(image: np.ndarray, win: Window, change: Change) -> np.ndarray:
         if lift > 0:
             moves += [(p[CHEEKBONE[side]], np.array([sign * 0.04, -0.03]) * u * lift, 0.3 * u),
                       (p[JOWL[side]], np.array([0.0, -0.05]) * u * lift, 0.3 * u)]
-        if child > 0:  # a younger face's proportions: larger eyes, smaller nose, narrower jaw, higher chin
-            scales += [(p[RIGHT_EYE_RING if side == 0 else LEFT_EYE_RING].mean(0), 0.09 * child, 0.28 * u)]
-            moves += [(p[JOWL[side]], np.array([-sign * 0.07, -0.04]) * u * child, 0.3 * u)]
+        if child > 0:  # a younger face's proportions: larger eyes, smaller nose, rounder cheeks, shorter jaw
+            scales += [(p[RIGHT_EYE_RING if side == 0 else LEFT_EYE_RING].mean(0), 0.12 * child, 0.28 * u)]
+            moves += [(p[JOWL[side]], np.array([-sign * 0.06, -0.08]) * u * child, 0.3 * u),
+                      (p[CHEEK[side]], np.array([sign * 0.04, 0.0]) * u * child, 0.25 * u)]
     if sag > 0:  # lips thin with age: the mouth narrows towards its own line
         scales.append((p[LIPS].mean(0), -0.1 * sag, 0.2 * u))
     if child > 0:
-        scales.append((p[NOSE_TIP], -0.08 * child, 0.3 * u))
-        moves.append((p[CHIN], np.array([0.0, -0.06]) * u * child, 0.35 * u))
+        scales.append((p[NOSE_TIP], -0.1 * child, 0.3 * u))
+        moves.append((p[CHIN], np.array([0.0, -0.1]) * u * child, 0.35 * u))
     if not moves and not scales:
         return image
     h, w = image.shape[:2]
@@ -276,7 +281,8 @@ def _warp(image: np.ndarray, win: Window, change: Change) -> np.ndarray:
         dy += weight * (ys - centre[1])
     inside = cv2.GaussianBlur(win.face, (0, 0), sigmaX=max(1.0, 0.05 * u)) * win.allowed
     inside *= 1.0 - win.features * 0.7  # eyes and lips ride along gently, not torn
-    return cv2.remap(image, xs - dx * inside, ys - dy * inside, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return cv2.remap(image, xs - dx * inside, ys - dy * inside, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT)
 
 
 def _hair(image: np.ndarray, win: Window, change: Change) -> np.ndarray:

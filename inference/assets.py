@@ -51,7 +51,7 @@ def path(asset: Asset) -> str:
     """The verified file's path: raises AssetError if it is missing or its hash differs from the pin."""
     file = ASSETS / asset.name
     if not file.is_file():
-        raise AssetError(f"{file} is missing: it ships with the code (see inference/assets.py to re-extract it)")
+        raise AssetError(f"{file} is missing: it ships with the code (inference/assets.py re-extracts it)")
     digest = hashlib.sha256(file.read_bytes()).hexdigest()
     if digest != asset.sha256:
         raise AssetError(f"{file} has SHA-256 {digest}, not the pinned {asset.sha256}: refusing to load it")

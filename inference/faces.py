@@ -1,7 +1,7 @@
-"""Real face geometry: BlazeFace detection, the 468-point face mesh and a person mask, all from shipped TFLite.
+"""Real face geometry: BlazeFace detection, the 468-point face mesh and a person mask, from shipped TFLite.
 
 Photos are RGB uint8 arrays (H, W, 3); every coordinate returned is in photo pixels, x then y. The face that
-will change is the detector's most confident one, never the largest box: a shuttle window is large, not a face.
+will change is the detector's most confident one, never the largest box: a shuttle is large, not a face.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class FaceBox:
 class Detection:
     score: float
     box: FaceBox
-    keypoints: np.ndarray  # (6, 2): right eye, left eye, nose tip, mouth, right ear, left ear (subject's sides)
+    keypoints: np.ndarray  # (6, 2): right eye, left eye, nose tip, mouth, right ear, left ear (subject's)
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,8 @@ class Face:
 
 
 # Landmark index sets of mediapipe's face mesh (face_mesh_connections.py), each ordered around its outline.
-FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
-             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
+             148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
 LIPS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
 RIGHT_EYE_RING = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]
 LEFT_EYE_RING = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
@@ -78,7 +78,7 @@ LEFT_BROW = [300, 293, 334, 296, 336, 285, 295, 282, 283, 276]
 
 
 def _anchors() -> np.ndarray:
-    """BlazeFace short-range SSD anchor centres (896, 2) in [0, 1]: strides 8 and 16, 2 and 6 anchors a cell."""
+    """BlazeFace short-range anchor centres (896, 2) in [0, 1]: strides 8 and 16, 2 and 6 anchors a cell."""
     centres = []
     for stride, per_cell in ((8, 2), (16, 6)):
         cells = DETECT_SIDE // stride
@@ -108,7 +108,8 @@ def _forward(asset: assets.Asset, x: np.ndarray) -> list[np.ndarray]:
 
 def check_image(image: np.ndarray) -> None:
     """Raise ValueError unless `image` is an RGB uint8 array (H, W, 3)."""
-    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+            and image.shape[2] == 3):
         raise ValueError("expected an RGB image as a uint8 array of shape (H, W, 3)")
 
 
@@ -118,7 +119,8 @@ def detect_faces(image: np.ndarray) -> list[Detection]:
     h, w = image.shape[:2]
     side = max(h, w)  # letterbox to a square so faces keep their shape
     scale = DETECT_SIDE / side
-    resized = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     square = np.zeros((DETECT_SIDE, DETECT_SIDE, 3), np.float32)
     square[:resized.shape[0], :resized.shape[1]] = resized
     scores, raw = _forward(assets.FACE_DETECTOR, square / 127.5 - 1.0)  # (1, 896, 1), (1, 896, 16)
@@ -193,7 +195,7 @@ def find_face(image: np.ndarray) -> Face:
 
 
 def person_mask(image: np.ndarray, face: Face, *, reach: float = 3.2) -> tuple[np.ndarray, tuple[int, int]]:
-    """Person probability (h, w) float32 over a square `reach` face-heights wide around the face, and its origin.
+    """Person probability (h, w) float32 on a square `reach` face-heights wide around the face; its origin.
 
     Segmenting a window around the face (not the whole photo at 256 px) keeps hair strands resolved.
     """
@@ -203,7 +205,8 @@ def person_mask(image: np.ndarray, face: Face, *, reach: float = 3.2) -> tuple[n
     x0, y0 = max(0, int(centre[0] - side / 2)), max(0, int(centre[1] - side / 2))
     x1, y1 = min(w, int(centre[0] + side / 2)), min(h, int(centre[1] + side / 2))
     window = image[y0:y1, x0:x1]
-    x = cv2.resize(window, (SEGMENT_SIDE, SEGMENT_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    x = cv2.resize(window, (SEGMENT_SIDE, SEGMENT_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    x /= 255.0
     (prob,) = _forward(assets.PERSON_SEGMENTER, x)  # (1, 1, 256, 256) in [0, 1]
     mask = cv2.resize(prob[0, 0], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     return np.clip(mask, 0.0, 1.0), (x0, y0)

@@ -87,8 +87,10 @@ def make_window(image: np.ndarray, face: Face) -> Window:
 
     face_mask = _fill(shape, points[FACE_OVAL])
     features = np.maximum.reduce([
-        _grow(_fill(shape, points[RIGHT_EYE_RING]), 0.08 * unit), _grow(_fill(shape, points[LEFT_EYE_RING]), 0.08 * unit),
-        _grow(_fill(shape, points[RIGHT_BROW]), 0.05 * unit), _grow(_fill(shape, points[LEFT_BROW]), 0.05 * unit),
+        _grow(_fill(shape, points[RIGHT_EYE_RING]), 0.08 * unit),
+        _grow(_fill(shape, points[LEFT_EYE_RING]), 0.08 * unit),
+        _grow(_fill(shape, points[RIGHT_BROW]), 0.05 * unit),
+        _grow(_fill(shape, points[LEFT_BROW]), 0.05 * unit),
         _grow(_fill(shape, points[LIPS]), 0.03 * unit)])
     skin_like = _skin_like(window, points, unit)
     hair = _hair(image, face, (x0, y0, x1, y1), scale, window, points, face_mask, skin_like, unit)
@@ -150,5 +152,6 @@ def _hair(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: 
     depth = (xs - eyes[0]) * down[0] + (ys - eyes[1]) * down[1]
     chin = float((points[152] - eyes) @ down)
     above = np.clip((0.75 * chin - depth) / (0.2 * unit), 0.0, 1.0)  # fades out between mouth and chin
-    hair = (person > HAIR_PROBABILITY).astype(np.float32) * np.maximum(outside, fringe) * near * above * (1.0 - like_skin)
+    head = (person > HAIR_PROBABILITY).astype(np.float32) * near * above
+    hair = head * np.maximum(outside, fringe) * (1.0 - like_skin)
     return cv2.GaussianBlur(hair, (0, 0), sigmaX=max(0.5, 0.02 * unit))

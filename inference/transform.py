@@ -1,4 +1,4 @@
-"""A photo in, the same photo with its face aged out: geometry, current age, aging layers, refiner, paste-back.
+"""A photo in, the same photo with its face aged out: geometry, current age, aging layers, paste-back.
 
 Only the change is pasted back, at the photo's own resolution, and only inside the face-and-hair mask:
 pixels outside it come back bit-identical.
@@ -6,7 +6,6 @@ pixels outside it come back bit-identical.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -17,10 +16,6 @@ from inference.apparent_age import estimate_age
 from inference.faces import Face, check_image, find_face
 from inference.regions import Window, make_window
 
-# The learned refiner: (window image (h, w, 3) uint8, aged by the layers (h, w, 3) float32, allowed mask (h, w),
-# current age, target age) -> the refined window, float32 (h, w, 3). None means the layers alone.
-Refine = Callable[[np.ndarray, np.ndarray, np.ndarray, float, float], np.ndarray]
-
 
 @dataclass(frozen=True)
 class Transformed:
@@ -29,8 +24,8 @@ class Transformed:
     current_age: float  # the estimator's reading of the input face
 
 
-def transform_photo(image: np.ndarray, target_age: float, *, refine: Refine | None = None,
-                    face: Face | None = None, current_age: float | None = None) -> Transformed:
+def transform_photo(image: np.ndarray, target_age: float, *, face: Face | None = None,
+                    current_age: float | None = None) -> Transformed:
     """Age the most confident face in an RGB photo to `target_age` years; NoFaceFound if there is none."""
     check_image(image)
     if not np.isfinite(target_age):
@@ -39,13 +34,11 @@ def transform_photo(image: np.ndarray, target_age: float, *, refine: Refine | No
     current = estimate_age(image, face) if current_age is None else current_age
     window = make_window(image, face)
     aged = age_window(window, current, float(target_age))
-    if refine is not None:
-        aged = refine(window.image, aged, window.allowed, current, float(target_age))
     return Transformed(image=paste_back(image, window, aged), face=face, current_age=current)
 
 
 def paste_back(image: np.ndarray, window: Window, aged: np.ndarray) -> np.ndarray:
-    """Add (aged - window) to the photo at full resolution inside the allowed mask; the rest stays bit-identical."""
+    """Add (aged - window) to the photo at full resolution inside the allowed mask; the rest stays as is."""
     delta = (aged - window.image.astype(np.float32)) * window.allowed[..., None]
     allowed = window.allowed
     size = (window.x1 - window.x0, window.y1 - window.y0)

@@ -1,4 +1,4 @@
-"""The aging itself on a real photo: lines where faces form them, gone for younger targets, nothing else touched."""
+"""The aging on a real photo: lines where faces form them, gone for younger targets, nothing else touched."""
 
 import cv2
 import numpy as np

@@ -1,4 +1,4 @@
-"""Real face geometry on real photos: the detector's face, not the largest box; the mesh; masks off the backdrop."""
+"""Face geometry, real photos: the detector's face, not the largest box; the mesh; masks off the backdrop."""
 
 import hashlib
 import socket
@@ -95,7 +95,7 @@ def test_masks_cover_face_and_hair_and_exclude_the_backdrop(astronaut, face):
 def test_the_current_age_reads_a_real_face_as_an_adult(astronaut, face):
     chip = age_chip(astronaut, face)
     assert chip.shape == (64, 64, 3)
-    assert 22 < estimate_age(astronaut, face) < 45  # she was 42, and looks younger; a child or 70 would be wrong
+    assert 22 < estimate_age(astronaut, face) < 45  # she was 42 and looks younger; 10 or 70 would be wrong
 
 
 def test_model_files_load_only_with_their_pinned_hashes(tmp_path, monkeypatch):
