@@ -172,7 +172,7 @@ def _fold_maps(win: Window) -> tuple[np.ndarray, np.ndarray]:
     for q in p[UPPER_LIP][1:-1:2]:  # fine vertical lines above the upper lip
         _stroke(crease, np.array([q + [0, -0.02 * u], q + [0, -0.11 * u]]), 0.4, thin * 0.8)
     return (cv2.GaussianBlur(np.clip(crease, 0, 1), (0, 0), sigmaX=max(0.5, 0.01 * u)),
-            cv2.GaussianBlur(np.clip(shadow, 0, 1), (0, 0), sigmaX=max(1.0, 0.05 * u)))
+            blur(np.clip(shadow, 0, 1), 0.05 * u))
 
 
 def _lines(image: np.ndarray, win: Window, amount: float) -> np.ndarray:
@@ -187,10 +187,21 @@ def _lines(image: np.ndarray, win: Window, amount: float) -> np.ndarray:
     return image * (1.0 - dark * np.array([1.0, 1.1, 1.18], np.float32)) + 255.0 * glow
 
 
+def blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur; wide ones run on a smaller copy (same result to the eye, a tenth of the time)."""
+    if sigma <= 6.0:
+        return cv2.GaussianBlur(image, (0, 0), sigmaX=max(0.5, sigma))
+    step = int(sigma // 3)
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (max(1, w // step), max(1, h // step)), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigmaX=sigma / step)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def _noise(shape: tuple[int, int], sigma: float, seed: int) -> np.ndarray:
     """Unit-variance smooth noise, the same for the same window (results must be reproducible)."""
     white = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    smooth = cv2.GaussianBlur(white, (0, 0), sigmaX=max(0.5, sigma))
+    smooth = blur(white, sigma)
     return smooth / (smooth.std() + 1e-6)
 
 
@@ -228,7 +239,7 @@ def _smooth_skin(image: np.ndarray, win: Window, youth: float) -> np.ndarray:
     smooth = cv2.bilateralFilter(src, d=d, sigmaColor=22 + 30 * youth, sigmaSpace=0.05 * u).astype(np.float32)
     smooth = cv2.bilateralFilter(np.clip(smooth, 0, 255).astype(np.uint8), d=d, sigmaColor=18 + 20 * youth,
                                  sigmaSpace=0.08 * u).astype(np.float32)
-    even = cv2.GaussianBlur(smooth, (0, 0), sigmaX=max(1.0, 0.25 * u))
+    even = blur(smooth, 0.25 * u)
     smooth = smooth + 0.35 * youth * (even - smooth)  # blotches even out towards the local tone
     out = image + (0.9 * youth * win.skin)[..., None] * (smooth - image)
     # Under-eye darkness lifted towards the cheek below it.
@@ -237,7 +248,7 @@ def _smooth_skin(image: np.ndarray, win: Window, youth: float) -> np.ndarray:
         ring = win.landmarks[lid]
         band = np.round(np.concatenate([ring, ring[::-1] + [0, 0.3 * u]]) * 4).astype(np.int32)
         cv2.fillPoly(under, [band], 1.0, cv2.LINE_AA, shift=2)
-    under = cv2.GaussianBlur(under, (0, 0), sigmaX=max(1.0, 0.06 * u)) * win.skin
+    under = blur(under, 0.06 * u) * win.skin
     return out + (0.1 * youth * under)[..., None] * (255.0 - out) * 0.5
 
 
@@ -272,17 +283,27 @@ def _warp(image: np.ndarray, win: Window, change: Change) -> np.ndarray:
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     dx, dy = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
     for centre, move, radius in moves:
-        weight = np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * radius**2))
-        dx += weight * move[0]
-        dy += weight * move[1]
+        box, weight = _bump(xs, ys, centre, radius)
+        dx[box] += weight * move[0]
+        dy[box] += weight * move[1]
     for centre, growth, radius in scales:  # local zoom about a centre: points move away (or towards) it
-        weight = np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * radius**2)) * growth
-        dx += weight * (xs - centre[0])
-        dy += weight * (ys - centre[1])
-    inside = cv2.GaussianBlur(win.face, (0, 0), sigmaX=max(1.0, 0.05 * u)) * win.allowed
+        box, weight = _bump(xs, ys, centre, radius)
+        dx[box] += weight * growth * (xs[box] - centre[0])
+        dy[box] += weight * growth * (ys[box] - centre[1])
+    inside = blur(win.face, 0.05 * u) * win.allowed
     inside *= 1.0 - win.features * 0.7  # eyes and lips ride along gently, not torn
     return cv2.remap(image, xs - dx * inside, ys - dy * inside, cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REFLECT)
+
+
+def _bump(xs: np.ndarray, ys: np.ndarray, centre: np.ndarray, radius: float
+          ) -> tuple[tuple[slice, slice], np.ndarray]:
+    """A Gaussian of `radius` about `centre`, only where it matters (3 radii): the slices and the weights."""
+    h, w = xs.shape
+    x0, x1 = max(0, int(centre[0] - 3 * radius)), min(w, int(centre[0] + 3 * radius) + 1)
+    y0, y1 = max(0, int(centre[1] - 3 * radius)), min(h, int(centre[1] + 3 * radius) + 1)
+    box = (slice(y0, y1), slice(x0, x1))
+    return box, np.exp(-((xs[box] - centre[0]) ** 2 + (ys[box] - centre[1]) ** 2) / (2 * radius**2))
 
 
 def _hair(image: np.ndarray, win: Window, change: Change) -> np.ndarray:
