@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 PG_URL  ?= postgres://postgres@127.0.0.1:5432/test
 HOST    ?= 127.0.0.1:8000
 
-.PHONY: run test setup lint typecheck test-sqlite test-postgres bench clean
+.PHONY: run test setup lint typecheck test-sqlite test-postgres test-hostile bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv .venv
@@ -41,6 +41,21 @@ test-postgres: setup
 	@if $(PY) -c "import psycopg,sys; psycopg.connect('$(PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
 		DATABASE_URL=$(PG_URL) .venv/bin/pytest -q -n 2 --dist loadfile; \
 	else echo "PostgreSQL at $(PG_URL) does not answer: skipping the PostgreSQL run"; fi
+
+# Outside `make test` (a few minutes, downloads once): Pillow's own test images (odd, truncated, fuzzer-found
+# files, from the sdist of the pinned Pillow) through the upload API, and schemathesis against /api/schema/.
+HOSTILE        := var/hostile
+PILLOW_VERSION := $(shell grep -i '^pillow==' requirements.lock | cut -d= -f3)
+PILLOW_IMAGES  := $(HOSTILE)/pillow-$(PILLOW_VERSION)/Tests/images
+
+$(PILLOW_IMAGES):
+	mkdir -p $(HOSTILE)
+	$(PIP) download -q pillow==$(PILLOW_VERSION) --no-binary :all: --no-deps -d $(HOSTILE)
+	tar -xzf $(HOSTILE)/pillow-$(PILLOW_VERSION).tar.gz -C $(HOSTILE) pillow-$(PILLOW_VERSION)/Tests/images
+
+test-hostile: setup $(PILLOW_IMAGES)
+	DATABASE_URL=sqlite:///:memory: HOSTILE_IMAGES=$(PILLOW_IMAGES) HOSTILE_SCHEMATHESIS=1 \
+		.venv/bin/pytest -q -n 2 --dist loadfile tests/hostile
 
 bench: setup
 	$(PY) bench/upload.py

@@ -192,6 +192,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Paginated operations document the 400 for a bad limit / offset (webplatform/api/pagination.py).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "webplatform.api.pagination.document_page_errors"],
 }
 
 # --- uploads: kept in memory only, so no plaintext ever lands in a temp file ---------------------------

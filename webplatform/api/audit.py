@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from django.http import StreamingHttpResponse
+from django.http import Http404, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
+from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -42,7 +43,7 @@ class CsvRenderer(BaseRenderer):
     charset = "utf-8"
 
     def render(self, data: Any, accepted_media_type: str | None = None,
-               renderer_context: dict[str, Any] | None = None) -> bytes:
+               renderer_context: Mapping[str, Any] | None = None) -> bytes:
         return json.dumps(data).encode()  # only reached for errors, which finalize_response turns to JSON
 
 
@@ -91,6 +92,13 @@ class AuditEventListApi(generics.ListAPIView):
         response["Content-Disposition"] = 'attachment; filename="timeveil-audit.csv"'
         response["Cache-Control"] = "no-store, private"
         return response
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        """An unknown `?format=` is bad input (400, documented), not a missing page (DRF's 404)."""
+        try:
+            return super().perform_content_negotiation(request, force)
+        except Http404:
+            raise ValidationError({"format": ["Use json or csv."]}) from None
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         # Errors keep API.md's JSON shape even when the caller asked for CSV.

@@ -45,3 +45,15 @@ def _bounded(name: str, raw: str, low: int, high: int) -> int:
     if value is None or not low <= value <= high:
         raise ValidationError({name: [f"Must be a whole number from {low} to {high}."]})
     return value
+
+
+def document_page_errors(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular post-processing: every paginated operation documents the 400 its bounds can answer."""
+    error = {"description": "Invalid limit or offset (or another parameter).",
+             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            names = {p.get("name") for p in operation.get("parameters", []) if isinstance(p, dict)}
+            if "limit" in names and "400" not in operation.get("responses", {}):
+                operation["responses"]["400"] = error
+    return result
