@@ -194,8 +194,8 @@ def _fine_lines(win: Window) -> np.ndarray:
                                   flow[0] * np.sin(angle) + flow[1] * np.cos(angle)])
             length = rng.uniform(0.1, 0.22) * u
             bend = np.array([-direction[1], direction[0]]) * rng.uniform(-0.02, 0.02) * u
-            _stroke(fine, np.array([start, start + direction * length / 2 + bend, start + direction * length]),
-                    rng.uniform(0.3, 0.6), max(1.0, 0.015 * u))
+            line = np.array([start, start + direction * length / 2 + bend, start + direction * length])
+            _stroke(fine, line, rng.uniform(0.3, 0.6), max(1.0, 0.015 * u))
     return cv2.GaussianBlur(np.clip(fine, 0, 1), (0, 0), sigmaX=max(0.5, 0.008 * u))
 
 
