@@ -97,3 +97,10 @@ def test_ssl_redirect_spares_the_probes(db, settings):
     assert client.get("/login/").status_code == 301
     assert client.get("/login/")["Location"].startswith("https://")
     assert client.get("/healthz").status_code == 200
+
+
+def test_no_template_has_inline_styles():
+    # style-src 'self' blocks <style> blocks and style= attributes (inline SVG included): styles live in CSS.
+    offenders = [f"{t.name}: {m.group(0)[:60]}" for t in (ROOT / "templates").rglob("*.html")
+                 for m in re.finditer(r"<style\b|\sstyle\s*=", t.read_text(), re.I)]
+    assert not offenders, offenders

@@ -131,3 +131,17 @@ def test_registration_is_limited_per_address(purposes):
     codes = [client.post("/api/v1/auth/register", {"username": f"flood{n}", "password": PASSWORD}).status_code
              for n in range(25)]
     assert codes[:20] == [201] * 20 and set(codes[20:]) == {429}
+
+
+def test_the_sign_in_form_says_when_it_is_locked(owner, clock, rf):
+    from webplatform.accounts.forms import SignInForm
+
+    for _ in range(settings.LOGIN_LIMIT_ACCOUNT_ADDRESS):
+        web_login("owner", "wrong-password-1", address="198.51.100.5")
+    request = rf.post("/login/", REMOTE_ADDR="198.51.100.5")
+    form = SignInForm(request, data={"username": "owner", "password": PASSWORD})
+    assert not form.is_valid()
+    [error] = form.non_field_errors().as_data()
+    assert error.code == "locked" and "Try again in" in error.messages[0]
+    assert SignInForm(rf.post("/login/", REMOTE_ADDR="198.51.100.6"),
+                      data={"username": "owner", "password": PASSWORD}).is_valid()

@@ -1,0 +1,29 @@
+"""The sign-in form for pages: says when a sign-in is locked (accounts/lockout.py) instead of "wrong password"."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
+
+from .lockout import client_address, login_wait
+
+
+class SignInForm(AuthenticationForm):
+    """AuthenticationForm that checks the login limits first; use as LoginView(authentication_form=SignInForm)."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "locked": "Too many failed sign-ins for this account from here. Try again in %(minutes)d minutes.",
+    }
+
+    def clean(self) -> dict[str, Any]:
+        username = self.cleaned_data.get("username")
+        if username:
+            wait = login_wait(username=username, address=client_address(self.request))
+            if wait is not None:
+                raise ValidationError(self.error_messages["locked"], code="locked",
+                                      params={"minutes": math.ceil(wait / 60)})
+        return super().clean()
