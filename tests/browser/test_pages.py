@@ -5,17 +5,24 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
 import zipfile
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.utils import timezone
 from PIL import Image
 
+from governance.audit import pseudonym
 from governance.consent import PROCESSING, consent_set
+from governance.models import ManifestEntry, RunStatus, TrainingRun
+from governance.training import lineage_get_or_create
 from webplatform.accounts.services import user_register
+from webplatform.lifecycle.erasure import user_erase
 from webplatform.photos.models import Photo
-from webplatform.photos.services import photo_create
+from webplatform.photos.services import photo_create, photo_delete
 
 from .conftest import PASSWORD, needs_chromium
 
@@ -42,6 +49,24 @@ def user_with_photos(name: str, n: int) -> tuple[object, list[Photo]]:
     user, _ = user_register(username=name, password=PASSWORD)
     consent_set(user_id=user.pk, purpose_slug=PROCESSING, granted=True, policy_version=1)
     return user, [photo_create(owner_id=user.pk, data=face_jpeg(seed=i + 1)) for i in range(n)]
+
+
+def training_history(user_ids: list[int], runs: int = 3) -> None:
+    """Finished DP runs whose manifests hold these users, as rows (a real run trains for minutes)."""
+    now = timezone.now()
+    lineage = lineage_get_or_create(settings.DP_LINEAGE)
+    # Runs may also release a noisy participant count (its noise is a field once the DP work lands).
+    count_noise = {"count_noise": 50.0} if hasattr(TrainingRun, "count_noise") else {}
+    for i in range(runs):
+        run = TrainingRun.objects.create(
+            lineage=lineage, status=RunStatus.SUCCEEDED, created_at=now - timedelta(days=runs - i),
+            finished_at=now - timedelta(days=runs - i, hours=-1), manifest_sha256=f"{i:02x}" * 32,
+            participants=120 + 15 * i, sample_rate=0.05, noise_multiplier=1.1, max_grad_norm=1.0, steps=200,
+            delta=1e-6, accountant="prv", epsilon_reserved=1.5, epsilon_spent=1.0 + 0.4 * i,
+            model_version=f"timeveil-small-{i + 2}", **count_noise)
+        for uid in user_ids:
+            ManifestEntry.objects.create(run=run, subject=pseudonym(uid), photo_id=uuid.uuid4(),
+                                         consent_record_id=uuid.uuid4())
 
 
 def test_a_new_user_signs_up_uploads_ages_compares_and_downloads(seeded, make_page, tmp_path):
@@ -154,11 +179,13 @@ def test_consent_centre_policy_receipts_training_photo_and_withdrawal_with_conse
 
 def test_privacy_export_and_erasure(seeded, make_page):
     user, photos = user_with_photos("cleo", 1)
+    training_history([user.pk])
     p = make_page()
     page = p.page
     sign_in(p, "cleo")
     page.get_by_role("link", name="Privacy").click()
     assert page.locator("svg.gauge").count() == 1
+    assert page.locator("#runs tbody tr").count() == 3
     p.audit("privacy")
 
     with page.expect_download() as download:
@@ -185,7 +212,11 @@ def test_privacy_export_and_erasure(seeded, make_page):
 
 
 def test_officer_filters_the_audit_trail_downloads_csv_verifies_and_reads_charts(seeded, make_page):
-    user_with_photos("dora", 2)
+    dora, photos = user_with_photos("dora", 3)
+    training_history([dora.pk])
+    photo_delete(user_id=dora.pk, photo=photos[0])  # a deletion for the retention chart
+    leaver, _ = user_with_photos("leo", 0)
+    user_erase(user_id=leaver.pk)  # an erasure against its deadline
     officer, _ = user_register(username="olga", password=PASSWORD)
     officer.groups.add(Group.objects.get(name=settings.COMPLIANCE_GROUP))
     p = make_page()
@@ -200,19 +231,19 @@ def test_officer_filters_the_audit_trail_downloads_csv_verifies_and_reads_charts
     page.get_by_label("Action").select_option("photo.uploaded")
     page.get_by_role("button", name="Filter").click()
     actions = page.locator("#events tbody tr td:nth-child(3)").all_inner_texts()
-    assert actions == ["photo.uploaded", "photo.uploaded"]
+    assert actions == ["photo.uploaded"] * 3
     p.audit("officer-audit")
 
     with page.expect_download() as download:
         page.locator("#csv").click()
     rows = list(csv.DictReader(open(download.value.path())))
-    assert [r["action"] for r in rows] == ["photo.uploaded", "photo.uploaded"]
+    assert [r["action"] for r in rows] == ["photo.uploaded"] * 3
 
     page.get_by_role("button", name="Verify the chain now").click()
     assert page.locator("#verification").inner_text().startswith("Chain intact")
 
     page.get_by_role("link", name="Training runs").click()
-    assert page.locator("#runs").is_visible()
+    assert page.locator("#runs tbody tr").count() == 3
     p.audit("officer-runs")
 
     p.go("/no-such-page")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from html import escape
 
@@ -9,8 +10,8 @@ from django.utils.safestring import SafeString, mark_safe
 
 # Colour-blind-safe pairs (Okabe-Ito) with enough contrast on white for lines and bars.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00"]
-WIDTH, HEIGHT = 640, 260
-LEFT, RIGHT, TOP, BOTTOM = 48, 16, 16, 48
+WIDTH, HEIGHT = 520, 260
+LEFT, RIGHT, TOP, BOTTOM = 50, 14, 16, 52
 
 
 @dataclass
@@ -34,15 +35,31 @@ class Chart:
     y_label: str = ""
     limit: float | None = None  # a horizontal line: a cap or a deadline
     limit_label: str = ""
+    empty_text: str = "Nothing recorded yet"
 
 
 def _fmt(value: float) -> str:
+    if not math.isfinite(value):
+        return "unbounded"
     return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
 
 
 def _scale(chart: Chart) -> tuple[float, float]:
-    top = max([v for s in chart.series for v in s.values] + [chart.limit or 0.0, 1e-9])
-    return 0.0, top * 1.1
+    """0 to a round top (4 gridline steps of 1, 2, 2.5 or 5 x 10^k) above the data and the limit."""
+    top = max([v for s in chart.series for v in s.values] + [chart.limit or 0.0])
+    if top <= 0:
+        return 0.0, 4.0
+    raw = top * 1.05 / 4
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    if all(float(v).is_integer() for s in chart.series for v in s.values):
+        step = max(1.0, math.ceil(step))  # counts: whole-number gridlines
+    return 0.0, step * 4
+
+
+def _empty(chart: Chart) -> bool:
+    # Zero days to erase is data; zero deletions on every day is "nothing yet".
+    return not chart.x_labels or (chart.limit is None and all(v == 0 for s in chart.series for v in s.values))
 
 
 def _frame(chart: Chart, body: list[str]) -> SafeString:
@@ -57,18 +74,21 @@ def _frame(chart: Chart, body: list[str]) -> SafeString:
         value = lo + (hi - lo) * i / 4
         y = TOP + plot_h - plot_h * i / 4
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e3e3"/>')
-        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
+        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="13" '
                      f'fill="#444">{_fmt(round(value, 2))}</text>')
     if chart.y_label:
-        parts.append(f'<text x="12" y="{TOP + plot_h / 2:.1f}" font-size="11" fill="#444" '
+        parts.append(f'<text x="12" y="{TOP + plot_h / 2:.1f}" font-size="13" fill="#444" '
                      f'transform="rotate(-90 12 {TOP + plot_h / 2:.1f})" text-anchor="middle">'
                      f'{escape(chart.y_label)}</text>')
     parts.extend(body)
+    if _empty(chart):
+        parts.append(f'<text x="{(LEFT + WIDTH - RIGHT) / 2:.0f}" y="{TOP + plot_h / 2:.0f}" text-anchor="middle" '
+                     f'font-size="14" fill="#565e66">{escape(chart.empty_text)}</text>')
     if chart.limit is not None:
         y = TOP + plot_h - plot_h * (chart.limit - lo) / (hi - lo)
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#a4161a" '
                      f'stroke-width="2" stroke-dasharray="6 4"/>')
-        parts.append(f'<text x="{WIDTH - RIGHT}" y="{y - 5:.1f}" text-anchor="end" font-size="11" '
+        parts.append(f'<text x="{WIDTH - RIGHT}" y="{y - 5:.1f}" text-anchor="end" font-size="13" '
                      f'fill="#a4161a">{escape(chart.limit_label)}</text>')
     parts.append(_x_labels(chart))
     parts.append(_legend(chart))
@@ -83,9 +103,9 @@ def _x(chart: Chart, i: int) -> float:
 
 def _x_labels(chart: Chart) -> str:
     # Thin the labels so they never overlap: at most about 8 along the axis.
-    step = max(1, -(-len(chart.x_labels) // 8))
+    step = max(1, -(-len(chart.x_labels) // 6))
     return "".join(
-        f'<text x="{_x(chart, i):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" font-size="11" '
+        f'<text x="{_x(chart, i):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" font-size="13" '
         f'fill="#444">{escape(label)}</text>'
         for i, label in enumerate(chart.x_labels) if i % step == 0)
 
@@ -94,8 +114,8 @@ def _legend(chart: Chart) -> str:
     parts, x = [], LEFT
     for s in chart.series:
         parts.append(f'<rect x="{x}" y="{HEIGHT - 18}" width="12" height="12" fill="{s.colour}"/>'
-                     f'<text x="{x + 16}" y="{HEIGHT - 8}" font-size="12" fill="#222">{escape(s.name)}</text>')
-        x += 24 + 7 * len(s.name)
+                     f'<text x="{x + 16}" y="{HEIGHT - 8}" font-size="13" fill="#222">{escape(s.name)}</text>')
+        x += 26 + 8 * len(s.name)
     return "".join(parts)
 
 
@@ -131,14 +151,19 @@ def bar_chart(chart: Chart) -> SafeString:
         start = _x(chart, i) - bar * len(chart.series) / 2
         for k, s in enumerate(chart.series):
             h = plot_h * (s.values[i] - lo) / (hi - lo)
+            h = max(h, 2.0)  # a zero is still a bar you can see (an erasure done within the day)
             body.append(f'<rect x="{start + k * bar:.1f}" y="{TOP + plot_h - h:.1f}" width="{bar - 2:.1f}" '
                         f'height="{h:.1f}" fill="{s.colour}"/>')
+            if len(chart.x_labels) <= 12 and s.values[i]:
+                body.append(f'<text x="{start + k * bar + (bar - 2) / 2:.1f}" y="{TOP + plot_h - h - 4:.1f}" '
+                            f'text-anchor="middle" font-size="12" fill="#222">{_fmt(round(s.values[i], 2))}</text>')
     return _frame(chart, body)
 
 
 def gauge(*, spent: float, reserved: float, cap: float, label: str) -> SafeString:
     """A horizontal budget bar: spent, then reserved, out of the cap."""
     width, height, pad = 600, 64, 4
+    spent, reserved = (min(v, cap * 10) if math.isfinite(v) else cap * 10 for v in (spent, reserved))
     scale = (width - 2 * pad) / max(cap, spent + reserved, 1e-9)
     spent_w, reserved_w = spent * scale, reserved * scale
     left = max(cap - spent - reserved, 0.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -174,41 +175,56 @@ def erasure_chart() -> dict[str, Any]:
 
 
 def run_epsilon(run: TrainingRun) -> float:
-    """What a run counts against the budget: spent once finished, reserved until then."""
+    """What a run counts against the budget by basic composition: spent once finished, reserved until then."""
     if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
         return float(run.epsilon_spent or 0.0)
     return float(run.epsilon_reserved)
 
 
+def running_epsilon(runs: list[TrainingRun], delta: float | None = None) -> list[float]:
+    """Epsilon of the first 1, 2, ... n runs together, composed the way the budget ledger composes them."""
+    # The accountant's composition when the ledger has it; else basic composition, also an upper bound.
+    compose: Callable[..., float] | None
+    try:
+        from governance.training import composed_epsilon as compose
+    except ImportError:
+        compose = None
+    totals, basic = [], 0.0
+    for k, run in enumerate(runs):
+        basic += run_epsilon(run)
+        totals.append(round(compose(runs[:k + 1], delta=delta) if compose is not None else basic, 3))
+    return totals
+
+
 def budget_chart() -> dict[str, Any]:
-    """Each lineage's committed epsilon after each run, with the cap."""
+    """Each lineage's committed epsilon after each of its runs (on one time axis), with the cap."""
     lineages = list(Lineage.objects.order_by("name"))
     runs = list(TrainingRun.objects.select_related("lineage").order_by("created_at"))
-    totals: dict[int, float] = {lineage.pk: 0.0 for lineage in lineages}
-    values: dict[int, list[float]] = {lineage.pk: [] for lineage in lineages}
-    for run in runs:
-        totals[run.lineage_id] += run_epsilon(run)
-        for lineage in lineages:
-            values[lineage.pk].append(round(totals[lineage.pk], 3))
+    values: dict[int, list[float]] = {}
+    for lineage in lineages:
+        own = [r for r in runs if r.lineage_id == lineage.pk]
+        totals = dict(zip((r.pk for r in own), running_epsilon(own, delta=lineage.delta), strict=True))
+        current, values[lineage.pk] = 0.0, []
+        for run in runs:  # carry the lineage's total across other lineages' runs
+            current = totals.get(run.pk, current)
+            values[lineage.pk].append(current)
     cap = max((lineage.epsilon_cap for lineage in lineages), default=settings.DP_EPSILON_CAP)
     chart = Chart("budget-chart", "Privacy budget spent per model lineage",
-                  "Cumulative epsilon committed by each lineage after each training run, against the cap.",
+                  "Epsilon committed by each lineage after each training run (all its runs so far composed), "
+                  "against the cap.",
                   [_label(r.created_at.date()) for r in runs],
                   [Series(lineage.name, values[lineage.pk]) for lineage in lineages],
                   y_label="epsilon", limit=cap, limit_label=f"cap {cap:g}")
     return {"svg": line_chart(chart), "chart": chart}
 
 
-def user_epsilon_chart(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The user's epsilon per run and the running total (basic composition, an upper bound)."""
-    total, totals = 0.0, []
-    for run in runs:
-        total += float(run["epsilon"])
-        totals.append(round(total, 3))
-    labels = [_label(date.fromisoformat(r["finished_at"][:10])) if r["finished_at"] else "running" for r in runs]
+def user_epsilon_chart(runs: list[TrainingRun], *, cap: float) -> dict[str, Any]:
+    """The user's epsilon per run and all their runs so far composed (the figure their cap applies to)."""
+    totals = running_epsilon(runs, delta=min((r.delta for r in runs), default=None))
+    labels = [_label((r.finished_at or r.created_at).date()) for r in runs]
     chart = Chart("epsilon-chart", "Your privacy loss over training runs",
-                  "Epsilon of each training run that used your photo, and the running total.",
-                  labels, [Series("this run", [float(r["epsilon"]) for r in runs]),
-                           Series("running total (upper bound)", totals)],
-                  y_label="epsilon", limit=settings.DP_EPSILON_CAP, limit_label=f"cap {settings.DP_EPSILON_CAP:g}")
+                  "Epsilon of each training run that used your photo, and all of them so far composed.",
+                  labels, [Series("this run", [round(float(r.epsilon_reserved), 3) for r in runs]),
+                           Series("your total", totals)],
+                  y_label="epsilon", limit=cap, limit_label=f"cap {cap:g}")
     return {"svg": line_chart(chart), "chart": chart}

@@ -307,12 +307,17 @@ def privacy(request: HttpRequest) -> HttpResponse:
     """The user's privacy loss: a gauge against the cap, a chart over runs, the runs, in plain words."""
     uid = user_id(request)
     report = privacy_report(uid)
-    reserved = sum(float(r.epsilon_reserved) for r in runs_for_subject(uid) if r.status == RunStatus.RUNNING)
-    spent = max(float(report["total_epsilon"]) - reserved, 0.0) if reserved else float(report["total_epsilon"])
+    cap = float(report.get("epsilon_cap", settings.DP_EPSILON_CAP))
+    total = float(report["total_epsilon"])
+    # Runs still in progress count in the total already (as reserved): the gauge shows them apart.
+    runs = runs_for_subject(uid)
+    reserved = sum(float(r.epsilon_reserved) for r in runs if r.status in (RunStatus.RESERVED, RunStatus.RUNNING))
+    reserved = min(reserved, total)
+    spent = total - reserved
     return render(request, "privacy.html", {
-        "privacy": report, "cap": settings.DP_EPSILON_CAP,
-        "gauge": gauge(spent=spent, reserved=reserved, cap=settings.DP_EPSILON_CAP, label="Your epsilon"),
-        "spent": spent, "reserved": reserved, "chart": selectors.user_epsilon_chart(report["runs"]),
+        "privacy": report, "cap": cap,
+        "gauge": gauge(spent=spent, reserved=reserved, cap=cap, label="Your epsilon"),
+        "spent": spent, "reserved": reserved, "chart": selectors.user_epsilon_chart(runs, cap=cap),
         "training_photo": training_photo_get(user_id=uid),
     })
 
