@@ -151,6 +151,17 @@ def test_the_privacy_page_shows_the_gauge_and_cap(owner):
     assert '<svg class="gauge"' in page and 'id="cap">' in page and "No training run has used your data" in page
 
 
+def test_the_training_policy_states_the_caps_users_agree_to(db):
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from governance.models import PolicyVersion
+
+    call_command("bootstrap", stdout=io.StringIO())
+    text = re.sub(r"\s+", " ", PolicyVersion.objects.get(purpose__slug=TRAINING).text)
+    assert f"may spend at most epsilon {settings.DP_EPSILON_CAP:g} in total" in text and "{" not in text
+
+
 def test_browsers_get_html_error_pages_and_the_api_keeps_json(owner, purposes):
     missing = Client().get("/no-such-page")
     assert missing.status_code == 404 and missing["Content-Type"].startswith("text/html")

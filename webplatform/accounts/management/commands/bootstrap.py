@@ -23,6 +23,16 @@ POLICY_DIR = Path(__file__).resolve().parents[4] / "governance" / "policies"
 PURPOSE_NAMES = {PROCESSING: "Processing your photos", TRAINING: "Improving the model (differential privacy)"}
 
 
+def policy_text(slug: str) -> str:
+    """A purpose's policy text with the configured privacy caps written in, so what users agree to states them."""
+    caps = {"epsilon_cap": settings.DP_EPSILON_CAP, "delta": settings.DP_DELTA,
+            "user_epsilon_cap": getattr(settings, "DP_USER_EPSILON_CAP", settings.DP_EPSILON_CAP)}
+    text = (POLICY_DIR / f"{slug}.txt").read_text()
+    for name, value in caps.items():
+        text = text.replace("{" + name + "}", f"{value:g}")
+    return text
+
+
 class Command(BaseCommand):
     help = "Seed purposes, policies and roles; with --demo also demo accounts, whose credentials it prints."
 
@@ -38,7 +48,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             for slug, name in PURPOSE_NAMES.items():
                 if not Purpose.objects.filter(slug=slug).exists():
-                    policy_publish(purpose_slug=slug, name=name, text=(POLICY_DIR / f"{slug}.txt").read_text())
+                    policy_publish(purpose_slug=slug, name=name, text=policy_text(slug))
             Group.objects.get_or_create(name=settings.COMPLIANCE_GROUP)
         if not options["demo"]:
             self.stdout.write(self.style.SUCCESS("Timeveil is ready (no demo accounts: pass --demo for them)."))
