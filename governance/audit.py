@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,16 +43,20 @@ def pseudonym(user_id: int | None) -> str:
 
 
 _derived: dict[tuple[bytes, bytes], bytes] = {}
+# Serialises the first keyring use: opening a file keyring that does not exist yet creates it, and two
+# threads doing that at once race on its temporary file.
+_derive_lock = threading.Lock()
 
 
 def _derive(label: bytes) -> bytes:
     """A 256-bit key for one audit use, derived (HKDF-SHA256) from the keyring's pseudonym key."""
     from .keys import get_keyring
 
-    root = get_keyring().pseudonym_key()
-    if (root, label) not in _derived:
-        _derived[(root, label)] = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(root)
-    return _derived[(root, label)]
+    with _derive_lock:
+        root = get_keyring().pseudonym_key()
+        if (root, label) not in _derived:
+            _derived[(root, label)] = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(root)
+        return _derived[(root, label)]
 
 
 def chain_key() -> bytes:
