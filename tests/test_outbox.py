@@ -5,6 +5,7 @@ does when Redis is down. Storage faults are real too: the object store's folder 
 every write fails with the operating system's own error. What these tests check is delivery, not the model:
 the one call into inference (`services._transform`) is replaced by an identity stand-in, so they stay fast and
 independent of the model; the real transformation is tested through the same path in tests/test_jobs.py.
+Photos that get transformed carry a synthetic face: a photo without one is refused at the request (422).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from django.test import override_settings
 
 from governance.models import AuditEvent, ErasureRequest, ErasureStatus
 from tests.lifecycle_support import orphan_files, storage_path
+from tests.test_jobs import face_jpeg
 from webplatform.celery import app as celery_app
 from webplatform.jobs.models import JobStatus, TransformationJob
 from webplatform.jobs.services import jobs_sweep
@@ -73,7 +75,7 @@ def _status(job_id: str) -> tuple[str, str]:
 
 def test_during_a_broker_outage_a_transformation_is_accepted_stays_queued_and_runs_when_it_returns(
         owner, upload, django_capture_on_commit_callbacks):
-    photo_id = upload().json()["id"]
+    photo_id = upload(face_jpeg()).json()["id"]
 
     # Given a broker that refuses connections, a transformation is still accepted, and stays queued
     with broker_down():
@@ -101,7 +103,7 @@ def test_a_queued_job_whose_message_was_lost_is_published_again_after_the_republ
         owner, upload, clock, django_capture_on_commit_callbacks, monkeypatch):
     from webplatform.jobs import services
 
-    photo_id = upload().json()["id"]
+    photo_id = upload(face_jpeg()).json()["id"]
     sent: list[tuple] = []
     # The broker took the message and then lost it (a Redis restart without persistence): nothing runs it.
     monkeypatch.setattr(services, "publish", lambda name, *args: sent.append(args) or True)
@@ -121,7 +123,7 @@ def test_a_queued_job_whose_message_was_lost_is_published_again_after_the_republ
 
 def test_a_job_whose_worker_died_is_requeued_by_the_sweeper_and_finishes_once(owner, upload, clock,
                                                                             django_capture_on_commit_callbacks):
-    photo_id = upload().json()["id"]
+    photo_id = upload(face_jpeg()).json()["id"]
     with broker_down(), django_capture_on_commit_callbacks(execute=True):
         job_id = owner.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": 60},
                                    format="json").json()["id"]
@@ -145,7 +147,7 @@ def test_a_job_whose_worker_died_is_requeued_by_the_sweeper_and_finishes_once(ow
 
 def test_a_job_that_keeps_killing_its_worker_fails_with_worker_lost(owner, upload, clock,
                                                                      django_capture_on_commit_callbacks):
-    photo_id = upload().json()["id"]
+    photo_id = upload(face_jpeg()).json()["id"]
     with broker_down(), django_capture_on_commit_callbacks(execute=True):
         job_id = owner.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": 60},
                                    format="json").json()["id"]
@@ -160,7 +162,7 @@ def test_a_duplicate_message_for_a_job_a_live_worker_holds_does_nothing(owner, u
                                                                         django_capture_on_commit_callbacks):
     from webplatform.jobs.services import job_run
 
-    photo_id = upload().json()["id"]
+    photo_id = upload(face_jpeg()).json()["id"]
     with broker_down(), django_capture_on_commit_callbacks(execute=True):
         job_id = owner.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": 60},
                                    format="json").json()["id"]
@@ -180,7 +182,7 @@ def test_an_upload_while_storage_is_down_is_503_with_retry_after_and_leaves_noth
 
 
 def test_a_download_while_storage_is_down_is_503_not_500(owner, upload, tmp_path):
-    photo_id = upload().json()["id"]
+    photo_id = upload(face_jpeg()).json()["id"]
     with storage_down(tmp_path):
         response = owner.client.get(f"/api/v1/photos/{photo_id}/content")
     assert response.status_code == 503
@@ -190,7 +192,7 @@ def test_a_download_while_storage_is_down_is_503_not_500(owner, upload, tmp_path
 
 def test_a_job_that_cannot_reach_storage_is_retried_then_fails_with_storage_unavailable(
         owner, upload, tmp_path, django_capture_on_commit_callbacks):
-    photo_id = upload().json()["id"]
+    photo_id = upload(face_jpeg()).json()["id"]
     # When storage is down for every attempt (embedded mode runs the retries at once, without the backoff)
     with storage_down(tmp_path), django_capture_on_commit_callbacks(execute=True):
         response = owner.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": 50},
