@@ -245,3 +245,30 @@ def test_the_sweep_and_retention_tasks_are_on_the_periodic_schedule():
     assert {JOBS_SWEEP, RETENTION} <= scheduled
     assert settings.CELERY_TASK_ROUTES["webplatform.training.tasks.*"] == {"queue": "training"}
     assert timedelta(seconds=settings.JOB_STALE_SECONDS) < timedelta(minutes=2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_job_keeps_its_heartbeat_fresh_so_the_sweeper_leaves_it_alone(owner, upload, settings, monkeypatch):
+    import time
+
+    from webplatform.jobs import services
+
+    settings.JOB_HEARTBEAT_SECONDS, settings.JOB_STALE_SECONDS = 0.1, 0.5
+    photo_id = upload(face_jpeg()).json()["id"]
+    with broker_down():
+        job_id = owner.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": 60},
+                                   format="json").json()["id"]
+    beats, sweeps = [], []
+
+    def slow_model(image, *, target_age):  # a transformation that takes longer than the stale threshold
+        for _ in range(6):
+            time.sleep(0.2)
+            beats.append(TransformationJob.objects.get(pk=job_id).heartbeat_at)
+        sweeps.append(jobs_sweep())
+        return image, "slow-test"
+
+    monkeypatch.setattr(services, "_transform", slow_model)
+    services.job_run(job_id=job_id)
+    assert len(set(beats)) >= 3  # the side thread kept beating while the model ran
+    assert sweeps[0]["requeued"] == 0  # 1.2 s in, past the 0.5 s threshold, yet not taken for dead
+    assert TransformationJob.objects.get(pk=job_id).status == JobStatus.DONE
