@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 
 import pytest
@@ -170,6 +171,16 @@ def test_browsers_get_html_error_pages_and_the_api_keeps_json(owner, purposes):
     assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
     forbidden = browser(owner).get("/officer/")
     assert forbidden.status_code == 403 and "Not allowed" in forbidden.content.decode()
+
+
+def test_a_server_error_is_an_html_page_for_browsers_and_json_for_the_api(rf):
+    from webplatform.pages.errors import server_error
+
+    page = server_error(rf.get("/photos/x"))
+    api = server_error(rf.get("/api/v1/photos"))
+    assert page.status_code == 500 and "Something went wrong" in page.content.decode()
+    assert page["Content-Type"].startswith("text/html")
+    assert api.status_code == 500 and json.loads(api.content)["error"]["code"] == "server_error"
 
 
 def test_officers_filter_the_audit_trail_page_and_get_the_matching_csv_link(owner, officer, upload):
