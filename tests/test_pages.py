@@ -135,6 +135,8 @@ def test_the_age_form_without_javascript_queues_a_job_and_opens_it(owner, upload
     job = TransformationJob.objects.get(photo=photo)
     assert response.status_code == 302 and response["Location"].endswith(f"?job={job.id}")
     assert job.target_age == 70
+    # The page follows that queued job (its script polls it) until it is done.
+    assert f'data-pending="{job.id}"' in browser(owner).get(response["Location"]).content.decode()
     assert browser(owner).post(f"/photos/{photo.id}/age", {"target_age": "500"}).status_code == 302
     assert TransformationJob.objects.filter(photo=photo).count() == 1
 

@@ -91,6 +91,7 @@ def test_a_new_user_signs_up_uploads_ages_compares_and_downloads(seeded, make_pa
     page.get_by_label("Upload a selfie", exact=False).set_input_files(str(selfie))
     page.get_by_role("button", name="Upload", exact=True).click()
     page.wait_for_url("**/photos/*")
+    assert page.locator(".facebox").count() == 1  # the detector's box, drawn by the page's script
     p.audit("photo")
 
     # Keyboard only: a preset, then the slider's arrow keys, then Enter on "Age me".

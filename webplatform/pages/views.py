@@ -115,8 +115,11 @@ def photo(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
     item = _photo_or_404(uid, photo_id)
     jobs = list(TransformationJob.objects.filter(photo=item, owner_id=uid).select_related("result")
                 .order_by("-created_at"))
-    compare = next((j for j in jobs if str(j.id) == request.GET.get("job")), None) or \
+    asked = next((j for j in jobs if str(j.id) == request.GET.get("job")), None)
+    compare = asked if asked and asked.status == JobStatus.DONE else \
         next((j for j in jobs if j.status == JobStatus.DONE), None)
+    # A job still in the queue (a real worker, or the no-script form): the page's script follows it.
+    pending = asked if asked and asked.status in (JobStatus.QUEUED, JobStatus.RUNNING) else None
     face_box = getattr(item, "face_box", None)
     box = None
     if face_box and len(face_box) == 4 and item.width and item.height:
@@ -125,7 +128,7 @@ def photo(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
                "width": 100 * w / item.width, "height": 100 * h / item.height}
     no_face = getattr(item, "face_count", None) == 0 or any(j.error == "no_face" for j in jobs)
     return render(request, "photo.html", {
-        "photo": item, "jobs": jobs, "compare": compare if compare and compare.status == JobStatus.DONE else None,
+        "photo": item, "jobs": jobs, "compare": compare, "pending": pending,
         "presets": AGE_PRESETS, "box": json.dumps(box) if box else "", "no_face": no_face,
         "delete": selectors.consequences_of_photo_delete(item),
         "training_active": selectors.consent_is_active(user_id=uid, purpose_slug=TRAINING),

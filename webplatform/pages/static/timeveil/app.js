@@ -74,6 +74,12 @@
         poll(res.body.id, Date.now());
       }).catch(function () { say("Could not reach the server.", null); submit.disabled = false; });
     });
+
+    if (form.dataset.pending) {  // a job queued without the script, or before a reload: follow it
+      submit.disabled = true;
+      say("Waiting for a free worker…", 5);
+      poll(form.dataset.pending, Date.now());
+    }
   }
 
   function setupCompare(slider) {
