@@ -157,6 +157,53 @@ class Stack:
             return conn.execute(sql).fetchall()
 
 
+class EmbeddedStack(Stack):
+    """`make run`'s mode for comparison: gunicorn threads, SQLite in WAL mode, eager jobs, the scheduler thread."""
+
+    def __init__(self, workdir: Path, web_workers: int) -> None:  # noqa: D107 - no services to prepare
+        self.workdir, self.web_workers = workdir, web_workers
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        var = workdir / "var"
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))},
+                    "TIMEVEIL_VAR_DIR": str(var), "DATABASE_URL": f"sqlite:///{var / 'timeveil.sqlite3'}",
+                    "EMBEDDED_SCHEDULER": "1", "RETENTION_INTERVAL_SECONDS": "15", "ORPHAN_GRACE_SECONDS": "20",
+                    "THROTTLE_ANON": "100000/min", "THROTTLE_USER": "100000/min", "THROTTLE_AUTH": "100000/min",
+                    "LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE": "webplatform.settings"}
+        self.processes = {}
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def up(self) -> None:
+        for step in (("migrate", "--noinput"), ("bootstrap",), ("collectstatic", "--noinput", "-v", "0")):
+            result = self.manage(*step)
+            if result.returncode != 0:
+                raise SystemExit(f"manage.py {' '.join(step)} failed:\n{result.stderr[-3000:]}")
+        bin_dir = Path(sys.executable).parent
+        log = open(self.logs / "web.log", "a")  # noqa: SIM115 - closed with the process
+        self.processes["web"] = subprocess.Popen(
+            [str(bin_dir / "gunicorn"), "webplatform.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", "2",
+             "--threads", "16", "--timeout", "120", "--backlog", "2048"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until_serving(self.base_url)
+
+    def down(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
+
+    def bucket_keys(self) -> set[str]:
+        root = self.workdir / "var" / "objects"
+        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+    def query(self, sql: str) -> list[tuple]:
+        import sqlite3
+
+        with sqlite3.connect(self.workdir / "var" / "timeveil.sqlite3", timeout=30) as conn:
+            return conn.execute(sql).fetchall()
+
+
 def face_image() -> bytes:
     import io
 
@@ -199,7 +246,9 @@ def phase(stack: Stack, name: str, *, users: int, flows: int, image: bytes, faul
         injector = threading.Thread(target=inject, args=(stack, fault, started), daemon=True)
         injector.start()
     started.set()
-    report = run_flows(stack.base_url, image, users=users, flows=flows, transform=True, poll_seconds=150)
+    # Under a fault, flows start spread over the fault's window, so requests meet it at every step.
+    report = run_flows(stack.base_url, image, users=users, flows=flows, transform=True, poll_seconds=150,
+                       stagger=0.75 if fault else 0.0)
     if injector:
         injector.join()
     summary = report.summary()
@@ -221,7 +270,7 @@ def phase(stack: Stack, name: str, *, users: int, flows: int, image: bytes, faul
 
 
 def write_table(rows: list[dict], path: Path) -> None:
-    columns = ("phase", "users", "fault", "seconds", "5xx", "503", "transport_errors", "uploads_acked",
+    columns = ("phase", "users", "fault", "seconds", "5xx (not 503)", "503", "transport_errors", "uploads_acked",
                "uploads_lost", "jobs", "unfinished_jobs", "orphans_after_reconciler", "audit_verifies")
     lines = ["| " + " | ".join(columns) + " | job outcomes |", "|" + "---|" * (len(columns) + 1)]
     for row in rows:
@@ -238,19 +287,23 @@ def main() -> None:
     parser.add_argument("--flows-per-user", type=int, default=2)
     parser.add_argument("--faults", default="all", help="all, none, or a comma list of " + ", ".join(FAULTS))
     parser.add_argument("--web-workers", type=int, default=4)
+    parser.add_argument("--embedded", action="store_true", help="make run's mode instead (load only, no faults)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "production.md"))
     args = parser.parse_args()
     faults = FAULTS if args.faults == "all" else () if args.faults == "none" else tuple(args.faults.split(","))
 
     import tempfile
 
-    stack = Stack(Path(tempfile.mkdtemp(prefix="timeveil-production-")), args.web_workers)
+    workdir = Path(tempfile.mkdtemp(prefix="timeveil-production-"))
+    stack = EmbeddedStack(workdir, args.web_workers) if args.embedded else Stack(workdir, args.web_workers)
+    if args.embedded:
+        faults = ()
     rows = []
     try:
         stack.up()
         image = face_image()
         for users in args.users:
-            rows.append(phase(stack, f"load {users}", users=users, flows=users * args.flows_per_user, image=image,
+            rows.append(phase(stack, f"{'embedded' if args.embedded else 'load'} {users}", users=users, flows=users * args.flows_per_user, image=image,
                               fault=None))
         for fault in faults:
             rows.append(phase(stack, fault, users=16, flows=16 * args.flows_per_user, image=image, fault=fault))

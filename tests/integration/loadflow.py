@@ -43,7 +43,8 @@ class LoadReport:
 
     @property
     def server_errors(self) -> int:
-        return sum(n for (_, status), n in self.statuses.items() if status >= 500)
+        """5xx other than 503: failures, never an acceptable answer."""
+        return sum(n for (_, status), n in self.statuses.items() if status >= 500 and status != 503)
 
     @property
     def unavailable(self) -> int:
@@ -51,7 +52,7 @@ class LoadReport:
         return sum(n for (_, status), n in self.statuses.items() if status == 503)
 
     def summary(self) -> dict:
-        return {"seconds": round(self.seconds, 1), "5xx": self.server_errors, "503": self.unavailable,
+        return {"seconds": round(self.seconds, 1), "5xx (not 503)": self.server_errors, "503": self.unavailable,
                 "transport_errors": sum(self.transport_errors.values()), "uploads_acked": len(self.acked_uploads),
                 "jobs": len(self.jobs), "unfinished_jobs": len(self.unfinished_jobs),
                 "job_outcomes": dict(self.job_outcomes),
@@ -166,13 +167,17 @@ def user_flow(base_url: str, report: LoadReport, image: bytes, *, transform: boo
 
 
 def run_flows(base_url: str, image: bytes, *, users: int, flows: int, transform: bool = False,
-              poll_seconds: float = 120) -> LoadReport:
-    """`flows` user journeys by `users` concurrent clients."""
+              poll_seconds: float = 120, stagger: float = 0.0) -> LoadReport:
+    """`flows` user journeys by `users` concurrent clients; flow i starts no sooner than i * stagger seconds in."""
     report = LoadReport()
     start = time.monotonic()
+
+    def flow(index: int) -> None:
+        time.sleep(max(0.0, start + index * stagger - time.monotonic()))
+        user_flow(base_url, report, image, transform=transform, poll_seconds=poll_seconds)
+
     with ThreadPoolExecutor(max_workers=users) as pool:
-        futures = [pool.submit(user_flow, base_url, report, image, transform=transform, poll_seconds=poll_seconds)
-                   for _ in range(flows)]
+        futures = [pool.submit(flow, index) for index in range(flows)]
         for future in futures:
             future.result()
     report.seconds = time.monotonic() - start
