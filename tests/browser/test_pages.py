@@ -16,7 +16,7 @@ from django.utils import timezone
 from PIL import Image
 
 from governance.audit import pseudonym
-from governance.consent import PROCESSING, consent_set
+from governance.consent import PROCESSING, TRAINING, consent_set, policy_publish
 from governance.models import ManifestEntry, RunStatus, TrainingRun
 from governance.training import lineage_get_or_create
 from webplatform.accounts.services import user_register
@@ -132,18 +132,31 @@ def test_a_new_user_signs_up_uploads_ages_compares_and_downloads(seeded, make_pa
     assert "no-store" in response.headers["cache-control"]
     p.audit("photos")
 
+    # Deleting says what goes first, then goes.
+    page.get_by_role("link", name="Open and age").click()
+    page.get_by_role("link", name="Delete this photo…").click()
+    assert "removes 1 photo and 1 result" in page.locator("#consequence").inner_text()
+    p.audit("confirm-delete")
+    page.get_by_role("button", name="Delete photo and results").click()
+    assert page.locator("#no-photos").is_visible()
+
 
 def test_consent_centre_policy_receipts_training_photo_and_withdrawal_with_consequences(seeded, make_page):
     user, photos = user_with_photos("bea", 3)
+    policy_publish(purpose_slug=TRAINING, text=f"Training policy v2. Each model lineage is capped at epsilon "
+                   f"{settings.DP_EPSILON_CAP:g}.\nYou choose the photo kept for training.")
     p = make_page()
     page = p.page
+    p.go("/login/")
+    p.audit("login")
     sign_in(p, "bea")
     page.get_by_role("link", name="Consent").click()
     p.audit("consents")
 
     # The policy is a page; a receipt is a page and a download.
-    page.locator("[data-purpose=training]").get_by_role("link", name="Read policy version 1").click()
+    page.locator("[data-purpose=training]").get_by_role("link", name="Read policy version 2").click()
     assert f"epsilon {settings.DP_EPSILON_CAP:g}" in page.locator("#policy-text").inner_text()
+    assert page.locator("#diff .added").all_inner_texts()[-1].endswith("You choose the photo kept for training.")
     p.audit("policy")
     p.go("/consents")
     page.locator("#receipts").get_by_role("link", name="View").first.click()
