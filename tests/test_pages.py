@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import timedelta
 
 import pytest
 from django.test import Client
@@ -193,6 +194,19 @@ def test_officers_filter_the_audit_trail_page_and_get_the_matching_csv_link(owne
     assert "format=csv" in page and "action=photo.uploaded" in page
     verified = client.post("/officer/audit/verify").content.decode()
     assert "Chain intact" in verified
+
+
+def test_the_audit_date_filters_match_their_csv_link(owner, officer, upload, clock):
+    _photo(owner, upload)
+    client = browser(officer)
+    today = clock.now.date().isoformat()
+    page = client.get(f"/officer/audit?action=photo.uploaded&since={today}&until={today}").content.decode()
+    assert page.count("<td>photo.uploaded</td>") == 1
+    csv_url = re.search(r'href="(/api/v1/audit/events\?[^"]+)" id="csv"', page).group(1)
+    rows = b"".join(client.get(csv_url.replace("&amp;", "&")).streaming_content).decode().splitlines()
+    assert len(rows) == 2 and "photo.uploaded" in rows[1]
+    tomorrow = (clock.now.date() + timedelta(days=1)).isoformat()
+    assert "No events match" in client.get(f"/officer/audit?since={tomorrow}").content.decode()
 
 
 def test_the_officer_dashboard_draws_its_four_charts_server_side(officer, owner, upload):

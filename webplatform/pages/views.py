@@ -69,6 +69,8 @@ def _purposes() -> list[dict]:
 
 def signup(request: HttpRequest) -> HttpResponse:
     """Create an account and record the consents ticked on the same form."""
+    if request.user.is_authenticated:
+        return redirect("home")
     purposes = _purposes()
     context: dict = {"purposes": purposes, "errors": {}, "values": {}}
     if request.method != "POST":
