@@ -9,17 +9,11 @@ import pytest
 from PIL import Image
 
 from governance.models import AuditEvent
-from inference.synthetic import Identity, place_in_photo
 from webplatform.jobs.engine import reset_engine
 from webplatform.jobs.models import TransformationJob, TransformationResult
 from webplatform.photos.models import Photo
 
-
-def face_jpeg(seed: int = 4, age: float = 30) -> bytes:
-    photo, _ = place_in_photo(Identity.from_seed(seed), age, photo_size=(360, 480), face_size=200, seed=seed)
-    buffer = io.BytesIO()
-    Image.fromarray(photo).save(buffer, format="JPEG", quality=95)
-    return buffer.getvalue()
+from .images import face_jpeg
 
 
 def decode(data: bytes) -> np.ndarray:

@@ -19,8 +19,8 @@ from django.conf import settings
 from django.test import override_settings
 
 from governance.models import AuditEvent, ErasureRequest, ErasureStatus
+from tests.images import face_jpeg
 from tests.lifecycle_support import orphan_files, storage_path
-from tests.test_jobs import face_jpeg
 from webplatform.celery import app as celery_app
 from webplatform.jobs.models import JobStatus, TransformationJob
 from webplatform.jobs.services import jobs_sweep
