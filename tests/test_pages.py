@@ -209,6 +209,21 @@ def test_the_audit_date_filters_match_their_csv_link(owner, officer, upload, clo
     assert "No events match" in client.get(f"/officer/audit?since={tomorrow}").content.decode()
 
 
+def test_the_retention_chart_counts_deletions_and_the_backlog_from_the_audit_trail(owner, upload, clock):
+    from webplatform.lifecycle.retention import retention_enforce
+    from webplatform.pages.selectors import retention_chart
+
+    _photo(owner, upload)
+    clock.advance(hours=49)  # past its 48 h, and retention has not run yet
+
+    def today() -> dict[str, float]:
+        return {s.name: s.values[-1] for s in retention_chart()["chart"].series}
+
+    assert today() == {"photos deleted": 0, "results deleted": 0, "backlog": 1}
+    retention_enforce()
+    assert today() == {"photos deleted": 1, "results deleted": 0, "backlog": 0}
+
+
 def test_the_officer_dashboard_draws_its_four_charts_server_side(officer, owner, upload):
     _photo(owner, upload)
     page = browser(officer).get("/officer/").content.decode()

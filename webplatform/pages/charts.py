@@ -74,10 +74,10 @@ def _frame(chart: Chart, body: list[str]) -> SafeString:
         value = lo + (hi - lo) * i / 4
         y = TOP + plot_h - plot_h * i / 4
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e3e3"/>')
-        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="13" '
+        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="15" '
                      f'fill="#444">{_fmt(round(value, 2))}</text>')
     if chart.y_label:
-        parts.append(f'<text x="12" y="{TOP + plot_h / 2:.1f}" font-size="13" fill="#444" '
+        parts.append(f'<text x="12" y="{TOP + plot_h / 2:.1f}" font-size="15" fill="#444" '
                      f'transform="rotate(-90 12 {TOP + plot_h / 2:.1f})" text-anchor="middle">'
                      f'{escape(chart.y_label)}</text>')
     parts.extend(body)
@@ -88,7 +88,7 @@ def _frame(chart: Chart, body: list[str]) -> SafeString:
         y = TOP + plot_h - plot_h * (chart.limit - lo) / (hi - lo)
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#a4161a" '
                      f'stroke-width="2" stroke-dasharray="6 4"/>')
-        parts.append(f'<text x="{WIDTH - RIGHT}" y="{y - 5:.1f}" text-anchor="end" font-size="13" '
+        parts.append(f'<text x="{WIDTH - RIGHT}" y="{y - 5:.1f}" text-anchor="end" font-size="15" '
                      f'fill="#a4161a">{escape(chart.limit_label)}</text>')
     parts.append(_x_labels(chart))
     parts.append(_legend(chart))
@@ -105,7 +105,7 @@ def _x_labels(chart: Chart) -> str:
     # Thin the labels so they never overlap: at most about 8 along the axis.
     step = max(1, -(-len(chart.x_labels) // 6))
     return "".join(
-        f'<text x="{_x(chart, i):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" font-size="13" '
+        f'<text x="{_x(chart, i):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" font-size="15" '
         f'fill="#444">{escape(label)}</text>'
         for i, label in enumerate(chart.x_labels) if i % step == 0)
 
@@ -114,8 +114,8 @@ def _legend(chart: Chart) -> str:
     parts, x = [], LEFT
     for s in chart.series:
         parts.append(f'<rect x="{x}" y="{HEIGHT - 18}" width="12" height="12" fill="{s.colour}"/>'
-                     f'<text x="{x + 16}" y="{HEIGHT - 8}" font-size="13" fill="#222">{escape(s.name)}</text>')
-        x += 26 + 8 * len(s.name)
+                     f'<text x="{x + 16}" y="{HEIGHT - 8}" font-size="15" fill="#222">{escape(s.name)}</text>')
+        x += 28 + 9 * len(s.name)
     return "".join(parts)
 
 
@@ -151,7 +151,8 @@ def bar_chart(chart: Chart) -> SafeString:
         start = _x(chart, i) - bar * len(chart.series) / 2
         for k, s in enumerate(chart.series):
             h = plot_h * (s.values[i] - lo) / (hi - lo)
-            h = max(h, 2.0)  # a zero is still a bar you can see (an erasure done within the day)
+            if chart.limit is not None:
+                h = max(h, 2.0)  # against a deadline, zero is a result worth seeing (erased within the day)
             body.append(f'<rect x="{start + k * bar:.1f}" y="{TOP + plot_h - h:.1f}" width="{bar - 2:.1f}" '
                         f'height="{h:.1f}" fill="{s.colour}"/>')
             if len(chart.x_labels) <= 12 and s.values[i]:
@@ -173,9 +174,9 @@ def gauge(*, spent: float, reserved: float, cap: float, label: str) -> SafeStrin
            f'<rect x="{pad}" y="8" width="{width - 2 * pad}" height="28" rx="6" fill="#e9ecef" stroke="#6c757d"/>'
            f'<rect x="{pad}" y="8" width="{spent_w:.1f}" height="28" rx="6" fill="#0072B2"/>'
            f'<rect x="{pad + spent_w:.1f}" y="8" width="{reserved_w:.1f}" height="28" fill="#E69F00"/>'
-           f'<text x="{pad}" y="56" font-size="13" fill="#222">spent {_fmt(round(spent, 2))}</text>'
-           f'<text x="{width / 2:.0f}" y="56" text-anchor="middle" font-size="13" fill="#222">'
+           f'<text x="{pad}" y="56" font-size="15" fill="#222">spent {_fmt(round(spent, 2))}</text>'
+           f'<text x="{width / 2:.0f}" y="56" text-anchor="middle" font-size="15" fill="#222">'
            f'reserved {_fmt(round(reserved, 2))}</text>'
-           f'<text x="{width - pad}" y="56" text-anchor="end" font-size="13" fill="#222">'
+           f'<text x="{width - pad}" y="56" text-anchor="end" font-size="15" fill="#222">'
            f'{_fmt(round(left, 2))} left of {_fmt(cap)}</text></svg>')
     return mark_safe(svg)  # noqa: S308 - numbers and escaped text only

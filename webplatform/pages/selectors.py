@@ -5,12 +5,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count
-from django.db.models.functions import TruncDate
 
 from governance import clock
 from governance.consent import PROCESSING, TRAINING, consent_is_active
@@ -141,19 +139,48 @@ def consent_chart(history: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def retention_chart() -> dict[str, Any]:
-    """Photos and results deleted by retention per day (from the audit trail's *.expired events)."""
-    rows = (AuditEvent.objects.filter(action__in=["photo.expired", "result.expired"])
-            .annotate(day=TruncDate("at")).values("day", "action").annotate(n=Count("seq")))
-    per_day = {(r["day"], r["action"]): r["n"] for r in rows}
-    today = clock.now().date()
-    days = _days(min((d for d, _ in per_day), default=today), today)
-    chart = Chart("retention-chart", "Deletions by retention per day",
-                  "Photos and results deleted each day because their retention deadline passed.",
+    """Per day: photos and results deleted by retention, and the backlog (past deadline, not yet deleted) at its end.
+
+    The backlog is rebuilt from the audit trail: each *.expired event carries the deadline it was deleted
+    after, so an object was in the backlog from its deadline until that event; objects past their deadline
+    and still held are in it now.
+    """
+    now = clock.now()
+    today = now.date()
+    window_start = datetime.combine(today - timedelta(days=29), time.min, tzinfo=now.tzinfo)
+    events = list(AuditEvent.objects.filter(action__in=["photo.expired", "result.expired"], at__gte=window_start)
+                  .values_list("at", "action", "details"))
+    deleted: dict[tuple[date, str], int] = {}
+    spans = []  # (deadline, deleted at)
+    for at, action, details in events:
+        deleted[(at.date(), action)] = deleted.get((at.date(), action), 0) + 1
+        deadline = _parse((details or {}).get("expires_at"))
+        if deadline is not None:
+            spans.append((deadline, at))
+    still_held = [o.expires_at for model in (Photo, TransformationResult)
+                  for o in model.objects.filter(expires_at__lte=now).only("expires_at")]
+    days = _days(min([d for d, _ in deleted] + [d.date() for d, _ in spans], default=today), today)
+    backlog = []
+    for day in days:
+        end = min(datetime.combine(day + timedelta(days=1), time.min, tzinfo=now.tzinfo), now)
+        backlog.append(sum(1 for deadline, gone in spans if deadline <= end < gone)
+                       + sum(1 for deadline in still_held if deadline <= end))
+    chart = Chart("retention-chart", "Retention: deletions per day and the backlog",
+                  "Photos and results deleted each day because their retention deadline passed, and how many "
+                  "objects were past their deadline but not yet deleted at the end of each day.",
                   [_label(d) for d in days],
-                  [Series("photos", [per_day.get((d, "photo.expired"), 0) for d in days]),
-                   Series("results", [per_day.get((d, "result.expired"), 0) for d in days])],
-                  y_label="objects deleted")
+                  [Series("photos deleted", [deleted.get((d, "photo.expired"), 0) for d in days]),
+                   Series("results deleted", [deleted.get((d, "result.expired"), 0) for d in days]),
+                   Series("backlog", backlog, colour="#a4161a")],
+                  y_label="objects")
     return {"svg": bar_chart(chart), "chart": chart}
+
+
+def _parse(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def erasure_chart() -> dict[str, Any]:
