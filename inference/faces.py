@@ -23,6 +23,8 @@ MIN_MESH_SCORE = 0.5  # the mesh's own face-presence flag, a second opinion on e
 NMS_IOU = 0.3
 MESH_ROI_SCALE = 1.5  # the mesh reads a square 1.5x the face's extent, as mediapipe's graph feeds it
 MIN_FACE_PX = 24  # a face narrower than this in the photo carries too little to change
+MAX_FACES = 8  # detections the mesh checks (a group photo counts as "more than one" either way)
+MAX_WINDOWS = 12  # detector passes a photo may take (about 5 ms each here)
 
 
 class NoFaceFound(Exception):
@@ -113,37 +115,60 @@ def check_image(image: np.ndarray) -> None:
         raise ValueError("expected an RGB image as a uint8 array of shape (H, W, 3)")
 
 
-def detect_faces(image: np.ndarray) -> list[Detection]:
-    """Every face BlazeFace accepts in the photo, most confident first."""
-    check_image(image)
-    h, w = image.shape[:2]
-    side = max(h, w)  # letterbox to a square so faces keep their shape
+def _tiles(h: int, w: int) -> list[tuple[int, int, int]]:
+    """Square windows (x, y, side) to search: the whole photo letterboxed, then squares along a long side and,
+    in a large photo, half-size squares with overlap, so a face small against the whole photo is still
+    large enough in some window for the short-range detector (it wants faces of a fifth of its input or more).
+    """
+    windows = [(0, 0, max(h, w))]
+    short, long = min(h, w), max(h, w)
+    sizes = ([short] if long > 1.3 * short else []) + ([short // 2] if short >= 800 else [])
+    for side in sizes:
+        step = max(1, side // 2)
+        for y in range(0, max(1, h - side + step), step):
+            for x in range(0, max(1, w - side + step), step):
+                windows.append((min(x, max(0, w - side)), min(y, max(0, h - side)), side))
+    return list(dict.fromkeys(windows))[:MAX_WINDOWS]
+
+
+def _detect_in(image: np.ndarray, x0: int, y0: int, side: int) -> list[tuple[list[float], float, np.ndarray]]:
+    """BlazeFace on one square window of the photo (zero-padded past its edge): (box, score, keypoints)."""
+    crop = image[y0:y0 + side, x0:x0 + side]
     scale = DETECT_SIDE / side
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
     square = np.zeros((DETECT_SIDE, DETECT_SIDE, 3), np.float32)
+    resized = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
     square[:resized.shape[0], :resized.shape[1]] = resized
     scores, raw = _forward(assets.FACE_DETECTOR, square / 127.5 - 1.0)  # (1, 896, 1), (1, 896, 16)
     scores = 1.0 / (1.0 + np.exp(-np.clip(scores[0, :, 0], -80.0, 80.0)))
     keep = np.flatnonzero(scores >= MIN_SCORE)
-    if keep.size == 0:
-        return []
     reg = raw[0, keep] / DETECT_SIDE  # offsets in units of the input side
     centre = ANCHORS[keep] + reg[:, 0:2]
-    size = reg[:, 2:4]
+    extent = reg[:, 2:4]
     points = ANCHORS[keep, None, :] + reg[:, 4:16].reshape(-1, 6, 2)
-    to_photo = side  # [0, 1] of the letterboxed square -> photo pixels
-    boxes = [[float((c[0] - s[0] / 2) * to_photo), float((c[1] - s[1] / 2) * to_photo),
-              float(s[0] * to_photo), float(s[1] * to_photo)] for c, s in zip(centre, size, strict=True)]
-    chosen = cv2.dnn.NMSBoxes(boxes, scores[keep].tolist(), MIN_SCORE, NMS_IOU)
-    found = []
+    origin = np.array([x0, y0], np.float32)
+    return [([float((c[0] - e[0] / 2) * side + x0), float((c[1] - e[1] / 2) * side + y0),
+              float(e[0] * side), float(e[1] * side)], float(scores[k]), p * side + origin)
+            for c, e, p, k in zip(centre, extent, points, keep, strict=True)]
+
+
+def detect_faces(image: np.ndarray) -> list[Detection]:
+    """Every face BlazeFace accepts in the photo, most confident first."""
+    check_image(image)
+    h, w = image.shape[:2]
+    found = [hit for x, y, side in _tiles(h, w) for hit in _detect_in(image, x, y, side)]
+    if not found:
+        return []
+    boxes, scores = [f[0] for f in found], [f[1] for f in found]
+    chosen = cv2.dnn.NMSBoxes(boxes, scores, MIN_SCORE, NMS_IOU)  # one detection per face across windows
+    faces = []
     for i in np.array(chosen).reshape(-1):
         x, y, bw, bh = boxes[i]
         if min(bw, bh) < MIN_FACE_PX:
             continue
-        box = FaceBox(round(x), round(y), round(bw), round(bh))
-        found.append(Detection(score=float(scores[keep[i]]), box=box, keypoints=points[i] * to_photo))
-    return sorted(found, key=lambda d: d.score, reverse=True)
+        faces.append(Detection(score=scores[i], box=FaceBox(round(x), round(y), round(bw), round(bh)),
+                               keypoints=found[i][2]))
+    return sorted(faces, key=lambda d: d.score, reverse=True)
 
 
 def _roi_matrix(centre: np.ndarray, side: float, angle: float, out: int) -> np.ndarray:
@@ -185,13 +210,16 @@ def fit_mesh(image: np.ndarray, detection: Detection) -> tuple[np.ndarray, float
 
 
 def find_face(image: np.ndarray) -> Face:
-    """The most confident face with its mesh, or NoFaceFound."""
-    detections = detect_faces(image)
-    for detection in detections:
+    """The most confident face with its mesh, or NoFaceFound; it counts only faces the mesh confirms."""
+    confirmed = []
+    for detection in detect_faces(image)[:MAX_FACES]:
         landmarks, score = fit_mesh(image, detection)
         if score >= MIN_MESH_SCORE:
-            return Face(detection=detection, landmarks=landmarks, faces_in_photo=len(detections))
-    raise NoFaceFound()
+            confirmed.append((detection, landmarks))
+    if not confirmed:
+        raise NoFaceFound()
+    detection, landmarks = confirmed[0]
+    return Face(detection=detection, landmarks=landmarks, faces_in_photo=len(confirmed))
 
 
 def person_mask(image: np.ndarray, face: Face, *, reach: float = 3.2) -> tuple[np.ndarray, tuple[int, int]]:

@@ -121,3 +121,15 @@ def test_nothing_is_downloaded_at_run_time(astronaut, monkeypatch):
     from inference.transform import transform_photo
 
     assert transform_photo(astronaut, 70.0).image.shape == astronaut.shape
+
+
+def test_faces_small_against_a_wide_photo_are_still_found(astronaut):
+    # Three portraits side by side: letterboxed whole, each face would be 23 px of the detector's 128.
+    wide = np.concatenate([astronaut, astronaut[:, ::-1], astronaut], axis=1)
+    assert summarize_faces(wide).count == 3
+    centres = sorted(d.box.x + d.box.w / 2 for d in detect_faces(wide))
+    assert len(centres) == 3 and all(abs(c - e) < 30 for c, e in zip(centres, (226, 512 + 286, 1024 + 226)))
+
+
+def test_an_upside_down_photo_counts_only_faces_the_mesh_confirms(astronaut):
+    assert summarize_faces(np.ascontiguousarray(astronaut[::-1])).count <= 1
