@@ -176,6 +176,29 @@ def test_browsers_get_html_error_pages_and_the_api_keeps_json(owner, purposes):
     assert forbidden.status_code == 403 and "Not allowed" in forbidden.content.decode()
 
 
+@pytest.mark.parametrize("path,data", [
+    ("/consents/training", {"granted": "1", "policy_version": "one"}),
+    ("/consents/training", {"granted": "1"}),
+    ("/consents/nope", {"granted": "1", "policy_version": "1"}),
+    ("/training-photo", {"photo_id": "../../etc"}),
+    ("/training-photo", {"photo_id": "x", "next": "//evil.example/"}),
+    ("/account/erase", {"confirm": "no"}),
+])
+def test_odd_form_input_gets_a_message_or_404_never_a_500(owner, path, data):
+    response = browser(owner).post(path, data)
+    assert response.status_code in (302, 404), response.status_code
+    assert "evil.example" not in response.get("Location", "")
+
+
+def test_sign_up_with_a_stale_policy_version_keeps_the_account_and_says_why(purposes):
+    client = Client()
+    response = client.post("/signup", {"username": "otto", "password": PASSWORD, "consent_training": "1",
+                                       "version_training": "7"}, follow=True)
+    assert response.status_code == 200
+    assert "is not current" in text(response)
+    assert not ConsentRecord.objects.filter(user__username="otto").exists()
+
+
 def test_a_server_error_is_an_html_page_for_browsers_and_json_for_the_api(rf):
     from webplatform.pages.errors import server_error
 

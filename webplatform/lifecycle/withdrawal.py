@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import transaction
 
 from governance import clock
 from governance.audit import audit_append
 from governance.consent import PROCESSING, TRAINING, consent_is_active, consent_require, consent_set
+from governance.errors import NotFound
 from governance.models import ConsentRecord
 from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
 from webplatform.photos.models import Photo
@@ -44,8 +47,12 @@ def consent_change(*, user_id: int, purpose_slug: str, granted: bool, policy_ver
 
 def training_photo_choose(*, user_id: int, photo_id: str) -> Photo:
     """Keep this photo (and only this one) for training; needs active training consent; audited."""
+    try:
+        photo_uuid = uuid.UUID(str(photo_id))
+    except ValueError as exc:  # from a form: the same answer as any photo that is not yours
+        raise NotFound("Photo not found.") from exc
     with transaction.atomic():
-        photo = photo_for_owner(user_id=user_id, photo_id=photo_id)  # 404 first: say nothing of others' photos
+        photo = photo_for_owner(user_id=user_id, photo_id=photo_uuid)  # 404 first: say nothing of others' photos
         consent_require(user_id=user_id, purpose_slug=TRAINING)
         previous = [str(pk) for pk in Photo.objects.filter(owner_id=user_id, kept_for_training=True)
                     .exclude(pk=photo.pk).values_list("pk", flat=True)]

@@ -85,12 +85,15 @@ def signup(request: HttpRequest) -> HttpResponse:
             {"__all__": [exc.message]}
         context["message"] = exc.message
         return render(request, "signup.html", context, status=400)
-    for purpose in purposes:
-        if request.POST.get(f"consent_{purpose['slug']}") == "1":
-            consent_change(user_id=user.pk, purpose_slug=purpose["slug"], granted=True,
-                           policy_version=int(request.POST.get(f"version_{purpose['slug']}", "0") or 0))
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")  # type: ignore[arg-type]
     messages.success(request, "Welcome to Timeveil. Your account and your own encryption key are ready.")
+    for purpose in purposes:
+        if request.POST.get(f"consent_{purpose['slug']}") == "1":
+            try:
+                consent_change(user_id=user.pk, purpose_slug=purpose["slug"], granted=True,
+                               policy_version=_int(request.POST.get(f"version_{purpose['slug']}")))
+            except TimeveilError as exc:  # e.g. a new policy version was published while the form was open
+                messages.error(request, f"{purpose['title']}: {exc.message}")
     return redirect("home")
 
 
@@ -137,6 +140,14 @@ def photo(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
     })
 
 
+def _int(value: str | None) -> int | None:
+    """A form field as an int, or None when it is missing or not a number (never a 500)."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def _photo_or_404(uid: int, photo_id: uuid.UUID | str) -> Photo:
     try:
         return photo_for_owner(user_id=uid, photo_id=photo_id)
@@ -150,11 +161,8 @@ def age(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
     """Queue an aging job without JavaScript (the script uses the API and polls instead)."""
     uid = user_id(request)
     item = _photo_or_404(uid, photo_id)
-    try:
-        target = int(request.POST.get("target_age", ""))
-        if not 1 <= target <= 100:
-            raise ValueError
-    except ValueError:
+    target = _int(request.POST.get("target_age"))
+    if target is None or not 1 <= target <= 100:
         messages.error(request, "Choose a target age from 1 to 100.")
         return redirect("page-photo", photo_id=item.id)
     try:
@@ -258,7 +266,7 @@ def consent_change_page(request: HttpRequest, purpose: str) -> HttpResponse:
         })
     try:
         consent_change(user_id=uid, purpose_slug=purpose, granted=granted,
-                       policy_version=int(request.POST.get("policy_version", "0") or 0),
+                       policy_version=_int(request.POST.get("policy_version")),
                        training_photo_id=request.POST.get("photo_id") or None)
         title = selectors.purpose_copy(purpose)["title"]
         messages.success(request, f"{'Granted' if granted else 'Withdrawn'}: {title}.")
