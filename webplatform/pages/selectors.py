@@ -160,7 +160,7 @@ def retention_chart() -> dict[str, Any]:
     still_held = [o.expires_at for model in (Photo, TransformationResult)
                   for o in model.objects.filter(expires_at__lte=now).only("expires_at")]
     days = _days(min([d for d, _ in deleted] + [d.date() for d, _ in spans], default=today), today)
-    backlog = []
+    backlog: list[float] = []
     for day in days:
         end = min(datetime.combine(day + timedelta(days=1), time.min, tzinfo=now.tzinfo), now)
         backlog.append(sum(1 for deadline, gone in spans if deadline <= end < gone)
