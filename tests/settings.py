@@ -8,6 +8,12 @@ import tempfile
 if os.environ.get("PYTEST_XDIST_WORKER") or "TIMEVEIL_VAR_DIR" not in os.environ:
     os.environ["TIMEVEIL_VAR_DIR"] = tempfile.mkdtemp(prefix="timeveil-test-")
 os.environ.setdefault("DATABASE_URL", "sqlite:///:memory:")
+# The embedded defaults, whatever the developer's shell or .env says: eager tasks in process, ciphertext on
+# the local disk, a file keyring under this process's var/. Integration tests override these themselves.
+os.environ["TIMEVEIL_READ_DOTENV"] = "0"
+for name in ("CELERY_BROKER_URL", "CELERY_TASK_ALWAYS_EAGER", "STORAGE_BACKEND", "KEYRING_URL", "DEBUG",
+             "SECRET_KEY", "PRODUCTION", "HTTPS", "CACHE_URL", "MODEL_REGISTRY_DIR", "AUDIT_CHECKPOINT_DIR"):
+    os.environ.pop(name, None)
 
 from webplatform.settings import *  # noqa: E402,F403
 

@@ -10,7 +10,8 @@ import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+if env.bool("TIMEVEIL_READ_DOTENV", default=True):  # tests turn it off: a developer's .env never leaks in
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 # Everything the embedded mode writes lives here: database, ciphertext objects, keyring, demo credentials.
 VAR_DIR = Path(env.str("TIMEVEIL_VAR_DIR", default=str(BASE_DIR / "var")))
