@@ -91,3 +91,12 @@ def test_how_much_changes_follows_the_distance_between_ages():
     young = Change.between(75, 25)
     assert young.remove.grey > 0.5 and young.youth == 1.0 and young.add == AgeLook(0, 0, 0, 0, 0)
     assert Change.between(31, 15).childlike > 0 and Change.between(31, 25).childlike == 0
+
+
+def test_the_generator_is_taught_by_the_layers_at_ages_around_the_current_one(astronaut, face):
+    from inference.transform import teacher_pairs
+
+    x, renders, ages = teacher_pairs(astronaut, face, 31.0, 64)
+    assert x.shape == (64, 64, 3) and renders.shape == (4, 64, 64, 3) and x.dtype == renders.dtype == np.uint8
+    assert ages.tolist() == [5.0, 16.0, 46.0, 61.0]  # 31 - 30 is clipped to 5 years
+    assert all(np.abs(r.astype(int) - x).mean() > 0.2 for r in renders)  # each target changes the face
