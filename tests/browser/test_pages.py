@@ -116,7 +116,8 @@ def test_a_new_user_signs_up_uploads_ages_compares_and_downloads(seeded, make_pa
     for _ in range(3):
         page.keyboard.press("ArrowRight")
     assert "53%" in after.evaluate("e => e.style.clipPath")
-    assert page.locator("#results tbody tr").first.locator("td").first.inner_text() == "72"
+    assert page.locator("#results tbody tr").first.locator("td").nth(1).inner_text() == "72"
+    assert page.get_by_role("img", name="Aged to 72", exact=True).evaluate("img => img.naturalWidth") > 0
     p.audit("compare")
 
     with page.expect_download() as download:

@@ -84,7 +84,11 @@
 
   function setupCompare(slider) {
     var after = document.getElementById("after");
-    function apply() { after.style.clipPath = "inset(0 0 0 " + slider.value + "%)"; }
+    var divider = document.getElementById("divider");
+    function apply() {
+      after.style.clipPath = "inset(0 0 0 " + slider.value + "%)";
+      divider.style.left = slider.value + "%";
+    }
     slider.addEventListener("input", apply);
     apply();
   }
