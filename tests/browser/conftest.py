@@ -90,8 +90,9 @@ class Page:
         if not page.evaluate("() => typeof window.axe !== 'undefined'"):
             page.evaluate(AXE.read_text())  # through the debugging protocol: not an inline script
         result = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
-        bad = [f"{v['id']} ({v['impact']}): {v['help']} -> {[n['target'] for n in v['nodes']][:3]}"
-               for v in result["violations"] if v["impact"] in ("serious", "critical")]
+        found = [f"{v['id']} ({v['impact']}): {v['help']} -> {[n['target'] for n in v['nodes']][:3]}"
+                 for v in result["violations"]]
+        bad = [f for f in found if "(serious)" in f or "(critical)" in f]
         assert not bad, f"{name}: {bad}"
         for width, height in ((1280, 900), (390, 844)):
             page.set_viewport_size({"width": width, "height": height})
@@ -100,6 +101,8 @@ class Page:
             if os.environ.get("SCREENSHOTS") == "1":
                 SHOTS.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+        if os.environ.get("SCREENSHOTS") == "1":  # the moderate and minor findings too, for a person to read
+            (SHOTS / f"{name}-axe.txt").write_text("\n".join(found) or "no violations\n")
         page.set_viewport_size({"width": 1280, "height": 900})
         assert not self.console_errors, f"{name}: console errors {self.console_errors}"
 
