@@ -142,6 +142,28 @@ def test_a_new_user_signs_up_uploads_ages_compares_and_downloads(seeded, make_pa
     assert page.locator("#no-photos").is_visible()
 
 
+def test_a_photo_without_a_face_says_so_before_and_when_asked_to_age(seeded, make_page, tmp_path):
+    user_with_photos("fay", 0)
+    p = make_page()
+    page = p.page
+    sign_in(p, "fay")
+    sky = tmp_path / "sky.png"
+    Image.new("RGB", (320, 240), (90, 140, 200)).save(sky)
+    page.get_by_label("Upload a selfie", exact=False).set_input_files(str(sky))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.wait_for_url("**/photos/*")
+    assert "No face found" in page.locator("#no-face").inner_text()
+    assert page.locator(".facebox").count() == 0
+
+    page.get_by_role("button", name="Age me").click()  # the API answers 422 no_face; the page says it plainly
+    page.wait_for_function("() => /No face/.test(document.querySelector('#progress-text').textContent)")
+    assert not page.locator("#progress-box").is_visible()
+    p.console_errors.clear()  # the browser logs the 422 itself
+    p.audit("no-face")
+    p.go("/")
+    assert page.locator("#photos .badge.warn").inner_text() == "no face found"
+
+
 def test_consent_centre_policy_receipts_training_photo_and_withdrawal_with_consequences(seeded, make_page):
     user, photos = user_with_photos("bea", 3)
     policy_publish(purpose_slug=TRAINING, text=f"Training policy v2. Each model lineage is capped at epsilon "

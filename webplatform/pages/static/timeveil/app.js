@@ -31,6 +31,12 @@
       if (percent !== null) { box.classList.remove("hidden"); bar.value = percent; bar.textContent = percent + "%"; }
     }
 
+    function fail(text) {  // a final answer: no bar left half full
+      box.classList.add("hidden");
+      status.textContent = text;
+      submit.disabled = false;
+    }
+
     function poll(jobId, started) {
       fetch("/api/v1/transformations/" + jobId, { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (r) { return r.json(); })
@@ -39,9 +45,8 @@
             say("Done. Opening the comparison…", 100);
             window.location.assign(window.location.pathname + "?job=" + jobId);
           } else if (job.status === "failed") {
-            say(job.error === "no_face" ? "No face found in this photo: aging needs a clearly visible face."
-              : "Aging failed (" + job.error + "). Please try again.", null);
-            submit.disabled = false;
+            fail(job.error === "no_face" ? "No face found in this photo: aging needs a clearly visible face."
+              : "Aging failed (" + job.error + "). Please try again.");
           } else {
             // No server-side percentage exists: show time waited, capped below 100 until the job says done.
             var waited = (Date.now() - started) / 1000;
@@ -66,13 +71,12 @@
       }).then(function (res) {
         if (!res.ok) {
           var err = res.body.error || {};
-          say(err.code === "no_face" ? "No face found in this photo: aging needs a clearly visible face."
-            : (err.message || "The request was refused."), null);
-          submit.disabled = false;
+          fail(err.code === "no_face" ? "No face found in this photo: aging needs a clearly visible face."
+            : (err.message || "The request was refused."));
           return;
         }
         poll(res.body.id, Date.now());
-      }).catch(function () { say("Could not reach the server.", null); submit.disabled = false; });
+      }).catch(function () { fail("Could not reach the server."); });
     });
 
     if (form.dataset.pending) {  // a job queued without the script, or before a reload: follow it
