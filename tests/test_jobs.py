@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from governance.models import AuditEvent
-from webplatform.jobs.engine import reset_engine
 from webplatform.jobs.models import TransformationJob, TransformationResult
 from webplatform.photos.models import Photo
 
@@ -18,13 +17,6 @@ from .images import face_jpeg
 
 def decode(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(np.int16)
-
-
-@pytest.fixture(autouse=True)
-def _engine_per_test():
-    reset_engine()
-    yield
-    reset_engine()
 
 
 @pytest.fixture

@@ -277,9 +277,6 @@ CELERY_TASK_ROUTES = {"webplatform.jobs.tasks.transform_task": {"queue": "gpu"},
 
 # --- inference ----------------------------------------------------------------------------------------
 MODEL_REGISTRY_DIR = Path(env.str("MODEL_REGISTRY_DIR", default=str(VAR_DIR / "models")))
-ENGINE_MAX_BATCH = env.int("ENGINE_MAX_BATCH", default=32)
-ENGINE_MAX_WAIT_MS = env.int("ENGINE_MAX_WAIT_MS", default=5)
-ENGINE_COMPILE = env.bool("ENGINE_COMPILE", default=False)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -167,11 +167,9 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
 def model_promote(*, version: str, actor_id: int | None = None) -> None:
     """Make a version the one that serves; a DP version must carry its privacy fields."""
     from inference.registry import RegistryError
-    from webplatform.jobs.engine import reset_engine
 
     try:
         model_registry().promote(version, require_privacy_fields=True)
     except RegistryError as exc:
         raise InvalidInput(str(exc)) from exc
     audit_append(action="model.promoted", actor_id=actor_id, subject="model", object_ref=f"model:{version}")
-    reset_engine()

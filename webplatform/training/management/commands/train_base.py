@@ -28,7 +28,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: Any) -> None:
         from inference.train import build_base_model
-        from webplatform.jobs.engine import reset_engine
 
         torch.set_num_threads(int(options["threads"]))
         registry = model_registry()
@@ -39,6 +38,4 @@ class Command(BaseCommand):
         audit_append(action="model.trained", actor_id=None, subject="model",
                      object_ref=f"model:{result['generator']}", details={"dp": False, "data": "synthetic"
                                                                          if not options["data_dir"] else "folder"})
-        if not options["no_promote"]:
-            reset_engine()
         self.stdout.write(json.dumps(result, indent=2, default=str))
