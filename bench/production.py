@@ -230,6 +230,11 @@ def inject(stack: Stack, fault: str, started: threading.Event) -> None:
         time.sleep(10)
         stack.s3_proxy.mode = "pass"
     elif fault == "gpu_kill":
+        # Kill it mid-job: wait (up to 20 s) until it holds a running job.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not stack.query(
+                "SELECT 1 FROM jobs_transformationjob WHERE status = 'running' LIMIT 1"):
+            time.sleep(0.05)
         stack.kill("gpu")
         time.sleep(10)
         stack.start("gpu")
@@ -262,6 +267,8 @@ def phase(stack: Stack, name: str, *, users: int, flows: int, image: bytes, faul
                                                if k.startswith(("photo/", "result/"))} - claimed)
     summary["orphans_deleted_total"] = stack.query(
         "SELECT count(*) FROM governance_auditevent WHERE action = 'object.orphan_deleted'")[0][0]
+    summary["jobs_requeued_total"] = stack.query(
+        "SELECT count(*) FROM governance_auditevent WHERE action = 'job.requeued'")[0][0]
     verify = stack.manage("verify_audit")
     summary["audit_verifies"] = verify.returncode == 0
     summary["phase"], summary["users"], summary["fault"] = name, users, fault or "none"
@@ -271,7 +278,8 @@ def phase(stack: Stack, name: str, *, users: int, flows: int, image: bytes, faul
 
 def write_table(rows: list[dict], path: Path) -> None:
     columns = ("phase", "users", "fault", "seconds", "5xx (not 503)", "503", "transport_errors", "uploads_acked",
-               "uploads_lost", "jobs", "unfinished_jobs", "orphans_after_reconciler", "audit_verifies")
+               "uploads_lost", "jobs", "unfinished_jobs", "jobs_requeued_total", "orphans_deleted_total",
+               "orphans_after_reconciler", "audit_verifies")
     lines = ["| " + " | ".join(columns) + " | job outcomes |", "|" + "---|" * (len(columns) + 1)]
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + f" | {row.get('job_outcomes')} |")
