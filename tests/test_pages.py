@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from PIL import Image
 
 from governance.consent import PROCESSING, TRAINING, policy_publish
@@ -253,4 +254,7 @@ def test_the_officer_dashboard_draws_its_four_charts_server_side(officer, owner,
     for chart in ("consent-chart", "retention-chart", "erasure-chart", "budget-chart"):
         assert f'aria-labelledby="{chart}-t {chart}-d"' in page
     assert "<img" not in page  # never image content
+    # Drill-down: each day's count in the numbers table opens the audit trail filtered to it
+    today = timezone.now().date().isoformat()
+    assert f'href="/officer/audit?action=consent.granted&amp;since={today}&amp;until={today}"' in page
     assert "<script>" not in page

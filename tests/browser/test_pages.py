@@ -264,6 +264,13 @@ def test_officer_filters_the_audit_trail_downloads_csv_verifies_and_reads_charts
     assert page.locator("main img").count() == 0  # never image content
     p.audit("officer-dashboard")
 
+    # Drill down from the consent chart's numbers to the events behind them.
+    figure = page.locator("#consent-chart-fig")
+    figure.get_by_text("Show the numbers").click()
+    figure.get_by_role("link", name="granted on", exact=False).first.click()
+    assert set(page.locator("#events tbody tr td:nth-child(3)").all_inner_texts()) == {"consent.granted"}
+    p.go("/officer/")
+
     page.get_by_role("link", name="Audit trail").first.click()
     page.get_by_label("Action").select_option("photo.uploaded")
     page.get_by_role("button", name="Filter").click()

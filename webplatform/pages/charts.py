@@ -21,6 +21,7 @@ class Series:
     name: str
     values: list[float]
     colour: str = ""
+    links: list[str] = field(default_factory=list)  # drill-down per value (the data table links each number)
 
 
 @dataclass

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 
@@ -117,6 +118,11 @@ def _days(first: date, last: date, limit: int = 30) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
+def _audit_link(action: str, day: date) -> str:
+    """The officer's audit page filtered to one action on one day (drill-down from a chart's numbers)."""
+    return "/officer/audit?" + urlencode({"action": action, "since": day.isoformat(), "until": day.isoformat()})
+
+
 def _label(day: date) -> str:
     return f"{day.day} {day:%b}"
 
@@ -132,8 +138,10 @@ def consent_chart(history: list[dict[str, Any]]) -> dict[str, Any]:
     chart = Chart("consent-chart", "Consent grants and withdrawals per day",
                   "Number of consent grants and of withdrawals recorded each day, all purposes together.",
                   [_label(d) for d in days],
-                  [Series("granted", [per_day.get((d, "granted"), 0) for d in days]),
-                   Series("withdrawn", [per_day.get((d, "withdrawn"), 0) for d in days])],
+                  [Series("granted", [per_day.get((d, "granted"), 0) for d in days],
+                          links=[_audit_link("consent.granted", d) for d in days]),
+                   Series("withdrawn", [per_day.get((d, "withdrawn"), 0) for d in days],
+                          links=[_audit_link("consent.withdrawn", d) for d in days])],
                   y_label="records")
     return {"svg": bar_chart(chart), "chart": chart}
 
@@ -169,8 +177,10 @@ def retention_chart() -> dict[str, Any]:
                   "Photos and results deleted each day because their retention deadline passed, and how many "
                   "objects were past their deadline but not yet deleted at the end of each day.",
                   [_label(d) for d in days],
-                  [Series("photos deleted", [deleted.get((d, "photo.expired"), 0) for d in days]),
-                   Series("results deleted", [deleted.get((d, "result.expired"), 0) for d in days]),
+                  [Series("photos deleted", [deleted.get((d, "photo.expired"), 0) for d in days],
+                          links=[_audit_link("photo.expired", d) for d in days]),
+                   Series("results deleted", [deleted.get((d, "result.expired"), 0) for d in days],
+                          links=[_audit_link("result.expired", d) for d in days]),
                    Series("backlog", backlog, colour="#a4161a")],
                   y_label="objects")
     return {"svg": bar_chart(chart), "chart": chart}
