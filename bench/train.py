@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench import dp_modes  # noqa: E402
 from inference import dp  # noqa: E402
 from inference.age_estimator import AgeEstimator, EstimatorConfig  # noqa: E402
 from inference.model import AgeGenerator, GeneratorConfig  # noqa: E402
 
-warnings.filterwarnings("ignore", message="secure_mode is off")
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
 
@@ -59,7 +59,7 @@ class PlainStep:
         frozen.load_state_dict(estimator.state_dict())
         self.objective = dp.DPObjective(frozen, config.age_weight)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.rng = torch.Generator().manual_seed(config.seed)
+        self.rng = torch.Generator().manual_seed(0)  # the non-private baseline: no secret needed
         self.config, self.device = config, device
 
     def __call__(self, faces: torch.Tensor, ages: torch.Tensor) -> dict[str, float]:
@@ -94,7 +94,7 @@ def worker(args: argparse.Namespace) -> None:
     ages = rng.uniform(5, 85, n).astype(np.float32)
     batch = torch.from_numpy(faces[:args.batch]), torch.from_numpy(ages[:args.batch])
     config = dp.DPConfig(sample_rate=1 / 4, grad_sample_mode=args.worker if args.worker != "nondp" else "hooks",
-                         device=str(device))
+                         expected_batch_size=n / 4, device=str(device))
     plain = PlainStep(model, estimator, config, device)
     trainer = None if args.worker == "nondp" else dp.PrivateTrainer(
         model=model, faces=faces, source_ages=ages, estimator=estimator, config=config)
@@ -182,7 +182,8 @@ def utility(args: argparse.Namespace) -> None:
     for eps in [float(e) for e in args.epsilons.split(",")]:
         sigma = dp.noise_for_epsilon(target_epsilon=eps, sample_rate=q, steps=args.dp_steps, delta=args.delta)
         cfg = dp.DPConfig(noise_multiplier=sigma, sample_rate=q, steps=args.dp_steps, delta=args.delta,
-                          lr=args.lr, max_grad_norm=args.clip, grad_sample_mode=args.mode, seed=0)
+                          lr=args.lr, max_grad_norm=args.clip, grad_sample_mode=args.mode,
+                          expected_batch_size=q * len(faces))
         result = dp.train_dp(model=base, faces=faces, source_ages=ages, estimator=guide, config=cfg, progress=False)
         rows.append((f"DP eps {result.epsilon_spent:.2f} (sigma {sigma:.2f})", result, score(result.model)))
     plain = PlainStep(base, guide, dp.DPConfig(lr=args.lr), torch.device("cpu"))
@@ -237,7 +238,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="timed steps per path and mode")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the box is shared)")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--modes", default=",".join(dp.GRAD_SAMPLE_MODES))
+    parser.add_argument("--modes", default=",".join([*dp_modes.BENCH_MODES, *dp.GRAD_SAMPLE_MODES]))
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-utility", action="store_true")
     parser.add_argument("--utility-size", type=int, default=64)

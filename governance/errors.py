@@ -51,6 +51,10 @@ class BudgetExceeded(Conflict):
     code, message = "privacy_budget_exceeded", "This run would pass the lineage's privacy budget."
 
 
+class CohortTooSmall(Conflict):
+    code, message = "cohort_too_small", "Too few people are eligible for a differentially private training run."
+
+
 class PayloadTooLarge(TimeveilError):
     status, code, message = 413, "too_large", "The upload is too large."
 

@@ -125,14 +125,21 @@ class Lineage(models.Model):
 
 
 class RunStatus(models.TextChoices):
+    # RESERVED -> RUNNING (once, under a row lock) -> SUCCEEDED | FAILED. Every state counts its full
+    # reservation against the caps: the plan is fixed, and a failed run may have touched the data.
     RESERVED = "reserved"  # manifest frozen and epsilon reserved; training not started
     RUNNING = "running"
     SUCCEEDED = "succeeded"
-    FAILED = "failed"
+    FAILED = "failed"  # never executed again: a new run is a new reservation
 
 
 class TrainingRun(models.Model):
-    """One DP training run: its frozen manifest (by hash), privacy parameters, and what it spent."""
+    """One DP training run: its frozen manifest (by hash), public privacy parameters, and what it spent.
+
+    Every figure here may be shown: `participants` is the participant count released with Gaussian noise of
+    std `count_noise` (an accounted mechanism); sample rate, steps and delta are planned from that noisy count,
+    so they reveal nothing more. The exact count exists only as the number of manifest entries.
+    """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     lineage = models.ForeignKey(Lineage, on_delete=models.PROTECT, related_name="runs")
@@ -140,7 +147,8 @@ class TrainingRun(models.Model):
     created_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True)
     manifest_sha256 = models.CharField(max_length=64)
-    participants = models.PositiveIntegerField()
+    participants = models.PositiveIntegerField()  # released count: exact count + N(0, count_noise^2), rounded
+    count_noise = models.FloatField(default=0.0)  # 0 on runs from before noisy counts: their ledger is infinite
     sample_rate = models.FloatField()
     noise_multiplier = models.FloatField()
     max_grad_norm = models.FloatField()
@@ -148,7 +156,7 @@ class TrainingRun(models.Model):
     delta = models.FloatField()
     accountant = models.CharField(max_length=10)
     epsilon_reserved = models.FloatField()
-    epsilon_spent = models.FloatField(null=True)  # set when the run ends; 0 if it never touched data
+    epsilon_spent = models.FloatField(null=True)  # set when the run ends: its whole reservation
     model_version = models.CharField(max_length=80, blank=True)
     parent_version = models.CharField(max_length=80, blank=True)
     metrics = models.JSONField(default=dict)
@@ -168,3 +176,15 @@ class ManifestEntry(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "subject"], name="one_photo_per_user_per_run")]
+
+
+class PrivacyAudit(models.Model):
+    """One run of `manage.py audit_privacy` against a version of the DP code; promotion needs a passed one."""
+
+    code_version = models.CharField(max_length=64, db_index=True)  # SHA-256 of inference/dp's sources
+    passed = models.BooleanField()
+    report = models.JSONField(default=dict)  # per claimed epsilon: lower bounds, measured noise and rate
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-at"]

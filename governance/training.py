@@ -1,22 +1,35 @@
-"""Training governance: who may be trained on (the frozen manifest) and what it costs (the budget ledger)."""
+"""Training governance: who may be trained on (the frozen manifest) and what it costs (the budget ledgers).
+
+Two ledgers, both composed by an accountant that is an upper bound (never a sum, never a minimum):
+the lineage's (every run of the lineage plus the parent model's whole ancestry) and each person's (every
+run whose manifest held them). Both caps are checked when a run is reserved, under one lock.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
 
 from . import clock
 from .audit import audit_append, pseudonym
 from .consent import TRAINING
-from .errors import BudgetExceeded, Conflict, InvalidInput
-from .models import ConsentRecord, Lineage, ManifestEntry, PolicyVersion, RunStatus, TrainingRun
+from .errors import BudgetExceeded, CohortTooSmall, Conflict, InvalidInput
+from .models import (
+    ConsentRecord,
+    Lineage,
+    ManifestEntry,
+    PolicyVersion,
+    PrivacyAudit,
+    RunStatus,
+    TrainingRun,
+)
 
 
 @dataclass(frozen=True)
@@ -44,12 +57,40 @@ class ManifestItem:
     user_id: int
     photo_id: uuid.UUID
     consent_record_id: uuid.UUID
+    content_sha256: str = ""  # of the decrypted image, for de-duplication across accounts; never stored
+
+
+Step = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps), as inference.dp.accounting reads it
+Composer = Callable[[list[Step], float], float]  # (history, delta) -> an upper bound on epsilon
+
+# The accountant composing the ledgers. governance imports nothing of ours, so the training app installs
+# inference.dp's compose_epsilon at start-up (webplatform.training.apps); tests may swap it like any attribute.
+composer: Composer | None = None
 
 
 def manifest_sha256(items: list[dict[str, str]]) -> str:
     """Hash of the canonical manifest (sorted entries): goes into the run and the model card."""
     body = json.dumps(sorted(items, key=lambda e: e["photo_id"]), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _compose(history: list[Step], delta: float) -> float:
+    if composer is None:
+        raise RuntimeError("governance.training.composer is not set: add webplatform.training to INSTALLED_APPS")
+    return composer(history, delta)
+
+
+def run_history(run: TrainingRun) -> list[Step]:
+    """What a run releases, as accountant entries: its DP-SGD steps, and its noisy participant count."""
+    return [(run.noise_multiplier, run.sample_rate, run.steps), (run.count_noise, 1.0, 1)]
+
+
+def composed_epsilon(runs: list[TrainingRun], extra: list[Step] | None = None, delta: float | None = None) -> float:
+    """Epsilon of all these runs (and `extra` entries) together, at `delta` or the smallest among the runs."""
+    history = [step for run in runs for step in run_history(run)] + list(extra or [])
+    if not history:
+        return 0.0
+    return _compose(history, delta if delta is not None else min(r.delta for r in runs))
 
 
 def lineage_get_or_create(name: str) -> Lineage:
@@ -59,50 +100,138 @@ def lineage_get_or_create(name: str) -> Lineage:
     return lineage
 
 
+def run_ancestry(version: str) -> list[TrainingRun]:
+    """The runs that trained `version` and each of its DP ancestors, oldest first (a base model has none)."""
+    chain: list[TrainingRun] = []
+    seen: set[str] = set()
+    while version and version not in seen:
+        seen.add(version)
+        run = TrainingRun.objects.filter(model_version=version).first()
+        if run is None:
+            break
+        chain.append(run)
+        version = run.parent_version
+    return chain[::-1]
+
+
+def _lineage_runs(lineage: Lineage, parent_version: str = "") -> list[TrainingRun]:
+    """Every run of the lineage (any status: a reservation counts) and every run in the parent's ancestry."""
+    runs = {r.pk: r for r in run_ancestry(parent_version)}
+    runs.update({r.pk: r for r in lineage.runs.all()})
+    return sorted(runs.values(), key=lambda r: r.created_at)
+
+
 def lineage_committed_epsilon(lineage: Lineage) -> float:
-    """Spent by finished runs plus reserved by unfinished ones (basic composition: a safe upper bound)."""
-    spent = lineage.runs.filter(status__in=[RunStatus.SUCCEEDED, RunStatus.FAILED]).aggregate(
-        s=Sum("epsilon_spent"))["s"] or 0.0
-    reserved = lineage.runs.filter(status__in=[RunStatus.RESERVED, RunStatus.RUNNING]).aggregate(
-        s=Sum("epsilon_reserved"))["s"] or 0.0
-    return float(spent) + float(reserved)
+    """The lineage's runs, with the ancestry of each model they fine-tuned, composed as reservation checks them."""
+    parents = set(lineage.runs.values_list("parent_version", flat=True))
+    runs = {r.pk: r for p in parents for r in run_ancestry(p)}
+    runs.update({r.pk: r for r in lineage.runs.all()})
+    if not runs:
+        return 0.0
+    return composed_epsilon(list(runs.values()), delta=min([lineage.delta, *(r.delta for r in runs.values())]))
+
+
+def ancestry_epsilon(run: TrainingRun) -> tuple[float, float]:
+    """(epsilon, delta) of the model a run produces: its own release composed with its whole ancestry."""
+    chain = [*run_ancestry(run.parent_version), run]
+    delta = min(r.delta for r in chain)
+    return composed_epsilon(chain, delta=delta), delta
+
+
+def runs_for_subject(user_id: int) -> list[TrainingRun]:
+    """Every run whose manifest held this user (by pseudonym), reserved ones included, oldest first."""
+    run_ids = ManifestEntry.objects.filter(subject=pseudonym(user_id)).values_list("run_id", flat=True)
+    return list(TrainingRun.objects.filter(pk__in=run_ids).select_related("lineage").order_by("created_at"))
+
+
+def user_committed_epsilon(user_id: int) -> tuple[float, float]:
+    """(epsilon, delta) of everything released about this user: all their runs composed."""
+    runs = runs_for_subject(user_id)
+    if not runs:
+        return 0.0, 0.0
+    delta = min(r.delta for r in runs)
+    return composed_epsilon(runs, delta=delta), delta
+
+
+def subjects_epsilon(subjects: list[str], extra: list[Step] | None = None,
+                     delta: float | None = None) -> dict[str, float]:
+    """Each subject's runs (plus `extra`) composed: one accountant call per distinct set of runs, not per person.
+
+    At `delta` or, for each set, the smallest delta among its runs and `delta`.
+    """
+    held: dict[str, set[uuid.UUID]] = {s: set() for s in subjects}
+    for subject, run_id in ManifestEntry.objects.filter(subject__in=subjects).values_list("subject", "run_id"):
+        held[subject].add(run_id)
+    runs = {r.pk: r for r in TrainingRun.objects.filter(pk__in=set().union(*held.values()))}
+    by_history: dict[frozenset[uuid.UUID], float] = {}
+    for held_ids in {frozenset(ids) for ids in held.values()}:
+        past = [runs[i] for i in held_ids]
+        deltas = [r.delta for r in past] + ([delta] if delta is not None else [])
+        by_history[held_ids] = composed_epsilon(past, extra, delta=min(deltas)) if past or extra else 0.0
+    return {s: by_history[frozenset(ids)] for s, ids in held.items()}
+
+
+def users_with_budget(user_ids: list[int]) -> set[int]:
+    """Those of these users whose ledger has not yet reached DP_USER_EPSILON_CAP."""
+    by_subject = {pseudonym(u): u for u in user_ids}
+    spent = subjects_epsilon(list(by_subject))
+    return {u for s, u in by_subject.items() if spent[s] < settings.DP_USER_EPSILON_CAP}
 
 
 def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float, delta: float,
                 sample_rate: float, noise_multiplier: float, max_grad_norm: float, steps: int,
-                accountant: str, parent_version: str = "") -> TrainingRun:
+                accountant: str, participants: int, count_noise: float, parent_version: str = "") -> TrainingRun:
     """Freeze the manifest and reserve the run's epsilon in one locked transaction, or refuse (409).
 
-    Every item is re-checked against the consent ledger inside the transaction: an entry whose owner's
-    newest training record is not the named grant is refused, so no manifest holds a photo whose owner
-    lacked consent at snapshot time. One photo per user makes Opacus' example-level guarantee user-level.
+    Refused when fewer than DP_MIN_PARTICIPANTS people are in it, when the lineage's ledger (its runs and
+    the parent's ancestry, composed with this run) would pass the lineage cap, or when any participant's
+    ledger would pass DP_USER_EPSILON_CAP. Every item is re-checked against the consent ledger inside the
+    transaction. `participants` is the noisy count the plan was made from; the exact count is len(items).
     """
     if not items:
         raise InvalidInput("No eligible photos: nobody with training consent has a photo within retention.")
-    if epsilon <= 0 or not (0 < delta < 1):
-        raise InvalidInput("Epsilon must be positive and delta in (0, 1).")
+    if len(items) < settings.DP_MIN_PARTICIPANTS:
+        # Says neither the count nor how far below: only that the floor was not met.
+        raise CohortTooSmall(f"A DP training run needs at least {settings.DP_MIN_PARTICIPANTS} eligible people; "
+                             "wait until more have opted in (DP_MIN_PARTICIPANTS).",
+                             details={"minimum": settings.DP_MIN_PARTICIPANTS})
+    if epsilon <= 0 or not (0 < delta < 1) or count_noise <= 0:
+        raise InvalidInput("Epsilon and the count's noise must be positive and delta in (0, 1).")
+    this_run = [(noise_multiplier, sample_rate, steps), (count_noise, 1.0, 1)]
     with transaction.atomic():
         lineage = lineage_get_or_create(lineage_name)
-        # Lock the lineage row: two runs asked for at once queue here, so together they cannot pass the cap.
-        lineage = Lineage.objects.select_for_update().get(pk=lineage.pk)
-        committed = lineage_committed_epsilon(lineage)
-        if committed + epsilon > lineage.epsilon_cap + 1e-9:
+        # Lock every lineage row, in pk order (no deadlocks): reservations queue here, so two of them can
+        # pass neither a lineage cap nor a person's cap together, even in different lineages.
+        list(Lineage.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
+        lineage.refresh_from_db()
+        committed_runs = _lineage_runs(lineage, parent_version)
+        at = min([lineage.delta, delta, *(r.delta for r in committed_runs)])
+        total = composed_epsilon(committed_runs, this_run, delta=at)
+        if total > lineage.epsilon_cap + 1e-9:
+            committed = composed_epsilon(committed_runs, delta=at) if committed_runs else 0.0
             raise BudgetExceeded(
-                f"This run needs epsilon {epsilon:.3f} but lineage {lineage.name!r} has "
-                f"{max(lineage.epsilon_cap - committed, 0):.3f} of {lineage.epsilon_cap} left; "
-                "raise the noise multiplier, train fewer epochs, or start a new lineage.",
-                details={"requested": epsilon, "committed": committed, "cap": lineage.epsilon_cap})
+                f"This run would bring lineage {lineage.name!r} (with its parent model's ancestry) to epsilon "
+                f"{total:.3f}, past its cap {lineage.epsilon_cap}; raise the noise multiplier or train fewer "
+                "epochs. A new lineage does not help: it composes the ancestry of the model it fine-tunes.",
+                details={"requested": epsilon, "committed": committed, "total": total, "cap": lineage.epsilon_cap})
         _check_consents(items)
+        ledgers = subjects_epsilon([pseudonym(i.user_id) for i in items], this_run, delta)
+        over = sum(e > settings.DP_USER_EPSILON_CAP + 1e-9 for e in ledgers.values())
+        if over:
+            raise BudgetExceeded(
+                f"This run would take {over} participant(s) past the per-person cap "
+                f"{settings.DP_USER_EPSILON_CAP}; raise the noise multiplier or train fewer epochs.",
+                details={"participants_over_cap": over, "user_cap": settings.DP_USER_EPSILON_CAP})
         entries = [{"subject": pseudonym(i.user_id), "photo_id": str(i.photo_id),
                     "consent_record_id": str(i.consent_record_id)} for i in items]
         run = TrainingRun.objects.create(
             lineage=lineage, created_at=clock.now(), manifest_sha256=manifest_sha256(entries),
-            participants=len(items), sample_rate=sample_rate, noise_multiplier=noise_multiplier,
-            max_grad_norm=max_grad_norm, steps=steps, delta=delta, accountant=accountant,
-            epsilon_reserved=epsilon, parent_version=parent_version)
+            participants=participants, count_noise=count_noise, sample_rate=sample_rate,
+            noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, steps=steps, delta=delta,
+            accountant=accountant, epsilon_reserved=epsilon, parent_version=parent_version)
         ManifestEntry.objects.bulk_create([ManifestEntry(run=run, **e) for e in entries])
         audit_append(action="training.reserved", actor_id=None, subject="training", object_ref=f"run:{run.id}",
-                     details={"manifest_sha256": run.manifest_sha256, "participants": run.participants,
+                     details={"manifest_sha256": run.manifest_sha256, "participants_released": participants,
                               "epsilon": epsilon, "delta": delta, "lineage": lineage.name})
     return run
 
@@ -112,6 +241,9 @@ def _check_consents(items: list[ManifestItem]) -> None:
     users = [i.user_id for i in items]
     if len(set(users)) != len(users):
         raise Conflict("A manifest may hold at most one photo per user.")
+    hashes = [i.content_sha256 for i in items if i.content_sha256]
+    if len(set(hashes)) != len(hashes):
+        raise Conflict("A manifest may hold an image only once, whichever account uploaded it.")
     stale = [i.user_id for i in items if active.get(i.user_id) != i.consent_record_id]
     if stale:
         raise Conflict("Training consent changed while the manifest was built; build it again.",
@@ -124,26 +256,47 @@ def run_entries(run: TrainingRun) -> list[dict[str, str]]:
             for entry in run.entries.order_by("photo_id").values("subject", "photo_id", "consent_record_id")]
 
 
-def run_start(run: TrainingRun) -> None:
-    run.status = RunStatus.RUNNING
-    run.save(update_fields=["status"])
-
-
-def run_finish(run: TrainingRun, *, epsilon_spent: float, model_version: str = "", metrics: dict[str, Any],
-               error: str = "") -> None:
-    """Record what the run actually spent (its reservation is released) and how it ended."""
+def run_start(run: TrainingRun) -> TrainingRun:
+    """RESERVED -> RUNNING, once: under a row lock, so a run is executed at most once whoever asks."""
     with transaction.atomic():
+        locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if locked.status != RunStatus.RESERVED:
+            raise Conflict(f"Run {run.id} is {locked.status}, not reserved: it cannot be executed (again). "
+                           "Reserve a new run instead.", details={"status": locked.status})
+        locked.status = RunStatus.RUNNING
+        locked.save(update_fields=["status"])
+        audit_append(action="training.started", actor_id=None, subject="training", object_ref=f"run:{run.id}")
+    run.status = RunStatus.RUNNING
+    return run
+
+
+def run_finish(run: TrainingRun, *, model_version: str = "", metrics: dict[str, Any] | None = None,
+               error: str = "") -> None:
+    """RUNNING -> SUCCEEDED | FAILED; either way the whole reservation is spent (the plan is fixed)."""
+    with transaction.atomic():
+        locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if locked.status != RunStatus.RUNNING:
+            raise Conflict(f"Run {run.id} is {locked.status}, not running.", details={"status": locked.status})
         run.status = RunStatus.FAILED if error else RunStatus.SUCCEEDED
-        run.epsilon_spent = epsilon_spent
-        run.model_version, run.metrics, run.error = model_version, metrics, error[:200]
+        run.epsilon_spent = run.epsilon_reserved
+        run.model_version, run.metrics, run.error = model_version, metrics or {}, error[:200]
         run.finished_at = clock.now()
         run.save(update_fields=["status", "epsilon_spent", "model_version", "metrics", "error", "finished_at"])
         audit_append(action="training.finished", actor_id=None, subject="training", object_ref=f"run:{run.id}",
-                     details={"status": run.status, "epsilon_spent": epsilon_spent, "model_version": model_version})
+                     details={"status": run.status, "epsilon_spent": run.epsilon_spent,
+                              "model_version": model_version})
 
 
-def runs_for_subject(user_id: int) -> list[TrainingRun]:
-    """Finished or running runs whose manifest held this user (by pseudonym)."""
-    run_ids = ManifestEntry.objects.filter(subject=pseudonym(user_id)).values_list("run_id", flat=True)
-    return list(TrainingRun.objects.filter(pk__in=run_ids).exclude(status=RunStatus.RESERVED)
-                .order_by("created_at"))
+def privacy_audit_record(*, code_version: str, passed: bool, report: dict[str, Any]) -> PrivacyAudit:
+    """Store an empirical audit of a DP code version, and put it on the audit trail."""
+    with transaction.atomic():
+        audit = PrivacyAudit.objects.create(code_version=code_version, passed=passed, report=report, at=clock.now())
+        audit_append(action="training.privacy_audit", actor_id=None, subject="training",
+                     object_ref=f"dp-code:{code_version[:16]}", details={"passed": passed})
+    return audit
+
+
+def privacy_audit_passed(code_version: str) -> bool:
+    """Whether this DP code version's newest audit passed."""
+    newest = PrivacyAudit.objects.filter(code_version=code_version).order_by("-at", "-pk").first()
+    return bool(newest and newest.passed)

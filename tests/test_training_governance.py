@@ -3,6 +3,8 @@ privacy budget refuses a run before it starts — also when two are asked for at
 
 from __future__ import annotations
 
+import io
+import itertools
 import threading
 
 import pytest
@@ -12,23 +14,51 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from PIL import Image
 
 from governance.consent import TRAINING, consent_is_active, consent_set
 from governance.errors import BudgetExceeded, Conflict
 from governance.models import ConsentRecord, Lineage, ManifestEntry, RunStatus, TrainingRun
-from governance.training import ManifestItem, run_finish, run_reserve, training_candidates
-from tests.lifecycle_support import Clock, photo_make
+from governance.training import (
+    ManifestItem,
+    run_finish,
+    run_history,
+    run_reserve,
+    run_start,
+    training_candidates,
+)
+from inference import dp
+from tests.lifecycle_support import Clock
+from tests.lifecycle_support import photo_make as stored_photo
 from webplatform.lifecycle.erasure import user_erase
 from webplatform.lifecycle.withdrawal import consent_change
 from webplatform.photos.models import Photo
 from webplatform.training.services import eligible_items
 
-RUN = {"delta": 1e-6, "sample_rate": 0.5, "noise_multiplier": 1.0, "max_grad_norm": 1.0, "steps": 10,
-       "accountant": "prv"}
+RUN = {"delta": 1e-6, "sample_rate": 0.1, "max_grad_norm": 1.0, "steps": 20, "accountant": "prv",
+       "participants": 100, "count_noise": 10.0}
 
 
-def reserve(items, epsilon=0.5, lineage="test-lineage") -> TrainingRun:
-    return run_reserve(lineage_name=lineage, items=items, epsilon=epsilon, **RUN)
+_colours = itertools.count(1)
+
+
+def photo_make(**fields) -> Photo:
+    """A stored photo whose pixels no other has: identical images from two accounts enter a run once."""
+    c = next(_colours)
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), (c % 256, (c // 256) % 256, 31)).save(buffer, format="PNG")
+    return stored_photo(plaintext=buffer.getvalue(), **fields)
+
+
+@pytest.fixture(autouse=True)
+def _small_cohorts(settings):
+    settings.DP_MIN_PARTICIPANTS = 1  # these tests are about manifests and caps, not the cohort floor
+
+
+def reserve(items, noise=6.0, lineage="test-lineage") -> TrainingRun:
+    """A run of 20 steps at q 0.1 (noise 6: epsilon about 0.5; 0.85: 6.0; 0.8: 6.8; two at 0.8 compose to 8.6)."""
+    epsilon = dp.compose_epsilon(history=[(noise, 0.1, 20), (10.0, 1.0, 1)], delta=1e-6)
+    return run_reserve(lineage_name=lineage, items=items, epsilon=epsilon, noise_multiplier=noise, **RUN)
 
 
 # ---- the property: random consent histories never put a non-consenting user in a manifest -------------
@@ -64,7 +94,7 @@ def test_no_manifest_ever_holds_a_user_without_training_consent(make_actor, monk
             items = eligible_items()
             if not items:
                 continue
-            run = reserve(items, epsilon=0.01, lineage=f"prop-{len(actions)}")
+            run = reserve(items, lineage=f"prop-{len(actions)}")
             # Then every entry's owner consents right now, through the one question everybody asks,
             users = [it.user_id for it in items]
             assert all(consent_is_active(user_id=u, purpose_slug=TRAINING) for u in users)
@@ -115,11 +145,11 @@ def test_withdrawal_between_two_runs_removes_the_user_from_the_second(make_actor
     for actor in (stay, leave):
         photo_make(owner_id=actor.pk, kept_for_training=True)
     first = reserve(eligible_items())
-    run_finish(first, epsilon_spent=0.5, metrics={})
-    assert first.participants == 2
+    run_finish(run_start(first))
+    assert first.entries.count() == 2
     leave.client.put("/api/v1/me/consents/training", {"granted": False}, format="json")
     second = reserve(eligible_items())
-    assert second.participants == 1
+    assert second.entries.count() == 1
     assert set(second.entries.values_list("photo_id", flat=True)) == set(
         Photo.objects.filter(owner_id=stay.pk).values_list("id", flat=True))
 
@@ -137,28 +167,32 @@ def test_manifest_hash_is_of_its_entries(make_actor):
 
 # ---- the budget ledger -----------------------------------------------------------------------------------
 
-@override_settings(DP_EPSILON_CAP=8.0)
+@override_settings(DP_EPSILON_CAP=8.0, DP_USER_EPSILON_CAP=1000.0)
 def test_a_run_that_would_pass_the_cap_is_refused_before_it_starts(make_actor):
     actor = make_actor(consents=("processing", "training"))
     photo_make(owner_id=actor.pk)
     items = eligible_items()
-    first = reserve(items, epsilon=5.0)
-    # Reserved (not yet spent) epsilon already counts against the cap
+    first = reserve(items, noise=0.8)  # epsilon about 6.8
+    # Reserved (not yet spent) epsilon already counts against the cap, composed with the new run
     with pytest.raises(BudgetExceeded) as refused:
-        reserve(items, epsilon=4.0)
+        reserve(items, noise=0.8)  # 6.8 alone; composed with the first, 8.6
     assert refused.value.status == 409 and refused.value.details["cap"] == 8.0
+    assert refused.value.details["total"] > 8.0 > refused.value.details["requested"]
     assert TrainingRun.objects.count() == 1
-    # What a finished run really spent replaces its reservation
-    run_finish(first, epsilon_spent=3.0, metrics={})
-    assert reserve(items, epsilon=4.0).status == RunStatus.RESERVED
+    # Finishing (even failing) releases nothing: the whole reservation stays spent
+    run_finish(run_start(first), error="boom")
+    first.refresh_from_db()
+    assert first.status == RunStatus.FAILED and first.epsilon_spent == first.epsilon_reserved
     with pytest.raises(BudgetExceeded):
-        reserve(items, epsilon=1.5)
-    # A separate lineage has its own budget
-    assert reserve(items, epsilon=7.0, lineage="other").epsilon_reserved == 7.0
+        reserve(items, noise=0.8)
+    # A quieter run fits (about 0.5 alone; composed with the first, 6.8)
+    assert reserve(items, noise=6.0).status == RunStatus.RESERVED
+    # A separate lineage that fine-tunes no model of this one has its own budget
+    assert reserve(items, noise=0.8, lineage="other").status == RunStatus.RESERVED
 
 
 @pytest.mark.django_db(transaction=True)
-@override_settings(DP_EPSILON_CAP=8.0)
+@override_settings(DP_EPSILON_CAP=8.0, DP_USER_EPSILON_CAP=1000.0)
 def test_concurrent_reservations_never_pass_the_cap_together(purposes, make_actor):
     if connection.vendor != "postgresql":
         pytest.skip("row locks across connections need PostgreSQL (SQLite serializes writers anyway)")
@@ -171,7 +205,7 @@ def test_concurrent_reservations_never_pass_the_cap_together(purposes, make_acto
     def ask() -> None:
         barrier.wait()
         try:
-            reserve(items, epsilon=3.0, lineage="race")
+            reserve(items, noise=0.85, lineage="race")  # two compose to 7.6, three to 8.9
             outcomes.append("reserved")
         except BudgetExceeded:
             outcomes.append("refused")
@@ -184,7 +218,8 @@ def test_concurrent_reservations_never_pass_the_cap_together(purposes, make_acto
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["refused", "refused", "reserved", "reserved"]
-    assert sum(TrainingRun.objects.filter(lineage__name="race").values_list("epsilon_reserved", flat=True)) <= 8.0
+    runs = list(TrainingRun.objects.filter(lineage__name="race"))
+    assert dp.compose_epsilon(history=[h for r in runs for h in run_history(r)], delta=1e-6) <= 8.0
 
 
 def test_erased_users_are_never_candidates(make_actor, django_capture_on_commit_callbacks):

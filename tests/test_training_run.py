@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
+import torch
 from django.core.management import CommandError, call_command
 from PIL import Image
 
-from governance.models import AuditEvent, RunStatus, TrainingRun
+from governance.models import AuditEvent, ManifestEntry, PrivacyAudit, RunStatus, TrainingRun
+from governance.training import ancestry_epsilon
+from inference import dp
+from inference.dp.audit import code_version
 from inference.synthetic import Identity, place_in_photo
 from webplatform.models_registry import model_registry
 from webplatform.training.services import RunRequest, training_run_create, training_run_execute
@@ -27,6 +32,11 @@ def face_png(seed: int) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.fixture(autouse=True)
+def _small_cohort(settings):
+    settings.DP_MIN_PARTICIPANTS = 8  # eight synthetic people: a CPU-sized run
+
+
 @pytest.fixture
 def consenting_users(make_actor):
     """Eight users who opted in to training, each with one face photo; two who did not."""
@@ -39,13 +49,16 @@ def consenting_users(make_actor):
     return users, outsiders
 
 
-def test_short_dp_run_registers_a_version_with_its_privacy_card(consenting_users, officer):
+def test_short_dp_run_registers_a_version_with_its_privacy_card(consenting_users, officer, monkeypatch):
     users, outsiders = consenting_users
-    request = RunRequest(epochs=1, target_epsilon=2.0, batch_size=4, lr=1e-4, seed=1)
+    request = RunRequest(epochs=1, target_epsilon=2.0, batch_size=4, lr=1e-4)
+    seeds: list[int] = []
+    real = dp.training.fresh_seed
+    monkeypatch.setattr(dp.training, "fresh_seed", lambda: seeds.append(real()) or seeds[-1])  # a spy
 
     # Given a reserved run over exactly the consenting users
     run = training_run_create(request)
-    assert run.participants == len(users) and run.status == RunStatus.RESERVED
+    assert run.entries.count() == len(users) and run.status == RunStatus.RESERVED
     assert run.epsilon_reserved == pytest.approx(2.0, rel=0.05)
 
     # When it trains under DP on CPU
@@ -56,22 +69,49 @@ def test_short_dp_run_registers_a_version_with_its_privacy_card(consenting_users
     card = model_registry().card(run.model_version)
     assert card["dp"] is True and all(card.get(f) is not None for f in PRIVACY_FIELDS)
     assert card["manifest_sha256"] == run.manifest_sha256
-    assert card["epsilon"] == pytest.approx(run.epsilon_spent) and 0 < run.epsilon_spent <= run.epsilon_reserved + 1e-6
-    assert set(card["metrics"]) >= {"before", "after"}
+    assert card["epsilon"] == pytest.approx(ancestry_epsilon(run)[0]) and run.epsilon_spent == run.epsilon_reserved
+    assert card["ancestry"] == [str(run.id)] and "one person" in card["privacy_unit"]
+    # And nothing private for free: the count only as released with noise, no losses or batch statistics
+    assert card["participants_released"] == run.participants and card["participants_noise_std"] > 0
+    assert "participants" not in card and set(card["metrics"]) == {"before", "after"}
+    assert set(run.metrics) == {"before", "after"}
     assert AuditEvent.objects.filter(action="training.finished", object_ref=f"run:{run.id}").exists()
 
     # And each participant sees the run and their epsilon; an outsider sees none
     privacy = users[0].client.get("/api/v1/me/privacy").json()
     assert [r["run_id"] for r in privacy["runs"]] == [str(run.id)]
-    assert privacy["total_epsilon"] == pytest.approx(run.epsilon_spent, rel=0.05)
+    assert privacy["total_epsilon"] == pytest.approx(run.epsilon_reserved)
     assert "epsilon" in privacy["explanation"]
     assert outsiders[0].client.get("/api/v1/me/privacy").json()["runs"] == []
 
-    # Compliance sees the run and the version with its card
+    # Compliance sees the run (its released count) and the version with its card
     runs = officer.client.get("/api/v1/training-runs").json()["results"]
-    assert runs[0]["manifest_sha256"] == run.manifest_sha256 and runs[0]["participants"] == len(users)
+    assert runs[0]["manifest_sha256"] == run.manifest_sha256 and runs[0]["participants"] == run.participants
+    assert runs[0]["participants_noise_std"] == run.count_noise
     models = officer.client.get("/api/v1/models").json()
     assert run.model_version in [v["version"] for v in models["versions"]]
+
+    # A second run on the same inputs trains different weights: fresh secret randomness per run
+    again = training_run_execute(training_run_create(request), request, progress=False)
+    first, _ = model_registry().load(run.model_version)
+    second, _ = model_registry().load(again.model_version)
+    assert not all(torch.equal(v, second.state_dict()[k]) for k, v in first.state_dict().items())
+
+    # And no seed drawn for either run is persisted: not in the database, the cards or the registry files
+    assert len(set(seeds)) == len(seeds) == 6
+    stored = json.dumps([list(TrainingRun.objects.values()), list(ManifestEntry.objects.values()),
+                         list(AuditEvent.objects.values())], default=str)
+    stored += "".join(p.read_text(errors="ignore") for p in model_registry().root.rglob("*") if p.is_file()
+                      and p.suffix != ".safetensors")
+    assert not any(str(seed) in stored or f"{seed:x}" in stored for seed in seeds)
+
+    # Promotion waits until the DP code the model was trained with passes its empirical audit
+    assert card["dp_code_version"] == code_version()
+    with pytest.raises(CommandError, match="audit_privacy"):
+        call_command("promote_model", run.model_version)
+    call_command("audit_privacy", "--claims", "4", "--canaries", "200", "--steps", "30", "--guesses", "40",
+                 stdout=io.StringIO())
+    assert PrivacyAudit.objects.get(code_version=code_version()).passed
 
     # Promotion is explicit and audited
     call_command("promote_model", run.model_version)

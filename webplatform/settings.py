@@ -318,6 +318,15 @@ DP_EPSILON_CAP = env.float("DP_EPSILON_CAP", default=8.0)
 DP_DELTA = env.float("DP_DELTA", default=1e-6)  # a run uses min(DP_DELTA, 1 / (10 N)) for N participants
 DP_ACCOUNTANT = env.str("DP_ACCOUNTANT", default="prv")
 DP_LINEAGE = env.str("DP_LINEAGE", default="timeveil-small")
+# Each person's epsilon over every run that held them, composed (docs/training.md).
+DP_USER_EPSILON_CAP = env.float("DP_USER_EPSILON_CAP", default=10.0)
+# Below this many eligible people a run is refused: at the default expected batch of 16 the sample rate would
+# pass 0.16, so subsampling amplifies little and a useful noise level costs a large epsilon; the released
+# count (noise std DP_COUNT_NOISE) would be off by more than 10%; and a few dozen faces teach the model nothing
+# measurable (bench/train.py's utility rows).
+DP_MIN_PARTICIPANTS = env.int("DP_MIN_PARTICIPANTS", default=100)
+# Std of the Gaussian noise on each run's released participant count (sensitivity 1, accounted per run).
+DP_COUNT_NOISE = env.float("DP_COUNT_NOISE", default=10.0)
 
 # --- production mode (PRODUCTION=1): refuse to start on settings that are only safe on one laptop -------
 PRODUCTION = env.bool("PRODUCTION", default=False)

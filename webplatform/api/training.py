@@ -17,23 +17,23 @@ from .errors import ErrorResponse
 
 
 class TrainingRunOut(serializers.ModelSerializer):
+    """A run's public parameters: the participant count as released (with noise), no losses or metrics."""
+
     lineage = serializers.CharField(source="lineage.name")
-    epsilon = serializers.SerializerMethodField()
+    epsilon = serializers.FloatField(source="epsilon_reserved")  # a run spends its whole reservation
+    participants_noise_std = serializers.FloatField(source="count_noise")
 
     class Meta:
         model = TrainingRun
         fields = ["id", "lineage", "status", "created_at", "finished_at", "manifest_sha256", "participants",
-                  "epsilon", "epsilon_reserved", "epsilon_spent", "delta", "noise_multiplier", "max_grad_norm",
-                  "sample_rate", "steps", "accountant", "model_version", "parent_version", "error"]
-
-    def get_epsilon(self, run: TrainingRun) -> float:
-        """What the run spent, or while it runs what it reserved."""
-        return run.epsilon_spent if run.epsilon_spent is not None else run.epsilon_reserved
+                  "participants_noise_std", "epsilon", "epsilon_reserved", "epsilon_spent", "delta",
+                  "noise_multiplier", "max_grad_norm", "sample_rate", "steps", "accountant", "model_version",
+                  "parent_version", "error"]
 
 
 @extend_schema(responses={200: TrainingRunOut(many=True), 401: ErrorResponse, 403: ErrorResponse})
 class TrainingRunListApi(generics.ListAPIView):
-    """Training runs with manifest hash, participants, epsilon, delta, status."""
+    """Training runs with manifest hash, released participant count, epsilon, delta, status."""
 
     serializer_class = TrainingRunOut
     permission_classes = [IsComplianceOfficer]

@@ -1,10 +1,19 @@
-"""A DP training run end to end: eligible set → budget reservation → DP fine-tune → registered version."""
+"""A DP training run end to end: eligible set → noisy count and plan → budget reservation → DP fine-tune → version.
+
+The privacy unit is a person: one photo per account, none showing more than one face, and an image held by
+several accounts enters once. What leaves a run (model, card, API rows) is either DP-accounted or public:
+the participant count is released with Gaussian noise and the plan is made from that noisy count, so the
+sample rate, steps and delta it fixes reveal nothing further; losses and batch statistics are not kept.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
-from dataclasses import dataclass
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -12,19 +21,28 @@ from PIL import Image
 
 from governance import clock
 from governance.audit import audit_append
-from governance.errors import InvalidInput
-from governance.models import TrainingRun
+from governance.errors import Conflict, InvalidInput, TimeveilError
+from governance.models import PrivacyAudit, TrainingRun
 from governance.training import (
     ManifestItem,
+    ancestry_epsilon,
+    privacy_audit_passed,
+    privacy_audit_record,
+    run_ancestry,
     run_entries,
     run_finish,
     run_reserve,
     run_start,
     training_candidates,
+    users_with_budget,
 )
 from webplatform.models_registry import model_registry
 from webplatform.objects import object_get
 from webplatform.photos.models import Photo
+
+PRIVACY_UNIT = ("one person: at most one photo per account, no photo showing more than one face, and an image "
+                "held by several accounts used once; a person with several accounts and different photos of "
+                "themselves is counted once per account")
 
 
 @dataclass(frozen=True)
@@ -38,53 +56,102 @@ class RunRequest:
     max_grad_norm: float = 1.0
     lr: float = 1e-4
     lineage: str = ""
-    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A run's public parameters, all derived from the noisy participant count."""
+
+    participants: int  # released: exact count + Gaussian noise of std count_noise, rounded, >= 0
+    count_noise: float
+    sample_rate: float
+    steps: int
+    delta: float
+    noise_multiplier: float
+    epsilon: float  # the run's own release (DP-SGD steps and the count) composed
+    accountant: str
+
+
+def _content_sha256(photo: Photo) -> str | None:
+    """SHA-256 of the decoded pixels (not the file bytes: a re-encoded copy is the same image); None if unreadable."""
+    try:
+        data = object_get(owner_id=photo.owner_id, kind=Photo.KIND, object_id=photo.id, name=photo.storage_name)
+    except TimeveilError:  # key destroyed by an erasure, or the object failed its integrity check
+        return None
+    pixels = np.asarray(Image.open(io.BytesIO(bytes(data))).convert("RGB"))
+    del data
+    return hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()
 
 
 def eligible_items() -> list[ManifestItem]:
-    """One photo per user with active training consent: the one kept for training, else their newest."""
+    """One photo per person with active training consent, with budget left, showing one face, each image once.
+
+    Per account: the photo kept for training, else the newest, within retention. A photo counted with more
+    than one face at upload is refused (another face is somebody else's data). Each photo
+    is decrypted in memory to hash its pixels; an image already taken from another account is dropped.
+    """
     now = clock.now()
-    items = []
-    for candidate in training_candidates():
+    items: list[ManifestItem] = []
+    seen: set[str] = set()
+    candidates = training_candidates()
+    # Whose budget is spent: a privacy filter reading the ledger, never their data
+    with_budget = users_with_budget([c.user_id for c in candidates])
+    for candidate in candidates:
+        if candidate.user_id not in with_budget:
+            continue
         photo = (Photo.objects.filter(owner_id=candidate.user_id, expires_at__gt=now)
-                 .order_by("-kept_for_training", "-created_at").only("id").first())
-        if photo is not None:
-            items.append(ManifestItem(user_id=candidate.user_id, photo_id=photo.id,
-                                      consent_record_id=candidate.consent_record_id))
+                 .order_by("-kept_for_training", "-created_at").first())
+        if photo is None or photo.face_count > 1:
+            continue  # the chosen photo shows somebody else too: refused, not swapped for another photo
+        digest = _content_sha256(photo)
+        if digest is None or digest in seen:
+            continue
+        seen.add(digest)
+        items.append(ManifestItem(user_id=candidate.user_id, photo_id=photo.id,
+                                  consent_record_id=candidate.consent_record_id, content_sha256=digest))
     return items
 
 
-def run_plan(request: RunRequest, participants: int) -> dict[str, float | int | str]:
-    """Sample rate, steps, delta, noise and the accountant's epsilon for a run over N participants."""
-    from inference.dp import effective_sample_rate, epsilon_for, noise_for_epsilon
+def released_count(n: int) -> int:
+    """The participant count with Gaussian noise (std DP_COUNT_NOISE) from the OS CSPRNG, rounded, >= 0."""
+    return max(0, round(n + random.SystemRandom().gauss(0.0, settings.DP_COUNT_NOISE)))
+
+
+def run_plan(request: RunRequest, participants: int) -> RunPlan:
+    """Sample rate, steps, delta, noise and epsilon from the released (noisy) participant count."""
+    from inference.dp import compose_epsilon, noise_for_epsilon
 
     if (request.target_epsilon is None) == (request.noise_multiplier is None):
         raise InvalidInput("Give exactly one of target_epsilon or noise_multiplier.")
-    # The rate Opacus' Poisson loader really samples at (1/k): what is reserved is what gets spent.
-    sample_rate = effective_sample_rate(n=participants, sample_rate=min(1.0, request.batch_size / participants))
+    if request.batch_size < 1 or request.epochs <= 0:
+        raise InvalidInput("batch_size must be at least 1 and epochs positive.")
+    n = max(participants, 1)
+    sample_rate = min(1.0, request.batch_size / n)  # Poisson at exactly this rate: what is reserved is spent
     steps = max(1, math.ceil(request.epochs / sample_rate))
-    delta = min(settings.DP_DELTA, 1.0 / (10 * participants))  # delta well below 1/N
-    accountant = settings.DP_ACCOUNTANT
-    noise = request.noise_multiplier or noise_for_epsilon(
-        target_epsilon=float(request.target_epsilon or 0), sample_rate=sample_rate, steps=steps, delta=delta,
-        accountant=accountant)
-    epsilon = epsilon_for(noise_multiplier=noise, sample_rate=sample_rate, steps=steps, delta=delta,
-                          accountant=accountant)
-    return {"sample_rate": sample_rate, "steps": steps, "delta": delta, "noise_multiplier": noise,
-            "epsilon": epsilon, "accountant": accountant}
+    delta = min(settings.DP_DELTA, 1.0 / (10 * n))  # delta well below 1/N
+    accountant, count_noise = settings.DP_ACCOUNTANT, settings.DP_COUNT_NOISE
+    try:
+        noise = request.noise_multiplier if request.noise_multiplier is not None else noise_for_epsilon(
+            target_epsilon=float(request.target_epsilon or 0), sample_rate=sample_rate, steps=steps, delta=delta,
+            accountant=accountant)
+        epsilon = compose_epsilon(history=[(noise, sample_rate, steps), (count_noise, 1.0, 1)], delta=delta,
+                                  accountant=accountant)
+    except ValueError as exc:  # the accountant's message says what to change
+        raise InvalidInput(str(exc)) from exc
+    return RunPlan(participants=participants, count_noise=count_noise, sample_rate=sample_rate, steps=steps,
+                   delta=delta, noise_multiplier=noise, epsilon=epsilon, accountant=accountant)
 
 
 def training_run_create(request: RunRequest) -> TrainingRun:
-    """Freeze the manifest and reserve the epsilon (refused before anything trains if over budget)."""
+    """Freeze the manifest and reserve the epsilon (refused before anything trains if over a cap or too few)."""
     items = eligible_items()
     if not items:
         raise InvalidInput("No eligible photos: nobody with training consent has a photo within retention.")
-    plan = run_plan(request, len(items))
+    plan = run_plan(request, released_count(len(items)))
     return run_reserve(
-        lineage_name=request.lineage or settings.DP_LINEAGE, items=items, epsilon=float(plan["epsilon"]),
-        delta=float(plan["delta"]), sample_rate=float(plan["sample_rate"]),
-        noise_multiplier=float(plan["noise_multiplier"]), max_grad_norm=request.max_grad_norm,
-        steps=int(plan["steps"]), accountant=str(plan["accountant"]),
+        lineage_name=request.lineage or settings.DP_LINEAGE, items=items, epsilon=plan.epsilon, delta=plan.delta,
+        sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier, max_grad_norm=request.max_grad_norm,
+        steps=plan.steps, accountant=plan.accountant, participants=plan.participants, count_noise=plan.count_noise,
         parent_version=model_registry().promoted_version() or "",
     )
 
@@ -119,14 +186,15 @@ def _load_faces(run: TrainingRun, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: bool = True) -> TrainingRun:
-    """Train the reserved run under DP, register the version with its card, record what was spent."""
+    """Train a RESERVED run under DP (once: any other state is refused), register the version with its card."""
     from inference.age_estimator import AgeEstimator
     from inference.dp import DPConfig, train_dp
+    from inference.dp.audit import code_version
     from inference.model import AgeGenerator
     from inference.quality import benchmark, heldout_pairs
 
     registry = model_registry()
-    run_start(run)
+    run = run_start(run)  # Conflict unless RESERVED; from here the reservation is spent whatever happens
     try:
         if not run.parent_version:
             raise InvalidInput("No promoted base model to fine-tune; run `manage.py train_base` first.")
@@ -137,37 +205,57 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
             raise InvalidInput(f"{run.parent_version} is not a generator with an age estimator.")
         faces, source_ages = _load_faces(run, model.config.image_size)
         if len(faces) == 0:
-            run_finish(run, epsilon_spent=0.0, metrics={}, error="no usable faces in the manifest")
+            run_finish(run, error="no usable faces in the manifest")
             return run
+        # The divisor of the noisy sum is public: the sample rate times the released count.
         config = DPConfig(noise_multiplier=run.noise_multiplier, max_grad_norm=run.max_grad_norm,
                           sample_rate=run.sample_rate, steps=run.steps, delta=run.delta, accountant=run.accountant,
-                          lr=request.lr, seed=request.seed)
-        pairs = heldout_pairs(8, size=model.config.image_size)
+                          expected_batch_size=max(1.0, run.sample_rate * run.participants), lr=request.lr)
+        pairs = heldout_pairs(8, size=model.config.image_size)  # synthetic, public: scoring them is free
         before = benchmark(model, estimator, pairs)
         result = train_dp(model=model, faces=faces, source_ages=source_ages,
                           estimator=estimator, config=config, progress=progress)
-        after = benchmark(result.model.eval(), estimator, pairs)
-        metrics = {"before": before, "after": after, "training": result.metrics}
+        metrics = {"before": before, "after": benchmark(result.model.eval(), estimator, pairs)}
+        epsilon, delta = ancestry_epsilon(run)
         version = registry.register(result.model, model.config, {
             "dp": True, "lineage": run.lineage.name, "parent": run.parent_version, "training_run": str(run.id),
+            "ancestry": [str(r.id) for r in run_ancestry(run.parent_version)] + [str(run.id)],
             "age_estimator": card["age_estimator"], "manifest_sha256": run.manifest_sha256,
-            "participants": run.participants, "epsilon": result.epsilon_spent, "delta": run.delta,
+            "epsilon": epsilon, "delta": delta, "epsilon_this_run": run.epsilon_reserved, "delta_this_run": run.delta,
+            "participants_released": run.participants, "participants_noise_std": run.count_noise,
             "noise_multiplier": run.noise_multiplier, "max_grad_norm": run.max_grad_norm,
             "sample_rate": run.sample_rate, "steps": run.steps, "accountant": run.accountant, "metrics": metrics,
-            "training_data": "one photo per user with active training consent, decrypted in memory only",
+            "privacy_unit": PRIVACY_UNIT, "dp_code_version": code_version(),
+            "training_data": "one photo per person with active training consent, decrypted in memory only",
         }, version=f"{run.lineage.name}-dp-{str(run.id)[:8]}")
-        run_finish(run, epsilon_spent=result.epsilon_spent, model_version=version, metrics=metrics)
+        run_finish(run, model_version=version, metrics=metrics)
     except Exception as exc:
-        # Data may have been touched: the whole reservation counts as spent.
-        run_finish(run, epsilon_spent=run.epsilon_reserved, metrics={}, error=f"{type(exc).__name__}: {exc}")
+        # Data may have been touched: the whole reservation counts as spent, and the run never runs again.
+        run_finish(run, error=f"{type(exc).__name__}: {exc}")
         raise
     return run
 
 
-def model_promote(*, version: str, actor_id: int | None = None) -> None:
-    """Make a version the one that serves; a DP version must carry its privacy fields."""
-    from inference.registry import RegistryError
+def privacy_audit_run(*, claims: list[float], config: Any = None) -> PrivacyAudit:
+    """Audit the DP code empirically at each claimed epsilon (inference.dp.audit) and record the verdict."""
+    from inference.dp.audit import AuditConfig, audit_one_run, code_version
 
+    config = config or AuditConfig()
+    results = [audit_one_run(claimed_epsilon=claim, config=config) for claim in claims]
+    report = {"config": asdict(config), "results": [r.to_dict() for r in results]}
+    return privacy_audit_record(code_version=code_version(), passed=all(r.passed for r in results), report=report)
+
+
+def model_promote(*, version: str, actor_id: int | None = None) -> None:
+    """Make a version the one that serves; a DP version must carry its privacy fields and audited DP code."""
+    from inference.registry import PRIVACY_FIELDS, RegistryError
+
+    card = model_registry().card(version) if version in model_registry().list_versions() else {}
+    missing = [f for f in PRIVACY_FIELDS if card.get(f) is None]
+    if card.get("dp") and not missing and not privacy_audit_passed(str(card.get("dp_code_version", ""))):
+        raise Conflict(f"{version} was trained with DP code that has not passed `manage.py audit_privacy`; run "
+                       "the audit on that code version (or retrain with audited code) before promoting it.",
+                       details={"dp_code_version": card.get("dp_code_version")})
     try:
         model_registry().promote(version, require_privacy_fields=True)
     except RegistryError as exc:

@@ -9,6 +9,6 @@ from governance.models import TrainingRun
 from .services import RunRequest, training_run_execute
 
 
-@shared_task(acks_late=False)  # a killed training run must not silently re-spend budget: it is retried by hand
+@shared_task(acks_late=False)  # run_start lets a run execute once: a retry is a new reservation
 def training_task(run_id: str, request: dict) -> None:
     training_run_execute(TrainingRun.objects.get(pk=run_id), RunRequest(**request), progress=False)

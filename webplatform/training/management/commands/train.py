@@ -24,19 +24,18 @@ class Command(BaseCommand):
         parser.add_argument("--max-grad-norm", type=float, default=1.0)
         parser.add_argument("--lr", type=float, default=1e-4)
         parser.add_argument("--lineage", default="")
-        parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--queue", action="store_true", help="run on a gpu worker instead of here")
 
     def handle(self, *args: object, **options: Any) -> None:
         request = RunRequest(epochs=options["epochs"], target_epsilon=options["target_epsilon"],
                              noise_multiplier=options["noise_multiplier"], batch_size=options["batch_size"],
-                             max_grad_norm=options["max_grad_norm"], lr=options["lr"], lineage=options["lineage"],
-                             seed=options["seed"])
+                             max_grad_norm=options["max_grad_norm"], lr=options["lr"], lineage=options["lineage"])
         try:
             run = training_run_create(request)
         except TimeveilError as exc:
             raise CommandError(f"{exc.code}: {exc.message}") from exc
-        self.stdout.write(f"run {run.id}: {run.participants} participants, manifest {run.manifest_sha256[:16]}…, "
+        self.stdout.write(f"run {run.id}: about {run.participants} participants (released with noise), manifest "
+                          f"{run.manifest_sha256[:16]}…, "
                           f"epsilon {run.epsilon_reserved:.3f} reserved at delta {run.delta:.1e}, "
                           f"noise {run.noise_multiplier:.3f}, {run.steps} steps")
         if options["queue"]:
@@ -45,10 +44,13 @@ class Command(BaseCommand):
             training_task.delay(str(run.id), asdict(request))
             self.stdout.write("queued on the gpu queue")
             return
-        run = training_run_execute(run, request)
+        try:
+            run = training_run_execute(run, request)
+        except TimeveilError as exc:
+            raise CommandError(f"{exc.code}: {exc.message}") from exc
         if run.error:
             raise CommandError(f"run failed: {run.error}")
         self.stdout.write(self.style.SUCCESS(
             f"registered {run.model_version}: epsilon spent {run.epsilon_spent:.3f}; "
             f"promote it with `manage.py promote_model {run.model_version}`"))
-        self.stdout.write(json.dumps(run.metrics, indent=2, default=str))
+        self.stdout.write(json.dumps(run.metrics, indent=2, default=str))  # public: held-out synthetic scores

@@ -1,0 +1,46 @@
+"""Differentially private fine-tuning: accounting (what a run spends), samplers (per-sample gradients), training.
+
+Privacy unit: one row of `faces`, one person. Governance puts at most one photo per account in a run,
+refuses photos showing more than one face and drops identical images held by several accounts; a person
+with several accounts and different photos is still counted once per account (docs/training.md).
+"""
+
+from .accounting import (
+    ACCOUNTANTS,
+    PRV_MAX_POINTS,
+    Step,
+    compose_epsilon,
+    epsilon_for,
+    noise_for_epsilon,
+)
+from .samplers import (
+    MATERIALISE_CHUNK,
+    compute_conv2d_grad_sample,
+    compute_conv2d_norm_sample,
+    compute_group_norm_norm_sample,
+    conv2d_weight_per_sample,
+    conv2d_weight_sq_norms,
+    install_ghost_conv,
+    install_hooks_conv,
+)
+from .training import (
+    AGE_RANGE,
+    AGE_SCALE,
+    DEFAULT_GRAD_SAMPLE_MODE,
+    GRAD_SAMPLE_MODES,
+    DPConfig,
+    DPObjective,
+    DPResult,
+    PrivateTrainer,
+    fresh_seed,
+    register_grad_sample_mode,
+    train_dp,
+)
+
+__all__ = [
+    "ACCOUNTANTS", "AGE_RANGE", "AGE_SCALE", "DEFAULT_GRAD_SAMPLE_MODE", "GRAD_SAMPLE_MODES", "MATERIALISE_CHUNK",
+    "PRV_MAX_POINTS", "DPConfig", "DPObjective", "DPResult", "PrivateTrainer", "Step", "compose_epsilon",
+    "compute_conv2d_grad_sample", "compute_conv2d_norm_sample", "compute_group_norm_norm_sample",
+    "conv2d_weight_per_sample", "conv2d_weight_sq_norms", "epsilon_for", "fresh_seed", "install_ghost_conv",
+    "install_hooks_conv", "noise_for_epsilon", "register_grad_sample_mode", "train_dp",
+]

@@ -1,0 +1,194 @@
+"""An empirical privacy audit in one training run (Steinke, Nasr & Jagielski 2023, arXiv 2305.08846).
+
+White-box, with gradient canaries, on the code path training uses (`make_private`: Poisson sampling, clipping,
+noise, the public divisor, the accountant). Each of m canaries is included with probability 1/2; canary i's
+gradient is C times the i-th unit vector (a one-hot input, scaled past the clip, into a linear layer). The
+auditor sees every noisy gradient, scores each canary by the sum of its coordinate over the steps, guesses
+"in" for the top r/2 scores and "out" for the bottom r/2, and turns the number of right guesses into an
+epsilon lower bound at 95% confidence. A sound implementation never shows a lower bound above its claim.
+The same guesses on a no-noise control must reach the test's maximum (the test has the power to see a
+leak), and the noise multiplier and sample rate are measured from the gradients and compared with the plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from .accounting import epsilon_for, noise_for_epsilon
+from .training import DPConfig, make_private
+
+CANARY_SCALE = 10.0  # canary input norm in units of the clip: every canary gradient is clipped to exactly C
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    canaries: int = 1000  # m: each included with probability 1/2
+    sample_rate: float = 0.25  # q of the audited DP-SGD run
+    steps: int = 40  # T
+    delta: float = 1e-5
+    guesses: int = 100  # r: r/2 "in" guesses (top scores) and r/2 "out" guesses (bottom scores)
+    confidence: float = 0.95
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class AuditResult:
+    claimed_epsilon: float
+    noise_multiplier: float
+    noise_measured: float
+    sample_rate: float
+    sample_rate_measured: float
+    correct: int
+    guesses: int
+    epsilon_lower_bound: float
+    ideal_lower_bound: float  # the same test on a simulation of the ideal mechanism
+    control_lower_bound: float  # the same test without noise
+    max_lower_bound: float  # what r right guesses out of r give
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with `passed`."""
+        return {**asdict(self), "passed": self.passed}
+
+
+def code_version() -> str:
+    """SHA-256 of the DP code (this package's sources): the version an audit passes and a model is trained with."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def p_value(*, m: int, r: int, v: int, epsilon: float, delta: float) -> float:
+    """P[at least v of r guesses right] under (epsilon, delta)-DP with m canaries (the paper's Theorem 3.3)."""
+    q = 1 / (1 + math.exp(-epsilon))  # accuracy of epsilon-DP randomised response
+    beta = float(stats.binom.sf(v - 1, r, q))
+    alpha, total = 0.0, 0.0
+    for i in range(1, v + 1):
+        total += float(stats.binom.pmf(v - i, r, q))
+        alpha = max(alpha, total / i)
+    return min(beta + alpha * delta * 2 * m, 1.0)
+
+
+def epsilon_lower_bound(*, m: int, r: int, v: int, delta: float, confidence: float) -> float:
+    """The largest epsilon that v right guesses out of r refute at this confidence (0 if none)."""
+    alpha = 1 - confidence
+    if p_value(m=m, r=r, v=v, epsilon=0.0, delta=delta) >= alpha:
+        return 0.0
+    low, high = 0.0, 1.0
+    while p_value(m=m, r=r, v=v, epsilon=high, delta=delta) < alpha and high < 1e3:
+        low, high = high, high * 2
+    for _ in range(40):
+        mid = (low + high) / 2
+        if p_value(m=m, r=r, v=v, epsilon=mid, delta=delta) < alpha:
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def _guess(scores: np.ndarray, included: np.ndarray, r: int, rng: np.random.Generator) -> int:
+    """Right guesses among the top r/2 ("in") and bottom r/2 ("out") scores; ties broken at random."""
+    order = np.lexsort((rng.random(len(scores)), scores))  # ascending score, random among equals
+    k = r // 2
+    return int(np.sum(~included[order[:k]]) + np.sum(included[order[len(order) - k:]]))
+
+
+def _canary_scores(config: AuditConfig, noise: float, included: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Run DP-SGD through make_private on the included canaries; each canary's score, measured sigma and q."""
+    m, c = config.canaries, config.max_grad_norm
+    expected = config.sample_rate * m / 2  # public: the expected number of included canaries in a batch
+    dp_config = DPConfig(noise_multiplier=noise, max_grad_norm=c, sample_rate=config.sample_rate,
+                         steps=config.steps, delta=config.delta, expected_batch_size=expected, lr=1e-3)
+    inputs = torch.eye(m)[torch.from_numpy(np.flatnonzero(included))] * CANARY_SCALE * c  # (m_in, m)
+    layer = nn.Linear(m, 1, bias=False)
+    parts = make_private(module=layer, dataset=TensorDataset(inputs), config=dp_config, objective=nn.Identity(),
+                         device=torch.device("cpu"))
+    seen: list[torch.Tensor] = []
+    hook = parts.optimizer.step_hook
+
+    def capture(optimizer: Any) -> None:
+        seen.append(optimizer.params[0].grad.detach().reshape(-1).clone())  # the noisy, averaged gradient
+        hook(optimizer)
+
+    parts.optimizer.step_hook = capture
+    batches = iter(parts.loader)
+    for _ in range(config.steps):
+        try:
+            (x,) = next(batches)
+        except StopIteration:
+            batches = iter(parts.loader)
+            (x,) = next(batches)
+        if len(x) == 0:  # nobody sampled: a noise-only step, as in training
+            for p in parts.optimizer.params:
+                p.grad_sample = p.new_zeros((0, *p.shape))
+        else:
+            with warnings.catch_warnings():  # the canaries' inputs need no gradient; Opacus' hooks don't care
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                parts.module(x).mean().backward()  # per-sample gradient of sample j: its input, clipped to C e_j
+        parts.optimizer.step()
+        parts.optimizer.zero_grad(set_to_none=True)
+    grads = torch.stack(seen).numpy() * expected / c  # (T, m): canary appearances + N(0, sigma^2)
+    out = grads[:, ~included]
+    noise_measured = float(out.std()) if out.size else math.nan
+    sample_rate_measured = float(grads[:, included].mean()) if included.any() else math.nan
+    return grads.sum(axis=0), noise_measured, sample_rate_measured
+
+
+def _ideal_scores(config: AuditConfig, noise: float, included: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same scores from the ideal mechanism, simulated: Poisson appearances plus exact Gaussian noise."""
+    t, m = config.steps, config.canaries
+    appearances = rng.binomial(t, config.sample_rate, m) * included
+    return appearances + rng.normal(0.0, noise * math.sqrt(t), m)
+
+
+def audit_one_run(*, claimed_epsilon: float, config: AuditConfig = AuditConfig()) -> AuditResult:
+    """Audit the DP-SGD code path at the noise that claims `claimed_epsilon`; see the module docstring."""
+    m, r = config.canaries, config.guesses
+    noise = noise_for_epsilon(target_epsilon=claimed_epsilon, sample_rate=config.sample_rate, steps=config.steps,
+                              delta=config.delta)
+    claim = epsilon_for(noise_multiplier=noise, sample_rate=config.sample_rate, steps=config.steps,
+                        delta=config.delta)
+    rng = np.random.default_rng()  # fresh OS entropy: which canaries are in is unknown to the code audited
+    included = rng.random(m) < 0.5
+
+    def bound(right: int) -> float:
+        return epsilon_lower_bound(m=m, r=r, v=right, delta=config.delta, confidence=config.confidence)
+
+    scores, noise_measured, rate_measured = _canary_scores(config, noise, included)
+    correct = _guess(scores, included, r, rng)
+    control, _, _ = _canary_scores(config, 0.0, included)
+    ideal = _ideal_scores(config, noise, included, rng)
+    result = AuditResult(
+        claimed_epsilon=claim, noise_multiplier=noise, noise_measured=noise_measured,
+        sample_rate=config.sample_rate, sample_rate_measured=rate_measured, correct=correct, guesses=r,
+        epsilon_lower_bound=bound(correct), ideal_lower_bound=bound(_guess(ideal, included, r, rng)),
+        control_lower_bound=bound(_guess(control, included, r, rng)), max_lower_bound=bound(r))
+    # Tolerances: five standard errors of each estimate over m/2 canaries and T steps
+    n_out, n_in = max(int((~included).sum()) * config.steps, 1), max(int(included.sum()) * config.steps, 1)
+    if not abs(noise_measured - noise) <= 5 * noise / math.sqrt(2 * n_out) + 1e-9:
+        result.failures.append(f"measured noise multiplier {noise_measured:.4f}, configured {noise:.4f}")
+    q = config.sample_rate
+    if not abs(rate_measured - q) <= 5 * math.sqrt((noise ** 2 + q * (1 - q)) / n_in):
+        result.failures.append(f"measured sample rate {rate_measured:.4f}, configured {q:.4f}")
+    if result.epsilon_lower_bound > claim:
+        result.failures.append(f"epsilon lower bound {result.epsilon_lower_bound:.3f} above the claim {claim:.3f}")
+    if result.control_lower_bound < result.max_lower_bound - 1e-6:
+        result.failures.append(f"the no-noise control reached {result.control_lower_bound:.3f}, not the test's "
+                               f"maximum {result.max_lower_bound:.3f}: the audit cannot see a leak")
+    return result

@@ -1,0 +1,157 @@
+"""Per-sample gradients and norms for the generator's layers: the Opacus extensions DP training installs.
+
+Ghost clipping needs each example's gradient NORM, not the gradient. Opacus 1.6 ships norm samplers for
+Linear and Embedding only, so in its "ghost" mode every Conv2d and GroupNorm still builds per-sample
+gradients. The norm samplers below fill the gap, and a faster Conv2d grad sampler serves the hooks mode.
+"ghost_conv" / "hooks_conv" install them on one wrapped module, not globally (as register_norm_sampler
+would), so Opacus' stock modes stay what they are and bench/ can measure all of them side by side.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from opacus.grad_sample import GradSampleModule, GradSampleModuleFastGradientClipping
+from opacus.grad_sample.conv import compute_conv_grad_sample
+from opacus.utils.tensor_utils import unfold2d
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.grad import conv2d_weight
+
+MATERIALISE_CHUNK = 1 << 24  # elements of per-sample conv gradient built at once on the materialise path
+
+
+def _conv_patches(layer: nn.Conv2d, a: torch.Tensor) -> torch.Tensor:
+    """Activations (B, C_in, H, W) -> the patches each output position sees, (B, C_in*kh*kw, P)."""
+    if layer.kernel_size == (1, 1) and layer.stride == (1, 1) and layer.padding in ((0, 0), "valid"):
+        return a.reshape(a.shape[0], a.shape[1], -1)  # 1x1 conv: the patches are the pixels
+    return unfold2d(a, kernel_size=layer.kernel_size, padding=layer.padding, stride=layer.stride,
+                    dilation=layer.dilation)
+
+
+def conv2d_weight_sq_norms(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Squared Frobenius norms (B,) of the per-sample weight gradients G_i = g_i U_i^T of a Conv2d.
+
+    a: activations (B, C_in, H, W); g: backprops (B, C_out, H', W'), P = H'W' output positions; U_i: the
+    patches (D, P), D = C_in*kh*kw. Two exact ways, chosen per layer by their cost:
+      ghost norm: ||g_i U_i^T||^2 = sum_pq (U_i^T U_i)_pq (g_i^T g_i)_pq   B*P^2*(C_out + D) flops, B*P^2 memory
+      materialise: G_i (C_out, D), squared and summed                      B*P*C_out*D flops,   C_out*D memory
+    Ghost wins where P*(C_out + D) < C_out*D: the coarse, wide levels of a U-Net. The materialise path
+    gets G_i for a chunk of the batch as the weight gradient of one grouped convolution (the chunk folded
+    into the groups: no unfolded k*k copy of the activations, 2-3x faster than unfold + bmm on CPU), so at
+    most MATERIALISE_CHUNK gradient elements exist at once and none outlives the call (Opacus' hooks mode
+    keeps every layer's (B, *weight) until the optimizer step).
+    """
+    n, c_out, h_out, w_out = g.shape
+    c_in, (kh, kw) = layer.in_channels, layer.kernel_size
+    p, d = h_out * w_out, c_in * kh * kw
+    if p * (c_out + d) < c_out * d:
+        u = _conv_patches(layer, a)  # (B, D, P)
+        gf = g.reshape(n, c_out, p)  # (B, C_out, P)
+        aat = torch.bmm(u.transpose(1, 2), u)  # (B, P, P)
+        ggt = torch.bmm(gf.transpose(1, 2), gf)  # (B, P, P)
+        return (aat * ggt).sum(dim=(1, 2)).clamp_(min=0.0)
+    step = max(1, MATERIALISE_CHUNK // (c_out * d))
+    return torch.cat([conv2d_weight_per_sample(layer, a[i:i + step], g[i:i + step]).flatten(1).square().sum(dim=1)
+                      for i in range(0, n, step)])
+
+
+def conv2d_weight_per_sample(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight gradients (B, C_out, C_in, kh, kw) of a Conv2d (groups=1) from its activations
+    (B, C_in, H, W) and backprops (B, C_out, H', W'): the weight gradient of ONE convolution whose groups
+    are the samples (input (1, B*C_in, H, W), weight (B*C_out, C_in, kh, kw), groups=B), so no unfolded
+    k*k copy of the activations is built as in Opacus' unfold + einsum sampler (2-3x faster on CPU)."""
+    b, c_in, c_out = len(a), layer.in_channels, layer.out_channels
+    grad = conv2d_weight(a.reshape(1, b * c_in, *a.shape[2:]), (b * c_out, c_in, *layer.kernel_size),
+                         g.reshape(1, b * c_out, *g.shape[2:]), stride=layer.stride, padding=layer.padding,
+                         dilation=layer.dilation, groups=b)  # (B*C_out, C_in, kh, kw): sample j is group j
+    return grad.view(b, c_out, c_in, *layer.kernel_size)
+
+
+def _plain_conv(layer: nn.Conv2d) -> bool:
+    """Layouts the samplers below handle themselves; others get Opacus' own per-sample gradients."""
+    return layer.groups == 1 and not isinstance(layer.padding, str)
+
+
+def _zero_padded(layer: nn.Conv2d, a: torch.Tensor) -> tuple[nn.Conv2d, torch.Tensor]:
+    """Reflect/replicate/circular padding applied to the activations, and the layer as one with no padding.
+
+    Both our samplers and Opacus' unfold pad with zeros from `layer.padding` and ignore `padding_mode`
+    (a 9% norm error with reflect padding): pad as the forward pass did, then sample an unpadded conv.
+    The proxy is a shallow copy, so it shares the layer's parameters (the keys of the returned dicts).
+    """
+    if layer.padding_mode == "zeros":
+        return layer, a
+    a = F.pad(a, layer._reversed_padding_repeated_twice, mode=layer.padding_mode)
+    proxy = copy.copy(layer)
+    proxy.padding, proxy.padding_mode = (0, 0), "zeros"
+    return proxy, a
+
+
+def compute_conv2d_grad_sample(layer: nn.Conv2d, activations: list[torch.Tensor],
+                               backprops: torch.Tensor) -> dict[torch.Tensor, torch.Tensor]:
+    """Opacus grad sampler for nn.Conv2d (the "hooks_conv" mode): per-sample grads of weight and bias."""
+    layer, a = _zero_padded(layer, activations[0].to(backprops.dtype).contiguous())  # (B, C_in, H, W)
+    backprops = backprops.contiguous()  # (B, C_out, H', W')
+    if len(a) == 0 or not _plain_conv(layer):
+        return compute_conv_grad_sample(layer, [a], backprops)
+    out: dict[torch.Tensor, torch.Tensor] = {}
+    if layer.weight.requires_grad:
+        out[layer.weight] = conv2d_weight_per_sample(layer, a, backprops)
+    if layer.bias is not None and layer.bias.requires_grad:
+        out[layer.bias] = backprops.sum(dim=(2, 3))  # (B, C_out)
+    return out
+
+
+def compute_conv2d_norm_sample(layer: nn.Conv2d, activations: list[torch.Tensor],
+                               backprops: torch.Tensor) -> dict[torch.Tensor, torch.Tensor]:
+    """Opacus norm sampler for nn.Conv2d: per-sample gradient norms (B,) of weight and bias."""
+    # (B, C_in, H, W), made contiguous: unfold2d assumes NCHW strides
+    layer, a = _zero_padded(layer, activations[0].to(backprops.dtype).contiguous())
+    backprops = backprops.contiguous()
+    n = a.shape[0]
+    if n == 0:  # Poisson sampling drew nobody
+        return {p: backprops.new_zeros(0) for p in (layer.weight, layer.bias) if p is not None and p.requires_grad}
+    if not _plain_conv(layer):  # rare layouts: norms of Opacus' per-sample gradients
+        grads = compute_conv_grad_sample(layer, [a], backprops)
+        return {p: gs.reshape(n, -1).norm(dim=1) for p, gs in grads.items()}
+    out: dict[torch.Tensor, torch.Tensor] = {}
+    if layer.weight.requires_grad:
+        out[layer.weight] = conv2d_weight_sq_norms(layer, a, backprops).sqrt()
+    if layer.bias is not None and layer.bias.requires_grad:
+        out[layer.bias] = backprops.sum(dim=(2, 3)).norm(dim=1)  # bias grad per sample: (B, C_out)
+    return out
+
+
+def compute_group_norm_norm_sample(layer: nn.GroupNorm, activations: list[torch.Tensor],
+                                   backprops: torch.Tensor) -> dict[torch.Tensor, torch.Tensor]:
+    """Opacus norm sampler for nn.GroupNorm: its per-sample grads are only (B, C), so reduce then norm."""
+    a = activations[0].to(backprops.dtype)  # (B, C, H, W)
+    out: dict[torch.Tensor, torch.Tensor] = {}
+    if len(a) == 0:  # Poisson sampling drew nobody
+        return {p: backprops.new_zeros(0) for p in (layer.weight, layer.bias) if p is not None and p.requires_grad}
+    if layer.weight is not None and layer.weight.requires_grad:
+        xhat = F.group_norm(a, layer.num_groups, eps=layer.eps)  # what the affine weight multiplies
+        out[layer.weight] = (xhat * backprops).flatten(2).sum(dim=2).norm(dim=1)  # (B,)
+    if layer.bias is not None and layer.bias.requires_grad:
+        out[layer.bias] = backprops.flatten(2).sum(dim=2).norm(dim=1)  # (B,)
+    return out
+
+
+GHOST_CONV_NORM_SAMPLERS = {nn.Conv2d: compute_conv2d_norm_sample, nn.GroupNorm: compute_group_norm_norm_sample}
+
+
+def install_ghost_conv(module: GradSampleModuleFastGradientClipping) -> None:
+    """Give one ghost-clipping module the Conv2d and GroupNorm norm samplers (Linear's stay Opacus')."""
+    if not isinstance(module, GradSampleModuleFastGradientClipping):
+        raise ValueError("install_ghost_conv needs the module make_private(grad_sample_mode='ghost') returned")
+    # An instance attribute shadows the class registry that opacus' register_norm_sampler writes to.
+    module.NORM_SAMPLERS = {**type(module).NORM_SAMPLERS, **GHOST_CONV_NORM_SAMPLERS}
+
+
+def install_hooks_conv(module: GradSampleModule) -> None:
+    """Give one hooks-mode module the grouped-convolution Conv2d grad sampler (the rest stay Opacus')."""
+    if type(module) is not GradSampleModule:
+        raise ValueError("install_hooks_conv needs the module make_private(grad_sample_mode='hooks') returned")
+    module.GRAD_SAMPLERS = {**type(module).GRAD_SAMPLERS, nn.Conv2d: compute_conv2d_grad_sample}

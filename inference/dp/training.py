@@ -1,0 +1,367 @@
+"""DP-SGD fine-tuning of the age generator (Opacus): the run's config, the private trainer, `train_dp`.
+
+Randomness is secret: every PrivateTrainer draws fresh seeds for Poisson sampling, noise and the
+objective's coins from the OS CSPRNG (`secrets`), keeps them only inside its torch generators and never
+returns, logs or stores them. The generators are not themselves CSPRNGs (see docs/training.md).
+
+Nothing derived from the private data leaves as a figure to publish: the sample rate and the divisor of
+the noisy gradient sum (the expected batch size) are public inputs, never functions of N; `DPResult.metrics`
+(losses, batch sizes, timing) are computed from the private data and are for the operator's console only.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import secrets
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import TensorDataset
+from tqdm import tqdm
+
+from inference.model import AgeGenerator
+
+from .accounting import _check_accountant, _check_delta, _check_run, _epsilon, epsilon_for
+from .samplers import install_ghost_conv, install_hooks_conv
+
+DEFAULT_GRAD_SAMPLE_MODE = "hooks_conv"  # fastest here (bench/train.py); "ghost_conv" when memory binds
+AGE_SCALE = 100.0  # years per unit of the age term: a 10-year miss weighs 0.1, like a 0.1 mean L1 pixel error
+AGE_RANGE = (1.0, 100.0)  # target ages drawn for the age-correctness term, uniformly, in years
+
+
+@dataclass
+class DPConfig:
+    noise_multiplier: float = 1.0  # sigma: Gaussian noise std in units of max_grad_norm (noise_for_epsilon finds it)
+    max_grad_norm: float = 1.0  # C: every user's per-sample gradient is clipped to this L2 norm
+    sample_rate: float = 1 / 16  # q: each user's chance to be in a step's batch (Poisson, any q in (0, 1])
+    steps: int = 200  # optimizer steps; expected batch is q*N, so epochs = steps*q
+    delta: float = 1e-6  # the delta of (epsilon, delta)-DP; keep it below 1/N
+    expected_batch_size: float | None = None  # divisor of the noisy sum: a PUBLIC number; None = q*N (leaks N)
+    accountant: str = "prv"  # "prv" (tightest upper bound) or "rdp"
+    lr: float = 2e-4  # Adam learning rate: a gentle fine-tune of a trained generator
+    grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE  # a key of GRAD_SAMPLE_MODES
+    age_weight: float = 1.0  # weight of the age-correctness term (years / AGE_SCALE) against the L1 reconstruction
+    recon_fraction: float = 0.5  # share of each batch asked for its own age (reconstruction), the rest a random age
+    device: str | None = None  # "cuda", "cpu", ...; None picks CUDA when present
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields, for the model card."""
+        return asdict(self)
+
+    def epsilon(self) -> float:
+        """The epsilon this run will spend, before it starts (reserve it in the budget ledger)."""
+        return epsilon_for(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate,
+                           steps=self.steps, delta=self.delta, accountant=self.accountant)
+
+
+@dataclass
+class DPResult:
+    model: AgeGenerator  # plain, on the CPU, eval mode; state_dict keys those of a fresh AgeGenerator
+    epsilon_spent: float  # upper bound at `delta` over `history`
+    delta: float
+    steps: int
+    metrics: dict[str, float | None]  # PRIVATE (losses, batch sizes, timing from the data): never publish
+    history: list[tuple[float, float, int]]  # the accountant's (noise, sample_rate, steps): feed compose_epsilon
+    per_step: list[dict[str, float | None]] = field(default_factory=list)  # PRIVATE: step, batch, loss terms
+    config: DPConfig | None = None
+
+
+# Production grad-sample modes: name -> (Opacus mode, installer of this package's samplers). Opacus' stock
+# modes ("hooks", "functorch", "ghost") are slower here and live in bench/dp_modes.py, which registers them.
+GRAD_SAMPLE_MODES: dict[str, tuple[str, Callable[[Any], None] | None]] = {
+    "hooks_conv": ("hooks", install_hooks_conv),
+    "ghost_conv": ("ghost", install_ghost_conv),
+}
+
+
+def register_grad_sample_mode(name: str, opacus_mode: str, install: Callable[[Any], None] | None = None) -> None:
+    """Make another grad-sample mode selectable (bench/ uses this for Opacus' stock modes)."""
+    GRAD_SAMPLE_MODES[name] = (opacus_mode, install)
+
+
+def fresh_seed() -> int:
+    """A 63-bit seed from the OS CSPRNG; callers keep it in a generator and nowhere else."""
+    return secrets.randbits(63)
+
+
+def _check_config(config: DPConfig, n: int) -> None:
+    """Raise with what to change if a config field is unusable for a run over `n` users."""
+    if not isinstance(config, DPConfig):
+        raise ValueError(f"config must be a DPConfig, got {type(config).__name__}")
+    _check_run(config.noise_multiplier, config.sample_rate, config.steps)
+    if config.steps < 1:
+        raise ValueError("config.steps must be >= 1")
+    _check_delta(config.delta)
+    _check_accountant(config.accountant)
+    if not (math.isfinite(config.max_grad_norm) and config.max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm={config.max_grad_norm!r} must be > 0 (try 1.0)")
+    if config.expected_batch_size is not None and not (
+            math.isfinite(config.expected_batch_size) and config.expected_batch_size > 0):
+        raise ValueError(f"expected_batch_size={config.expected_batch_size!r} must be > 0: sample_rate times a "
+                         "public estimate of N")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise ValueError(f"lr={config.lr!r} must be > 0 (try 2e-4)")
+    if not (math.isfinite(config.age_weight) and config.age_weight >= 0):
+        raise ValueError(f"age_weight={config.age_weight!r} must be >= 0 (0 turns the age term off)")
+    if not 0.0 <= config.recon_fraction <= 1.0:
+        raise ValueError(f"recon_fraction={config.recon_fraction!r} must be in [0, 1]")
+    if config.grad_sample_mode not in GRAD_SAMPLE_MODES:
+        raise ValueError(f"grad_sample_mode={config.grad_sample_mode!r} is not one of {sorted(GRAD_SAMPLE_MODES)}; "
+                         f"{DEFAULT_GRAD_SAMPLE_MODE!r} was fastest for this model")
+
+
+def _check_data(model: nn.Module, faces: np.ndarray, source_ages: np.ndarray, estimator: nn.Module) -> None:
+    if not isinstance(model, AgeGenerator):
+        raise ValueError(f"model must be an inference.model.AgeGenerator, got {type(model).__name__}")
+    if not isinstance(estimator, nn.Module):
+        raise ValueError(f"estimator must be an nn.Module (an AgeEstimator), got {type(estimator).__name__}")
+    size = model.config.image_size
+    if not isinstance(faces, np.ndarray) or faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[1:] != (
+            size, size, 3):
+        got = f"{faces.dtype} {faces.shape}" if isinstance(faces, np.ndarray) else type(faces).__name__
+        raise ValueError(f"faces must be a uint8 array (N, {size}, {size}, 3) of aligned RGB crops at the model's "
+                         f"size, got {got}: crop and resize with inference.faces first")
+    if len(faces) == 0:
+        raise ValueError("faces is empty: a DP run needs at least one participant")
+    ages = np.asarray(source_ages)
+    if ages.shape != (len(faces),) or not np.issubdtype(ages.dtype, np.number) or not np.all(np.isfinite(ages)):
+        raise ValueError(f"source_ages must be {len(faces)} finite numbers (years), one per face, "
+                         f"got shape {ages.shape}")
+    if ages.min() < 0 or ages.max() > 120:
+        raise ValueError("source_ages must be years in [0, 120]; use the estimator's reading where unknown")
+
+
+class DPObjective(nn.Module):
+    """Per-sample loss needing no paired data: L1 reconstruction at the source age + age-correctness.
+
+    For row i the generator ran at age a_i: its own source age when `recon[i]`, else a random target age.
+    loss_i = recon_i * mean|out_i - x_i| + age_weight * |estimator(out_i) - a_i| / AGE_SCALE.
+    The estimator is frozen and outside the DP module: gradients flow through it, never into it.
+    `reduction` is what Opacus' ghost-clipping wrapper toggles to get the per-sample vector.
+    Swappable: PrivateTrainer takes any module with this forward signature and `reduction` attribute.
+    """
+
+    def __init__(self, estimator: nn.Module, age_weight: float) -> None:
+        super().__init__()
+        self.estimator = estimator
+        self.age_weight = age_weight
+        self.reduction = "mean"
+        self.last: dict[str, float] = {}
+
+    def forward(self, out: torch.Tensor, x: torch.Tensor, age: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        l1 = (out - x).abs().mean(dim=(1, 2, 3))  # (B,)
+        size = getattr(getattr(self.estimator, "config", None), "image_size", out.shape[-1])
+        seen = out if out.shape[-1] == size else F.interpolate(out, size=(size, size), mode="area")
+        age_error = (self.estimator(seen) - age).abs()  # (B,) years
+        per_sample = recon * l1 + self.age_weight * age_error / AGE_SCALE  # (B,)
+        with torch.no_grad():
+            rows = recon.sum().item()  # rows asked for their own age this step
+            self.last = {"loss": per_sample.mean().item(),
+                         "recon": (recon * l1).sum().item() / rows if rows else math.nan,
+                         "age_error": age_error.mean().item()}
+        return per_sample.mean() if self.reduction == "mean" else per_sample
+
+
+def _secret_generator(device: torch.device) -> torch.Generator:
+    """A torch generator seeded from the OS CSPRNG; the seed exists only inside it."""
+    return torch.Generator(device=device).manual_seed(fresh_seed())
+
+
+@dataclass
+class PrivateParts:
+    """What DP-SGD needs around a module: its wrapper, the noisy optimizer, the Poisson loader, the loss."""
+
+    module: nn.Module
+    optimizer: Any  # an Opacus DPOptimizer (or its fast-gradient-clipping variant)
+    loader: DPDataLoader
+    criterion: nn.Module
+    engine: PrivacyEngine  # holds the accountant whose history records every step
+
+
+def make_private(*, module: nn.Module, dataset: TensorDataset, config: DPConfig, objective: nn.Module,
+                 device: torch.device) -> PrivateParts:
+    """Wrap a module for DP-SGD as training runs it: the one code path the trainer and the privacy audit share.
+
+    Poisson sampling at exactly config.sample_rate and Gaussian noise, both from generators seeded from the
+    OS CSPRNG; per-sample clipping to max_grad_norm; the noisy sum divided by the public expected batch size;
+    every step recorded by the accountant at (noise_multiplier, sample_rate).
+    """
+    # Poisson sampling at exactly the public rate q (Opacus' make_private would resample at 1/k)
+    loader = DPDataLoader(dataset, sample_rate=config.sample_rate, generator=_secret_generator(torch.device("cpu")))
+    expected = config.expected_batch_size or config.sample_rate * len(dataset)
+    opacus_mode, install = GRAD_SAMPLE_MODES[config.grad_sample_mode]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")  # our generators are seeded secretly
+        engine = PrivacyEngine(accountant=config.accountant, secure_mode=False)
+    wrapped = engine._prepare_model(module, max_grad_norm=config.max_grad_norm,
+                                    grad_sample_mode=opacus_mode)  # ghost clips inside the module
+    wrapped.forbid_grad_accumulation()  # Poisson batches: one backward per step
+    optimizer = engine._prepare_optimizer(
+        optimizer=torch.optim.Adam(wrapped.parameters(), lr=config.lr),
+        noise_multiplier=config.noise_multiplier, max_grad_norm=config.max_grad_norm,
+        expected_batch_size=expected, noise_generator=_secret_generator(device), grad_sample_mode=opacus_mode)
+    optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=config.sample_rate))
+    criterion = objective
+    if opacus_mode == "ghost":
+        criterion = engine._prepare_criterion(module=wrapped, optimizer=optimizer, criterion=objective)
+    if install is not None:
+        install(wrapped)
+    return PrivateParts(wrapped, optimizer, loader, criterion, engine)
+
+
+class PrivateTrainer:
+    """One DP fine-tuning session: the private module, optimizer, Poisson loader and objective.
+
+    train_dp drives it; tests and the privacy audit use it to take single steps on chosen batches.
+    """
+
+    def __init__(self, *, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray, estimator: nn.Module,
+                 config: DPConfig, objective: nn.Module | None = None) -> None:
+        _check_config(config, len(faces))
+        self.config, self.mode = config, config.grad_sample_mode
+        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.rng = _secret_generator(torch.device("cpu"))  # target ages and the recon coin
+        generator = copy.deepcopy(model).to(self.device).train()
+        frozen = copy.deepcopy(estimator).to(self.device).eval().requires_grad_(False)
+        self.objective = objective if objective is not None else DPObjective(frozen, config.age_weight)
+        dataset = TensorDataset(torch.from_numpy(np.ascontiguousarray(faces)),
+                                torch.as_tensor(np.asarray(source_ages), dtype=torch.float32))
+        parts = make_private(module=generator, dataset=dataset, config=config, objective=self.objective,
+                             device=self.device)
+        self.module, self.optimizer, self.loader = parts.module, parts.optimizer, parts.loader
+        self.criterion, self.engine = parts.criterion, parts.engine
+        self.batches = iter(self.loader)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next Poisson-sampled batch: uint8 faces (B, H, W, 3) and ages (B,); B may be 0."""
+        try:
+            return next(self.batches)
+        except StopIteration:  # the DP loader yields 1/q batches per pass; keep drawing fresh ones
+            self.batches = iter(self.loader)
+            return next(self.batches)
+
+    def step(self, faces: torch.Tensor, ages: torch.Tensor) -> dict[str, float]:
+        """One DP-SGD step on this batch (see train_dp for its parts); returns the step's private metrics."""
+        b = len(faces)
+        if b == 0:
+            self._empty_step()
+            return {"batch": 0.0, "loss": math.nan, "recon": math.nan, "age_error": math.nan}
+        # (B, 3, H, W) in [-1, 1], made contiguous: from the (B, H, W, 3) permute it would be channels-last
+        # strided, and Opacus 1.6's unfold2d (hooks and ghost conv grad samplers) reads such activations
+        # as if they were NCHW, silently giving wrong per-sample conv gradients.
+        x = (faces.to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()
+        recon = (torch.rand(b, generator=self.rng) < self.config.recon_fraction).float()
+        target = torch.empty(b).uniform_(*AGE_RANGE, generator=self.rng)
+        age = torch.where(recon.bool(), ages.float(), target).to(self.device)  # (B,) years asked for
+        loss = self.criterion(self.module(x, age), x, age, recon.to(self.device))
+        with warnings.catch_warnings():  # torch notes the input needs no grad: true, and Opacus' hooks don't care
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            loss.backward()  # ghost modes: two passes inside (norms, then the clipped-loss backward)
+        self.optimizer.step()  # clip, sum, add noise, divide by the public expected batch, Adam; accounted
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"batch": float(b), **getattr(self.objective, "last", {})}
+
+    def _empty_step(self) -> None:
+        """Poisson sampling drew nobody: still a noisy step, so the accountant's count stays right."""
+        for p in self.optimizer.params:
+            if GRAD_SAMPLE_MODES[self.mode][0] == "ghost":
+                p.grad = torch.zeros_like(p)  # the fast-clipping optimizer noises p.grad
+            else:
+                p.grad_sample = p.new_zeros((0, *p.shape))  # Opacus clips an empty batch to zero
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def history(self) -> list[tuple[float, float, int]]:
+        """The accountant's (noise, sample_rate, steps) record of the steps taken so far."""
+        return [(float(s), float(q), int(k)) for s, q, k in self.engine.accountant.history]
+
+    def epsilon(self) -> float:
+        """Epsilon spent so far: an upper bound (inf without noise)."""
+        return _epsilon(self.history(), self.config.delta, self.config.accountant)
+
+    def plain_model(self, like: AgeGenerator) -> AgeGenerator:
+        """A fresh CPU copy of the trained generator without Opacus' wrapper, hooks or per-sample state."""
+        state = {k.removeprefix("_module."): v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+        out = type(like)(like.config)
+        out.load_state_dict(state)
+        return out.eval()
+
+
+def train_dp(*, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray, estimator: nn.Module,
+             config: DPConfig, progress: bool = True,
+             on_step: Callable[[int, dict[str, float]], None] | None = None) -> DPResult:
+    """Fine-tune a copy of `model` with DP-SGD on opted-in faces; the caller's model is left untouched.
+
+    Args:
+        model: the generator to start from (an AgeGenerator; copied, never modified).
+        faces: (N, H, W, 3) uint8 aligned face crops at the model's image size, one per person.
+        source_ages: (N,) each face's age in years (known, or the estimator's reading).
+        estimator: a frozen AgeEstimator NOT trained on private data; copied, never updated.
+        config: the run's DPConfig; reserve its epsilon in the budget ledger before calling.
+        progress: show a tqdm bar (step count only: losses are private).
+        on_step: called after every step with (step, private metrics), e.g. for the operator's console.
+
+    Each of the `config.steps` steps is one DP-SGD step:
+      1. Sample: every person joins the batch independently with probability q = sample_rate (Poisson,
+         a secretly seeded generator). The batch may be empty, and an empty batch is still a step.
+      2. Objective: a coin sends each row to reconstruction (generate at its own source age, L1 to the
+         input) or to aging (a uniform random target age); every row also pays age_weight * the frozen
+         estimator's error in years / AGE_SCALE. One forward pass per row, so one gradient per person.
+      3. Per-sample gradients: hooks_conv computes each person's gradient (Conv2d's by one grouped
+         convolution); ghost_conv computes only each person's gradient norm and a second backward pass
+         sums the clipped gradients.
+      4. Clip: each person's whole gradient is scaled to L2 norm <= max_grad_norm (C).
+      5. Noise: Gaussian noise of std noise_multiplier * C is added to the sum of clipped gradients, from a
+         generator seeded from the OS CSPRNG.
+      6. Average and update: the noisy sum is divided by the public expected batch size and Adam steps;
+         the accountant records (noise_multiplier, q) for the step.
+    After the last step, epsilon_spent is the accountant's upper bound at config.delta.
+    """
+    _check_data(model, faces, source_ages, estimator)
+    _check_config(config, len(faces))
+    if config.delta >= 1.0 / len(faces):
+        warnings.warn(f"delta={config.delta} is not below 1/N: a mechanism that leaks one random person's data "
+                      "entirely would meet it; choose delta well below 1/N", stacklevel=2)
+    if config.noise_multiplier == 0:
+        warnings.warn("noise_multiplier=0: clipping without noise gives NO differential privacy guarantee "
+                      "(epsilon is infinite)", stacklevel=2)
+    if config.expected_batch_size is None:
+        warnings.warn("expected_batch_size is None: the update is divided by q*N, a function of the private "
+                      "participant count; pass a public expected batch size", stacklevel=2)
+    trainer = PrivateTrainer(model=model, faces=faces, source_ages=source_ages, estimator=estimator, config=config)
+    per_step: list[dict[str, float]] = []
+    smooth: dict[str, float] = {}
+    start = time.perf_counter()
+    for step in tqdm(range(config.steps), desc="DP fine-tune", disable=not progress, dynamic_ncols=True):
+        metrics = {"step": float(step), **trainer.step(*trainer.next_batch())}
+        per_step.append(metrics)
+        for k in ("loss", "recon", "age_error"):
+            if not math.isnan(metrics.get(k, math.nan)):
+                smooth[k] = metrics[k] if k not in smooth else 0.9 * smooth[k] + 0.1 * metrics[k]
+        if on_step is not None:
+            on_step(step, metrics)
+    seconds = time.perf_counter() - start
+    epsilon = trainer.epsilon()
+    sizes = [m["batch"] for m in per_step]
+    summary = {"final_loss": smooth.get("loss", math.nan), "final_recon": smooth.get("recon", math.nan),
+               "final_age_error": smooth.get("age_error", math.nan), "epsilon": epsilon,
+               "train_seconds": seconds, "seconds_per_step": seconds / config.steps,
+               "mean_batch_size": float(np.mean(sizes)), "empty_batches": float(sizes.count(0.0))}
+    return DPResult(model=trainer.plain_model(model), epsilon_spent=epsilon, delta=config.delta,
+                    steps=config.steps, metrics=_json_safe(summary), history=trainer.history(),
+                    per_step=[_json_safe(m) for m in per_step], config=config)
+
+
+def _json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
+    """NaN / inf (a metric with no rows behind it, epsilon without noise) -> None: JSON has neither."""
+    return {k: v if math.isfinite(v) else None for k, v in metrics.items()}

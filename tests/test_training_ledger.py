@@ -1,0 +1,266 @@
+"""The privacy ledgers and the run state machine: ancestry and per-person composition, caps at reservation,
+runs that execute once, the cohort floor, one image per run, and shown epsilons that are never too low."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import statistics
+import threading
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection, connections
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from PIL import Image
+
+from governance.errors import BudgetExceeded, CohortTooSmall, Conflict
+from governance.models import RunStatus, TrainingRun
+from governance.training import (
+    ManifestItem,
+    ancestry_epsilon,
+    lineage_committed_epsilon,
+    run_finish,
+    run_history,
+    run_reserve,
+    run_start,
+    training_candidates,
+)
+from inference import dp
+from tests.lifecycle_support import photo_make
+from webplatform.photos.models import Photo
+from webplatform.training.services import RunRequest, eligible_items, released_count, training_run_execute
+
+_colours = itertools.count(1)
+
+
+def distinct_png(colour: int | None = None) -> bytes:
+    """A small PNG whose pixels no other call repeats (unless given the same colour)."""
+    c = next(_colours) if colour is None else colour
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), (c % 256, (c // 256) % 256, 77)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _ledger_settings(settings):
+    settings.DP_MIN_PARTICIPANTS = 1
+    settings.DP_EPSILON_CAP = 1000.0
+    settings.DP_USER_EPSILON_CAP = 1000.0
+
+
+@pytest.fixture
+def people(make_actor):
+    """Factory: n people with training consent, each with one distinct photo."""
+    def make(n: int):
+        actors = [make_actor(consents=("processing", "training")) for _ in range(n)]
+        for actor in actors:
+            photo_make(owner_id=actor.pk, plaintext=distinct_png())
+        return actors
+    return make
+
+
+def reserve(items, *, noise=6.0, q=0.1, steps=20, lineage="L", parent="", count_noise=10.0) -> TrainingRun:
+    """A run whose epsilon is about 0.5 (noise 6), 0.8 (noise 3), 4.3 (noise 1) or 6.8 (noise 0.8)."""
+    epsilon = dp.compose_epsilon(history=[(noise, q, steps), (count_noise, 1.0, 1)], delta=1e-6)
+    return run_reserve(lineage_name=lineage, items=items, epsilon=epsilon, delta=1e-6, sample_rate=q,
+                       noise_multiplier=noise, max_grad_norm=1.0, steps=steps, accountant="prv",
+                       participants=len(items), count_noise=count_noise, parent_version=parent)
+
+
+def finish(run: TrainingRun, version: str = "") -> TrainingRun:
+    run_finish(run_start(run), model_version=version)
+    return run
+
+
+def composed(*runs: TrainingRun) -> float:
+    return dp.compose_epsilon(history=[h for r in runs for h in run_history(r)], delta=1e-6)
+
+
+# ---- ancestry: a new lineage cannot escape the budget of the model it fine-tunes --------------------
+
+def test_a_new_lineage_composes_the_ancestry_of_the_model_it_fine_tunes(people, settings):
+    # Given a model trained in lineage A (epsilon about 6.8) and a cap of 8
+    people(2)
+    items = eligible_items()
+    parent = finish(reserve(items, noise=0.8, lineage="a"), version="a-dp-1")
+    settings.DP_EPSILON_CAP = 8.0
+    # When a new lineage B asks to fine-tune that model with a run that alone would fit (6.8 again)
+    with pytest.raises(BudgetExceeded) as refused:
+        reserve(items, noise=0.8, lineage="b", parent="a-dp-1")
+    # Then it is refused: B's ledger holds A's run too
+    assert refused.value.details["total"] == pytest.approx(
+        dp.compose_epsilon(history=run_history(parent) + [(0.8, 0.1, 20), (10.0, 1.0, 1)], delta=1e-6))
+    # And a fine-tune that fits with the ancestry gets a card epsilon over the whole ancestry
+    child = reserve(items, lineage="b", parent="a-dp-1")
+    epsilon, delta = ancestry_epsilon(child)
+    assert epsilon == pytest.approx(composed(parent, child)) and epsilon > child.epsilon_reserved
+    assert delta == 1e-6
+    assert lineage_committed_epsilon(child.lineage) == pytest.approx(composed(parent, child))
+
+
+# ---- each person's ledger ------------------------------------------------------------------------
+
+def test_the_per_person_cap_refuses_a_run_that_would_take_anyone_past_it(people, settings):
+    # Given one person who was in a run of lineage X (epsilon about 6.8)
+    first, second = people(2)
+    everyone = eligible_items()
+    only_first = [i for i in everyone if i.user_id == first.pk]
+    reserve(only_first, noise=0.8, lineage="x")
+    settings.DP_USER_EPSILON_CAP = 8.0
+    # When a run in another lineage would compose them past the per-person cap, it is refused, naming how many
+    with pytest.raises(BudgetExceeded) as refused:
+        reserve(everyone, noise=0.8, lineage="y")
+    assert refused.value.details == {"participants_over_cap": 1, "user_cap": 8.0}
+    assert TrainingRun.objects.count() == 1
+    # And a run of only the other person is accepted
+    assert reserve([i for i in everyone if i.user_id == second.pk], noise=0.8, lineage="y").pk
+
+
+def test_people_whose_budget_is_spent_are_left_out_of_the_next_snapshot(people, settings):
+    first, _ = people(2)
+    reserve(eligible_items(), noise=0.8)  # about 6.8 for both
+    settings.DP_USER_EPSILON_CAP = 6.0  # now both are past it
+    assert eligible_items() == []
+    settings.DP_USER_EPSILON_CAP = 8.0
+    assert {i.user_id for i in eligible_items()} == {first.pk, first.pk + 1}
+
+
+def test_the_privacy_report_composes_every_run_that_held_the_person_and_states_the_unit(people):
+    first, second = people(2)
+    everyone = eligible_items()
+    a = finish(reserve(everyone, noise=1.0))
+    b = reserve([i for i in everyone if i.user_id == first.pk], noise=3.0)  # reserved: counted already
+    report = first.client.get("/api/v1/me/privacy").json()
+    assert [r["run_id"] for r in report["runs"]] == [str(a.id), str(b.id)]
+    assert report["total_epsilon"] == pytest.approx(composed(a, b))
+    assert report["total_epsilon"] < a.epsilon_reserved + b.epsilon_reserved  # composed, not summed
+    assert "one person" in report["unit"] and "one person" in report["explanation"]
+    assert second.client.get("/api/v1/me/privacy").json()["total_epsilon"] == pytest.approx(composed(a))
+
+
+RUNS = st.lists(st.tuples(st.floats(0.8, 4.0), st.floats(0.01, 0.2), st.integers(1, 100), st.booleans()),
+                min_size=1, max_size=3)
+
+
+@hsettings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(runs=RUNS)
+def test_the_shown_epsilon_is_never_below_an_independent_pld_bound(people, runs):
+    from dp_accounting import dp_event, pld
+
+    # Given a fresh pair of people (earlier examples' people stay, out of these runs) and random runs
+    me, other = people(2)
+    everyone = [i for i in eligible_items() if i.user_id in {me.pk, other.pk}]
+    mine = []
+    for sigma, q, steps, with_me in runs:
+        items = everyone if with_me else [i for i in everyone if i.user_id != me.pk]
+        run = reserve(items, noise=sigma, q=q, steps=steps, lineage="prop")
+        if with_me:
+            mine.append(run)
+    report = me.client.get("/api/v1/me/privacy").json()
+    # Google's dp_accounting (PLD, pessimistic), composing the same releases: the shown figure is never lower
+    accountant = pld.PLDAccountant(value_discretization_interval=1e-3)
+    for run in mine:
+        accountant.compose(dp_event.PoissonSampledDpEvent(run.sample_rate, dp_event.GaussianDpEvent(
+            run.noise_multiplier)), run.steps)
+        accountant.compose(dp_event.GaussianDpEvent(run.count_noise))
+    independent = accountant.get_epsilon(1e-6) if mine else 0.0
+    assert report["total_epsilon"] >= independent * 0.995 - 1e-6, (report["total_epsilon"], independent)
+
+
+# ---- runs as a state machine ---------------------------------------------------------------------
+
+def test_a_run_executes_once_from_reserved_and_a_failed_run_never_runs_again(people):
+    people(1)
+    run = reserve(eligible_items())
+    # When execution fails (no promoted parent here), the run is FAILED and its reservation spent
+    with pytest.raises(Exception, match="No promoted base model"):
+        training_run_execute(run, RunRequest(target_epsilon=1.0), progress=False)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.epsilon_spent == run.epsilon_reserved
+    # Then executing it again is refused and changes nothing
+    with pytest.raises(Conflict, match="not reserved"):
+        training_run_execute(run, RunRequest(target_epsilon=1.0), progress=False)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    with pytest.raises(Conflict):
+        run_finish(run)  # a finished run cannot be finished again either
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_starting_one_run_start_it_once(purposes, make_actor, settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks across connections need PostgreSQL (SQLite serializes writers anyway)")
+    settings.DP_MIN_PARTICIPANTS = 1
+    actor = make_actor(consents=("processing", "training"))
+    photo_make(owner_id=actor.pk, plaintext=distinct_png())
+    run = reserve(eligible_items())
+    barrier, outcomes = threading.Barrier(4), []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            run_start(TrainingRun.objects.get(pk=run.pk))
+            outcomes.append("started")
+        except Conflict:
+            outcomes.append("refused")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["refused", "refused", "refused", "started"]
+
+
+# ---- the cohort floor, the count, the unit ---------------------------------------------------------
+
+def test_a_cohort_below_the_minimum_is_refused_with_a_clear_error(people, settings):
+    people(2)
+    settings.DP_MIN_PARTICIPANTS = 3
+    with pytest.raises(CohortTooSmall) as refused:
+        reserve(eligible_items())
+    assert refused.value.status == 409 and refused.value.code == "cohort_too_small"
+    assert "at least 3" in refused.value.message and "2" not in refused.value.message  # the count stays private
+    with pytest.raises(CommandError, match="cohort_too_small"):
+        call_command("train", "--target-epsilon", "2", "--epochs", "1", "--batch-size", "1")
+    assert TrainingRun.objects.count() == 0
+
+
+def test_the_released_count_carries_gaussian_noise_of_the_configured_scale(settings):
+    settings.DP_COUNT_NOISE = 10.0
+    draws = [released_count(1000) for _ in range(3000)]
+    assert abs(statistics.mean(draws) - 1000) < 4 * 10 / 3000 ** 0.5 + 0.5
+    assert statistics.stdev(draws) == pytest.approx(10.0, rel=0.08)
+
+
+def test_one_image_uploaded_by_two_accounts_enters_a_run_once(make_actor):
+    twins = [make_actor(consents=("processing", "training")) for _ in range(2)]
+    other = make_actor(consents=("processing", "training"))
+    for actor in twins:
+        photo_make(owner_id=actor.pk, plaintext=distinct_png(colour=4242))
+    photo_make(owner_id=other.pk, plaintext=distinct_png())
+    items = eligible_items()
+    assert len(items) == 2 and {i.user_id for i in items} >= {other.pk}
+    assert len({i.content_sha256 for i in items}) == 2
+    # And a manifest built by hand with the same image twice is refused at reservation
+    taken = next(i for i in items if i.user_id != other.pk)
+    left_out = next(a for a in twins if a.pk != taken.user_id)
+    record = next(c.consent_record_id for c in training_candidates() if c.user_id == left_out.pk)
+    forged = [taken, ManifestItem(user_id=left_out.pk, photo_id=Photo.objects.get(owner_id=left_out.pk).id,
+                                  consent_record_id=record, content_sha256=taken.content_sha256)]
+    with pytest.raises(Conflict, match="only once"):
+        reserve(forged)
+
+
+def test_a_photo_showing_more_than_one_face_is_never_trained_on(make_actor):
+    group, single = (make_actor(consents=("processing", "training")) for _ in range(2))
+    photo_make(owner_id=group.pk, plaintext=distinct_png())
+    photo_make(owner_id=single.pk, plaintext=distinct_png())
+    Photo.objects.filter(owner_id=group.pk).update(face_count=2)
+    Photo.objects.filter(owner_id=single.pk).update(face_count=1)
+    assert [i.user_id for i in eligible_items()] == [single.pk]
