@@ -20,6 +20,7 @@ from governance import clock
 from governance.consent import (
     PROCESSING,
     TRAINING,
+    consent_is_active,
     consent_receipt,
     consent_states,
     policy_current,
@@ -136,7 +137,7 @@ def photo(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
         "photo": item, "jobs": jobs, "compare": compare, "pending": pending,
         "presets": AGE_PRESETS, "box": json.dumps(box) if box else "", "no_face": no_face,
         "delete": selectors.consequences_of_photo_delete(item),
-        "training_active": selectors.consent_is_active(user_id=uid, purpose_slug=TRAINING),
+        "training_active": consent_is_active(user_id=uid, purpose_slug=TRAINING),
     })
 
 
