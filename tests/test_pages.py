@@ -200,6 +200,16 @@ def test_sign_up_with_a_stale_policy_version_keeps_the_account_and_says_why(purp
     assert not ConsentRecord.objects.filter(user__username="otto").exists()
 
 
+def test_the_sign_in_page_says_when_sign_in_is_locked(owner):
+    from django.conf import settings
+
+    for _ in range(settings.LOGIN_LIMIT_ACCOUNT_ADDRESS):
+        Client(REMOTE_ADDR="198.51.100.9").post("/login/", {"username": "owner", "password": "wrong-password-1"})
+    page = Client(REMOTE_ADDR="198.51.100.9").post("/login/", {"username": "owner", "password": PASSWORD})
+    assert page.status_code == 200 and "Try again in" in text(page)
+    assert "_auth_user_id" not in page.wsgi_request.session
+
+
 def test_a_server_error_is_an_html_page_for_browsers_and_json_for_the_api(rf):
     from webplatform.pages.errors import server_error
 

@@ -3,12 +3,16 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from webplatform.accounts.forms import SignInForm
+
 from . import officer, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("signup", views.signup, name="signup"),
-    path("login/", auth_views.LoginView.as_view(template_name="login.html"), name="login"),
+    # The sign-in form checks the login limits first, so a locked sign-in says so instead of "wrong password".
+    path("login/", auth_views.LoginView.as_view(template_name="login.html", authentication_form=SignInForm),
+         name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("upload", views.upload, name="page-upload"),
     path("photos/<uuid:photo_id>", views.photo, name="page-photo"),
