@@ -129,3 +129,15 @@ def test_the_task_message_carries_the_job_id_only(owner, face_photo, monkeypatch
         job_id = owner.client.post(f"/api/v1/photos/{face_photo}/transformations", {"target_age": 20},
                                    format="json").json()["id"]
     assert sent == [("webplatform.jobs.tasks.transform_task", (job_id,))]
+
+
+@pytest.mark.parametrize("bad_id", ["not-a-uuid", "123", "", "00000000-0000-0000-0000-00000000000g"])
+def test_the_doors_to_a_photo_and_a_job_answer_404_for_a_malformed_id(owner, bad_id):
+    from governance.errors import NotFound
+    from webplatform.jobs.services import job_for_owner
+    from webplatform.photos.services import photo_for_owner
+
+    with pytest.raises(NotFound):
+        photo_for_owner(user_id=owner.user.pk, photo_id=bad_id)
+    with pytest.raises(NotFound):
+        job_for_owner(user_id=owner.user.pk, job_id=bad_id)

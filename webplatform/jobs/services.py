@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from PIL import Image
@@ -35,7 +36,7 @@ def job_for_owner(*, user_id: int, job_id: uuid.UUID | str) -> TransformationJob
     """The one door to a job: 404 alike for missing and for someone else's."""
     try:
         return TransformationJob.objects.select_related("result").get(pk=job_id, owner_id=user_id)
-    except (TransformationJob.DoesNotExist, ValueError, TypeError) as exc:
+    except (TransformationJob.DoesNotExist, ValueError, TypeError, ValidationError) as exc:  # malformed id
         raise NotFound("Transformation not found.") from exc
 
 
@@ -43,8 +44,8 @@ def job_create(*, user_id: int, photo: Photo, target_age: int) -> Transformation
     """Queue a transformation; the task message carries the job id only, never image bytes."""
     consent_require(user_id=user_id, purpose_slug=PROCESSING)
     if photo.face_count == 0:  # known since upload: refuse now rather than fail on the worker
-        raise NoFace("No face was found in this photo, so there is nothing to age. Try a photo where your face "
-                     "is clearly visible, facing the camera.")
+        raise NoFace("No face was found in this photo, so there is nothing to age. Try a photo where your "
+                     "face is clearly visible, facing the camera.")
     with transaction.atomic():
         job = TransformationJob.objects.create(owner_id=user_id, photo=photo, target_age=target_age,
                                                created_at=clock.now())

@@ -7,6 +7,7 @@ import uuid
 
 import numpy as np
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
 from PIL import Image
@@ -32,7 +33,7 @@ def photo_for_owner(*, user_id: int, photo_id: uuid.UUID | str) -> Photo:
     try:
         # Past its deadline a photo is never served, even before retention has deleted it.
         return Photo.objects.get(pk=photo_id, owner_id=user_id, expires_at__gt=clock.now())
-    except (Photo.DoesNotExist, ValueError, TypeError) as exc:
+    except (Photo.DoesNotExist, ValueError, TypeError, ValidationError) as exc:  # malformed ids too
         raise NotFound("Photo not found.") from exc
 
 
@@ -54,7 +55,8 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
             photo = Photo.objects.create(
                 id=photo_id, owner_id=owner_id, created_at=now, expires_at=now + settings.RETENTION_ORIGINAL,
                 width=image.width, height=image.height, content_type=image.content_type, size_bytes=size,
-                storage_name=name, face_count=faces.count, face_box=faces.box.to_list() if faces.box else None,
+                storage_name=name, face_count=faces.count,
+                face_box=faces.box.to_list() if faces.box else None,
             )
             if consent_is_active(user_id=owner_id, purpose_slug=TRAINING):
                 training_photo_designate(photo=photo)
