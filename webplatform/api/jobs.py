@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from webplatform.accounts.roles import user_id
 from webplatform.jobs.models import JobStatus, TransformationJob
 from webplatform.jobs.services import job_create, job_for_owner, job_result_content
+from webplatform.photos.models import file_extension
 from webplatform.photos.services import photo_for_owner
 
 from .errors import ErrorResponse
@@ -74,5 +75,4 @@ class TransformationContentApi(APIView):
         """The result image of a finished job (409 while it is not done)."""
         job = job_for_owner(user_id=user_id(request), job_id=job_id)
         data, content_type = job_result_content(user_id=user_id(request), job=job)
-        extension = "png" if content_type == "image/png" else "jpg"
-        return private_image_response(data, content_type, f"{job.id}.{extension}")
+        return private_image_response(data, content_type, f"{job.id}.{file_extension(content_type)}")

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from governance import clock
 from governance.errors import InvalidInput
 from webplatform.accounts.roles import user_id
-from webplatform.photos.models import Photo
+from webplatform.photos.models import Photo, file_extension
 from webplatform.photos.services import photo_content, photo_create, photo_delete, photo_for_owner
 
 from .errors import ErrorResponse
@@ -84,5 +84,5 @@ class PhotoContentApi(APIView):
         """The decrypted image, for its owner only."""
         photo = photo_for_owner(user_id=user_id(request), photo_id=photo_id)
         data = photo_content(user_id=user_id(request), photo=photo)
-        extension = "png" if photo.content_type == "image/png" else "jpg"
-        return private_image_response(data, photo.content_type, f"{photo.id}.{extension}")
+        name = f"{photo.id}.{file_extension(photo.content_type)}"
+        return private_image_response(data, photo.content_type, name)

@@ -14,7 +14,7 @@ from governance.consent import consent_receipt
 from governance.models import AuditEvent, ConsentRecord
 from webplatform.jobs.models import TransformationJob, TransformationResult
 from webplatform.objects import object_get
-from webplatform.photos.models import Photo, StoredObject
+from webplatform.photos.models import Photo, StoredObject, file_extension
 
 
 class _Pipe:
@@ -55,7 +55,7 @@ def export_stream(*, user_id: int, privacy_report: Callable[[int], dict[str, Any
         )
         for objects, folder in held:
             for obj in objects:
-                name = f"{folder}/{obj.id}.{'png' if obj.content_type == 'image/png' else 'jpg'}"
+                name = f"{folder}/{obj.id}.{file_extension(obj.content_type)}"
                 # Images are compressed already: store them, deflate only the JSON.
                 archive.writestr(name, bytes(_decrypt(obj)), compress_type=zipfile.ZIP_STORED)
                 entry: dict[str, Any] = {"file": name, "kind": obj.KIND, "id": str(obj.id),

@@ -7,6 +7,13 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png"}  # what intake stores (WebP is re-encoded as JPEG)
+
+
+def file_extension(content_type: str) -> str:
+    """The file extension for a stored image's content type, for download and export names."""
+    return EXTENSIONS.get(content_type, "bin")
+
 
 class StoredObject(models.Model):
     """Common shape of every encrypted object a user owns: ciphertext name, deadline, deletion state."""

@@ -25,8 +25,6 @@ from webplatform.objects import object_delete, object_get, object_put
 from .intake import sanitize
 from .models import Photo
 
-KIND = "photo"
-
 
 def photo_for_owner(*, user_id: int, photo_id: uuid.UUID | str) -> Photo:
     """The one door to a photo: 404 alike for missing and for someone else's."""
@@ -48,7 +46,7 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
         raise
     faces = _faces_in(image.data)
     photo_id = uuid.uuid4()
-    name, size = object_put(owner_id=owner_id, kind=KIND, object_id=photo_id, plaintext=image.data)
+    name, size = object_put(owner_id=owner_id, kind=Photo.KIND, object_id=photo_id, plaintext=image.data)
     try:
         with transaction.atomic():
             now = clock.now()
@@ -78,7 +76,7 @@ def _faces_in(clean: bytes) -> FaceSummary:
 def photo_content(*, user_id: int, photo: Photo) -> bytes:
     """Decrypt a photo for its owner and audit the read."""
     try:
-        data = object_get(owner_id=photo.owner_id, kind=KIND, object_id=photo.id, name=photo.storage_name)
+        data = object_get(owner_id=photo.owner_id, kind=Photo.KIND, object_id=photo.id, name=photo.storage_name)
     except TimeveilError as exc:  # destroyed key or tampered ciphertext: the attempt itself is worth a record
         audit_append(action="photo.content_read_failed", actor_id=user_id, subject_id=photo.owner_id,
                      object_ref=f"photo:{photo.id}", details={"error": exc.code})
