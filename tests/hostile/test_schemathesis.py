@@ -26,7 +26,6 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 
 from webplatform.wsgi import application  # noqa: E402
 
-
 # Loaded at import (the schema is generated from code, no database needed); from_fixture does not yet
 # work with pytest 9.
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
