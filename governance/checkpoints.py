@@ -1,4 +1,5 @@
-"""Signed audit checkpoints (sequence, head hash, time) kept outside the database, in an append-only file.
+"""Signed audit checkpoints (sequence, head hash, time) kept outside the database: an append-only file, or
+one object per checkpoint in an S3 bucket (object-locked when AUDIT_CHECKPOINT_S3_RETAIN_DAYS is set).
 
 A database writer can delete or rewrite rows and the head, but cannot touch this file nor sign a line for
 it: verification compares the chain with the newest checkpoint, so a cut, rewritten or wiped chain shows.
@@ -14,8 +15,9 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -46,10 +48,19 @@ def checkpoint_path() -> Path:
 
 
 def checkpoint_write(*, key: bytes, seq: int, head_hash: str, at: datetime | None = None) -> Checkpoint:
-    """Append one signed checkpoint line (O_APPEND: concurrent writers never interleave inside a line)."""
+    """Store one signed checkpoint: a line appended to the file, or an object in the S3 bucket."""
     stamp = (at or clock.now()).isoformat()
     line = json.dumps({"seq": seq, "hash": head_hash, "at": stamp, "mac": _signature(key, seq, head_hash, stamp)},
                       separators=(",", ":")) + "\n"
+    if settings.AUDIT_CHECKPOINT_S3_BUCKET:
+        _s3_put(seq, line)
+    else:
+        _file_append(line)
+    return Checkpoint(seq=seq, hash=head_hash, at=stamp)
+
+
+def _file_append(line: str) -> None:
+    """O_APPEND: concurrent writers never interleave inside a line."""
     path = checkpoint_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -59,7 +70,6 @@ def checkpoint_write(*, key: bytes, seq: int, head_hash: str, at: datetime | Non
             os.fsync(fd)
     finally:
         os.close(fd)
-    return Checkpoint(seq=seq, hash=head_hash, at=stamp)
 
 
 def checkpoint_latest(*, key: bytes) -> Checkpoint | None:
@@ -69,20 +79,59 @@ def checkpoint_latest(*, key: bytes) -> Checkpoint | None:
     newest is the highest seq, not the last line. A torn last line (a crash mid-write) is skipped; a whole
     line with a bad signature raises CheckpointForged.
     """
+    if settings.AUDIT_CHECKPOINT_S3_BUCKET:
+        raw = _s3_newest()
+        return None if raw is None else _parse(key, raw, "the S3 bucket")
     path = checkpoint_path()
     if not path.exists():
         return None
     latest: Checkpoint | None = None
     with path.open("rb") as fh:
-        for raw in fh:
-            try:
-                entry = json.loads(raw)
-                seq, head_hash, at, mac = int(entry["seq"]), str(entry["hash"]), str(entry["at"]), str(entry["mac"])
-            except (ValueError, KeyError, TypeError):
-                log.warning("skipping an unreadable audit checkpoint line in %s", path)
-                continue
-            if not hmac.compare_digest(mac, _signature(key, seq, head_hash, at)):
-                raise CheckpointForged(f"checkpoint for seq {seq} in {path} has a bad signature")
-            if latest is None or seq > latest.seq:
-                latest = Checkpoint(seq=seq, hash=head_hash, at=at)
+        for raw_line in fh:
+            checkpoint = _parse(key, raw_line, str(path))
+            if checkpoint is not None and (latest is None or checkpoint.seq > latest.seq):
+                latest = checkpoint
     return latest
+
+
+def _parse(key: bytes, raw: bytes, where: str) -> Checkpoint | None:
+    try:
+        entry = json.loads(raw)
+        seq, head_hash, at, mac = int(entry["seq"]), str(entry["hash"]), str(entry["at"]), str(entry["mac"])
+    except (ValueError, KeyError, TypeError):
+        log.warning("skipping an unreadable audit checkpoint in %s", where)
+        return None
+    if not hmac.compare_digest(mac, _signature(key, seq, head_hash, at)):
+        raise CheckpointForged(f"checkpoint for seq {seq} in {where} has a bad signature")
+    return Checkpoint(seq=seq, hash=head_hash, at=at)
+
+
+def _s3() -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=settings.AUDIT_CHECKPOINT_S3_ENDPOINT_URL or None,
+                        region_name=settings.AUDIT_CHECKPOINT_S3_REGION or None)
+
+
+def _s3_put(seq: int, line: str) -> None:
+    """One object per checkpoint, named by zero-padded seq so the newest lists last; locked if configured."""
+    lock: dict[str, Any] = {}
+    if settings.AUDIT_CHECKPOINT_S3_RETAIN_DAYS:
+        # COMPLIANCE: not even the bucket owner can delete or shorten it before the date.
+        lock = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate":
+                clock.now() + timedelta(days=settings.AUDIT_CHECKPOINT_S3_RETAIN_DAYS)}
+    _s3().put_object(Bucket=settings.AUDIT_CHECKPOINT_S3_BUCKET, ContentType="application/json",
+                     Key=f"{settings.AUDIT_CHECKPOINT_S3_PREFIX}{seq:020d}.json", Body=line.encode(), **lock)
+
+
+def _s3_newest() -> bytes | None:
+    """The body of the checkpoint object with the highest seq (keys list in ascending order)."""
+    client, newest = _s3(), None
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=settings.AUDIT_CHECKPOINT_S3_BUCKET,
+                                                            Prefix=settings.AUDIT_CHECKPOINT_S3_PREFIX)
+    for page in pages:
+        for item in page.get("Contents", []):
+            newest = max(newest or item["Key"], item["Key"])
+    if newest is None:
+        return None
+    return bytes(client.get_object(Bucket=settings.AUDIT_CHECKPOINT_S3_BUCKET, Key=newest)["Body"].read())

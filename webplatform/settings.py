@@ -251,6 +251,13 @@ AUDIT_CHECKPOINT_DIR = Path(env.str("AUDIT_CHECKPOINT_DIR", default=str(VAR_DIR 
 AUDIT_CHECKPOINT_FSYNC = env.bool("AUDIT_CHECKPOINT_FSYNC", default=False)
 # Events with no checkpoint at all fail verification (the store was lost or never written).
 AUDIT_REQUIRE_CHECKPOINT = env.bool("AUDIT_REQUIRE_CHECKPOINT", default=True)
+# Or one object per checkpoint in S3 (credentials from the AWS_* environment / instance role), locked in
+# COMPLIANCE mode for AUDIT_CHECKPOINT_S3_RETAIN_DAYS when the bucket has object lock.
+AUDIT_CHECKPOINT_S3_BUCKET = env.str("AUDIT_CHECKPOINT_S3_BUCKET", default="")
+AUDIT_CHECKPOINT_S3_PREFIX = env.str("AUDIT_CHECKPOINT_S3_PREFIX", default="audit-checkpoints/")
+AUDIT_CHECKPOINT_S3_ENDPOINT_URL = env.str("AUDIT_CHECKPOINT_S3_ENDPOINT_URL", default="")
+AUDIT_CHECKPOINT_S3_REGION = env.str("AUDIT_CHECKPOINT_S3_REGION", default="")
+AUDIT_CHECKPOINT_S3_RETAIN_DAYS = env.int("AUDIT_CHECKPOINT_S3_RETAIN_DAYS", default=0)
 
 # --- retention and erasure (hours / days) -------------------------------------------------------------
 RETENTION_ORIGINAL = timedelta(hours=env.int("RETENTION_ORIGINAL_HOURS", default=48))
