@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from .accounting import epsilon_for, noise_for_epsilon
-from .training import DPConfig, make_private
+from .training import GRAD_SAMPLE_MODES, NOISE_ON_GRAD, DPConfig, make_private
 
 CANARY_SCALE = 10.0  # canary input norm in units of the clip: every canary gradient is clipped to exactly C
 
@@ -109,6 +109,18 @@ def _guess(scores: np.ndarray, included: np.ndarray, r: int, rng: np.random.Gene
     return int(np.sum(~included[order[:k]]) + np.sum(included[order[len(order) - k:]]))
 
 
+class _CanaryLoss(nn.Module):
+    """The canaries' loss: the layer's output itself, so each canary's gradient is its own input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reduction = "mean"  # what the clipping wrappers switch to "none" for per-sample losses
+
+    def forward(self, out: torch.Tensor) -> torch.Tensor:
+        per_sample = out.sum(dim=1)  # (B,)
+        return per_sample.mean() if self.reduction == "mean" else per_sample
+
+
 def _canary_scores(config: AuditConfig, noise: float, included: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Run DP-SGD through make_private on the included canaries; each canary's score, measured sigma and q."""
     m, c = config.canaries, config.max_grad_norm
@@ -117,7 +129,7 @@ def _canary_scores(config: AuditConfig, noise: float, included: np.ndarray) -> t
                          steps=config.steps, delta=config.delta, expected_batch_size=expected, lr=1e-3)
     inputs = torch.eye(m)[torch.from_numpy(np.flatnonzero(included))] * CANARY_SCALE * c  # (m_in, m)
     layer = nn.Linear(m, 1, bias=False)
-    parts = make_private(module=layer, dataset=TensorDataset(inputs), config=dp_config, objective=nn.Identity(),
+    parts = make_private(module=layer, dataset=TensorDataset(inputs), config=dp_config, objective=_CanaryLoss(),
                          device=torch.device("cpu"))
     seen: list[torch.Tensor] = []
     hook = parts.optimizer.step_hook
@@ -136,11 +148,15 @@ def _canary_scores(config: AuditConfig, noise: float, included: np.ndarray) -> t
             (x,) = next(batches)
         if len(x) == 0:  # nobody sampled: a noise-only step, as in training
             for p in parts.optimizer.params:
-                p.grad_sample = p.new_zeros((0, *p.shape))
+                if GRAD_SAMPLE_MODES[dp_config.grad_sample_mode][0] in NOISE_ON_GRAD:
+                    p.grad = torch.zeros_like(p)
+                else:
+                    p.grad_sample = p.new_zeros((0, *p.shape))
         else:
             with warnings.catch_warnings():  # the canaries' inputs need no gradient; Opacus' hooks don't care
                 warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                parts.module(x).mean().backward()  # per-sample gradient of sample j: its input, clipped to C e_j
+                # per-sample gradient of canary j: its input, clipped to C e_j by whichever mode is configured
+                parts.criterion(parts.module(x)).backward()
         parts.optimizer.step()
         parts.optimizer.zero_grad(set_to_none=True)
     grads = torch.stack(seen).numpy() * expected / c  # (T, m): canary appearances + N(0, sigma^2)

@@ -1,15 +1,18 @@
-"""Per-sample gradients and norms for the generator's layers: the Opacus extensions DP training installs.
+"""Per-sample gradients and norms for the generator's layers: Opacus extensions and book-keeping clipping.
 
 Ghost clipping needs each example's gradient NORM, not the gradient. Opacus 1.6 ships norm samplers for
 Linear and Embedding only, so in its "ghost" mode every Conv2d and GroupNorm still builds per-sample
 gradients. The norm samplers below fill the gap, and a faster Conv2d grad sampler serves the hooks mode.
 "ghost_conv" / "hooks_conv" install them on one wrapped module, not globally (as register_norm_sampler
 would), so Opacus' stock modes stay what they are and bench/ can measure all of them side by side.
+BookKeepingModule (the default mode, "bookkeeping") needs neither: see its section at the end.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from opacus.grad_sample import GradSampleModule, GradSampleModuleFastGradientClipping
@@ -155,3 +158,131 @@ def install_hooks_conv(module: GradSampleModule) -> None:
     if type(module) is not GradSampleModule:
         raise ValueError("install_hooks_conv needs the module make_private(grad_sample_mode='hooks') returned")
     module.GRAD_SAMPLERS = {**type(module).GRAD_SAMPLERS, nn.Conv2d: compute_conv2d_grad_sample}
+
+
+# ------------------------------------------------------------------------------ book-keeping clipping
+#
+# Bu et al. 2023 (arXiv 2210.00038): ONE backward pass, and it computes no weight gradient. Forward hooks
+# keep each layer's input (activations) and output; torch.autograd.grad of the summed per-sample losses with
+# respect to the layer OUTPUTS gives every layer's backprops (the output gradients) and prunes every weight
+# gradient kernel. Each person's gradient norm is then summed from the layers' ghost norms, and each layer's
+# weight gradient is computed once, as an ordinary batch gradient whose backprops are scaled by the clip
+# factors: the sum of clipped per-sample gradients, with no per-sample gradient ever built.
+
+def _conv_bk(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]]:
+    """Conv2d: per-sample squared norms (B,), and a function adding the clipped sum to the parameters' grads."""
+    layer_z, a = _zero_padded(layer, a.to(g.dtype).contiguous())
+    g = g.contiguous()
+    if _plain_conv(layer_z):
+        sq = conv2d_weight_sq_norms(layer_z, a, g) if layer.weight.requires_grad else g.new_zeros(len(g))
+    else:  # grouped: norms of Opacus' per-sample gradients (rare in this model)
+        sq = compute_conv_grad_sample(layer_z, [a], g)[layer.weight].flatten(1).square().sum(1)
+    if layer.bias is not None and layer.bias.requires_grad:
+        sq = sq + g.sum(dim=(2, 3)).square().sum(dim=1)
+
+    def add(c: torch.Tensor) -> None:
+        gc = g * c.view(-1, 1, 1, 1)  # (B, C_out, H', W'): each person's backprops times their clip factor
+        if layer.weight.requires_grad:
+            _accumulate(layer.weight, conv2d_weight(a, layer.weight.shape, gc, stride=layer_z.stride,
+                                                    padding=layer_z.padding, dilation=layer_z.dilation,
+                                                    groups=layer_z.groups))
+        if layer.bias is not None and layer.bias.requires_grad:
+            _accumulate(layer.bias, gc.sum(dim=(0, 2, 3)))
+    return sq, add
+
+
+def _group_norm_bk(layer: nn.GroupNorm, a: torch.Tensor,
+                   g: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]]:
+    """GroupNorm: per-sample gradients are only (B, C): build them, norm them, weight and sum them."""
+    grads: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if layer.weight is not None and layer.weight.requires_grad:
+        xhat = F.group_norm(a.to(g.dtype), layer.num_groups, eps=layer.eps)
+        grads.append((layer.weight, (xhat * g).flatten(2).sum(dim=2)))  # (B, C)
+    if layer.bias is not None and layer.bias.requires_grad:
+        grads.append((layer.bias, g.flatten(2).sum(dim=2)))  # (B, C)
+    sq = sum((gs.square().sum(dim=1) for _, gs in grads), g.new_zeros(len(g)))
+
+    def add(c: torch.Tensor) -> None:
+        for p, gs in grads:
+            _accumulate(p, (gs * c[:, None]).sum(dim=0))
+    return sq, add
+
+
+def _linear_bk(layer: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]]:
+    """Linear on (B, in) or (B, ..., in): ghost norms (||g_i||^2 ||a_i||^2 for one position per sample)."""
+    b = len(g)
+    a3, g3 = a.to(g.dtype).reshape(b, -1, a.shape[-1]), g.reshape(b, -1, g.shape[-1])  # (B, T, in), (B, T, out)
+    sq = g.new_zeros(b)
+    if layer.weight.requires_grad:
+        if a3.shape[1] == 1:
+            sq = sq + a3[:, 0].square().sum(1) * g3[:, 0].square().sum(1)
+        else:
+            sq = sq + (torch.bmm(a3, a3.transpose(1, 2)) * torch.bmm(g3, g3.transpose(1, 2))).sum(dim=(1, 2))
+    if layer.bias is not None and layer.bias.requires_grad:
+        sq = sq + g3.sum(dim=1).square().sum(dim=1)
+
+    def add(c: torch.Tensor) -> None:
+        gc = g3 * c[:, None, None]
+        if layer.weight.requires_grad:
+            _accumulate(layer.weight, torch.einsum("bto,bti->oi", gc, a3))
+        if layer.bias is not None and layer.bias.requires_grad:
+            _accumulate(layer.bias, gc.sum(dim=(0, 1)))
+    return sq, add
+
+
+BOOK_KEEPING_LAYERS: dict[type[nn.Module], Callable[..., tuple[torch.Tensor, Callable[[torch.Tensor], None]]]] = {
+    nn.Conv2d: _conv_bk, nn.GroupNorm: _group_norm_bk, nn.Linear: _linear_bk}
+
+
+def _accumulate(p: torch.Tensor, grad: torch.Tensor) -> None:
+    p.grad = grad.detach() if p.grad is None else p.grad + grad.detach()
+
+
+class BookKeepingModule(nn.Module):
+    """A module wrapped for book-keeping clipping: records each layer's input and output in the forward pass.
+
+    Every layer that owns trainable parameters must be a Conv2d, GroupNorm or Linear called once per forward.
+    `_module` holds the wrapped module, as in Opacus' wrappers (state_dict keys carry the prefix).
+    """
+
+    def __init__(self, module: nn.Module, max_grad_norm: float) -> None:
+        super().__init__()
+        self._module = module
+        self.max_grad_norm = max_grad_norm
+        self.records: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+        for name, layer in module.named_modules():
+            if not any(p.requires_grad for p in layer.parameters(recurse=False)):
+                continue
+            if type(layer) not in BOOK_KEEPING_LAYERS:
+                raise ValueError(f"book-keeping clipping does not know {name} ({type(layer).__name__}); use "
+                                 "grad_sample_mode='hooks_conv'")
+            layer.register_forward_hook(self._record)
+
+    def _record(self, layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if torch.is_grad_enabled():
+            self.records.append((layer, inputs[0].detach(), output))
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self.records.clear()
+        return self._module(*args, **kwargs)
+
+    def clipped_backward(self, per_sample_loss: torch.Tensor) -> torch.Tensor:
+        """Set each parameter's .grad to the sum over the batch of clipped per-sample gradients; return the norms."""
+        layers = [layer for layer, _, _ in self.records]
+        if len(set(map(id, layers))) != len(layers):
+            raise ValueError("book-keeping clipping needs each layer called once per forward pass")
+        outputs = [out for _, _, out in self.records]
+        backprops = torch.autograd.grad(per_sample_loss.sum(), outputs, allow_unused=True)  # no weight grads
+        b = len(per_sample_loss)
+        sq = per_sample_loss.new_zeros(b)
+        adders: list[Callable[[torch.Tensor], None]] = []
+        for (layer, a, out), g in zip(self.records, backprops, strict=True):
+            layer_sq, add = BOOK_KEEPING_LAYERS[type(layer)](layer, a, torch.zeros_like(out) if g is None else g)
+            sq = sq + layer_sq
+            adders.append(add)
+        norms = sq.clamp(min=0).sqrt()  # (B,) each person's whole-gradient L2 norm
+        factors = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # Opacus' flat clipping factors
+        for add in adders:
+            add(factors)
+        self.records.clear()
+        return norms

@@ -172,6 +172,7 @@ def test_gdp_is_not_offered_and_bad_entries_are_refused():
     assert dp.compose_epsilon(history=[], delta=1e-6) == 0.0
 
 
+@pytest.mark.filterwarnings("ignore:the PRV accountant would need")  # RDP stands in: also an upper bound
 @settings(max_examples=25, deadline=None)
 @given(runs=st.lists(st.tuples(st.floats(0.5, 5.0), st.floats(1e-3, 0.5), st.integers(1, 500)),
                      min_size=1, max_size=4),
@@ -292,7 +293,23 @@ def test_clipping_bounds_every_users_gradient(generator, estimator, users, mode)
     assert flat(grads[-1]).norm().item() * 8 <= 8 * clip * (1 + 1e-4)
 
 
-@pytest.mark.parametrize("mode", ["hooks_conv", "ghost_conv"])
+@pytest.mark.parametrize("clip", [1e-3, 0.05, 1e6])  # every user clipped, some, none
+def test_book_keeping_clipping_applies_the_same_clipped_sum_as_per_sample_gradients(generator, estimator, users,
+                                                                                    clip):
+    # Given the same batch through hooks_conv (per-sample gradients) and book-keeping (one backward, no
+    # per-sample gradient), without noise
+    fixed = batch(users, range(8))
+    applied = {}
+    for mode in ("hooks_conv", "bookkeeping"):
+        t = trainer(generator, estimator, users, noise_multiplier=0.0, max_grad_norm=clip, grad_sample_mode=mode)
+        grads = captured_grads(t)
+        t.step(*fixed)
+        applied[mode] = flat(grads[0])
+    # Then the clipped, summed, averaged gradient is the same, parameter for parameter
+    torch.testing.assert_close(applied["bookkeeping"], applied["hooks_conv"], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["hooks_conv", "ghost_conv", "bookkeeping"])
 def test_an_empty_poisson_batch_is_still_a_noisy_accounted_step(generator, estimator, users, mode):
     t = trainer(generator, estimator, users, noise_multiplier=1.0, grad_sample_mode=mode)
     before = flat(list(t.plain_model(generator).parameters())).clone()
