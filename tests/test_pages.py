@@ -268,3 +268,12 @@ def test_the_officer_dashboard_draws_its_four_charts_server_side(officer, owner,
     today = timezone.now().date().isoformat()
     assert f'href="/officer/audit?action=consent.granted&amp;since={today}&amp;until={today}"' in page
     assert "<script>" not in page
+
+
+@pytest.mark.parametrize("form", [{}, {"granted": ""}, {"granted": "yes"}, {"granted": "true"}])
+def test_a_consent_form_without_an_explicit_choice_changes_nothing(owner, upload, form):
+    photo = _photo(owner, upload)
+    response = browser(owner).post("/consents/processing", form)
+    assert response.status_code == 400 and b"<html" in response.content.lower()
+    assert Photo.objects.get(pk=photo.pk).expires_at > timezone.now()  # nothing withdrawn, nothing deleted
+    assert not ConsentRecord.objects.filter(user=owner.user, granted=False).exists()

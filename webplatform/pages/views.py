@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import BadRequest
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -259,7 +260,10 @@ def consent_change_page(request: HttpRequest, purpose: str) -> HttpResponse:
         current = policy_current(purpose_get(purpose))
     except NotFound as exc:
         raise Http404(exc.message) from exc
-    granted = (request.POST if request.method == "POST" else request.GET).get("granted") == "1"
+    choice = (request.POST if request.method == "POST" else request.GET).get("granted")
+    if choice not in ("1", "0"):  # explicit, as on the API: an empty form never withdraws (and deletes) anything
+        raise BadRequest("Say granted=1 to grant or granted=0 to withdraw.")  # the HTML 400 page
+    granted = choice == "1"
     if request.method != "POST":
         return render(request, "confirm_consent.html", {
             "purpose": {"slug": purpose, **selectors.purpose_copy(purpose)}, "policy": current, "granted": granted,
