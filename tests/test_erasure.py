@@ -355,3 +355,12 @@ def test_queued_jobs_fail_when_the_account_is_erased(owner, upload, django_captu
 
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
+
+
+def test_an_accepted_erasure_forgets_the_keyed_name_at_once(owner):
+    from webplatform.accounts.models import Account
+
+    assert Account.objects.get(user=owner.user).name_key
+    response = owner.client.delete("/api/v1/me")
+    assert response.status_code == 202
+    assert Account.objects.get(user_id=owner.user.pk).name_key is None  # before the purge runs

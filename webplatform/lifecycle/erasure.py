@@ -15,6 +15,7 @@ from governance.erasure import erasure_accept, erasure_complete, erasure_mark_fa
 from governance.errors import TimeveilError
 from governance.models import ConsentRecord, ErasureRequest, ErasureStatus
 from webplatform import metrics
+from webplatform.accounts.models import Account
 from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
 from webplatform.taskqueue import ERASURE_PURGE, publish
 
@@ -40,6 +41,8 @@ def user_erase(*, user_id: int) -> tuple[ErasureRequest, str]:
             is_active=False, username=f"erased-{secrets.token_hex(8)}", email="", first_name="", last_name="",
             password=make_password(None),
         )
+        # The keyed name key goes with the name: the scrubbed account must not still match the old username.
+        Account.objects.filter(user_id=user_id).update(name_key=None)
         TransformationJob.objects.filter(owner_id=user_id, status=JobStatus.QUEUED).update(
             status=JobStatus.FAILED, error="erased")
         # The tombstone is the outbox: if the broker is down, the periodic retention job purges it instead.
