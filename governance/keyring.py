@@ -265,6 +265,7 @@ def _classify(exc: Exception) -> Exception:
 
 
 _keyrings: dict[str, Keyring] = {}
+_opening = threading.Lock()  # two threads opening a new file keyring at once must not both create it
 
 
 def keyring_from_url(url: str) -> Keyring:
@@ -273,17 +274,20 @@ def keyring_from_url(url: str) -> Keyring:
     `file:///abs/path.json` (the embedded default), or `kms://alias/NAME?region=R&endpoint=URL` for AWS KMS
     (endpoint only for a KMS-compatible service; credentials from boto3's usual chain).
     """
-    if url not in _keyrings:
-        parsed = urlparse(url)
-        if parsed.scheme == "file":
-            _keyrings[url] = FileKeyring(Path(parsed.path))
-        elif parsed.scheme == "kms":
-            query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-            _keyrings[url] = KmsKeyring(f"{parsed.netloc}{parsed.path}", region=query.get("region"),
-                                        endpoint_url=query.get("endpoint"))
-        else:
-            raise ConfigurationError(
-                f"KEYRING_URL scheme {parsed.scheme!r} is not supported; use file:///path/to/keyring.json "
-                "or kms://alias/NAME?region=REGION."
-            )
+    if url in _keyrings:
+        return _keyrings[url]
+    with _opening:
+        if url not in _keyrings:
+            parsed = urlparse(url)
+            if parsed.scheme == "file":
+                _keyrings[url] = FileKeyring(Path(parsed.path))
+            elif parsed.scheme == "kms":
+                query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+                _keyrings[url] = KmsKeyring(f"{parsed.netloc}{parsed.path}", region=query.get("region"),
+                                            endpoint_url=query.get("endpoint"))
+            else:
+                raise ConfigurationError(
+                    f"KEYRING_URL scheme {parsed.scheme!r} is not supported; use file:///path/to/keyring.json "
+                    "or kms://alias/NAME?region=REGION."
+                )
     return _keyrings[url]
