@@ -35,8 +35,9 @@ from .accounting import _check_accountant, _check_delta, _check_run, _epsilon, e
 from .samplers import BookKeepingModule, install_ghost_conv, install_hooks_conv
 
 # Book-keeping clipping (samplers.BookKeepingModule): measured with bench/train.py on the small generator at
-# 128 px, batch 16, one thread, shared 2-core CPU: 1.47x the time and 1.10x the memory of a non-private step,
-# against 1.70x / 1.35x for hooks_conv and 2.05x / 1.15x for ghost_conv. Not yet measured on a GPU.
+# 128 px, batch 16, one thread, shared 2-core CPU: 1.41-1.47x the time and 1.07-1.10x the memory of a
+# non-private step, against 1.56-1.70x / 1.35-1.39x for hooks_conv and 2.05x / 1.15x for ghost_conv (two runs).
+# Not yet measured on a GPU.
 DEFAULT_GRAD_SAMPLE_MODE = "bookkeeping"
 AGE_SCALE = 100.0  # years per unit of the age term: a 10-year miss weighs 0.1, like a 0.1 mean L1 pixel error
 AGE_RANGE = (1.0, 100.0)  # target ages drawn for the age-correctness term, uniformly, in years
