@@ -272,3 +272,28 @@ def test_a_long_job_keeps_its_heartbeat_fresh_so_the_sweeper_leaves_it_alone(own
     assert len(set(beats)) >= 3  # the side thread kept beating while the model ran
     assert sweeps[0]["requeued"] == 0  # 1.2 s in, past the 0.5 s threshold, yet not taken for dead
     assert TransformationJob.objects.get(pk=job_id).status == JobStatus.DONE
+
+
+def test_a_key_service_blip_during_a_job_is_retried_not_a_failure(owner, upload, monkeypatch,
+                                                                   django_capture_on_commit_callbacks):
+    from governance.keyring import KeyringUnavailable
+    from webplatform.jobs import services
+
+    # KMS unreachable for the first attempt only (an unreachable endpoint is slow to fail here, so the
+    # fault is raised at the one call into inference; tests/integration/test_kms_keyring.py shows that an
+    # unreachable KMS surfaces as exactly this error)
+    calls = []
+
+    def flaky_model(image, *, target_age):
+        calls.append(target_age)
+        if len(calls) == 1:
+            raise KeyringUnavailable()
+        return image, "identity-test"
+
+    monkeypatch.setattr(services, "_transform", flaky_model)
+    photo_id = upload(face_jpeg()).json()["id"]
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = owner.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": 40},
+                                   format="json").json()["id"]
+    job = TransformationJob.objects.get(pk=job_id)
+    assert (job.status, job.attempts, len(calls)) == (JobStatus.DONE, 2, 2)

@@ -21,6 +21,7 @@ from governance import clock
 from governance.audit import audit_append
 from governance.consent import PROCESSING, consent_is_active, consent_require
 from governance.errors import Conflict, NoFace, NotFound, TimeveilError
+from governance.keyring import KeyringUnavailable
 from webplatform import metrics
 from webplatform.objects import StorageUnavailable, object_delete, object_get, object_put
 from webplatform.photos.models import Photo
@@ -130,8 +131,8 @@ def job_run(*, job_id: str) -> None:
         except NoFaceFound:
             job_fail(job_id=job_id, code="no_face")
             return
-        except StorageUnavailable:
-            raise
+        except (StorageUnavailable, KeyringUnavailable):
+            raise  # transient: the task retries with backoff
         except TimeveilError as exc:  # key destroyed (erased meanwhile), no model, damaged ciphertext
             job_fail(job_id=job_id, code=exc.code)
             return

@@ -6,19 +6,23 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import DatabaseError
 
+from governance.keyring import KeyringUnavailable
 from webplatform.objects import StorageUnavailable
 from webplatform.taskqueue import BROKER_ERRORS
 
 from .services import job_fail, job_release, job_run, jobs_sweep
 
 # Transient: the database, the object store or the broker hiccupped. Anything else is a bug and fails loudly.
-TRANSIENT: tuple[type[BaseException], ...] = (DatabaseError, OSError, StorageUnavailable, *BROKER_ERRORS)
+TRANSIENT: tuple[type[BaseException], ...] = (DatabaseError, OSError, StorageUnavailable, KeyringUnavailable,
+                                             *BROKER_ERRORS)
 
 
 def _code(exc: BaseException) -> str:
     """The failure reason a job records when its last attempt hit a transient fault."""
     if isinstance(exc, StorageUnavailable | OSError):
         return StorageUnavailable.code
+    if isinstance(exc, KeyringUnavailable):
+        return KeyringUnavailable.code
     if isinstance(exc, DatabaseError):
         return "database_unavailable"
     return "queue_unavailable"
