@@ -78,8 +78,12 @@ def _content_sha256(photo: Photo) -> str | None:
         data = object_get(owner_id=photo.owner_id, kind=Photo.KIND, object_id=photo.id, name=photo.storage_name)
     except TimeveilError:  # key destroyed by an erasure, or the object failed its integrity check
         return None
-    pixels = np.asarray(Image.open(io.BytesIO(bytes(data))).convert("RGB"))
-    del data
+    try:
+        pixels = np.asarray(Image.open(io.BytesIO(bytes(data))).convert("RGB"))
+    except (OSError, Image.DecompressionBombError):  # not an image we can read: it could not be trained on
+        return None
+    finally:
+        del data
     return hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()
 
 
@@ -87,8 +91,8 @@ def eligible_items() -> list[ManifestItem]:
     """One photo per person with active training consent, with budget left, showing one face, each image once.
 
     Per account: the photo kept for training, else the newest, within retention. A photo counted with more
-    than one face at upload is refused (another face is somebody else's data). Each photo
-    is decrypted in memory to hash its pixels; an image already taken from another account is dropped.
+    than one face at upload is refused (another face is somebody else's data). Each photo is decrypted in
+    memory to hash its pixels; an image already taken from another account is dropped.
     """
     now = clock.now()
     items: list[ManifestItem] = []
