@@ -4,17 +4,18 @@
                                     [--modes hooks,functorch,ghost,ghost_conv] [--skip-utility]
                                     [--utility-size 64] [--users 256] [--dp-steps 60] [--base-steps 400]
 
-Speed: one subprocess per mode builds the small generator (`GeneratorConfig.small()` at --size), the
-frozen age estimator and one fixed batch, then times DP steps (inference.dp.PrivateTrainer.step) and
+Speed: one subprocess per mode builds the small generator (`GeneratorConfig.small()` at --size), two
+teacher renderings per face and one fixed batch, then times DP steps (inference.dp.PrivateTrainer.step) and
 non-private steps (same objective, same Adam, same batch, same device) interleaved, so load from other
 processes hits both alike; the ratio is median DP / median non-DP. Peak memory: on CUDA
 torch.cuda.max_memory_allocated above the set-up's allocation; on CPU the growth of the process' peak
 RSS (resource.getrusage ru_maxrss) over the set-up, measured in separate subprocesses for the DP and the
 non-private steps, so neither sees the other's peak.
 
-Utility: trains a base generator and two age estimators (one guides the fine-tune, the other judges)
-on synthetic faces, fine-tunes on `--users` private synthetic users (one photo each) at epsilon 1, 4, 8
-and without DP for the same steps, and scores each on the held-out synthetic benchmark (inference.quality).
+Utility: trains a base generator and a judging age estimator on synthetic faces, fine-tunes on `--users`
+private synthetic users (one photo each, taught by the same identity rendered at two other ages, as the
+aging layers teach real faces) at epsilon 1, 4, 8 and without DP for the same steps, and scores each on the
+held-out synthetic benchmark (inference.quality). The judge is never a loss.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import torch  # noqa: E402
 
 from bench import dp_modes  # noqa: E402
 from inference import dp  # noqa: E402
-from inference.age_estimator import AgeEstimator, EstimatorConfig  # noqa: E402
+from inference.age_estimator import EstimatorConfig  # noqa: E402
 from inference.model import AgeGenerator, GeneratorConfig  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
@@ -52,27 +53,33 @@ def maxrss_mb() -> float:
 class PlainStep:
     """The same fine-tuning step without DP: objective mean over the batch, Adam, no clipping, no noise."""
 
-    def __init__(self, model: AgeGenerator, estimator: AgeEstimator, config: dp.DPConfig, device: torch.device):
+    def __init__(self, model: AgeGenerator, config: dp.DPConfig, device: torch.device):
         self.model = AgeGenerator(model.config).to(device).train()
         self.model.load_state_dict(model.state_dict())
-        frozen = AgeEstimator(estimator.config).to(device).eval().requires_grad_(False)
-        frozen.load_state_dict(estimator.state_dict())
-        self.objective = dp.DPObjective(frozen, config.age_weight)
+        self.objective = dp.DPObjective()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.rng = torch.Generator().manual_seed(0)  # the non-private baseline: no secret needed
         self.config, self.device = config, device
 
-    def __call__(self, faces: torch.Tensor, ages: torch.Tensor) -> dict[str, float]:
+    def __call__(self, faces: torch.Tensor, ages: torch.Tensor, renders: torch.Tensor,
+                 render_ages: torch.Tensor) -> dict[str, float]:
         b = len(faces)
-        x = (faces.to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()  # as dp does
+        x = _images(faces, self.device)  # as dp does
         recon = (torch.rand(b, generator=self.rng) < self.config.recon_fraction).float()
-        target = torch.empty(b).uniform_(*dp.AGE_RANGE, generator=self.rng)
-        age = torch.where(recon.bool(), ages.float(), target).to(self.device)
-        loss = self.objective(self.model(x, age), x, age, recon.to(self.device))
+        pick, rows = torch.randint(renders.shape[1], (b,), generator=self.rng), torch.arange(b)
+        age = torch.where(recon.bool(), ages.float(), render_ages[rows, pick].float()).to(self.device)
+        target = torch.where(recon.bool().to(self.device)[:, None, None, None], x,
+                             _images(renders[rows, pick], self.device))
+        loss = self.objective(self.model(x, age), target, recon.to(self.device))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         return self.objective.last
+
+
+def _images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> contiguous float (B, 3, H, W) in [-1, 1]."""
+    return (images.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()
 
 
 def _sync(device: torch.device) -> None:
@@ -87,18 +94,20 @@ def worker(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     gen_cfg = GeneratorConfig.small()
     gen_cfg.image_size = args.size
-    model, estimator = AgeGenerator(gen_cfg), AgeEstimator(EstimatorConfig(image_size=args.size))
+    model = AgeGenerator(gen_cfg)
     rng = np.random.default_rng(0)
     n = 4 * args.batch
     faces = rng.integers(0, 256, (n, args.size, args.size, 3), dtype=np.uint8)  # speed does not care what
     ages = rng.uniform(5, 85, n).astype(np.float32)
-    batch = torch.from_numpy(faces[:args.batch]), torch.from_numpy(ages[:args.batch])
+    renders = rng.integers(0, 256, (n, 2, args.size, args.size, 3), dtype=np.uint8)
+    render_ages = rng.uniform(5, 85, (n, 2)).astype(np.float32)
+    batch = tuple(torch.from_numpy(a[:args.batch]) for a in (faces, ages, renders, render_ages))
     config = dp.DPConfig(sample_rate=1 / 4, grad_sample_mode=args.worker if args.worker != "nondp" else "hooks",
                          expected_batch_size=n / 4, device=str(device))
-    plain = PlainStep(model, estimator, config, device)
+    plain = PlainStep(model, config, device)
     trainer = None if args.worker == "nondp" else dp.PrivateTrainer(
-        model=model, faces=faces, source_ages=ages, estimator=estimator, config=config)
-    step = plain if trainer is None else (lambda f, a: trainer.step(f, a))
+        model=model, faces=faces, source_ages=ages, renders=renders, render_ages=render_ages, config=config)
+    step = plain if trainer is None else trainer.step
 
     # Peak memory of this process' own kind of step, above everything set up so far.
     _sync(device)
@@ -163,14 +172,14 @@ def utility(args: argparse.Namespace) -> None:
     gen_cfg = GeneratorConfig.small()
     gen_cfg.image_size = size
     base, _ = train_base(gen_cfg, steps=args.base_steps, batch_size=16, seed=1, progress=False, identities=200)
-    guide, _ = train_age_estimator(EstimatorConfig(image_size=size), steps=args.base_steps, batch_size=32, seed=2,
-                                   progress=False, identities=200)
     judge, _ = train_age_estimator(EstimatorConfig(image_size=size), steps=args.base_steps, batch_size=32, seed=3,
                                    progress=False, identities=200)
     print(f"base generator and estimators trained in {time.perf_counter() - start:.0f} s")
     # The private users: fresh identities, one photo each at a random age (never the held-out ones).
-    users = make_dataset(args.users, (50.0,), 77, size=size, age_jitter=45.0, framing_jitter=DETECTOR_JITTER)
+    users = make_dataset(args.users, (50.0, 25.0, 75.0), 77, size=size, age_jitter=45.0,
+                         framing_jitter=DETECTOR_JITTER)
     faces, ages = users.images[:, 0], users.ages[:, 0]
+    renders, render_ages = users.images[:, 1:], users.ages[:, 1:]  # the teacher: the same face, other ages
     pairs = heldout_pairs(args.heldout, size=size)
 
     def score(model: AgeGenerator) -> dict:
@@ -184,14 +193,15 @@ def utility(args: argparse.Namespace) -> None:
         cfg = dp.DPConfig(noise_multiplier=sigma, sample_rate=q, steps=args.dp_steps, delta=args.delta,
                           lr=args.lr, max_grad_norm=args.clip, grad_sample_mode=args.mode,
                           expected_batch_size=q * len(faces))
-        result = dp.train_dp(model=base, faces=faces, source_ages=ages, estimator=guide, config=cfg, progress=False)
+        result = dp.train_dp(model=base, faces=faces, source_ages=ages, renders=renders, render_ages=render_ages,
+                             config=cfg, progress=False)
         rows.append((f"DP eps {result.epsilon_spent:.2f} (sigma {sigma:.2f})", result, score(result.model)))
-    plain = PlainStep(base, guide, dp.DPConfig(lr=args.lr), torch.device("cpu"))
+    plain = PlainStep(base, dp.DPConfig(lr=args.lr), torch.device("cpu"))
     rng = np.random.default_rng(0)
     b = round(q * len(faces))
     for _ in range(args.dp_steps):
         idx = rng.choice(len(faces), size=b, replace=False)
-        plain(torch.from_numpy(faces[idx]), torch.from_numpy(ages[idx]))
+        plain(*(torch.from_numpy(a[idx]) for a in (faces, ages, renders, render_ages)))
     rows.append(("no DP (same steps)", None, score(plain.model)))
     ident = rows[0][2]["identity_baseline"]
     print(f"held-out pairs {rows[0][2]['pairs']}; judge estimator's own error on ground truth "

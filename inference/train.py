@@ -240,7 +240,7 @@ def build_base_model(out: str | Path, *, preset: str = "small", steps: int = 150
     est_version = registry.register(estimator, estimator.config, {
         "training_data": est_train.pop("training_data"), "training": est_train,
         "metrics": {"heldout_age_error": metrics["estimator_error_on_ground_truth"]},
-        "intended_use": "scoring generated faces for age; a training signal for DP fine-tuning",
+        "intended_use": "scoring generated faces for age on the synthetic benchmark; never a training loss",
     })
     gen_version = registry.register(generator, config, {
         "training_data": gen_train.pop("training_data"), "training": gen_train, "metrics": metrics,

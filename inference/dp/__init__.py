@@ -24,8 +24,6 @@ from .samplers import (
     install_hooks_conv,
 )
 from .training import (
-    AGE_RANGE,
-    AGE_SCALE,
     DEFAULT_GRAD_SAMPLE_MODE,
     GRAD_SAMPLE_MODES,
     DPConfig,
@@ -38,7 +36,7 @@ from .training import (
 )
 
 __all__ = [
-    "ACCOUNTANTS", "AGE_RANGE", "AGE_SCALE", "DEFAULT_GRAD_SAMPLE_MODE", "GRAD_SAMPLE_MODES", "MATERIALISE_CHUNK",
+    "ACCOUNTANTS", "DEFAULT_GRAD_SAMPLE_MODE", "GRAD_SAMPLE_MODES", "MATERIALISE_CHUNK",
     "PRV_MAX_POINTS", "DPConfig", "DPObjective", "DPResult", "PrivateTrainer", "Step", "compose_epsilon",
     "compute_conv2d_grad_sample", "compute_conv2d_norm_sample", "compute_group_norm_norm_sample",
     "conv2d_weight_per_sample", "conv2d_weight_sq_norms", "epsilon_for", "fresh_seed", "install_ghost_conv",

@@ -25,7 +25,6 @@ import torch
 from opacus import PrivacyEngine
 from opacus.data_loader import DPDataLoader
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
@@ -39,8 +38,6 @@ from .samplers import BookKeepingModule, install_ghost_conv, install_hooks_conv
 # non-private step, against 1.56-1.70x / 1.35-1.39x for hooks_conv and 2.05x / 1.15x for ghost_conv (two runs).
 # Not yet measured on a GPU.
 DEFAULT_GRAD_SAMPLE_MODE = "bookkeeping"
-AGE_SCALE = 100.0  # years per unit of the age term: a 10-year miss weighs 0.1, like a 0.1 mean L1 pixel error
-AGE_RANGE = (1.0, 100.0)  # target ages drawn for the age-correctness term, uniformly, in years
 
 
 @dataclass
@@ -54,8 +51,7 @@ class DPConfig:
     accountant: str = "prv"  # "prv" (tightest upper bound) or "rdp"
     lr: float = 2e-4  # Adam learning rate: a gentle fine-tune of a trained generator
     grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE  # a key of GRAD_SAMPLE_MODES
-    age_weight: float = 1.0  # weight of the age-correctness term (years / AGE_SCALE) against the L1 reconstruction
-    recon_fraction: float = 0.5  # share of each batch asked for its own age (reconstruction), the rest a random age
+    recon_fraction: float = 0.5  # share of each batch asked for its own age (reconstruction), the rest a teacher age
     device: str | None = None  # "cuda", "cpu", ...; None picks CUDA when present
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,8 +113,6 @@ def _check_config(config: DPConfig, n: int) -> None:
                          "public estimate of N")
     if not (math.isfinite(config.lr) and config.lr > 0):
         raise ValueError(f"lr={config.lr!r} must be > 0 (try 2e-4)")
-    if not (math.isfinite(config.age_weight) and config.age_weight >= 0):
-        raise ValueError(f"age_weight={config.age_weight!r} must be >= 0 (0 turns the age term off)")
     if not 0.0 <= config.recon_fraction <= 1.0:
         raise ValueError(f"recon_fraction={config.recon_fraction!r} must be in [0, 1]")
     if config.grad_sample_mode not in GRAD_SAMPLE_MODES:
@@ -126,17 +120,16 @@ def _check_config(config: DPConfig, n: int) -> None:
                          f"{DEFAULT_GRAD_SAMPLE_MODE!r} was fastest for this model")
 
 
-def _check_data(model: nn.Module, faces: np.ndarray, source_ages: np.ndarray, estimator: nn.Module) -> None:
+def _check_data(model: nn.Module, faces: np.ndarray, source_ages: np.ndarray, renders: np.ndarray,
+                render_ages: np.ndarray) -> None:
     if not isinstance(model, AgeGenerator):
         raise ValueError(f"model must be an inference.model.AgeGenerator, got {type(model).__name__}")
-    if not isinstance(estimator, nn.Module):
-        raise ValueError(f"estimator must be an nn.Module (an AgeEstimator), got {type(estimator).__name__}")
     size = model.config.image_size
     if not isinstance(faces, np.ndarray) or faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[1:] != (
             size, size, 3):
         got = f"{faces.dtype} {faces.shape}" if isinstance(faces, np.ndarray) else type(faces).__name__
-        raise ValueError(f"faces must be a uint8 array (N, {size}, {size}, 3) of aligned RGB crops at the model's "
-                         f"size, got {got}: crop and resize with inference.faces first")
+        raise ValueError(f"faces must be a uint8 array (N, {size}, {size}, 3) of registered RGB faces at the "
+                         f"model's size, got {got}: crop them with inference.faces.registered_crop first")
     if len(faces) == 0:
         raise ValueError("faces is empty: a DP run needs at least one participant")
     ages = np.asarray(source_ages)
@@ -145,37 +138,51 @@ def _check_data(model: nn.Module, faces: np.ndarray, source_ages: np.ndarray, es
                          f"got shape {ages.shape}")
     if ages.min() < 0 or ages.max() > 120:
         raise ValueError("source_ages must be years in [0, 120]; use the estimator's reading where unknown")
+    if (not isinstance(renders, np.ndarray) or renders.dtype != np.uint8 or renders.ndim != 5
+            or renders.shape[0] != len(faces) or renders.shape[2:] != (size, size, 3) or renders.shape[1] < 1):
+        got = f"{renders.dtype} {renders.shape}" if isinstance(renders, np.ndarray) else type(renders).__name__
+        raise ValueError(f"renders must be a uint8 array (N, K, {size}, {size}, 3): each face rendered by the "
+                         f"teacher at K ages (inference.transform.teacher_pairs), got {got}")
+    targets = np.asarray(render_ages)
+    if targets.shape != renders.shape[:2] or not np.all(np.isfinite(targets)):
+        raise ValueError(f"render_ages must be {renders.shape[:2]} finite years, the age of each rendering")
 
 
 class DPObjective(nn.Module):
-    """Per-sample loss needing no paired data: L1 reconstruction at the source age + age-correctness.
+    """Per-sample L1 to a target image: the face itself at its own age, or the teacher's rendering of it.
 
-    For row i the generator ran at age a_i: its own source age when `recon[i]`, else a random target age.
-    loss_i = recon_i * mean|out_i - x_i| + age_weight * |estimator(out_i) - a_i| / AGE_SCALE.
-    The estimator is frozen and outside the DP module: gradients flow through it, never into it.
+    For row i the generator ran at age a_i: its own source age when `recon[i]` (target: the input), else the
+    age of one of its teacher renderings (target: that rendering; the teacher is the mesh-placed aging layers).
+    loss_i = mean |out_i - target_i|. No age estimator scores the output: a few painted lines move one by
+    years, and a generator trained against it learns to fool it rather than to age a face.
     `reduction` is what Opacus' ghost-clipping wrapper toggles to get the per-sample vector.
     Swappable: PrivateTrainer takes any module with this forward signature and `reduction` attribute.
     """
 
-    def __init__(self, estimator: nn.Module, age_weight: float) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.estimator = estimator
-        self.age_weight = age_weight
         self.reduction = "mean"
         self.last: dict[str, float] = {}
 
-    def forward(self, out: torch.Tensor, x: torch.Tensor, age: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-        l1 = (out - x).abs().mean(dim=(1, 2, 3))  # (B,)
-        size = getattr(getattr(self.estimator, "config", None), "image_size", out.shape[-1])
-        seen = out if out.shape[-1] == size else F.interpolate(out, size=(size, size), mode="area")
-        age_error = (self.estimator(seen) - age).abs()  # (B,) years
-        per_sample = recon * l1 + self.age_weight * age_error / AGE_SCALE  # (B,)
+    def forward(self, out: torch.Tensor, target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        per_sample = (out - target).abs().mean(dim=(1, 2, 3))  # (B,)
         with torch.no_grad():
             rows = recon.sum().item()  # rows asked for their own age this step
+            taught = len(recon) - rows
             self.last = {"loss": per_sample.mean().item(),
-                         "recon": (recon * l1).sum().item() / rows if rows else math.nan,
-                         "age_error": age_error.mean().item()}
+                         "recon": (recon * per_sample).sum().item() / rows if rows else math.nan,
+                         "teacher": ((1 - recon) * per_sample).sum().item() / taught if taught else math.nan}
         return per_sample.mean() if self.reduction == "mean" else per_sample
+
+
+def _to_model(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1], contiguous.
+
+    Contiguous matters: from the permute it would be channels-last strided, and Opacus 1.6's unfold2d (hooks
+    and ghost conv grad samplers) reads such activations as if they were NCHW, silently giving wrong
+    per-sample conv gradients.
+    """
+    return (images.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()
 
 
 def _secret_generator(device: torch.device) -> torch.Generator:
@@ -262,45 +269,50 @@ class PrivateTrainer:
     train_dp drives it; tests and the privacy audit use it to take single steps on chosen batches.
     """
 
-    def __init__(self, *, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray, estimator: nn.Module,
-                 config: DPConfig, objective: nn.Module | None = None) -> None:
+    def __init__(self, *, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray, renders: np.ndarray,
+                 render_ages: np.ndarray, config: DPConfig, objective: nn.Module | None = None) -> None:
         _check_config(config, len(faces))
         self.config, self.mode = config, config.grad_sample_mode
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.rng = _secret_generator(torch.device("cpu"))  # target ages and the recon coin
+        self.rng = _secret_generator(torch.device("cpu"))  # the recon coin and which rendering teaches
         generator = copy.deepcopy(model).to(self.device).train()
-        frozen = copy.deepcopy(estimator).to(self.device).eval().requires_grad_(False)
-        self.objective = objective if objective is not None else DPObjective(frozen, config.age_weight)
+        self.objective = objective if objective is not None else DPObjective()
+        # One row per person: their face, its age, and its teacher renderings travel together.
         dataset = TensorDataset(torch.from_numpy(np.ascontiguousarray(faces)),
-                                torch.as_tensor(np.asarray(source_ages), dtype=torch.float32))
+                                torch.as_tensor(np.asarray(source_ages), dtype=torch.float32),
+                                torch.from_numpy(np.ascontiguousarray(renders)),
+                                torch.as_tensor(np.asarray(render_ages), dtype=torch.float32))
         parts = make_private(module=generator, dataset=dataset, config=config, objective=self.objective,
                              device=self.device)
         self.module, self.optimizer, self.loader = parts.module, parts.optimizer, parts.loader
         self.criterion, self.engine = parts.criterion, parts.engine
         self.batches = iter(self.loader)
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next Poisson-sampled batch: uint8 faces (B, H, W, 3) and ages (B,); B may be 0."""
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next Poisson-sampled batch: uint8 faces (B, H, W, 3), ages (B,), the teacher's renderings
+        (B, K, H, W, 3) and their ages (B, K); B may be 0."""
         try:
             return next(self.batches)
         except StopIteration:  # the DP loader yields 1/q batches per pass; keep drawing fresh ones
             self.batches = iter(self.loader)
             return next(self.batches)
 
-    def step(self, faces: torch.Tensor, ages: torch.Tensor) -> dict[str, float]:
+    def step(self, faces: torch.Tensor, ages: torch.Tensor, renders: torch.Tensor,
+             render_ages: torch.Tensor) -> dict[str, float]:
         """One DP-SGD step on this batch (see train_dp for its parts); returns the step's private metrics."""
         b = len(faces)
         if b == 0:
             self._empty_step()
-            return {"batch": 0.0, "loss": math.nan, "recon": math.nan, "age_error": math.nan}
-        # (B, 3, H, W) in [-1, 1], made contiguous: from the (B, H, W, 3) permute it would be channels-last
-        # strided, and Opacus 1.6's unfold2d (hooks and ghost conv grad samplers) reads such activations
-        # as if they were NCHW, silently giving wrong per-sample conv gradients.
-        x = (faces.to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()
+            return {"batch": 0.0, "loss": math.nan, "recon": math.nan, "teacher": math.nan}
+        x = _to_model(faces, self.device)
         recon = (torch.rand(b, generator=self.rng) < self.config.recon_fraction).float()
-        target = torch.empty(b).uniform_(*AGE_RANGE, generator=self.rng)
-        age = torch.where(recon.bool(), ages.float(), target).to(self.device)  # (B,) years asked for
-        loss = self.criterion(self.module(x, age), x, age, recon.to(self.device))
+        pick = torch.randint(renders.shape[1], (b,), generator=self.rng)  # one rendering per row: one example
+        rows = torch.arange(b)
+        taught = _to_model(renders[rows, pick], self.device)  # (B, 3, H, W)
+        keep = recon.bool().to(self.device)
+        age = torch.where(recon.bool(), ages.float(), render_ages[rows, pick].float()).to(self.device)  # (B,)
+        target = torch.where(keep[:, None, None, None], x, taught)
+        loss = self.criterion(self.module(x, age), target, recon.to(self.device))
         with warnings.catch_warnings():  # torch notes the input needs no grad: true, and Opacus' hooks don't care
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             loss.backward()  # ghost modes: two passes inside (norms, then the clipped-loss backward)
@@ -334,16 +346,18 @@ class PrivateTrainer:
         return out.eval()
 
 
-def train_dp(*, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray, estimator: nn.Module,
-             config: DPConfig, progress: bool = True,
+def train_dp(*, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray, renders: np.ndarray,
+             render_ages: np.ndarray, config: DPConfig, progress: bool = True,
              on_step: Callable[[int, dict[str, float]], None] | None = None) -> DPResult:
     """Fine-tune a copy of `model` with DP-SGD on opted-in faces; the caller's model is left untouched.
 
     Args:
         model: the generator to start from (an AgeGenerator; copied, never modified).
-        faces: (N, H, W, 3) uint8 aligned face crops at the model's image size, one per person.
-        source_ages: (N,) each face's age in years (known, or the estimator's reading).
-        estimator: a frozen AgeEstimator NOT trained on private data; copied, never updated.
+        faces: (N, H, W, 3) uint8 registered faces at the model's image size, one per person.
+        source_ages: (N,) each face's age in years (known, or the real-face estimator's reading).
+        renders: (N, K, H, W, 3) uint8: each face as the teacher (the mesh-placed aging layers) renders it at
+            K other ages, registered the same way (inference.transform.teacher_pairs).
+        render_ages: (N, K) the age of each rendering, in years.
         config: the run's DPConfig; reserve its epsilon in the budget ledger before calling.
         progress: show a tqdm bar (step count only: losses are private).
         on_step: called after every step with (step, private metrics), e.g. for the operator's console.
@@ -352,8 +366,8 @@ def train_dp(*, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray,
       1. Sample: every person joins the batch independently with probability q = sample_rate (Poisson,
          a secretly seeded generator). The batch may be empty, and an empty batch is still a step.
       2. Objective: a coin sends each row to reconstruction (generate at its own source age, L1 to the
-         input) or to aging (a uniform random target age); every row also pays age_weight * the frozen
-         estimator's error in years / AGE_SCALE. One forward pass per row, so one gradient per person.
+         input) or to aging (one of its teacher renderings, drawn secretly: generate at that age, L1 to the
+         rendering). One forward pass per row, so one gradient per person. No estimator is a loss.
       3. Per-sample norms: bookkeeping (the default) takes one backward pass to the layers' outputs, no
          weight gradients, sums each person's norm from the layers' activations and output gradients, then
          computes each layer's weight gradient once with the backprops scaled by the clip factors;
@@ -366,7 +380,7 @@ def train_dp(*, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray,
          the accountant records (noise_multiplier, q) for the step.
     After the last step, epsilon_spent is the accountant's upper bound at config.delta.
     """
-    _check_data(model, faces, source_ages, estimator)
+    _check_data(model, faces, source_ages, renders, render_ages)
     _check_config(config, len(faces))
     if config.delta >= 1.0 / len(faces):
         warnings.warn(f"delta={config.delta} is not below 1/N: a mechanism that leaks one random person's data "
@@ -377,14 +391,15 @@ def train_dp(*, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray,
     if config.expected_batch_size is None:
         warnings.warn("expected_batch_size is None: the update is divided by q*N, a function of the private "
                       "participant count; pass a public expected batch size", stacklevel=2)
-    trainer = PrivateTrainer(model=model, faces=faces, source_ages=source_ages, estimator=estimator, config=config)
+    trainer = PrivateTrainer(model=model, faces=faces, source_ages=source_ages, renders=renders,
+                             render_ages=render_ages, config=config)
     per_step: list[dict[str, float]] = []
     smooth: dict[str, float] = {}
     start = time.perf_counter()
     for step in tqdm(range(config.steps), desc="DP fine-tune", disable=not progress, dynamic_ncols=True):
         metrics = {"step": float(step), **trainer.step(*trainer.next_batch())}
         per_step.append(metrics)
-        for k in ("loss", "recon", "age_error"):
+        for k in ("loss", "recon", "teacher"):
             if not math.isnan(metrics.get(k, math.nan)):
                 smooth[k] = metrics[k] if k not in smooth else 0.9 * smooth[k] + 0.1 * metrics[k]
         if on_step is not None:
@@ -393,7 +408,7 @@ def train_dp(*, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray,
     epsilon = trainer.epsilon()
     sizes = [m["batch"] for m in per_step]
     summary = {"final_loss": smooth.get("loss", math.nan), "final_recon": smooth.get("recon", math.nan),
-               "final_age_error": smooth.get("age_error", math.nan), "epsilon": epsilon,
+               "final_teacher": smooth.get("teacher", math.nan), "epsilon": epsilon,
                "train_seconds": seconds, "seconds_per_step": seconds / config.steps,
                "mean_batch_size": float(np.mean(sizes)), "empty_batches": float(sizes.count(0.0))}
     return DPResult(model=trainer.plain_model(model), epsilon_spent=epsilon, delta=config.delta,

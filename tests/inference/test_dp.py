@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 
@@ -20,7 +19,6 @@ from opacus.grad_sample.group_norm import compute_group_norm_grad_sample
 from torch import nn
 
 from inference import dp
-from inference.age_estimator import AgeEstimator, EstimatorConfig
 from inference.model import AgeGenerator, GeneratorConfig, to_tensor
 from inference.synthetic import make_dataset
 
@@ -50,22 +48,17 @@ def generator() -> AgeGenerator:
 
 
 @pytest.fixture(scope="module")
-def estimator() -> AgeEstimator:
-    torch.manual_seed(1)
-    return AgeEstimator(EstimatorConfig(image_size=SIZE, channels=(8, 16), groups=4))
+def users() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """32 synthetic users, one face each at a random age, and the same faces at two other ages as teacher
+    renderings (the synthetic renderer's ground truth stands in for the aging layers here)."""
+    faces = make_dataset(32, (50.0, 20.0, 80.0), 5, size=SIZE, age_jitter=40.0)
+    return faces.images[:, 0], faces.ages[:, 0], faces.images[:, 1:], faces.ages[:, 1:]
 
 
-@pytest.fixture(scope="module")
-def users() -> tuple[np.ndarray, np.ndarray]:
-    """32 synthetic users, one face each at a random age."""
-    faces = make_dataset(32, (50.0,), 5, size=SIZE, age_jitter=40.0)
-    return faces.images[:, 0], faces.ages[:, 0]
-
-
-def trainer(generator, estimator, users, **fields) -> dp.PrivateTrainer:
+def trainer(generator, users, **fields) -> dp.PrivateTrainer:
     config = dp.DPConfig(**{"sample_rate": 1 / 4, "recon_fraction": 1.0, "lr": 1e-3, **fields})
-    return dp.PrivateTrainer(model=generator, faces=users[0], source_ages=users[1], estimator=estimator,
-                             config=config)
+    return dp.PrivateTrainer(model=generator, faces=users[0], source_ages=users[1], renders=users[2],
+                             render_ages=users[3], config=config)
 
 
 def captured_grads(t: dp.PrivateTrainer) -> list[list[torch.Tensor]]:
@@ -85,8 +78,9 @@ def flat(grads: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-def batch(users, idx) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(users[0][idx]), torch.from_numpy(users[1][idx])
+def batch(users, idx) -> tuple[torch.Tensor, ...]:
+    idx = list(idx)
+    return tuple(torch.from_numpy(np.ascontiguousarray(part[idx])) for part in users)
 
 
 # ------------------------------------------------------------------------------------------- accounting
@@ -203,9 +197,9 @@ def test_accounting_inputs_are_validated(kwargs, message):
 
 
 @pytest.mark.parametrize("q", [0.3, 1 / 7])
-def test_the_loader_samples_and_accounts_at_exactly_the_planned_rate(generator, estimator, users, q):
+def test_the_loader_samples_and_accounts_at_exactly_the_planned_rate(generator, users, q):
     # Given a rate that is not 1/k for any batch count (Opacus' make_private would run 1/4 instead of 0.3)
-    t = trainer(generator, estimator, users, sample_rate=q)
+    t = trainer(generator, users, sample_rate=q)
     sizes = [len(t.next_batch()[0]) for _ in range(400)]
     # Then the mean Poisson batch is q*N (within 4 standard errors) and the accountant records q itself
     n = len(users[0])
@@ -216,11 +210,11 @@ def test_the_loader_samples_and_accounts_at_exactly_the_planned_rate(generator, 
 
 # ----------------------------------------------------------------------------------------- DP behaviour
 
-def test_noise_differs_each_step_and_has_the_promised_scale(generator, estimator, users):
+def test_noise_differs_each_step_and_has_the_promised_scale(generator, users):
     # Given identical batches and parameters that a tiny learning rate leaves unchanged
     fixed = batch(users, range(8))  # 8 = the expected batch size q*N
-    quiet = trainer(generator, estimator, users, noise_multiplier=0.0, lr=1e-30)
-    noisy = trainer(generator, estimator, users, noise_multiplier=1.0, max_grad_norm=0.5, lr=1e-30)
+    quiet = trainer(generator, users, noise_multiplier=0.0, lr=1e-30)
+    noisy = trainer(generator, users, noise_multiplier=1.0, max_grad_norm=0.5, lr=1e-30)
     clean, noised = captured_grads(quiet), captured_grads(noisy)
     for _ in range(2):
         quiet.step(*fixed)
@@ -232,7 +226,7 @@ def test_noise_differs_each_step_and_has_the_promised_scale(generator, estimator
     assert diff.std().item() == pytest.approx(expected_std, rel=0.05)
 
 
-def test_two_runs_with_the_same_inputs_differ_and_no_seed_leaves_the_trainer(generator, estimator, users,
+def test_two_runs_with_the_same_inputs_differ_and_no_seed_leaves_the_trainer(generator, users,
                                                                               monkeypatch):
     drawn: list[int] = []
     real = dp.training.fresh_seed
@@ -240,7 +234,8 @@ def test_two_runs_with_the_same_inputs_differ_and_no_seed_leaves_the_trainer(gen
 
     def run():
         config = dp.DPConfig(sample_rate=1 / 4, steps=2, delta=1e-3, expected_batch_size=8)
-        return dp.train_dp(model=generator, faces=users[0], source_ages=users[1], estimator=estimator,
+        return dp.train_dp(model=generator, faces=users[0], source_ages=users[1], renders=users[2],
+                         render_ages=users[3],
                            config=config, progress=False)
 
     a, b = run(), run()
@@ -254,10 +249,10 @@ def test_two_runs_with_the_same_inputs_differ_and_no_seed_leaves_the_trainer(gen
 
 
 @pytest.mark.parametrize("mode", dp.GRAD_SAMPLE_MODES)
-def test_zero_noise_and_a_huge_clip_is_a_plain_step(generator, estimator, users, mode):
+def test_zero_noise_and_a_huge_clip_is_a_plain_step(generator, users, mode):
     # Given a batch exactly the expected size, no noise, and a clip no gradient reaches
     fixed = batch(users, range(8))
-    t = trainer(generator, estimator, users, noise_multiplier=0.0, max_grad_norm=1e6, grad_sample_mode=mode)
+    t = trainer(generator, users, noise_multiplier=0.0, max_grad_norm=1e6, grad_sample_mode=mode)
     grads = captured_grads(t)
     t.step(*fixed)
     # When the same step is taken without DP
@@ -265,8 +260,8 @@ def test_zero_noise_and_a_huge_clip_is_a_plain_step(generator, estimator, users,
     plain.load_state_dict(generator.state_dict())
     opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
     x, ages = to_tensor(fixed[0].numpy()), fixed[1]
-    objective = dp.DPObjective(copy.deepcopy(estimator).requires_grad_(False), 1.0)
-    objective(plain(x, ages), x, ages, torch.ones(8)).backward()
+    objective = dp.DPObjective()
+    objective(plain(x, ages), x, torch.ones(8)).backward()  # recon_fraction 1: every row its own age
     expected = flat([p.grad for p in plain.parameters()])
     opt.step()
     # Then the gradients and the updated weights agree
@@ -277,10 +272,10 @@ def test_zero_noise_and_a_huge_clip_is_a_plain_step(generator, estimator, users,
 
 
 @pytest.mark.parametrize("mode", dp.GRAD_SAMPLE_MODES)
-def test_clipping_bounds_every_users_gradient(generator, estimator, users, mode):
+def test_clipping_bounds_every_users_gradient(generator, users, mode):
     # Given no noise and a clip far below the raw gradient norms
     clip = 1e-3
-    t = trainer(generator, estimator, users, noise_multiplier=0.0, max_grad_norm=clip, grad_sample_mode=mode)
+    t = trainer(generator, users, noise_multiplier=0.0, max_grad_norm=clip, grad_sample_mode=mode)
     grads = captured_grads(t)
     # When each user is alone in a batch, the step's gradient is that user's clipped gradient / (q*N)
     for i in range(3):
@@ -294,14 +289,14 @@ def test_clipping_bounds_every_users_gradient(generator, estimator, users, mode)
 
 
 @pytest.mark.parametrize("clip", [1e-3, 0.05, 1e6])  # every user clipped, some, none
-def test_book_keeping_clipping_applies_the_same_clipped_sum_as_per_sample_gradients(generator, estimator, users,
+def test_book_keeping_clipping_applies_the_same_clipped_sum_as_per_sample_gradients(generator, users,
                                                                                     clip):
     # Given the same batch through hooks_conv (per-sample gradients) and book-keeping (one backward, no
     # per-sample gradient), without noise
     fixed = batch(users, range(8))
     applied = {}
     for mode in ("hooks_conv", "bookkeeping"):
-        t = trainer(generator, estimator, users, noise_multiplier=0.0, max_grad_norm=clip, grad_sample_mode=mode)
+        t = trainer(generator, users, noise_multiplier=0.0, max_grad_norm=clip, grad_sample_mode=mode)
         grads = captured_grads(t)
         t.step(*fixed)
         applied[mode] = flat(grads[0])
@@ -310,10 +305,11 @@ def test_book_keeping_clipping_applies_the_same_clipped_sum_as_per_sample_gradie
 
 
 @pytest.mark.parametrize("mode", ["hooks_conv", "ghost_conv", "bookkeeping"])
-def test_an_empty_poisson_batch_is_still_a_noisy_accounted_step(generator, estimator, users, mode):
-    t = trainer(generator, estimator, users, noise_multiplier=1.0, grad_sample_mode=mode)
+def test_an_empty_poisson_batch_is_still_a_noisy_accounted_step(generator, users, mode):
+    t = trainer(generator, users, noise_multiplier=1.0, grad_sample_mode=mode)
     before = flat(list(t.plain_model(generator).parameters())).clone()
-    t.step(torch.zeros((0, SIZE, SIZE, 3), dtype=torch.uint8), torch.zeros(0))
+    t.step(torch.zeros((0, SIZE, SIZE, 3), dtype=torch.uint8), torch.zeros(0),
+           torch.zeros((0, 2, SIZE, SIZE, 3), dtype=torch.uint8), torch.zeros((0, 2)))
     assert t.history() == [(1.0, 0.25, 1)]
     assert not torch.equal(flat(list(t.plain_model(generator).parameters())), before)
 
@@ -386,10 +382,10 @@ def test_group_norm_norm_sampler_equals_per_sample_gradient_norms():
 
 
 def test_ghost_conv_norms_equal_the_hooks_path_on_the_generator_without_per_sample_conv_grads(
-        generator, estimator, users, monkeypatch):
+        generator, users, monkeypatch):
     # Given the generator wrapped both ways, and the same batch and per-sample loss
     x, ages = to_tensor(users[0][:6]).contiguous(), torch.from_numpy(users[1][:6])
-    objective = dp.DPObjective(copy.deepcopy(estimator).requires_grad_(False), 1.0)
+    objective = dp.DPObjective()
     objective.reduction = "none"
     hooks = GradSampleModule(AgeGenerator(TINY), loss_reduction="sum")
     hooks._module.load_state_dict(generator.state_dict())
@@ -401,9 +397,9 @@ def test_ghost_conv_norms_equal_the_hooks_path_on_the_generator_without_per_samp
     monkeypatch.setattr(ghost_hooks, "create_or_accumulate_grad_sample",
                         lambda *, param, **kw: (built.append(param), original(param=param, **kw)))
     # When each computes its per-sample gradient norms
-    objective(hooks(x, ages), x, ages, torch.ones(6)).sum().backward()
+    objective(hooks(x, ages), x, torch.ones(6)).sum().backward()
     expected = torch.stack([p.grad_sample.reshape(6, -1).norm(dim=1) for p in hooks.parameters()]).norm(dim=0)
-    objective(ghost(x, ages), x, ages, torch.ones(6)).sum().backward()
+    objective(ghost(x, ages), x, torch.ones(6)).sum().backward()
     # Then they agree, and no parameter (Conv2d, GroupNorm or Linear) had per-sample gradients built
     torch.testing.assert_close(ghost.get_norm_sample(), expected, rtol=1e-4, atol=1e-6)
     assert built == []
@@ -411,11 +407,12 @@ def test_ghost_conv_norms_equal_the_hooks_path_on_the_generator_without_per_samp
 
 # ------------------------------------------------------------------------------------------- a real run
 
-def test_a_short_real_run_returns_a_plain_model_and_the_epsilon_it_spent(generator, estimator, users):
+def test_a_short_real_run_returns_a_plain_model_and_the_epsilon_it_spent(generator, users):
     before = {k: v.clone() for k, v in generator.state_dict().items()}
     config = dp.DPConfig(noise_multiplier=1.2, sample_rate=1 / 4, steps=4, delta=1e-3, expected_batch_size=8)
     seen = []
-    result = dp.train_dp(model=generator, faces=users[0], source_ages=users[1], estimator=estimator,
+    result = dp.train_dp(model=generator, faces=users[0], source_ages=users[1], renders=users[2],
+                         render_ages=users[3],
                          config=config, progress=False, on_step=lambda step, m: seen.append(step))
     # The model is a plain AgeGenerator whose weights load into a fresh one, key for key
     fresh = AgeGenerator(TINY)
@@ -426,26 +423,27 @@ def test_a_short_real_run_returns_a_plain_model_and_the_epsilon_it_spent(generat
     assert result.epsilon_spent > 0
     assert result.epsilon_spent == pytest.approx(config.epsilon(), rel=1e-6)
     assert result.history == [(1.2, 0.25, 4)] and result.steps == 4 and result.delta == 1e-3
-    assert {"final_loss", "final_recon", "final_age_error", "train_seconds", "mean_batch_size"} <= set(result.metrics)
+    assert {"final_loss", "final_recon", "final_teacher", "train_seconds", "mean_batch_size"} <= set(result.metrics)
     assert len(result.per_step) == 4 and seen == [0, 1, 2, 3]
-    # The caller's generator and estimator are untouched
+    # The caller's generator is untouched
     assert all(torch.equal(before[k], v) for k, v in generator.state_dict().items())
-    assert all(p.requires_grad for p in estimator.parameters())
 
 
-def test_zero_noise_trains_and_reports_infinite_epsilon_instead_of_crashing(generator, estimator, users):
+def test_zero_noise_trains_and_reports_infinite_epsilon_instead_of_crashing(generator, users):
     config = dp.DPConfig(noise_multiplier=0.0, sample_rate=1 / 4, steps=1, delta=1e-3, expected_batch_size=8)
     with pytest.warns(UserWarning, match="NO differential privacy"):
-        result = dp.train_dp(model=generator, faces=users[0], source_ages=users[1], estimator=estimator,
+        result = dp.train_dp(model=generator, faces=users[0], source_ages=users[1], renders=users[2],
+                         render_ages=users[3],
                              config=config, progress=False)
     assert result.epsilon_spent == math.inf and config.epsilon() == math.inf
     assert dp.compose_epsilon(history=[(1.0, 0.25, 4), (0.0, 0.25, 1)], delta=1e-6) == math.inf
 
 
-def test_a_divisor_derived_from_the_private_count_is_warned_about(generator, estimator, users):
+def test_a_divisor_derived_from_the_private_count_is_warned_about(generator, users):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        dp.train_dp(model=generator, faces=users[0][:4], source_ages=users[1][:4], estimator=estimator,
+        dp.train_dp(model=generator, faces=users[0][:4], source_ages=users[1][:4], renders=users[2][:4],
+                    render_ages=users[3][:4],
                     config=dp.DPConfig(sample_rate=1 / 2, steps=1, delta=1e-3), progress=False)
     messages = [str(w.message) for w in caught]
     assert sum("expected_batch_size is None" in m for m in messages) == 1
@@ -456,14 +454,17 @@ def test_a_divisor_derived_from_the_private_count_is_warned_about(generator, est
     ({"faces": np.zeros((4, 16, 16, 3), np.uint8)}, "at the model's size"),
     ({"faces": np.zeros((4, SIZE, SIZE, 3), np.float32)}, "uint8"),
     ({"source_ages": np.zeros(3)}, "one per face"),
+    ({"renders": np.zeros((4, SIZE, SIZE, 3), np.uint8)}, "teacher"),
+    ({"render_ages": np.full((4, 3), 50.0)}, "age of each rendering"),
     ({"config": dp.DPConfig(grad_sample_mode="ew")}, "grad_sample_mode"),
     ({"config": dp.DPConfig(expected_batch_size=0.0)}, "public estimate"),
     ({"config": dp.DPConfig(max_grad_norm=0.0)}, "max_grad_norm"),
     ({"config": dp.DPConfig(accountant="gdp")}, "GDP was removed"),
 ])
-def test_bad_inputs_say_what_to_do(estimator, change, message):
+def test_bad_inputs_say_what_to_do(change, message):
     args = {"model": AgeGenerator(TINY), "faces": np.zeros((4, SIZE, SIZE, 3), np.uint8),
-            "source_ages": np.full(4, 30.0), "estimator": estimator, "config": dp.DPConfig(sample_rate=1 / 2),
+            "source_ages": np.full(4, 30.0), "renders": np.zeros((4, 2, SIZE, SIZE, 3), np.uint8),
+            "render_ages": np.full((4, 2), 50.0), "config": dp.DPConfig(sample_rate=1 / 2),
             "progress": False, **change}
     with pytest.raises(ValueError, match=message):
         dp.train_dp(**args)

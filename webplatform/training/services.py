@@ -160,13 +160,24 @@ def training_run_create(request: RunRequest) -> TrainingRun:
     )
 
 
-def _load_faces(run: TrainingRun, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decrypt the manifest's photos in memory; their faces registered by the mesh (N, size, size, 3) uint8,
-    and each face's current age as the real-face estimator reads it (N,)."""
-    from inference.apparent_age import estimate_age
-    from inference.faces import NoFaceFound, find_face, registered_crop
+@dataclass(frozen=True)
+class TrainingFaces:
+    """The run's faces, decrypted in memory only, with what the teacher makes of each."""
 
-    faces, ages = [], []
+    faces: np.ndarray  # (N, S, S, 3) uint8, registered by the mesh
+    ages: np.ndarray  # (N,) current age as the real-face estimator reads it
+    renders: np.ndarray  # (N, K, S, S, 3) uint8: the aging layers' rendering at K other ages
+    render_ages: np.ndarray  # (N, K)
+
+
+def _load_faces(run: TrainingRun, size: int) -> TrainingFaces:
+    """Decrypt the manifest's photos in memory: each face registered by the mesh, its current age, and the
+    aging layers' renderings of it at ages around its own (what the generator learns from)."""
+    from inference.apparent_age import estimate_age
+    from inference.faces import NoFaceFound, find_face
+    from inference.transform import TEACHER_OFFSETS, teacher_pairs
+
+    faces, ages, renders, render_ages = [], [], [], []
     for entry in run_entries(run):
         photo = Photo.objects.filter(pk=entry["photo_id"]).first()
         if photo is None:
@@ -182,11 +193,17 @@ def _load_faces(run: TrainingRun, size: int) -> tuple[np.ndarray, np.ndarray]:
             face = find_face(image)
         except NoFaceFound:
             continue
-        faces.append(registered_crop(image, face, size))
-        ages.append(estimate_age(image, face))
+        age = estimate_age(image, face)
+        x, taught, taught_ages = teacher_pairs(image, face, age, size)
+        faces.append(x)
+        ages.append(age)
+        renders.append(taught)
+        render_ages.append(taught_ages)
     if not faces:
-        return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.float32)
-    return np.stack(faces), np.array(ages, np.float32)
+        k = len(TEACHER_OFFSETS)
+        return TrainingFaces(np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.float32),
+                             np.zeros((0, k, size, size, 3), np.uint8), np.zeros((0, k), np.float32))
+    return TrainingFaces(np.stack(faces), np.array(ages, np.float32), np.stack(renders), np.stack(render_ages))
 
 
 def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: bool = True) -> TrainingRun:
@@ -203,12 +220,12 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
         if not run.parent_version:
             raise InvalidInput("No promoted base model to fine-tune; run `manage.py train_base` first.")
         model, card = registry.load(run.parent_version)
-        # The age estimator was trained on synthetic faces only: never on private data.
+        # The synthetic age estimator only scores the public synthetic benchmark before and after: never a loss.
         estimator, _ = registry.load(card["age_estimator"])
         if not isinstance(model, AgeGenerator) or not isinstance(estimator, AgeEstimator):
             raise InvalidInput(f"{run.parent_version} is not a generator with an age estimator.")
-        faces, source_ages = _load_faces(run, model.config.image_size)
-        if len(faces) == 0:
+        data = _load_faces(run, model.config.image_size)
+        if len(data.faces) == 0:
             run_finish(run, error="no usable faces in the manifest")
             return run
         # The divisor of the noisy sum is public: the sample rate times the released count.
@@ -217,8 +234,8 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
                           expected_batch_size=max(1.0, run.sample_rate * run.participants), lr=request.lr)
         pairs = heldout_pairs(8, size=model.config.image_size)  # synthetic, public: scoring them is free
         before = benchmark(model, estimator, pairs)
-        result = train_dp(model=model, faces=faces, source_ages=source_ages,
-                          estimator=estimator, config=config, progress=progress)
+        result = train_dp(model=model, faces=data.faces, source_ages=data.ages, renders=data.renders,
+                          render_ages=data.render_ages, config=config, progress=progress)
         metrics = {"before": before, "after": benchmark(result.model.eval(), estimator, pairs)}
         epsilon, delta = ancestry_epsilon(run)
         version = registry.register(result.model, model.config, {
