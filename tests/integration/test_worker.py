@@ -70,7 +70,7 @@ class Worker:
     def __init__(self) -> None:
         db = connection.settings_dict
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")},
-                    "DJANGO_SETTINGS_MODULE": "tests.settings",
+                    "DJANGO_SETTINGS_MODULE": "tests.integration.worker_settings", "TIMEVEIL_TEST_BROKER": BROKER,
                     "TIMEVEIL_VAR_DIR": str(settings.VAR_DIR),
                     "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
                     "CELERY_BROKER_URL": BROKER, "CELERY_TASK_ALWAYS_EAGER": "false",
