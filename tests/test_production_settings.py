@@ -28,7 +28,8 @@ KEEP = ("PATH", "HOME", "LANG")
 def start(env: dict[str, str], var_dir: Path) -> subprocess.CompletedProcess:
     """Import the settings and set Django up, as gunicorn or a worker does on start."""
     clean = {k: v for k, v in os.environ.items() if k in KEEP}
-    clean.update(env, TIMEVEIL_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="webplatform.settings")
+    clean.update(env, TIMEVEIL_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="webplatform.settings",
+                 TIMEVEIL_READ_DOTENV="0")  # a developer's .env must not decide the outcome
     return subprocess.run([sys.executable, "-c", "import django; django.setup(); print('started')"],
                           cwd=var_dir, env={**clean, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                           timeout=120)
