@@ -1,4 +1,4 @@
-"""GPU-queue training task: takes the run's id and its request, calls the service."""
+"""Training-queue task (its own queue, see CELERY_TASK_ROUTES): takes the run's id and its request."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from governance.errors import TimeveilError
+from webplatform.taskqueue import TRAINING, publish
 from webplatform.training.services import RunRequest, training_run_create, training_run_execute
 
 
@@ -24,7 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-grad-norm", type=float, default=1.0)
         parser.add_argument("--lr", type=float, default=1e-4)
         parser.add_argument("--lineage", default="")
-        parser.add_argument("--queue", action="store_true", help="run on a gpu worker instead of here")
+        parser.add_argument("--queue", action="store_true", help="run on a training worker instead of here")
 
     def handle(self, *args: object, **options: Any) -> None:
         request = RunRequest(epochs=options["epochs"], target_epsilon=options["target_epsilon"],
@@ -39,10 +40,9 @@ class Command(BaseCommand):
                           f"epsilon {run.epsilon_reserved:.3f} reserved at delta {run.delta:.1e}, "
                           f"noise {run.noise_multiplier:.3f}, {run.steps} steps")
         if options["queue"]:
-            from webplatform.training.tasks import training_task
-
-            training_task.delay(str(run.id), asdict(request))
-            self.stdout.write("queued on the gpu queue")
+            if not publish(TRAINING, str(run.id), asdict(request)):
+                raise CommandError(f"the broker did not answer: run {run.id} was not queued")
+            self.stdout.write("queued on the training queue")
             return
         try:
             run = training_run_execute(run, request)
