@@ -117,12 +117,12 @@ def main() -> None:
     print(f"  of which decode + re-encode (sanitize): {codec * 1e3:.1f} ms")
     print(f"  ratio without the codec : {(f - codec) / b:8.2f}x  (goal <= 1.3x: consent, parsing, encryption, "
           "storage, audit)")
-    # Face counting at intake (the 422 no_face check before a job) decodes the clean image once more.
-    from webplatform.photos.services import _faces_in
+    # Face counting at intake (the 422 no_face check before a job) reads the pixels sanitize decoded.
+    from inference.faces import summarize_faces
 
-    clean = sanitize(photo, max_bytes=10**9, max_pixels=10**9, max_side=max_side).data
-    faces = statistics.median(timed(lambda: _faces_in(clean), args.n))
-    print(f"  of which face counting (decode + detect): {faces * 1e3:.1f} ms")
+    clean = sanitize(photo, max_bytes=10**9, max_pixels=10**9, max_side=max_side).pixels
+    faces = statistics.median(timed(lambda: summarize_faces(clean), args.n))
+    print(f"  of which face counting (detect + mesh check): {faces * 1e3:.1f} ms")
     print(f"  ratio without codec and face counting : {(f - codec - faces) / b:8.2f}x")
 
     phone = phone_jpeg()

@@ -115,20 +115,24 @@ def check_image(image: np.ndarray) -> None:
         raise ValueError("expected an RGB image as a uint8 array of shape (H, W, 3)")
 
 
-def _tiles(h: int, w: int) -> list[tuple[int, int, int]]:
-    """Square windows (x, y, side) to search: the whole photo letterboxed, then squares along a long side and,
-    in a large photo, half-size squares with overlap, so a face small against the whole photo is still
-    large enough in some window for the short-range detector (it wants faces of a fifth of its input or more).
+def _tiles(h: int, w: int) -> list[list[tuple[int, int, int]]]:
+    """Square windows (x, y, side) to search, in tiers: the whole photo letterboxed and squares along a long
+    side; then, in a large photo, half-size squares with overlap. A face small against the whole photo is
+    large enough in some window for the short-range detector (it wants faces of a fifth of its input or
+    more); the finer tier is searched only when the coarse one finds nothing, so a selfie costs 1 to 3 passes.
     """
-    windows = [(0, 0, max(h, w))]
     short, long = min(h, w), max(h, w)
-    sizes = ([short] if long > 1.3 * short else []) + ([short // 2] if short >= 800 else [])
-    for side in sizes:
-        step = max(1, side // 2)
-        for y in range(0, max(1, h - side + step), step):
-            for x in range(0, max(1, w - side + step), step):
-                windows.append((min(x, max(0, w - side)), min(y, max(0, h - side)), side))
-    return list(dict.fromkeys(windows))[:MAX_WINDOWS]
+    tiers = [[(0, 0, long)] + (_squares(h, w, short) if long > 1.3 * short else [])]
+    if short >= 800:
+        tiers.append(_squares(h, w, short // 2))
+    return [list(dict.fromkeys(tier))[:MAX_WINDOWS] for tier in tiers]
+
+
+def _squares(h: int, w: int, side: int) -> list[tuple[int, int, int]]:
+    """Windows of `side` covering the photo, overlapping by half."""
+    step = max(1, side // 2)
+    return [(min(x, max(0, w - side)), min(y, max(0, h - side)), side)
+            for y in range(0, max(1, h - side + step), step) for x in range(0, max(1, w - side + step), step)]
 
 
 def _detect_in(image: np.ndarray, x0: int, y0: int, side: int) -> list[tuple[list[float], float, np.ndarray]]:
@@ -156,7 +160,11 @@ def detect_faces(image: np.ndarray) -> list[Detection]:
     """Every face BlazeFace accepts in the photo, most confident first."""
     check_image(image)
     h, w = image.shape[:2]
-    found = [hit for x, y, side in _tiles(h, w) for hit in _detect_in(image, x, y, side)]
+    found: list[tuple[list[float], float, np.ndarray]] = []
+    for tier in _tiles(h, w):
+        found = [hit for x, y, side in tier for hit in _detect_in(image, x, y, side)]
+        if found:
+            break
     if not found:
         return []
     boxes, scores = [f[0] for f in found], [f[1] for f in found]

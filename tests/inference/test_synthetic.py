@@ -69,12 +69,17 @@ def test_the_face_changes_smoothly_with_age():
     assert max(steps) < 3.0  # no jumps between consecutive years
 
 
-def test_haar_cascade_sees_the_rendered_faces_in_photos():
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+def test_the_real_face_detector_sees_the_rendered_faces_in_photos():
+    # The platform's tests stand synthetic faces in for people: BlazeFace and the mesh must accept them.
+    from inference.faces import NoFaceFound, find_face
+
     hits = 0
-    for k in range(40):
+    for k in range(20):
         photo, (x, y, w, h) = place_in_photo(Identity.from_seed(500 + k), AGES[k % len(AGES)], seed=k,
                                              face_size=120 + 30 * (k % 4), center=(220 + 4 * k, 240))
-        boxes = cascade.detectMultiScale(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY), 1.05, 3, minSize=(40, 40))
-        hits += any(x < bx + bw / 2 < x + w and y < by + bh / 2 < y + h for bx, by, bw, bh in boxes)
-    assert hits / 40 >= 0.8
+        try:
+            box = find_face(photo).detection.box
+        except NoFaceFound:
+            continue
+        hits += x < box.x + box.w / 2 < x + w and y < box.y + box.h / 2 < y + h
+    assert hits / 20 >= 0.8

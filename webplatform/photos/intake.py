@@ -7,6 +7,7 @@ import math
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from governance.errors import CorruptImage, InvalidInput, PayloadTooLarge, UnsupportedMediaType
@@ -29,6 +30,7 @@ class CleanImage:
     content_type: str
     width: int
     height: int
+    pixels: np.ndarray  # (height, width, 3) uint8 RGB, in memory only: the face search reads it, not a re-decode
 
 
 def sniff(data: bytes) -> str | None:
@@ -119,4 +121,5 @@ def _reencode(image: Image.Image, fmt: str) -> CleanImage:
         image.save(buffer, format="JPEG", quality=90, exif=b"", icc_profile=None, optimize=False)
     else:
         image.save(buffer, format="PNG", compress_level=3, exif=b"", icc_profile=None)
-    return CleanImage(data=buffer.getvalue(), content_type=content_type, width=image.width, height=image.height)
+    return CleanImage(data=buffer.getvalue(), content_type=content_type, width=image.width, height=image.height,
+                      pixels=np.asarray(image))

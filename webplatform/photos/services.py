@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import uuid
 
-import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
-from PIL import Image
 
 from governance import clock
 from governance.audit import audit_append
 from governance.consent import PROCESSING, TRAINING, consent_is_active, consent_require
 from governance.errors import NotFound, TimeveilError
-from inference.faces import FaceSummary, summarize_faces
+from inference.faces import summarize_faces
 from webplatform import metrics
 from webplatform.jobs.models import TransformationResult
 from webplatform.lifecycle.retention import retention_enforce
@@ -44,7 +41,7 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
     except TimeveilError as exc:
         metrics.UPLOADS_REFUSED.labels(exc.code).inc()
         raise
-    faces = _faces_in(image.data)
+    faces = summarize_faces(image.pixels)
     photo_id = uuid.uuid4()
     name, size = object_put(owner_id=owner_id, kind=Photo.KIND, object_id=photo_id, plaintext=image.data)
     try:
@@ -65,12 +62,6 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
         raise
     metrics.UPLOADS.inc()
     return photo
-
-
-def _faces_in(clean: bytes) -> FaceSummary:
-    """Find the faces of a sanitised image in memory; the pixels never leave this function."""
-    with Image.open(io.BytesIO(clean)) as opened:
-        return summarize_faces(np.asarray(opened.convert("RGB")))
 
 
 def photo_content(*, user_id: int, photo: Photo) -> bytes:
