@@ -21,8 +21,9 @@ from governance.models import ManifestEntry, RunStatus, TrainingRun
 from governance.training import lineage_get_or_create
 from webplatform.accounts.services import user_register
 from webplatform.lifecycle.erasure import user_erase
+from webplatform.lifecycle.retention import photo_delete
 from webplatform.photos.models import Photo
-from webplatform.photos.services import photo_create, photo_delete
+from webplatform.photos.services import photo_create
 
 from .conftest import PASSWORD, needs_chromium
 

@@ -192,3 +192,14 @@ def orphans_reconcile(*, now: datetime | None = None) -> dict[str, int]:
                          details={"storage_name": name, "kind": model.KIND})
             deleted[model.KIND] += 1
     return deleted
+
+
+def photo_delete(*, user_id: int, photo: Photo) -> None:
+    """Make the photo and its results due now; retention deletes ciphertext then rows once this commits."""
+    with transaction.atomic():
+        now = clock.now()
+        TransformationResult.objects.filter(photo_id=photo.pk).update(expires_at=now)
+        Photo.objects.filter(pk=photo.pk).update(expires_at=now)
+        audit_append(action="photo.deleted", actor_id=user_id, subject_id=photo.owner_id,
+                     object_ref=f"photo:{photo.id}", details={"reason": "owner_request"})
+    transaction.on_commit(lambda: retention_enforce(owner_id=photo.owner_id, now=now))

@@ -36,9 +36,10 @@ from webplatform.accounts.services import user_register
 from webplatform.jobs.models import JobStatus, TransformationJob
 from webplatform.jobs.services import job_create, job_for_owner, job_result_content
 from webplatform.lifecycle.erasure import user_erase
+from webplatform.lifecycle.retention import photo_delete
 from webplatform.lifecycle.withdrawal import consent_change, training_photo_choose, training_photo_get
 from webplatform.photos.models import Photo
-from webplatform.photos.services import photo_content, photo_create, photo_delete, photo_for_owner
+from webplatform.photos.services import photo_content, photo_create, photo_for_owner
 from webplatform.privacy import privacy_report
 
 from . import selectors

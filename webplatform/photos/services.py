@@ -1,4 +1,4 @@
-"""Photo writes and the one door to a photo: upload, read content, delete."""
+"""Photo writes and the one door to a photo: upload, read content (deletion is lifecycle's: retention now)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from governance.consent import PROCESSING, TRAINING, consent_is_active, consent_
 from governance.errors import NotFound, TimeveilError
 from inference.faces import summarize_faces
 from webplatform import metrics
-from webplatform.jobs.models import TransformationResult
-from webplatform.lifecycle.retention import retention_enforce
 from webplatform.objects import object_delete, object_get, object_put
 
 from .intake import sanitize
@@ -75,17 +73,6 @@ def photo_content(*, user_id: int, photo: Photo) -> bytes:
     audit_append(action="photo.content_read", actor_id=user_id, subject_id=photo.owner_id,
                  object_ref=f"photo:{photo.id}")
     return bytes(data)
-
-
-def photo_delete(*, user_id: int, photo: Photo) -> None:
-    """Make the photo and its results due now; retention deletes ciphertext then rows once this commits."""
-    with transaction.atomic():
-        now = clock.now()
-        TransformationResult.objects.filter(photo_id=photo.pk).update(expires_at=now)
-        Photo.objects.filter(pk=photo.pk).update(expires_at=now)
-        audit_append(action="photo.deleted", actor_id=user_id, subject_id=photo.owner_id,
-                     object_ref=f"photo:{photo.id}", details={"reason": "owner_request"})
-    transaction.on_commit(lambda: retention_enforce(owner_id=photo.owner_id, now=now))
 
 
 def training_photo_designate(*, photo: Photo) -> None:
