@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
-from PIL import Image
 from rest_framework.test import APIClient
 
 from governance.consent import PROCESSING, TRAINING, consent_set, policy_publish
 from webplatform.accounts.services import user_register
 
-
-@dataclass
-class Actor:
-    """A user with an authenticated API client (None user = anonymous)."""
-
-    user: object
-    client: APIClient
-    token: str | None = None
-
-    @property
-    def pk(self) -> int:
-        return self.user.pk  # type: ignore[attr-defined]
+from .images import image_bytes
+from .lifecycle_support import Clock, storage_clear
+from .support import Actor, named
 
 
 @pytest.fixture(autouse=True)
@@ -49,16 +36,12 @@ def _own_audit_checkpoints(settings, tmp_path):
 @pytest.fixture
 def clock(monkeypatch):
     """governance.clock frozen at now; tests move it forward instead of sleeping."""
-    from tests.lifecycle_support import Clock
-
     return Clock(monkeypatch)
 
 
 @pytest.fixture
 def empty_storage() -> None:
     """Start with no ciphertext in the object store (tests that count or scan files)."""
-    from tests.lifecycle_support import storage_clear
-
     storage_clear()
 
 
@@ -124,35 +107,12 @@ def anon() -> Actor:
     return Actor(user=None, client=APIClient())
 
 
-def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color=(200, 120, 90), **save_kwargs) -> bytes:
-    """A small noisy image (noise so a slice of its bytes is distinctive)."""
-    import numpy as np
-
-    rng = np.random.default_rng(7)
-    pixels = (rng.integers(0, 255, (size[1], size[0], 3)) // 2 + np.array(color) // 2).astype("uint8")
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=fmt, **save_kwargs)
-    return buffer.getvalue()
-
-
 @pytest.fixture
 def upload(owner) -> Callable[..., dict]:
     """Upload bytes as `owner` (or another actor) and return the response."""
 
     def do(data: bytes | None = None, *, actor: Actor | None = None, name: str = "selfie.jpg"):
         payload = data if data is not None else image_bytes()
-        return (actor or owner).client.post("/api/v1/photos", {"file": _named(payload, name)}, format="multipart")
+        return (actor or owner).client.post("/api/v1/photos", {"file": named(payload, name)}, format="multipart")
 
     return do
-
-
-def _named(data: bytes, name: str) -> io.BytesIO:
-    buffer = io.BytesIO(data)
-    buffer.name = name
-    return buffer
-
-
-def storage_files() -> list[Path]:
-    """Every file under the filesystem object store."""
-    root = Path(settings.STORAGES["objects"]["OPTIONS"]["location"])
-    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []

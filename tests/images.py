@@ -9,13 +9,22 @@ import zlib
 
 from PIL import ExifTags, Image
 
-from .conftest import image_bytes
-
 XMP = (b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'>"
        b"<rdf:Description xmlns:xmp='http://ns.adobe.com/xap/1.0/' xmp:CreatorTool='TimeveilTestCam'/>"
        b"</rdf:RDF></x:xmpmeta>")
 COMMENT = b"shot at 221B Baker Street by TimeveilTestCam"
 SCRIPT = b"<script>alert('timeveil-polyglot')</script>"
+
+
+def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color=(200, 120, 90), **save_kwargs) -> bytes:
+    """A small noisy image (noise so a slice of its bytes is distinctive)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    pixels = (rng.integers(0, 255, (size[1], size[0], 3)) // 2 + np.array(color) // 2).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **save_kwargs)
+    return buffer.getvalue()
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

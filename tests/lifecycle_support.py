@@ -20,7 +20,8 @@ from webplatform.jobs.models import JobStatus, TransformationJob, Transformation
 from webplatform.objects import object_put
 from webplatform.photos.models import Photo
 
-from .conftest import image_bytes, storage_files
+from .images import image_bytes
+from .support import storage_files
 
 
 class Clock:

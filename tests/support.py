@@ -1,18 +1,44 @@
-"""Test helpers shared by several modules: the error shape, "nothing left behind" snapshots, byte windows."""
+"""Test helpers shared by several modules: actors, upload files, the error shape, snapshots, byte windows."""
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework.test import APIClient
 
 from governance.models import AuditEvent
 from webplatform.photos.models import Photo
 
-from .conftest import storage_files
+
+@dataclass
+class Actor:
+    """A user with an authenticated API client (None user = anonymous)."""
+
+    user: object
+    client: APIClient
+    token: str | None = None
+
+    @property
+    def pk(self) -> int:
+        return self.user.pk  # type: ignore[attr-defined]
+
+
+def named(data: bytes, name: str) -> io.BytesIO:
+    """Bytes as an upload file object with a filename (what a multipart form sends)."""
+    buffer = io.BytesIO(data)
+    buffer.name = name
+    return buffer
+
+
+def storage_files() -> list[Path]:
+    """Every file under the filesystem object store."""
+    root = Path(settings.STORAGES["objects"]["OPTIONS"]["location"])
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
 
 def assert_error(response, status: int, code: str | None = None) -> dict:

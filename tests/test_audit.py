@@ -18,8 +18,8 @@ from governance import audit, clock
 from governance.audit import _event_hash, audit_append, audit_verify, pseudonym
 from governance.models import AuditEvent, AuditHead
 
-from .conftest import _named, image_bytes
-from .support import assert_error
+from .images import image_bytes
+from .support import assert_error, named
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -67,7 +67,7 @@ def test_every_change_and_content_read_appends_the_right_event(purposes, django_
     grant = step(lambda: client.put("/api/v1/me/consents/processing", {"granted": True, "policy_version": 1},
                                     format="json"), "consent.granted")
     assert grant.details == {"purpose": "processing", "policy_version": 1}
-    uploaded = step(lambda: client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")},
+    uploaded = step(lambda: client.post("/api/v1/photos", {"file": named(image_bytes(), "a.jpg")},
                                         format="multipart"), "photo.uploaded")
     photo_id = uploaded.object_ref.removeprefix("photo:")
     step(lambda: client.get(f"/api/v1/photos/{photo_id}/content"), "photo.content_read")
@@ -86,7 +86,7 @@ def test_every_change_and_content_read_appends_the_right_event(purposes, django_
 
 
 def test_refused_requests_append_nothing(owner, other):
-    photo_id = owner.client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")},
+    photo_id = owner.client.post("/api/v1/photos", {"file": named(image_bytes(), "a.jpg")},
                                  format="multipart").json()["id"]
     before = last_seq()
     assert other.client.get(f"/api/v1/photos/{photo_id}/content").status_code == 404
@@ -109,7 +109,7 @@ def test_events_carry_pseudonyms_only(purposes, django_capture_on_commit_callbac
     client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
     assert client.put("/api/v1/me/consents/processing", {"granted": True, "policy_version": 1},
                       format="json").status_code == 200
-    photo_id = client.post("/api/v1/photos", {"file": _named(image_bytes(), f"{username}.jpg")},
+    photo_id = client.post("/api/v1/photos", {"file": named(image_bytes(), f"{username}.jpg")},
                            format="multipart").json()["id"]
     assert client.get(f"/api/v1/photos/{photo_id}/content").status_code == 200
     with django_capture_on_commit_callbacks(execute=True):
@@ -144,7 +144,7 @@ def chain(owner, officer, django_capture_on_commit_callbacks) -> list[int]:
     """A chain of at least ten events (users, consents, uploads, reads), its last commit checkpointed."""
     with django_capture_on_commit_callbacks(execute=True):
         for _ in range(3):
-            photo_id = owner.client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")},
+            photo_id = owner.client.post("/api/v1/photos", {"file": named(image_bytes(), "a.jpg")},
                                          format="multipart").json()["id"]
             assert owner.client.get(f"/api/v1/photos/{photo_id}/content").status_code == 200
     seqs = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True))
@@ -226,7 +226,7 @@ def test_event_filters_and_pagination(owner, other, officer, monkeypatch):
     monkeypatch.setattr(clock, "now", lambda: now[0])
     for hour, actor in enumerate((owner, owner, owner, other), start=1):
         now[0] = base + timedelta(hours=hour)
-        assert actor.client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")},
+        assert actor.client.post("/api/v1/photos", {"file": named(image_bytes(), "a.jpg")},
                                  format="multipart").status_code == 201
     get = officer.client.get
 

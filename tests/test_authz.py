@@ -12,9 +12,8 @@ import pytest
 from governance.erasure import erasure_accept
 from webplatform.photos.models import Photo
 
-from .conftest import Actor, _named, image_bytes
-from .images import face_jpeg
-from .support import assert_error, routes_under
+from .images import face_jpeg, image_bytes
+from .support import Actor, assert_error, named, routes_under
 
 ROLES = ("anon", "owner", "other", "officer", "staff")
 PASSWORD = "a-Long-passphrase-42"  # the make_actor fixture's
@@ -42,7 +41,7 @@ class World:
     @cached_property
     def photo_id(self) -> str:
         # A photo with a face: without one, asking for a transformation is refused (422 no_face) for everyone.
-        response = self.actor("owner").client.post("/api/v1/photos", {"file": _named(face_jpeg(), "a.jpg")},
+        response = self.actor("owner").client.post("/api/v1/photos", {"file": named(face_jpeg(), "a.jpg")},
                                                    format="multipart")
         assert response.status_code == 201, response.content
         return response.json()["id"]
@@ -79,7 +78,7 @@ def _token(w: World, a: Actor):
 
 
 def _upload(w: World, a: Actor):
-    return a.client.post("/api/v1/photos", {"file": _named(image_bytes(), "b.jpg")}, format="multipart")
+    return a.client.post("/api/v1/photos", {"file": named(image_bytes(), "b.jpg")}, format="multipart")
 
 
 # (url name, method) -> (request, {role: expected status}); the owner is the owner of w.photo_id.

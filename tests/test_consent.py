@@ -13,7 +13,7 @@ from governance.audit import pseudonym
 from governance.consent import PROCESSING, TRAINING, consent_is_active, policy_publish
 from governance.models import AppendOnlyError, ConsentRecord
 
-from .conftest import image_bytes
+from .images import image_bytes
 from .support import State, assert_error, assert_nothing_left_behind
 
 

@@ -26,7 +26,6 @@ from webplatform.lifecycle.tasks import retention_enforce_task
 from webplatform.objects import object_get
 from webplatform.photos.models import Photo
 
-from .conftest import storage_files
 from .lifecycle_support import (
     faulty_storage,
     job_make,
@@ -34,7 +33,7 @@ from .lifecycle_support import (
     result_make,
     storage_path,
 )
-from .support import assert_error
+from .support import assert_error, storage_files
 
 pytestmark = pytest.mark.usefixtures("empty_storage")
 

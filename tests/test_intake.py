@@ -14,7 +14,6 @@ from PIL import Image
 from governance.errors import PayloadTooLarge
 from webplatform.photos.intake import sanitize
 
-from .conftest import _named, image_bytes
 from .images import (
     COMMENT,
     SCRIPT,
@@ -22,11 +21,12 @@ from .images import (
     alpha_png,
     gps_jpeg,
     icc_jpeg,
+    image_bytes,
     png_bomb,
     rotated_jpeg,
     zip_payload,
 )
-from .support import State, assert_error, assert_nothing_left_behind
+from .support import State, assert_error, assert_nothing_left_behind, named
 
 
 @cache
@@ -200,7 +200,7 @@ def test_polyglot_jpeg_with_zip_is_accepted_but_the_payload_is_gone(owner, uploa
 def test_polyglot_with_html_in_a_jpeg_comment_is_stripped(owner):
     buffer = io.BytesIO()
     Image.open(io.BytesIO(image_bytes())).save(buffer, format="JPEG", comment=b"<html>" + SCRIPT + b"</html>")
-    response = owner.client.post("/api/v1/photos", {"file": _named(buffer.getvalue(), "x.jpg")}, format="multipart")
+    response = owner.client.post("/api/v1/photos", {"file": named(buffer.getvalue(), "x.jpg")}, format="multipart")
     served, _ = _served(owner, response)
     assert b"<script" not in served
     assert b"timeveil-polyglot" not in served

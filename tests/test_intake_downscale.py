@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import image_bytes
+from tests.images import image_bytes
 from webplatform.photos.intake import sanitize
 
 

@@ -24,8 +24,7 @@ from governance.crypto import MAGIC
 from governance.keys import object_decrypt
 from webplatform.photos.models import Photo
 
-from .conftest import _named, storage_files
-from .support import walk_files
+from .support import named, storage_files, walk_files
 
 
 def unique_image(fmt: str, size: tuple[int, int] = (160, 120), **save_kwargs) -> bytes:
@@ -114,7 +113,7 @@ def uploaded(owner, caplog) -> tuple[Uploaded, set[Path]]:
         originals = [unique_image("JPEG", quality=95), unique_image("PNG"), unique_image("WEBP", lossless=True)]
         served, photos = [], []
         for index, data in enumerate(originals):
-            response = owner.client.post("/api/v1/photos", {"file": _named(data, f"p{index}.img")},
+            response = owner.client.post("/api/v1/photos", {"file": named(data, f"p{index}.img")},
                                          format="multipart")
             assert response.status_code == 201, response.content
             content = owner.client.get(f"/api/v1/photos/{response.json()['id']}/content")
@@ -255,7 +254,7 @@ def test_a_large_upload_writes_nothing_but_ciphertext_to_disk(owner, settings):
 
     # When it is uploaded
     written = _files_written_during(
-        lambda: responses.append(owner.client.post("/api/v1/photos", {"file": _named(data, "big.png")},
+        lambda: responses.append(owner.client.post("/api/v1/photos", {"file": named(data, "big.png")},
                                                    format="multipart")))
 
     # Then it was accepted, and the only file written is its ciphertext in the object store
@@ -287,7 +286,7 @@ def test_an_oversized_upload_is_refused_without_touching_disk(owner, settings):
     responses = []
     # When it is uploaded
     written = _files_written_during(
-        lambda: responses.append(owner.client.post("/api/v1/photos", {"file": _named(data, "big.jpg")},
+        lambda: responses.append(owner.client.post("/api/v1/photos", {"file": named(data, "big.jpg")},
                                                    format="multipart")))
     # Then it is refused and not one file was opened for writing
     assert responses[0].status_code == 413

@@ -17,8 +17,8 @@ from governance.keys import data_key_destroy, get_keyring, object_decrypt, objec
 from governance.models import DataKey
 from webplatform.photos.models import Photo
 
-from .conftest import _named, image_bytes
-from .support import assert_error
+from .images import image_bytes
+from .support import assert_error, named
 
 KEY = bytes(range(32))
 AAD = crypto.associated_data(kind="photo", object_id="a", owner_id=1)
@@ -107,7 +107,7 @@ def _upload(actor, seed_color) -> Photo:
 
 
 def _file(data: bytes):
-    return _named(data, "selfie.jpg")
+    return named(data, "selfie.jpg")
 
 
 def _content(actor, photo: Photo):

@@ -18,7 +18,6 @@ from webplatform.lifecycle import retention
 from webplatform.lifecycle.retention import retention_enforce
 from webplatform.photos.models import Photo
 
-from .conftest import storage_files
 from .lifecycle_support import (
     faulty_storage,
     orphan_files,
@@ -27,6 +26,7 @@ from .lifecycle_support import (
     result_make,
     storage_path,
 )
+from .support import storage_files
 
 pytestmark = pytest.mark.usefixtures("empty_storage")
 

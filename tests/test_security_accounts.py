@@ -22,8 +22,8 @@ from governance.models import AuditEvent, DataKey
 from webplatform.accounts.confusables import skeleton
 from webplatform.accounts.models import Account
 
-from .conftest import _named, image_bytes
-from .support import assert_error
+from .images import image_bytes
+from .support import assert_error, named
 
 PASSWORD = "correct-Horse-battery-staple-9"
 backfill = importlib.import_module("webplatform.accounts.migrations.0002_account").backfill
@@ -106,7 +106,7 @@ def test_a_superuser_from_createsuperuser_has_a_data_key_and_can_upload(purposes
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Token " + APIClient().post(
         "/api/v1/auth/token", {"username": "root", "password": PASSWORD}).json()["token"])
-    response = client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")}, format="multipart")
+    response = client.post("/api/v1/photos", {"file": named(image_bytes(), "a.jpg")}, format="multipart")
     assert response.status_code == 201, response.content
 
 

@@ -17,7 +17,8 @@ from governance.audit import GENESIS, _event_hash, audit_append, audit_verify, c
 from governance.checkpoints import checkpoint_latest, checkpoint_path, checkpoint_write
 from governance.models import AuditEvent, AuditHead
 
-from .conftest import _named, image_bytes
+from .images import image_bytes
+from .support import named
 
 reanchor = importlib.import_module("governance.migrations.0004_audit_chain_keyed").reanchor
 
@@ -33,7 +34,7 @@ def chain(owner, officer, django_capture_on_commit_callbacks) -> int:
     """Twelve-odd committed events (so their checkpoints are written); returns the chain's length."""
     with django_capture_on_commit_callbacks(execute=True):
         for _ in range(3):
-            photo_id = owner.client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")},
+            photo_id = owner.client.post("/api/v1/photos", {"file": named(image_bytes(), "a.jpg")},
                                          format="multipart").json()["id"]
             assert owner.client.get(f"/api/v1/photos/{photo_id}/content").status_code == 200
     length = AuditEvent.objects.count()

@@ -12,8 +12,8 @@ from governance.models import AuditEvent, ConsentRecord
 from webplatform.api.parsers import json_depth_exceeds
 from webplatform.photos.models import Photo
 
-from .conftest import _named, image_bytes
-from .support import assert_error
+from .images import image_bytes
+from .support import assert_error, named
 
 HUGE = str(2**63)
 
@@ -39,7 +39,7 @@ def test_bad_or_huge_limit_and_offset_are_400_not_500(owner, officer, path, who,
 
 def test_limit_and_offset_within_bounds_page_as_before(owner, officer):
     for _ in range(3):
-        assert owner.client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")},
+        assert owner.client.post("/api/v1/photos", {"file": named(image_bytes(), "a.jpg")},
                                  format="multipart").status_code == 201
     page = owner.client.get("/api/v1/photos", {"limit": 2, "offset": 1}).json()
     assert page["count"] == 3 and len(page["results"]) == 2
@@ -103,7 +103,7 @@ def test_a_form_field_over_the_memory_cap_is_413(owner):
 
 @pytest.fixture
 def consenting_owner(owner):
-    photo = owner.client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")}, format="multipart")
+    photo = owner.client.post("/api/v1/photos", {"file": named(image_bytes(), "a.jpg")}, format="multipart")
     assert photo.status_code == 201
     return owner
 

@@ -4,7 +4,7 @@ import io
 
 from PIL import Image
 
-from tests.conftest import storage_files
+from tests.support import storage_files
 
 
 def test_upload_roundtrip(owner, upload, django_capture_on_commit_callbacks):

@@ -13,9 +13,8 @@ from webplatform.jobs.models import JobStatus, TransformationJob, Transformation
 from webplatform.lifecycle.retention import retention_enforce
 from webplatform.photos.models import Photo
 
-from .conftest import storage_files
 from .lifecycle_support import job_make, refs, result_make, storage_path
-from .support import assert_error
+from .support import assert_error, storage_files
 
 pytestmark = pytest.mark.usefixtures("empty_storage")
 

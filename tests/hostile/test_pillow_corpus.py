@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import _named
+from tests.support import named
 
 CORPUS = Path(os.environ.get("HOSTILE_IMAGES", "/nonexistent"))
 FILES = sorted(p for p in CORPUS.rglob("*") if p.is_file()) if CORPUS.is_dir() else []
@@ -22,7 +22,7 @@ ANSWERS = {201, 400, 413, 415, 422}
 
 @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(CORPUS)) for p in FILES])
 def test_a_hostile_image_gets_a_clear_answer_and_no_metadata_back(owner, path):
-    response = owner.client.post("/api/v1/photos", {"file": _named(path.read_bytes(), path.name)},
+    response = owner.client.post("/api/v1/photos", {"file": named(path.read_bytes(), path.name)},
                                  format="multipart")
     assert response.status_code in ANSWERS, (response.status_code, response.content[:300])
     if response.status_code != 201:

@@ -10,7 +10,8 @@ import pytest
 from governance.audit import audit_verify, checkpoint_key
 from governance.checkpoints import checkpoint_latest, checkpoint_path
 from governance.models import AuditEvent, AuditHead
-from tests.conftest import _named, image_bytes
+from tests.images import image_bytes
+from tests.support import named
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def bucket(s3_endpoint, settings, monkeypatch):
 def chain(owner, bucket, django_capture_on_commit_callbacks) -> int:
     with django_capture_on_commit_callbacks(execute=True):
         for _ in range(2):
-            assert owner.client.post("/api/v1/photos", {"file": _named(image_bytes(), "a.jpg")},
+            assert owner.client.post("/api/v1/photos", {"file": named(image_bytes(), "a.jpg")},
                                      format="multipart").status_code == 201
     return AuditEvent.objects.count()
 

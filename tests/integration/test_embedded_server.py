@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import image_bytes
+from tests.images import image_bytes
 from tests.integration.loadflow import run_flows, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from django.test import override_settings
 
 from governance.errors import ConfigurationError, IntegrityFailure
 from governance.keyring import KeyringUnavailable, KmsKeyring, keyring_from_url
-from tests.conftest import image_bytes
+from tests.images import image_bytes
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_uploads_downloads_and_rotation_through_the_api_with_keys_in_kms(kms_url
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
         data = image_bytes(size=(80, 60))
-        photo_id = client.post("/api/v1/photos", {"file": _named(data)}, format="multipart").json()["id"]
+        photo_id = client.post("/api/v1/photos", {"file": named(data)}, format="multipart").json()["id"]
 
         # When the KEK is rotated in KMS and every data key re-wrapped
         call_command("rotate_kek", stdout=open("/dev/null", "w"), stderr=open("/dev/null", "w"))
@@ -134,7 +134,7 @@ def test_uploads_downloads_and_rotation_through_the_api_with_keys_in_kms(kms_url
         assert client.get("/readyz").json()["checks"]["keyring"] == "ok"
 
 
-def _named(data: bytes):
+def named(data: bytes):
     import io
 
     buffer = io.BytesIO(data)

@@ -18,7 +18,7 @@ from django.core.files.storage import storages
 from django.test import override_settings
 
 from governance.models import AuditEvent
-from tests.conftest import image_bytes
+from tests.images import image_bytes
 from tests.integration.faultproxy import FaultProxy
 from webplatform.lifecycle.retention import orphans_reconcile
 from webplatform.photos.models import Photo
@@ -119,7 +119,7 @@ def test_readyz_names_storage_when_s3_is_down(s3, client):
     assert client.get("/readyz").json()["checks"]["storage"] == "ok"
 
 
-def _named(data: bytes) -> io.BytesIO:
+def named(data: bytes) -> io.BytesIO:
     buffer = io.BytesIO(data)
     buffer.name = "selfie.jpg"
     return buffer

@@ -11,7 +11,7 @@ import pytest
 from django.core.files.storage import storages
 from django.test import override_settings
 
-from tests.conftest import image_bytes
+from tests.images import image_bytes
 
 BUCKET = "timeveil-objects"
 
