@@ -134,3 +134,15 @@ def test_train_command_refuses_over_budget_before_training(consenting_users, set
     with pytest.raises(CommandError, match="privacy_budget_exceeded"):
         call_command("train", "--target-epsilon", "2", "--epochs", "1", "--batch-size", "4")
     assert TrainingRun.objects.count() == 0
+
+
+def test_a_person_erased_after_the_snapshot_is_left_out_of_training_not_a_crash(consenting_users):
+    from governance.keys import data_key_destroy
+    from webplatform.training.services import _load_faces
+
+    users, _ = consenting_users
+    run = training_run_create(RunRequest(epochs=1, target_epsilon=2.0, batch_size=4, lr=1e-4))
+    data_key_destroy(user_id=users[0].pk)  # erasure accepted after the snapshot: their ciphertext is unreadable
+    data = _load_faces(run, 64)
+    assert len(data.faces) == len(users) - 1  # everyone else, and only the teacher's view of them
+    assert data.renders.shape == (len(users) - 1, 4, 64, 64, 3) and data.render_ages.shape == (len(users) - 1, 4)

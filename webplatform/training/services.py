@@ -21,7 +21,7 @@ from PIL import Image
 
 from governance import clock
 from governance.audit import audit_append
-from governance.errors import Conflict, InvalidInput, TimeveilError
+from governance.errors import Conflict, IntegrityFailure, InvalidInput, TimeveilError
 from governance.models import PrivacyAudit, TrainingRun
 from governance.training import (
     ManifestItem,
@@ -185,8 +185,8 @@ def _load_faces(run: TrainingRun, size: int) -> TrainingFaces:
         try:
             data = object_get(owner_id=photo.owner_id, kind=Photo.KIND, object_id=photo.id,
                               name=photo.storage_name)
-        except Exception:  # key destroyed by an erasure after the snapshot
-            continue
+        except (IntegrityFailure, FileNotFoundError):  # erased (key destroyed) or purged since the snapshot
+            continue  # a storage outage is not swallowed: it fails the run, which spends its reservation
         image = np.asarray(Image.open(io.BytesIO(bytes(data))).convert("RGB"))
         del data
         try:
