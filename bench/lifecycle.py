@@ -26,7 +26,7 @@ from _setup import django_for_bench
 SMALL = b"\xff\xd8" + b"bench photo " * 20  # small plaintext: (a) and (b) measure bookkeeping, not AES
 
 
-def make_user(name: str):  # type: ignore[no-untyped-def]
+def make_user(name: str):
     from governance.consent import PROCESSING, consent_set
     from webplatform.accounts.services import user_register
 
@@ -36,7 +36,7 @@ def make_user(name: str):  # type: ignore[no-untyped-def]
 
 
 def make_photos(owner_id: int, n: int, *, plaintext: bytes = SMALL, age: timedelta = timedelta(0),
-                progress=None) -> None:  # type: ignore[no-untyped-def]
+                progress=None) -> None:
     """n Photo rows with real ciphertext in storage, created `age` ago (bulk insert)."""
     from django.conf import settings
 

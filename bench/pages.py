@@ -20,7 +20,7 @@ import time
 from _setup import django_for_bench
 
 
-def median_ms(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
+def median_ms(fn, repeat: int) -> float:
     from django.core.cache import cache
 
     samples = []

@@ -19,7 +19,7 @@ from governance.keys import object_decrypt, object_encrypt
 try:
     from boto3.exceptions import Boto3Error  # upload_fileobj wraps the botocore error in S3UploadFailedError
 except ImportError:  # pragma: no cover - boto3 is pinned, but the store works without S3
-    Boto3Error = BotoCoreError  # type: ignore[assignment,misc]
+    Boto3Error = BotoCoreError
 
 log = logging.getLogger(__name__)
 

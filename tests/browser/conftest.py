@@ -31,10 +31,10 @@ class OneRequestAtATime(ThreadedWSGIServer):
 
     lock = threading.Lock()
 
-    def get_app(self):  # type: ignore[no-untyped-def]
+    def get_app(self):
         app = super().get_app()
 
-        def locked(environ, start_response):  # type: ignore[no-untyped-def]
+        def locked(environ, start_response):
             with self.lock:
                 result = app(environ, start_response)
                 try:

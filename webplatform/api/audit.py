@@ -106,7 +106,7 @@ class AuditEventListApi(generics.ListAPIView):
             request.accepted_renderer, request.accepted_media_type = JSONRenderer(), "application/json"
         return super().finalize_response(request, response, *args, **kwargs)
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         filters = AuditFilters(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         f = filters.validated_data

@@ -38,7 +38,7 @@ class TransformationListCreateApi(generics.ListAPIView):
     class Input(serializers.Serializer):
         target_age = serializers.IntegerField(min_value=1, max_value=100)
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         # Through the one door first: someone else's photo answers 404, never an empty list.
         photo = photo_for_owner(user_id=user_id(self.request), photo_id=self.kwargs["photo_id"])
         return TransformationJob.objects.filter(photo=photo, owner_id=photo.owner_id).order_by("-created_at", "-pk")

@@ -47,7 +47,7 @@ class PhotoListCreateApi(generics.ListAPIView):
     class Input(serializers.Serializer):
         file = serializers.FileField()
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         # Past its deadline a photo is gone for the user, even before retention deletes it.
         return Photo.objects.filter(owner_id=user_id(self.request), expires_at__gt=clock.now()).order_by("-created_at")
 

@@ -9,7 +9,7 @@ from .retention import orphans_reconcile, retention_enforce
 
 
 @shared_task(bind=True, max_retries=None)
-def erasure_purge_task(self, request_id: int) -> None:  # type: ignore[no-untyped-def]
+def erasure_purge_task(self, request_id: int) -> None:
     try:
         erasure_purge(request_id=request_id)
     except PurgeIncomplete as exc:
