@@ -39,6 +39,14 @@ def face_jpeg(seed: int = 4) -> bytes:
     return buffer.getvalue()
 
 
+def astronaut_jpeg() -> bytes:
+    from skimage import data
+
+    buffer = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
 def sign_in(p, username: str) -> None:
     p.go("/login/")
     p.page.get_by_label("Username").fill(username)
@@ -86,9 +94,9 @@ def test_a_new_user_signs_up_uploads_ages_compares_and_downloads(seeded, make_pa
     page.get_by_role("button", name="Create account").click()
     assert "Welcome to Timeveil" in page.locator("#messages").inner_text()
 
-    # Upload opens the photo page.
+    # Upload opens the photo page: a real portrait (NASA's, public domain, shipped by scikit-image).
     selfie = tmp_path / "selfie.jpg"
-    selfie.write_bytes(face_jpeg())
+    selfie.write_bytes(astronaut_jpeg())
     page.get_by_label("Upload a selfie", exact=False).set_input_files(str(selfie))
     page.get_by_role("button", name="Upload", exact=True).click()
     page.wait_for_url("**/photos/*")
@@ -114,9 +122,9 @@ def test_a_new_user_signs_up_uploads_ages_compares_and_downloads(seeded, make_pa
     assert "72" in page.locator("#compare-h").inner_text()
     after = page.locator("#after")
     page.locator("#compare-slider").focus()
-    for _ in range(3):
-        page.keyboard.press("ArrowRight")
-    assert "53%" in after.evaluate("e => e.style.clipPath")
+    for _ in range(3):  # the split moves onto her face (it spans about 35% to 53% of the width)
+        page.keyboard.press("ArrowLeft")
+    assert "47%" in after.evaluate("e => e.style.clipPath")
     assert page.locator("#results tbody tr").first.locator("td").nth(1).inner_text() == "72"
     assert page.get_by_role("img", name="Aged to 72", exact=True).evaluate("img => img.naturalWidth") > 0
     p.audit("compare")
