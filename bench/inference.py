@@ -1,4 +1,4 @@
-"""Inference benchmark: faces/s and latency per batch size and device path, the engine under load, MFU on CUDA.
+"""Inference benchmark: faces/s and latency per batch size and device path, the engine under load, CUDA MFU.
 
     python bench/inference.py --preset small          # CPU: fp32 eager
     python bench/inference.py --preset base           # on a GPU also fp32, bf16, bf16 + torch.compile
@@ -37,8 +37,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], object], device: torch.device, min_seconds: float, min_iters: int = 3) -> list[float]:
-    """Per-call wall times (s) of `fn` after one warm-up call, for at least `min_seconds` and `min_iters` calls."""
+def timed(
+    fn: Callable[[], object], device: torch.device, min_seconds: float, min_iters: int = 3
+) -> list[float]:
+    """Per-call wall times (s) of `fn` after one warm-up, for at least `min_seconds` and `min_iters` calls."""
     fn()
     sync(device)
     times: list[float] = []
@@ -124,8 +126,10 @@ def closed_loop(call: Callable[[np.ndarray, float], np.ndarray], callers: int, s
             "p99_ms": percentile(latencies, 99) * 1e3}
 
 
-def bench_engine(config: GeneratorConfig, callers: int, seconds: float, compile_: bool) -> list[dict[str, Any]]:
-    """The batching engine under `callers` concurrent callers against one caller running batch-1 eager fp32."""
+def bench_engine(
+    config: GeneratorConfig, callers: int, seconds: float, compile_: bool
+) -> list[dict[str, Any]]:
+    """The batching engine under `callers` concurrent callers against one caller at batch-1 eager fp32."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = AgeGenerator(config)
     with BatchingEngine(model, max_batch_size=max(1, min(128, callers)), max_wait_ms=5, device=device,
@@ -139,7 +143,10 @@ def bench_engine(config: GeneratorConfig, callers: int, seconds: float, compile_
         return eager(x, torch.tensor([age], device=device)).clamp(-1, 1).cpu().numpy()
 
     single = closed_loop(one_at_a_time, 1, seconds, config.image_size)
-    return [{"mode": f"engine, {callers} callers", **batched}, {"mode": "one at a time, eager fp32", **single}]
+    return [
+        {"mode": f"engine, {callers} callers", **batched},
+        {"mode": "one at a time, eager fp32", **single},
+    ]
 
 
 def flops_per_face(config: GeneratorConfig) -> float:
@@ -178,8 +185,12 @@ def main() -> None:
     config = {"small": GeneratorConfig.small, "base": GeneratorConfig.base}[args.preset]()
     flops = flops_per_face(config)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
-    print(f"{config.name}: {config.image_size}x{config.image_size}, {AgeGenerator(config).num_params() / 1e6:.1f}M "
-          f"params, {flops / 1e9:.2f} GFLOP/face; torch {torch.__version__}, {args.threads} CPU threads, GPU: {gpu}\n")
+    print(
+        f"{config.name}: {config.image_size}x{config.image_size}, "
+        f"{AgeGenerator(config).num_params() / 1e6:.1f}M "
+        f"params, {flops / 1e9:.2f} GFLOP/face; torch {torch.__version__}, "
+        f"{args.threads} CPU threads, GPU: {gpu}\n"
+    )
     rows = bench_batches(config, args.seconds)
     if torch.cuda.is_available():
         peak = bf16_matmul_peak()

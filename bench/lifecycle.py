@@ -97,15 +97,21 @@ def bench_erasure(users_per_size: int) -> None:
             except KeyDestroyed:
                 pass
         medians[size] = statistics.median(times)
-        print(f"    {size:5d} photos: median {medians[size]:6.2f} ms  (min {min(times):.2f}, max {max(times):.2f},"
-              f" n={len(times)})")
+        print(
+            f"    {size:5d} photos: median {medians[size]:6.2f} ms  "
+            f"(min {min(times):.2f}, max {max(times):.2f},"
+            f" n={len(times)})"
+        )
     print(f"    ratio 1000-photo / 10-photo: {medians[1000] / medians[10]:.2f}  (goal: ~1, each < 50 ms)")
 
     request_id = queued[-1]  # the last 1,000-photo user
     start = time.perf_counter()
     erasure_purge(request_id=request_id)
     elapsed = time.perf_counter() - start
-    print(f"    purge of that 1,000-photo user afterwards: {elapsed * 1000:.0f} ms ({1000 / elapsed:,.0f} objects/s)")
+    print(
+        f"    purge of that 1,000-photo user afterwards: {elapsed * 1000:.0f} ms "
+        f"({1000 / elapsed:,.0f} objects/s)"
+    )
 
 
 def bench_purge(n: int) -> None:
@@ -146,7 +152,9 @@ def bench_export(n: int, megabytes: float) -> None:
     def bare() -> int:
         read = 0
         for photo in Photo.objects.filter(owner_id=user.pk).order_by("created_at"):
-            read += len(object_get(owner_id=user.pk, kind="photo", object_id=photo.id, name=photo.storage_name))
+            read += len(
+                object_get(owner_id=user.pk, kind="photo", object_id=photo.id, name=photo.storage_name)
+            )
         return read
 
     def export() -> int:

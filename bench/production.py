@@ -71,7 +71,9 @@ class Stack:
         self.aws = f"http://{host}:{port}"
         self.s3_proxy = FaultProxy((host, int(port)))
         self.broker_proxy = FaultProxy(("127.0.0.1", 6379))
-        os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
+        )
         self.s3 = boto3.client("s3", endpoint_url=self.aws, region_name="us-east-1")
         self.s3.create_bucket(Bucket=BUCKET)
         self.port = free_port()
@@ -98,8 +100,14 @@ class Stack:
         self.logs.mkdir(parents=True, exist_ok=True)
 
     def manage(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
-                              text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     def start(self, name: str) -> None:
         bin_dir = Path(sys.executable).parent
@@ -110,7 +118,8 @@ class Stack:
             "default": [*celery, "worker", "-Q", "default", "-c", "2", "-n", "default@%h", "-l", "WARNING"],
             "gpu": [*celery, "worker", "-Q", "gpu", "-c", "1", "--prefetch-multiplier", "1", "-n", "gpu@%h",
                     "-l", "WARNING"],
-            "training": [*celery, "worker", "-Q", "training", "-c", "1", "-n", "training@%h", "-l", "WARNING"],
+            "training": [*celery, "worker", "-Q", "training", "-c", "1", "-n", "training@%h",
+                         "-l", "WARNING"],
             "beat": [*celery, "beat", "-s", str(self.workdir / "celerybeat-schedule"), "-l", "WARNING"],
         }
         log = open(self.logs / f"{name}.log", "a")  # noqa: SIM115 - closed with the process
@@ -158,7 +167,7 @@ class Stack:
 
 
 class EmbeddedStack(Stack):
-    """`make run`'s mode for comparison: gunicorn threads, SQLite in WAL mode, eager jobs, the scheduler thread."""
+    """`make run`'s mode for comparison: gunicorn threads, SQLite WAL, eager jobs, the scheduler thread."""
 
     def __init__(self, workdir: Path, web_workers: int) -> None:  # noqa: D107 - no services to prepare
         self.workdir, self.web_workers = workdir, web_workers
@@ -167,8 +176,9 @@ class EmbeddedStack(Stack):
         var = workdir / "var"
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))},
                     "TIMEVEIL_VAR_DIR": str(var), "DATABASE_URL": f"sqlite:///{var / 'timeveil.sqlite3'}",
-                    "EMBEDDED_SCHEDULER": "1", "RETENTION_INTERVAL_SECONDS": "15", "ORPHAN_GRACE_SECONDS": "20",
-                    "THROTTLE_ANON": "100000/min", "THROTTLE_USER": "100000/min", "THROTTLE_AUTH": "100000/min",
+                    "EMBEDDED_SCHEDULER": "1", "RETENTION_INTERVAL_SECONDS": "15",
+                    "ORPHAN_GRACE_SECONDS": "20", "THROTTLE_ANON": "100000/min",
+                    "THROTTLE_USER": "100000/min", "THROTTLE_AUTH": "100000/min",
                     "LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE": "webplatform.settings"}
         self.processes = {}
         self.logs = workdir / "logs"
@@ -257,7 +267,9 @@ def phase(stack: Stack, name: str, *, users: int, flows: int, image: bytes, faul
     if injector:
         injector.join()
     summary = report.summary()
-    fetched = sum(n for (step, status), n in report.statuses.items() if step == "fetch_photo" and status == 200)
+    fetched = sum(
+        n for (step, status), n in report.statuses.items() if step == "fetch_photo" and status == 200
+    )
     summary["uploads_lost"] = len(report.acked_uploads) - fetched
     # Orphans: wait past the grace period for the periodic reconciler, then compare the bucket with the rows.
     time.sleep(int(stack.env["ORPHAN_GRACE_SECONDS"]) + 2 * int(stack.env["RETENTION_INTERVAL_SECONDS"]))
@@ -277,12 +289,28 @@ def phase(stack: Stack, name: str, *, users: int, flows: int, image: bytes, faul
 
 
 def write_table(rows: list[dict], path: Path) -> None:
-    columns = ("phase", "users", "fault", "seconds", "5xx (not 503)", "503", "transport_errors", "uploads_acked",
-               "uploads_lost", "jobs", "unfinished_jobs", "jobs_requeued_total", "orphans_deleted_total",
-               "orphans_after_reconciler", "audit_verifies")
+    columns = (
+        "phase",
+        "users",
+        "fault",
+        "seconds",
+        "5xx (not 503)",
+        "503",
+        "transport_errors",
+        "uploads_acked",
+        "uploads_lost",
+        "jobs",
+        "unfinished_jobs",
+        "jobs_requeued_total",
+        "orphans_deleted_total",
+        "orphans_after_reconciler",
+        "audit_verifies",
+    )
     lines = ["| " + " | ".join(columns) + " | job outcomes |", "|" + "---|" * (len(columns) + 1)]
     for row in rows:
-        lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + f" | {row.get('job_outcomes')} |")
+        lines.append(
+            "| " + " | ".join(str(row.get(c, "")) for c in columns) + f" | {row.get('job_outcomes')} |"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# bench/production.py\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -295,10 +323,14 @@ def main() -> None:
     parser.add_argument("--flows-per-user", type=int, default=2)
     parser.add_argument("--faults", default="all", help="all, none, or a comma list of " + ", ".join(FAULTS))
     parser.add_argument("--web-workers", type=int, default=4)
-    parser.add_argument("--embedded", action="store_true", help="make run's mode instead (load only, no faults)")
+    parser.add_argument(
+        "--embedded", action="store_true", help="make run's mode instead (load only, no faults)"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "production.md"))
     args = parser.parse_args()
-    faults = FAULTS if args.faults == "all" else () if args.faults == "none" else tuple(args.faults.split(","))
+    faults = (
+        FAULTS if args.faults == "all" else () if args.faults == "none" else tuple(args.faults.split(","))
+    )
 
     import tempfile
 
@@ -311,10 +343,20 @@ def main() -> None:
         stack.up()
         image = face_image()
         for users in args.users:
-            rows.append(phase(stack, f"{'embedded' if args.embedded else 'load'} {users}", users=users, flows=users * args.flows_per_user, image=image,
-                              fault=None))
+            rows.append(
+                phase(
+                    stack,
+                    f"{'embedded' if args.embedded else 'load'} {users}",
+                    users=users,
+                    flows=users * args.flows_per_user,
+                    image=image,
+                    fault=None,
+                )
+            )
         for fault in faults:
-            rows.append(phase(stack, fault, users=16, flows=16 * args.flows_per_user, image=image, fault=fault))
+            rows.append(
+                phase(stack, fault, users=16, flows=16 * args.flows_per_user, image=image, fault=fault)
+            )
     finally:
         stack.down()
         print(f"logs in {stack.logs}")

@@ -102,8 +102,12 @@ def worker(args: argparse.Namespace) -> None:
     renders = rng.integers(0, 256, (n, 2, args.size, args.size, 3), dtype=np.uint8)
     render_ages = rng.uniform(5, 85, (n, 2)).astype(np.float32)
     batch = tuple(torch.from_numpy(a[:args.batch]) for a in (faces, ages, renders, render_ages))
-    config = dp.DPConfig(sample_rate=1 / 4, grad_sample_mode=args.worker if args.worker != "nondp" else "hooks",
-                         expected_batch_size=n / 4, device=str(device))
+    config = dp.DPConfig(
+        sample_rate=1 / 4,
+        grad_sample_mode=args.worker if args.worker != "nondp" else "hooks",
+        expected_batch_size=n / 4,
+        device=str(device),
+    )
     plain = PlainStep(model, config, device)
     trainer = None if args.worker == "nondp" else dp.PrivateTrainer(
         model=model, faces=faces, source_ages=ages, renders=renders, render_ages=render_ages, config=config)
@@ -136,10 +140,14 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_worker(mode: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", mode, "--size", str(args.size), "--batch", str(args.batch),
-           "--reps", str(args.reps), "--threads", str(args.threads)] + (["--device", args.device] if args.device else [])
+           "--reps", str(args.reps), "--threads", str(args.threads)]
+    cmd += ["--device", args.device] if args.device else []
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if out.returncode != 0:
-        return {"mode": mode, "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
+        return {
+            "mode": mode,
+            "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed",
+        }
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -155,8 +163,10 @@ def speed(args: argparse.Namespace) -> None:
         if "error" in r:
             print(f"{mode:<11} failed: {r['error']}")
             continue
-        print(f"{mode:<11} {r['step_s']:9.3f} {r['plain_step_s']:10.3f} {r['step_s'] / r['plain_step_s']:7.2f} "
-              f"{r['peak_mb']:10.0f} {r['peak_mb'] / max(base['peak_mb'], 1e-9):6.2f}")
+        print(
+            f"{mode:<11} {r['step_s']:9.3f} {r['plain_step_s']:10.3f} {r['step_s'] / r['plain_step_s']:7.2f} "
+            f"{r['peak_mb']:10.0f} {r['peak_mb'] / max(base['peak_mb'], 1e-9):6.2f}"
+        )
 
 
 def utility(args: argparse.Namespace) -> None:
@@ -171,9 +181,17 @@ def utility(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     gen_cfg = GeneratorConfig.small()
     gen_cfg.image_size = size
-    base, _ = train_base(gen_cfg, steps=args.base_steps, batch_size=16, seed=1, progress=False, identities=200)
-    judge, _ = train_age_estimator(EstimatorConfig(image_size=size), steps=args.base_steps, batch_size=32, seed=3,
-                                   progress=False, identities=200)
+    base, _ = train_base(
+        gen_cfg, steps=args.base_steps, batch_size=16, seed=1, progress=False, identities=200
+    )
+    judge, _ = train_age_estimator(
+        EstimatorConfig(image_size=size),
+        steps=args.base_steps,
+        batch_size=32,
+        seed=3,
+        progress=False,
+        identities=200,
+    )
     print(f"base generator and estimators trained in {time.perf_counter() - start:.0f} s")
     # The private users: fresh identities, one photo each at a random age (never the held-out ones).
     users = make_dataset(args.users, (50.0, 25.0, 75.0), 77, size=size, age_jitter=45.0,
@@ -193,8 +211,15 @@ def utility(args: argparse.Namespace) -> None:
         cfg = dp.DPConfig(noise_multiplier=sigma, sample_rate=q, steps=args.dp_steps, delta=args.delta,
                           lr=args.lr, max_grad_norm=args.clip, grad_sample_mode=args.mode,
                           expected_batch_size=q * len(faces))
-        result = dp.train_dp(model=base, faces=faces, source_ages=ages, renders=renders, render_ages=render_ages,
-                             config=cfg, progress=False)
+        result = dp.train_dp(
+            model=base,
+            faces=faces,
+            source_ages=ages,
+            renders=renders,
+            render_ages=render_ages,
+            config=cfg,
+            progress=False,
+        )
         rows.append((f"DP eps {result.epsilon_spent:.2f} (sigma {sigma:.2f})", result, score(result.model)))
     plain = PlainStep(base, dp.DPConfig(lr=args.lr), torch.device("cpu"))
     rng = np.random.default_rng(0)
@@ -205,7 +230,8 @@ def utility(args: argparse.Namespace) -> None:
     rows.append(("no DP (same steps)", None, score(plain.model)))
     ident = rows[0][2]["identity_baseline"]
     print(f"held-out pairs {rows[0][2]['pairs']}; judge estimator's own error on ground truth "
-          f"{rows[0][2]['estimator_error_on_ground_truth']:.1f} y; identity baseline PSNR {ident['psnr']:.2f} "
+          f"{rows[0][2]['estimator_error_on_ground_truth']:.1f} y; "
+          f"identity baseline PSNR {ident['psnr']:.2f} "
           f"SSIM {ident['ssim']:.3f} age error {ident['age_error']:.1f} y")
     print(f"{'run':<30} {'PSNR dB':>8} {'SSIM':>6} {'age err y':>9} {'s/step':>7}")
     for name, result, s in rows:
@@ -261,7 +287,9 @@ def main() -> None:
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--clip", type=float, default=1.0)
-    parser.add_argument("--mode", default=dp.DEFAULT_GRAD_SAMPLE_MODE, help="grad-sample mode for utility runs")
+    parser.add_argument(
+        "--mode", default=dp.DEFAULT_GRAD_SAMPLE_MODE, help="grad-sample mode for utility runs"
+    )
     args = parser.parse_args()
     if args.worker:
         worker(args)

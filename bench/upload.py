@@ -79,7 +79,9 @@ def main() -> None:
     from webplatform.photos.intake import sanitize
 
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TABLE IF NOT EXISTS bench_blob (id INTEGER PRIMARY KEY, name TEXT, size INTEGER)")
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS bench_blob (id INTEGER PRIMARY KEY, name TEXT, size INTEGER)"
+        )
 
     def bare(request):  # the baseline: read the upload, save the same bytes, insert one row
         data = request.FILES["file"].read()
@@ -112,11 +114,14 @@ def main() -> None:
     print(f"overhead ratio : {f / b:8.2f}x  (goal < 1.5x)")
     # The design mandates a full decode and re-encode (metadata can hide anywhere); show its share.
     max_side = settings.UPLOAD_MAX_SIDE
-    codec = statistics.median(timed(lambda: sanitize(photo, max_bytes=10**9, max_pixels=10**9, max_side=max_side),
-                                    args.n))
+    codec = statistics.median(
+        timed(lambda: sanitize(photo, max_bytes=10**9, max_pixels=10**9, max_side=max_side), args.n)
+    )
     print(f"  of which decode + re-encode (sanitize): {codec * 1e3:.1f} ms")
-    print(f"  ratio without the codec : {(f - codec) / b:8.2f}x  (goal <= 1.3x: consent, parsing, encryption, "
-          "storage, audit)")
+    print(
+        f"  ratio without the codec : {(f - codec) / b:8.2f}x  (goal <= 1.3x: consent, parsing, encryption, "
+        "storage, audit)"
+    )
     # Face counting at intake (the 422 no_face check before a job) reads the pixels sanitize decoded.
     from inference.faces import summarize_faces
 
@@ -128,8 +133,9 @@ def main() -> None:
     phone = phone_jpeg()
     phone_n = max(5, args.n // 2)
     phone_full = timed(lambda: client.post("/api/v1/photos", {"file": io.BytesIO(phone)}), phone_n)
-    kept = statistics.median(timed(lambda: sanitize(phone, max_bytes=10**9, max_pixels=10**9, max_side=max_side),
-                                   phone_n))
+    kept = statistics.median(
+        timed(lambda: sanitize(phone, max_bytes=10**9, max_pixels=10**9, max_side=max_side), phone_n)
+    )
     whole = statistics.median(timed(lambda: sanitize(phone, max_bytes=10**9, max_pixels=10**9), phone_n))
     print(f"12-Mpx phone photo ({len(phone) / 1e6:.1f} MB) through the API: median "
           f"{statistics.median(phone_full) * 1e3:.1f} ms  (goal <= 80 ms; kept at {max_side} px a side)")

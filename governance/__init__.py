@@ -1,1 +1,1 @@
-"""Governance: consent, keys, audit, retention and privacy budgets. Decides what may be used; imports nothing of ours."""
+"""Governance: consent, keys, audit, retention, privacy budgets: what may be used. Imports none of ours."""

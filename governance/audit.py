@@ -1,4 +1,4 @@
-"""The audit chain: pseudonymous events linked by a keyed hash, signed checkpoints outside the database, verification.
+"""The audit chain: pseudonymous events linked by a keyed hash, signed checkpoints off the DB, verification.
 
 Each event's hash is an HMAC under a key derived from the keyring (never stored in the database), so a
 database writer cannot recompute the links after editing a row. Every committed append also writes a
@@ -55,7 +55,9 @@ def _derive(label: bytes) -> bytes:
     with _derive_lock:
         root = get_keyring().pseudonym_key()
         if (root, label) not in _derived:
-            _derived[(root, label)] = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(root)
+            _derived[(root, label)] = HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=None, info=label
+            ).derive(root)
         return _derived[(root, label)]
 
 
@@ -100,7 +102,8 @@ def audit_append_many(entries: list[dict[str, Any]]) -> list[AuditEvent]:
         for entry in entries:
             seq += 1
             fields = {
-                "seq": seq, "at": clock.now(), "action": entry["action"], "actor": pseudonym(entry.get("actor_id")),
+                "seq": seq, "at": clock.now(), "action": entry["action"],
+                "actor": pseudonym(entry.get("actor_id")),
                 "subject": entry["subject"] if entry.get("subject") is not None
                 else pseudonym(entry.get("subject_id")),
                 "object_ref": entry.get("object_ref") or "", "details": entry.get("details") or {},
@@ -168,7 +171,9 @@ def audit_verify(*, progress: Callable[[int], None] | None = None) -> ChainRepor
     cp_seq = checkpoint.seq if checkpoint else None
 
     def fail(reason: str, checked: int, bad: int | None) -> ChainReport:
-        return ChainReport(ok=False, events_checked=checked, first_bad_seq=bad, reason=reason, checkpoint_seq=cp_seq)
+        return ChainReport(
+            ok=False, events_checked=checked, first_bad_seq=bad, reason=reason, checkpoint_seq=cp_seq
+        )
 
     # Checkpoint, then head, then events: each is read no later than what it must not be ahead of, so
     # appends committing while this runs are simply not looked at (they are past the head read here).

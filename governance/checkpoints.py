@@ -39,7 +39,9 @@ class CheckpointForged(Exception):
 
 
 def _signature(key: bytes, seq: int, head_hash: str, at: str) -> str:
-    return hmac.new(key, f"timeveil-audit-checkpoint\n{seq}\n{head_hash}\n{at}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(
+        key, f"timeveil-audit-checkpoint\n{seq}\n{head_hash}\n{at}".encode(), hashlib.sha256
+    ).hexdigest()
 
 
 def checkpoint_path() -> Path:
@@ -50,8 +52,13 @@ def checkpoint_path() -> Path:
 def checkpoint_write(*, key: bytes, seq: int, head_hash: str, at: datetime | None = None) -> Checkpoint:
     """Store one signed checkpoint: a line appended to the file, or an object in the S3 bucket."""
     stamp = (at or clock.now()).isoformat()
-    line = json.dumps({"seq": seq, "hash": head_hash, "at": stamp, "mac": _signature(key, seq, head_hash, stamp)},
-                      separators=(",", ":")) + "\n"
+    line = (
+        json.dumps(
+            {"seq": seq, "hash": head_hash, "at": stamp, "mac": _signature(key, seq, head_hash, stamp)},
+            separators=(",", ":"),
+        )
+        + "\n"
+    )
     if settings.AUDIT_CHECKPOINT_S3_BUCKET:
         _s3_put(seq, line)
     else:

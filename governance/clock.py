@@ -1,4 +1,4 @@
-"""The platform's one clock. Tests move time with monkeypatch.setattr(clock, "now", ...) instead of sleeping."""
+"""The platform's one clock. Tests move time with monkeypatch.setattr(clock, "now", ...), never sleep."""
 
 from datetime import datetime
 

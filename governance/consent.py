@@ -51,7 +51,9 @@ def list_purpose_slugs() -> list[str]:
     return list(Purpose.objects.order_by("slug").values_list("slug", flat=True))
 
 
-def consent_set(*, user_id: int, purpose_slug: str, granted: bool, policy_version: int | None) -> ConsentRecord:
+def consent_set(
+    *, user_id: int, purpose_slug: str, granted: bool, policy_version: int | None
+) -> ConsentRecord:
     """Record a grant or withdrawal as a new row. A grant must name the current policy version (else 409)."""
     purpose = purpose_get(purpose_slug)
     with transaction.atomic():
@@ -97,7 +99,8 @@ def consent_require(*, user_id: int, purpose_slug: str) -> None:
     """Raise ConsentRequired (403) unless consent for the purpose is active."""
     if not consent_is_active(user_id=user_id, purpose_slug=purpose_slug):
         raise ConsentRequired(
-            f"Active consent for '{purpose_slug}' is required; grant it with PUT /api/v1/me/consents/{purpose_slug}.",
+            f"Active consent for '{purpose_slug}' is required; "
+            f"grant it with PUT /api/v1/me/consents/{purpose_slug}.",
             details={"purpose": purpose_slug},
         )
 

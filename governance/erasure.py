@@ -1,4 +1,4 @@
-"""Erasure by crypto-shredding: accept (destroy the data key at once), then track the purge to its tombstone."""
+"""Erasure by crypto-shredding: accept (destroy the data key at once), then track the purge to a tombstone."""
 
 from __future__ import annotations
 

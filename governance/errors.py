@@ -23,7 +23,11 @@ class InvalidInput(TimeveilError):
 
 
 class NotAuthenticated(TimeveilError):
-    status, code, message = 401, "not_authenticated", "Authentication credentials were not provided or are invalid."
+    status, code, message = (
+        401,
+        "not_authenticated",
+        "Authentication credentials were not provided or are invalid.",
+    )
 
 
 class Forbidden(TimeveilError):
@@ -52,7 +56,10 @@ class BudgetExceeded(Conflict):
 
 
 class CohortTooSmall(Conflict):
-    code, message = "cohort_too_small", "Too few people are eligible for a differentially private training run."
+    code, message = (
+        "cohort_too_small",
+        "Too few people are eligible for a differentially private training run.",
+    )
 
 
 class PayloadTooLarge(TimeveilError):

@@ -116,7 +116,7 @@ class KmsKeyring:
 
     Version N is the symmetric key behind alias `<alias>-vN`; a data key is wrapped by KMS Encrypt under it,
     bound to the version by the encryption context. The pseudonym key is KMS GenerateMac (HMAC-SHA-256) of a
-    fixed label under `<alias>-pseudonym`: the same on every host, and nobody without KMS access can derive it.
+    fixed label under `<alias>-pseudonym`: the same on every host, and none without KMS access can derive it.
     Every host reads the versions from KMS, so one keyring serves every web and worker host.
     """
 
@@ -170,8 +170,12 @@ class KmsKeyring:
         """Create a new KMS key behind `<alias>-v(N+1)` and make it current; old versions stay to unwrap."""
         with self._lock:
             version = (self._known_versions(refresh=True) or [0])[-1] + 1
-            key_id = self._call("create_key", Description=f"timeveil KEK {self.alias} v{version}",
-                                KeyUsage="ENCRYPT_DECRYPT", KeySpec="SYMMETRIC_DEFAULT")["KeyMetadata"]["KeyId"]
+            key_id = self._call(
+                "create_key",
+                Description=f"timeveil KEK {self.alias} v{version}",
+                KeyUsage="ENCRYPT_DECRYPT",
+                KeySpec="SYMMETRIC_DEFAULT",
+            )["KeyMetadata"]["KeyId"]
             try:
                 self._call("create_alias", AliasName=self._alias(version), TargetKeyId=key_id)
             except _AliasExists:
@@ -183,20 +187,28 @@ class KmsKeyring:
         if self._pseudonym is None:
             name = f"{self.alias}-pseudonym"
             try:
-                response = self._call("generate_mac", KeyId=name, Message=self.MAC_LABEL, MacAlgorithm="HMAC_SHA_256")
+                response = self._call(
+                    "generate_mac", KeyId=name, Message=self.MAC_LABEL, MacAlgorithm="HMAC_SHA_256"
+                )
             except _NotFound:
-                key_id = self._call("create_key", Description=f"timeveil pseudonym key {self.alias}",
-                                    KeyUsage="GENERATE_VERIFY_MAC", KeySpec="HMAC_256")["KeyMetadata"]["KeyId"]
+                key_id = self._call(
+                    "create_key",
+                    Description=f"timeveil pseudonym key {self.alias}",
+                    KeyUsage="GENERATE_VERIFY_MAC",
+                    KeySpec="HMAC_256",
+                )["KeyMetadata"]["KeyId"]
                 try:
                     self._call("create_alias", AliasName=name, TargetKeyId=key_id)
                 except _AliasExists:
                     pass
-                response = self._call("generate_mac", KeyId=name, Message=self.MAC_LABEL, MacAlgorithm="HMAC_SHA_256")
+                response = self._call(
+                    "generate_mac", KeyId=name, Message=self.MAC_LABEL, MacAlgorithm="HMAC_SHA_256"
+                )
             self._pseudonym = bytes(response["Mac"])
         return self._pseudonym
 
     def check(self) -> None:
-        """Raise unless a round trip through the current KEK works (for /readyz); never served from the cache."""
+        """Raise unless a round trip through the current KEK works (for /readyz); never from the cache."""
         probe = os.urandom(32)
         version, wrapped = self.wrap(probe)
         response = self._call("decrypt", KeyId=self._alias(version), CiphertextBlob=wrapped,
@@ -244,7 +256,7 @@ class _AliasExists(Exception):
 
 
 def _classify(exc: Exception) -> Exception:
-    """KMS errors in our terms: bad or unknown key material is an integrity failure, transport is transient."""
+    """KMS errors in our terms: bad or unknown key material is an integrity failure; transport, transient."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     if isinstance(exc, ClientError):
@@ -287,7 +299,8 @@ def keyring_from_url(url: str) -> Keyring:
                                             endpoint_url=query.get("endpoint"))
             else:
                 raise ConfigurationError(
-                    f"KEYRING_URL scheme {parsed.scheme!r} is not supported; use file:///path/to/keyring.json "
+                    f"KEYRING_URL scheme {parsed.scheme!r} is not supported; "
+                    "use file:///path/to/keyring.json "
                     "or kms://alias/NAME?region=REGION."
                 )
     return _keyrings[url]

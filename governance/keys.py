@@ -1,4 +1,4 @@
-"""Envelope encryption services: per-user data keys, object encrypt/decrypt, KEK rotation, crypto-shredding."""
+"""Envelope encryption: per-user data keys, object encrypt/decrypt, KEK rotation, crypto-shredding."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def _data_key(user_id: int) -> bytes:
     return get_keyring().unwrap(row[0], row[1])
 
 
-def object_encrypt(*, owner_id: int, kind: str, object_id: object, plaintext: bytes | memoryview) -> bytearray:
+def object_encrypt(
+    *, owner_id: int, kind: str, object_id: object, plaintext: bytes | memoryview
+) -> bytearray:
     """Encrypt an object under its owner's data key, bound to (kind, object id, owner)."""
     aad = crypto.associated_data(kind=kind, object_id=object_id, owner_id=owner_id)
     return crypto.encrypt(_data_key(owner_id), plaintext, aad=aad)

@@ -137,8 +137,8 @@ class TrainingRun(models.Model):
     """One DP training run: its frozen manifest (by hash), public privacy parameters, and what it spent.
 
     Every figure here may be shown: `participants` is the participant count released with Gaussian noise of
-    std `count_noise` (an accounted mechanism); sample rate, steps and delta are planned from that noisy count,
-    so they reveal nothing more. The exact count exists only as the number of manifest entries.
+    std `count_noise` (an accounted mechanism); sample rate, steps and delta are planned from that noisy
+    count, so they reveal nothing more. The exact count exists only as the number of manifest entries.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -148,7 +148,8 @@ class TrainingRun(models.Model):
     finished_at = models.DateTimeField(null=True)
     manifest_sha256 = models.CharField(max_length=64)
     participants = models.PositiveIntegerField()  # released count: exact count + N(0, count_noise^2), rounded
-    count_noise = models.FloatField(default=0.0)  # 0 on runs from before noisy counts: their ledger is infinite
+    # 0 on runs from before noisy counts: their ledger is infinite
+    count_noise = models.FloatField(default=0.0)
     sample_rate = models.FloatField()
     noise_multiplier = models.FloatField()
     max_grad_norm = models.FloatField()

@@ -39,9 +39,17 @@ class BatchingEngine:
     through their futures. The model is moved to the device in place.
     """
 
-    def __init__(self, model: AgeGenerator, *, max_batch_size: int = 32, max_wait_ms: float = 5.0,
-                 device: str | torch.device | None = None, compile: bool = False, compile_mode: str | None = None,
-                 channels_last: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: AgeGenerator,
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        device: str | torch.device | None = None,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        channels_last: bool | None = None,
+    ) -> None:
         if max_batch_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
         self.device = torch.device(device) if device is not None else best_device()
@@ -54,12 +62,12 @@ class BatchingEngine:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack it
         self.model = torch.compile(model, mode=compile_mode) if compile else model
-        # A compiled model specialises on the batch size: pad batches up to powers of two so a few shapes cover all.
+        # A compiled model specialises on batch size: pad batches to powers of two so a few shapes cover all.
         self.buckets = compile
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
-        # Warm up on the worker thread itself: compiled graphs and CUDA state are best used where they were made.
+        # Warm up on the worker thread itself: compiled graphs and CUDA state are best used where made.
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._worker = threading.Thread(target=self._loop, name="timeveil-batching-engine", daemon=True)
@@ -78,7 +86,7 @@ class BatchingEngine:
 
     @torch.inference_mode()
     def infer(self, x: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
-        """Run the model on a batch (B, 3, S, S) in [-1, 1] with ages (B,): float32 (B, 3, S, S) on the CPU."""
+        """Run the model on a batch (B, 3, S, S) in [-1, 1] with ages (B,): float32 (B, 3, S, S) on CPU."""
         n = x.shape[0]
         pad = self._padded(n) - n
         if pad:
@@ -100,7 +108,9 @@ class BatchingEngine:
 
     def submit(self, face: np.ndarray, target_age: float) -> Future[np.ndarray]:
         """Queue a face (H, W, 3) uint8 RGB for `target_age` years; the future yields the same shape."""
-        if not (isinstance(face, np.ndarray) and face.dtype == np.uint8 and face.ndim == 3 and face.shape[2] == 3):
+        if not (
+            isinstance(face, np.ndarray) and face.dtype == np.uint8 and face.ndim == 3 and face.shape[2] == 3
+        ):
             raise ValueError("expected a face as a uint8 RGB array of shape (H, W, 3)")
         if not math.isfinite(target_age):
             raise ValueError(f"target_age must be a finite number of years, got {target_age!r}")

@@ -31,8 +31,16 @@ class GeneratorConfig:
     @classmethod
     def base(cls) -> GeneratorConfig:
         """256x256 for GPUs: about 36M parameters, 136 GFLOP a face."""
-        return cls(name="base", image_size=256, patch=2, channels=(128, 256, 352, 352), blocks=2, mid_blocks=1,
-                   age_dim=256, groups=32)
+        return cls(
+            name="base",
+            image_size=256,
+            patch=2,
+            channels=(128, 256, 352, 352),
+            blocks=2,
+            mid_blocks=1,
+            age_dim=256,
+            groups=32,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields, for the model card."""
@@ -47,7 +55,8 @@ class GeneratorConfig:
 def sinusoidal(age: torch.Tensor, dim: int) -> torch.Tensor:
     """Age in years (B,) -> (B, dim) sines and cosines of age/100 at geometric frequencies."""
     half = dim // 2
-    freqs = torch.exp(torch.linspace(0.0, math.log(100.0), half, device=age.device))  # 1 .. 100 cycles per century
+    # 1 .. 100 cycles per century
+    freqs = torch.exp(torch.linspace(0.0, math.log(100.0), half, device=age.device))
     angles = (age.float() / 100.0)[:, None] * freqs[None, :] * math.pi  # (B, half)
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
@@ -122,7 +131,9 @@ class AgeGenerator(nn.Module):
         ch, p = config.channels, config.patch
         self.age = AgeEmbedding(config.age_dim)
         self.stem = nn.Sequential(nn.PixelUnshuffle(p), nn.Conv2d(3 * p * p, ch[0], 3, padding=1))
-        self.down = nn.ModuleList(Level(ch[max(i - 1, 0)], ch[i], config.blocks, config) for i in range(len(ch)))
+        self.down = nn.ModuleList(
+            Level(ch[max(i - 1, 0)], ch[i], config.blocks, config) for i in range(len(ch))
+        )
         self.downsample = nn.ModuleList(nn.Conv2d(c, c, 3, stride=2, padding=1) for c in ch[:-1])
         self.mid = Level(ch[-1], ch[-1], config.mid_blocks, config)
         # Decoder level i reads its input concatenated with the encoder's output at that resolution.
@@ -131,7 +142,9 @@ class AgeGenerator(nn.Module):
         out = nn.Conv2d(ch[0], 3 * p * p, 3, padding=1)
         nn.init.zeros_(out.weight)  # the delta starts at zero: an untrained model is the identity
         nn.init.zeros_(out.bias)  # type: ignore[arg-type]  # bias=True above
-        self.head = nn.Sequential(nn.GroupNorm(min(config.groups, ch[0]), ch[0]), nn.SiLU(), out, nn.PixelShuffle(p))
+        self.head = nn.Sequential(
+            nn.GroupNorm(min(config.groups, ch[0]), ch[0]), nn.SiLU(), out, nn.PixelShuffle(p)
+        )
 
     def forward(self, x: torch.Tensor, target_age: torch.Tensor) -> torch.Tensor:
         age = self.age(target_age)  # (B, age_dim)

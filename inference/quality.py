@@ -1,4 +1,4 @@
-"""The synthetic quality benchmark: generator output against ground-truth renderings of held-out identities."""
+"""The synthetic quality benchmark: generator output against ground truth renderings of held-out people."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def heldout_pairs(n_identities: int, *, size: int = 128, ages: Sequence[float] =
                   seed: int = HELDOUT_SEED) -> Pairs:
     """Every ordered pair of distinct ages for `n_identities` identities the training never saw."""
     faces = make_dataset(n_identities, ages, seed, size=size, framing_jitter=DETECTOR_JITTER)
-    idx = [(i, s, t) for i in range(n_identities) for s in range(len(ages)) for t in range(len(ages)) if s != t]
+    idx = [
+        (i, s, t) for i in range(n_identities) for s in range(len(ages)) for t in range(len(ages)) if s != t
+    ]
     i, s, t = (np.array(v) for v in zip(*idx, strict=True))
     return Pairs(sources=faces.images[i, s], target_ages=faces.ages[i, t], targets=faces.images[i, t],
                  identities=n_identities)
@@ -42,8 +44,12 @@ def heldout_pairs(n_identities: int, *, size: int = 128, ages: Sequence[float] =
 @torch.inference_mode()
 def generate(generator: Generator, sources: np.ndarray, ages: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Run the generator over uint8 faces (P, H, W, 3) in batches: (P, H, W, 3) uint8."""
-    out = [to_images(generator(to_tensor(sources[i:i + batch_size]), torch.from_numpy(ages[i:i + batch_size])))
-           for i in range(0, len(sources), batch_size)]
+    out = [
+        to_images(
+            generator(to_tensor(sources[i : i + batch_size]), torch.from_numpy(ages[i : i + batch_size]))
+        )
+        for i in range(0, len(sources), batch_size)
+    ]
     return np.concatenate(out)
 
 
@@ -56,7 +62,9 @@ def estimate_ages(estimator: AgeEstimator, images: np.ndarray, batch_size: int =
 
 def score(outputs: np.ndarray, pairs: Pairs, estimator: AgeEstimator) -> dict[str, float]:
     """Mean PSNR (dB) and SSIM against the ground truth, and mean age error (years) by the estimator."""
-    psnr = [peak_signal_noise_ratio(t, o, data_range=255) for o, t in zip(outputs, pairs.targets, strict=True)]
+    psnr = [
+        peak_signal_noise_ratio(t, o, data_range=255) for o, t in zip(outputs, pairs.targets, strict=True)
+    ]
     ssim = [structural_similarity(t, o, channel_axis=2, data_range=255)
             for o, t in zip(outputs, pairs.targets, strict=True)]
     age_error = np.abs(estimate_ages(estimator, outputs) - pairs.target_ages)

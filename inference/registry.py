@@ -63,7 +63,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 class ModelRegistry:
-    """Model versions under `root`: `<root>/<version>/weights.safetensors` + `card.json`, and a `promoted` file."""
+    """Versions under `root`: `<root>/<version>/weights.safetensors` + `card.json`, and a `promoted` file."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -81,7 +81,11 @@ class ModelRegistry:
         return sorted(versions, key=lambda v: (self.card(v).get("created_at", ""), v))
 
     def _next_version(self, prefix: str) -> str:
-        numbers = [int(m.group(1)) for v in self.list_versions() if (m := re.fullmatch(rf"{re.escape(prefix)}-v(\d+)", v))]
+        numbers = [
+            int(m.group(1))
+            for v in self.list_versions()
+            if (m := re.fullmatch(rf"{re.escape(prefix)}-v(\d+)", v))
+        ]
         return f"{prefix}-v{max(numbers, default=0) + 1}"
 
     def register(self, model: nn.Module, config: Config, card_fields: dict[str, Any] | None = None, *,
@@ -93,7 +97,9 @@ class ModelRegistry:
         """
         architecture = type(getattr(model, "_module", model)).__name__
         if architecture not in ARCHITECTURES:
-            raise RegistryError(f"unknown architecture {architecture}: register one of {sorted(ARCHITECTURES)}")
+            raise RegistryError(
+                f"unknown architecture {architecture}: register one of {sorted(ARCHITECTURES)}"
+            )
         version = version or self._next_version(config.name)
         final = self._dir(version)
         if final.exists():
@@ -114,9 +120,11 @@ class ModelRegistry:
         }
         clash = set(card) & set(card_fields or {}) - {"dp"}
         if clash:
-            raise RegistryError(f"card fields {sorted(clash)} are computed by the registry and cannot be given")
+            raise RegistryError(
+                f"card fields {sorted(clash)} are computed by the registry and cannot be given"
+            )
         card.update(card_fields or {})
-        # Build the version in a hidden directory, then rename it into place: a version appears whole or not at all.
+        # Build the version in a hidden directory, then rename it into place: it appears whole or not at all.
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{version}."))
         staging.chmod(0o755)  # mkdtemp makes it owner-only; the serving process may be another user
@@ -149,15 +157,19 @@ class ModelRegistry:
         except FileNotFoundError as exc:
             raise RegistryError(f"model version {version} has no {WEIGHTS}") from exc
         if sha256_bytes(data) != card.get("sha256"):
-            raise RegistryError(f"the weights of model version {version} do not match the SHA-256 on its card: "
-                                "refusing to load them (the file was changed or corrupted)")
+            raise RegistryError(
+                f"the weights of model version {version} do not match the SHA-256 on its card: "
+                "refusing to load them (the file was changed or corrupted)"
+            )
         return data
 
     def load(self, version: str, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
         """Build the model of `version` from its card and hash-checked safetensors weights, in eval mode."""
         card = self.card(version)
         if card.get("architecture") not in ARCHITECTURES:
-            raise RegistryError(f"model version {version} has unknown architecture {card.get('architecture')!r}")
+            raise RegistryError(
+                f"model version {version} has unknown architecture {card.get('architecture')!r}"
+            )
         module_cls, config_cls = ARCHITECTURES[card["architecture"]]
         # Parse the very bytes that were hashed (no second read to race), with safetensors only: no pickle.
         state = safetensors.torch.load(self._verified_weights(version, card))
@@ -166,13 +178,15 @@ class ModelRegistry:
         return model.to(device).eval(), card
 
     def promote(self, version: str, *, require_privacy_fields: bool = True) -> None:
-        """Make `version` the one that serves; a DP card must carry every privacy field unless told otherwise."""
+        """Make `version` the one that serves; a DP card must carry every privacy field unless told not to."""
         card = self.card(version)
         self._verified_weights(version, card)
         missing = [f for f in PRIVACY_FIELDS if card.get(f) is None]
         if require_privacy_fields and card.get("dp") and missing:
-            raise RegistryError(f"model version {version} is a DP model whose card lacks {', '.join(missing)}: "
-                                "record them from the training run before promoting it")
+            raise RegistryError(
+                f"model version {version} is a DP model whose card lacks {', '.join(missing)}: "
+                "record them from the training run before promoting it"
+            )
         _write_atomically(self.root / PROMOTED, version + "\n")
 
     def promoted_version(self) -> str | None:
@@ -188,5 +202,7 @@ class ModelRegistry:
         """Load the promoted version."""
         version = self.promoted_version()
         if version is None:
-            raise RegistryError(f"no model is promoted in {self.root}: run `manage.py train_base` or promote one")
+            raise RegistryError(
+                f"no model is promoted in {self.root}: run `manage.py train_base` or promote one"
+            )
         return self.load(version, device=device)

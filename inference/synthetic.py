@@ -1,4 +1,4 @@
-"""Seeded procedural faces: one identity rendered at any age, the exact ground truth for training and tests."""
+"""Seeded procedural faces: one identity rendered at any age, exact ground truth for training and tests."""
 
 from __future__ import annotations
 
@@ -226,7 +226,9 @@ class _Painter:
         return self
 
 
-def _quad(p0: tuple[float, float], p1: tuple[float, float], p2: tuple[float, float], n: int = 12) -> np.ndarray:
+def _quad(
+    p0: tuple[float, float], p1: tuple[float, float], p2: tuple[float, float], n: int = 12
+) -> np.ndarray:
     """Points along a quadratic Bezier curve: (n, 2)."""
     t = np.linspace(0.0, 1.0, n)[:, None]
     a, b, c = (np.asarray(p, np.float64) for p in (p0, p1, p2))
@@ -306,8 +308,16 @@ def _draw_back_hair(idt: Identity, g: _Geometry, p: _Painter, hair: np.ndarray) 
     """Long and bob styles show hair beside and below the face."""
     if idt.hair_style == "long":  # a curtain down to the shoulders and a rounded top, filled as one shape
         top = g.cy - g.fh * 1.05 - idt.hair_volume
-        p.polygon(np.array([[g.cx - g.fw - 0.05, g.cy - 0.05], [g.cx + g.fw + 0.05, g.cy - 0.05],
-                            [g.cx + g.fw + 0.08, g.cy + g.fh + 0.12], [g.cx - g.fw - 0.08, g.cy + g.fh + 0.12]]))
+        p.polygon(
+            np.array(
+                [
+                    [g.cx - g.fw - 0.05, g.cy - 0.05],
+                    [g.cx + g.fw + 0.05, g.cy - 0.05],
+                    [g.cx + g.fw + 0.08, g.cy + g.fh + 0.12],
+                    [g.cx - g.fw - 0.08, g.cy + g.fh + 0.12],
+                ]
+            )
+        )
         p.ellipse(g.cx, g.cy - 0.02, g.fw + 0.05 + idt.hair_volume, g.cy - 0.02 - top).fill(hair)
     elif idt.hair_style == "bob":
         p.ellipse(g.cx, g.cy + 0.02, g.fw + 0.045 + idt.hair_volume, g.fh * 0.95 + idt.hair_volume).fill(hair)
@@ -346,7 +356,9 @@ def _draw_eyes(idt: Identity, g: _Geometry, s: AgeSigns, p: _Painter, skin: np.n
         iris_r = eh * 0.95
         p.ellipse(ex, g.eye_y, iris_r, iris_r).fill(idt.iris)
         p.ellipse(ex, g.eye_y, iris_r * 0.5, iris_r * 0.5).fill((0.03, 0.03, 0.03))
-        p.ellipse(ex + iris_r * 0.3, g.eye_y - iris_r * 0.35, iris_r * 0.18, iris_r * 0.18).fill((1, 1, 1), 0.8)
+        p.ellipse(ex + iris_r * 0.3, g.eye_y - iris_r * 0.35, iris_r * 0.18, iris_r * 0.18).fill(
+            (1, 1, 1), 0.8
+        )
         # The upper lid droops over the eye with age: a skin band sliding down from above.
         lid = eh * (0.15 + 0.45 * s.sag)
         p.ellipse(ex, g.eye_y - eh * 1.1 + lid, g.eye_w * 1.05, eh * 1.1).fill(skin * 0.93)
@@ -362,18 +374,32 @@ def _draw_eyes(idt: Identity, g: _Geometry, s: AgeSigns, p: _Painter, skin: np.n
 def _draw_nose_and_mouth(g: _Geometry, s: AgeSigns, p: _Painter, skin: np.ndarray) -> None:
     """A shadowed nose ridge, nostrils, and lips whose corners drop with age."""
     tip_y = g.eye_y + g.nose_len
-    p.curve(_quad((g.cx - 0.018, g.eye_y + 0.01), (g.cx - 0.03, tip_y - 0.04), (g.cx - g.nose_w * 0.7, tip_y)),
-            0.012).shade(0.8)
+    p.curve(
+        _quad((g.cx - 0.018, g.eye_y + 0.01), (g.cx - 0.03, tip_y - 0.04), (g.cx - g.nose_w * 0.7, tip_y)),
+        0.012,
+    ).shade(0.8)
     p.ellipse(g.cx, tip_y - 0.006, g.nose_w * 0.55, g.nose_w * 0.45).fill(skin * 1.05, 0.6)
     for side in (-1, 1):
         p.ellipse(g.cx + side * g.nose_w * 0.42, tip_y + 0.004, g.nose_w * 0.22, g.nose_w * 0.13).fill(
             (0.22, 0.12, 0.10), 0.85)
     drop = 0.012 * s.sag  # mouth corners fall
     left, right = g.cx - g.mouth_w, g.cx + g.mouth_w
-    upper = np.concatenate([_quad((left, g.mouth_y + drop), (g.cx - g.mouth_w * 0.5, g.mouth_y - g.lips * 1.4),
-                                  (g.cx, g.mouth_y - g.lips * 0.8), 8),
-                            _quad((g.cx, g.mouth_y - g.lips * 0.8), (g.cx + g.mouth_w * 0.5, g.mouth_y - g.lips * 1.4),
-                                  (right, g.mouth_y + drop), 8)])
+    upper = np.concatenate(
+        [
+            _quad(
+                (left, g.mouth_y + drop),
+                (g.cx - g.mouth_w * 0.5, g.mouth_y - g.lips * 1.4),
+                (g.cx, g.mouth_y - g.lips * 0.8),
+                8,
+            ),
+            _quad(
+                (g.cx, g.mouth_y - g.lips * 0.8),
+                (g.cx + g.mouth_w * 0.5, g.mouth_y - g.lips * 1.4),
+                (right, g.mouth_y + drop),
+                8,
+            ),
+        ]
+    )
     middle = _quad((right, g.mouth_y + drop), (g.cx, g.mouth_y - 0.002 - drop), (left, g.mouth_y + drop), 12)
     lower = _quad((right, g.mouth_y + drop), (g.cx, g.mouth_y + g.lips * 2.3), (left, g.mouth_y + drop), 12)
     lip_colour = np.asarray(LIPS, np.float32) * (1.0 - 0.25 * s.sag) + skin * 0.25 * s.sag
@@ -425,7 +451,9 @@ def _draw_top_hair(idt: Identity, g: _Geometry, s: AgeSigns, p: _Painter, hair: 
     p.polygon(cap).fill(hair)
     if idt.hair_style == "curly":
         for a in np.linspace(1.05 * np.pi, 1.95 * np.pi, 9):
-            p.ellipse(g.cx + (g.fw + vol) * np.cos(a), side_y + (side_y - top_y) * np.sin(a), 0.035, 0.03).fill(hair)
+            p.ellipse(
+                g.cx + (g.fw + vol) * np.cos(a), side_y + (side_y - top_y) * np.sin(a), 0.035, 0.03
+            ).fill(hair)
     p.polygon(cap).shade(0.8 + 0.35 * p.field(_texture_fields(idt.seed)[1]))
 
 
@@ -443,7 +471,9 @@ def render(identity: Identity, age: float, size: int = 128, *, background: np.nd
         ramp = np.linspace(1.05, 0.85, side, dtype=np.float32)[:, None, None]  # (S, 1, 1) top-lit wall
         canvas = np.broadcast_to(np.asarray(identity.backdrop, np.float32) * ramp, (side, side, 3)).copy()
     else:
-        canvas = cv2.resize(background, (side, side), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+        canvas = (
+            cv2.resize(background, (side, side), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+        )
     p = _Painter(canvas, zoom, shift)
     skin = np.asarray(identity.skin, np.float32) * (1.0 - 0.06 * s.spots) + np.float32(0.04 * s.youth)
     hair = _hair_field(identity, s, p)
@@ -481,7 +511,10 @@ def make_dataset(n_identities: int, ages: Sequence[float], seed: int, *, size: i
     images = np.empty((n_identities, len(grid), size, size, 3), np.uint8)
     for i, identity in enumerate(identities):
         zoom = 1.0 + rng.uniform(-framing_jitter, framing_jitter)
-        shift = (rng.uniform(-framing_jitter, framing_jitter) / 2, rng.uniform(-framing_jitter, framing_jitter) / 2)
+        shift = (
+            rng.uniform(-framing_jitter, framing_jitter) / 2,
+            rng.uniform(-framing_jitter, framing_jitter) / 2,
+        )
         for j, age in enumerate(all_ages[i]):
             images[i, j] = render(identity, float(age), size, zoom=zoom, shift=shift)
     return SyntheticFaces(images=images, ages=all_ages.astype(np.float32), identities=identities)
@@ -504,7 +537,7 @@ def backdrop(height: int, width: int, seed: int) -> np.ndarray:
 def place_in_photo(identity: Identity, age: float, *, photo_size: tuple[int, int] = (480, 640),
                    face_size: int = 200, center: tuple[int, int] | None = None,
                    seed: int = 0) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """A 'photo' (H, W, 3) uint8 RGB with the rendered portrait at `center` (x, y) and its box (x, y, w, h)."""
+    """A 'photo' (H, W, 3) uint8 RGB with the portrait at `center` (x, y), and its box (x, y, w, h)."""
     height, width = photo_size
     photo = backdrop(height, width, seed)
     cx, cy = center if center is not None else (width // 2, height // 2)

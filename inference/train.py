@@ -24,7 +24,8 @@ from inference.quality import benchmark, heldout_pairs
 from inference.registry import ModelRegistry
 from inference.synthetic import DETECTOR_JITTER, SyntheticFaces, make_dataset
 
-AGE_GRID = (3.0, 14.0, 25.0, 36.0, 47.0, 58.0, 69.0, 80.0, 91.0)  # ages every training identity is rendered at
+# ages every training identity is rendered at
+AGE_GRID = (3.0, 14.0, 25.0, 36.0, 47.0, 58.0, 69.0, 80.0, 91.0)
 AGE_JITTER = 5.5  # years around each grid age, so that together they cover every age from 1 to 96
 SSIM_WEIGHT = 0.3  # of (1 - SSIM) in the generator loss, next to squared errors of about 0.03
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -42,7 +43,7 @@ class AgedImages:
 
 
 def _labelled_files(root: Path) -> list[tuple[Path, float]]:
-    """(path, age) from labels.csv (columns filename,age) if present, else from names like `34_anything.jpg`."""
+    """(path, age) from labels.csv (columns filename,age) if present, else from names like `34_any.jpg`."""
     labels = root / "labels.csv"
     if labels.exists():
         with labels.open(newline="") as f:
@@ -60,11 +61,15 @@ def load_age_folder(data_dir: str | Path, size: int) -> AgedImages:
     root = Path(data_dir)
     rows = _labelled_files(root)
     if not rows:
-        raise ValueError(f"no labelled images in {root}: add labels.csv (filename,age) or name files <age>_*.png")
+        raise ValueError(
+            f"no labelled images in {root}: add labels.csv (filename,age) or name files <age>_*.png"
+        )
     images = np.empty((len(rows), size, size, 3), np.uint8)
     for i, (path, _) in enumerate(rows):
         with Image.open(path) as im:
-            square = ImageOps.fit(ImageOps.exif_transpose(im).convert("RGB"), (size, size), Image.Resampling.LANCZOS)
+            square = ImageOps.fit(
+                ImageOps.exif_transpose(im).convert("RGB"), (size, size), Image.Resampling.LANCZOS
+            )
         images[i] = np.asarray(square)
     return AgedImages(images=images, ages=np.array([a for _, a in rows], np.float32))
 
@@ -101,7 +106,7 @@ def sample_reconstructions(real: AgedImages, batch_size: int,
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
-    """Mean structural similarity of (B, C, H, W) images in [-1, 1], as the benchmark computes it (7x7 mean window)."""
+    """Mean SSIM of (B, C, H, W) images in [-1, 1], as the benchmark computes it (7x7 mean window)."""
     a, b = (a + 1.0) / 2.0, (b + 1.0) / 2.0  # to [0, 1], where the usual constants apply
 
     def mean(t: torch.Tensor) -> torch.Tensor:
@@ -136,8 +141,17 @@ def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def fit(model: nn.Module, batches: Callable[[], Batch], loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        *, steps: int, lr: float, device: torch.device, progress: bool, desc: str) -> dict[str, float]:
+def fit(
+    model: nn.Module,
+    batches: Callable[[], Batch],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    steps: int,
+    lr: float,
+    device: torch.device,
+    progress: bool,
+    desc: str,
+) -> dict[str, float]:
     """AdamW over `steps` batches; returns the final (smoothed) loss and the wall time."""
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -233,8 +247,15 @@ def build_base_model(out: str | Path, *, preset: str = "small", steps: int = 150
     estimator, est_train = train_age_estimator(
         EstimatorConfig(image_size=config.image_size), steps=estimator_steps, batch_size=32, seed=seed + 1,
         progress=progress, data_dir=data_dir)
-    generator, gen_train = train_base(config, steps=steps, batch_size=batch_size, seed=seed, progress=progress,
-                                      data_dir=data_dir, identities=identities)
+    generator, gen_train = train_base(
+        config,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        data_dir=data_dir,
+        identities=identities,
+    )
     pairs = heldout_pairs(bench_identities, size=config.image_size)
     metrics = benchmark(generator, estimator, pairs)
     est_version = registry.register(estimator, estimator.config, {
@@ -246,11 +267,13 @@ def build_base_model(out: str | Path, *, preset: str = "small", steps: int = 150
         "training_data": gen_train.pop("training_data"), "training": gen_train, "metrics": metrics,
         "age_estimator": est_version, "lineage": config.name, "parent": None,
         "intended_use": "aging / rejuvenating an aligned face crop to a target age (1-100 years)",
-        "limitations": "trained on procedural synthetic faces only; on real photos it smears and does not age a "
-                       "face (measured for issue 8), so it is not in the serving path: jobs use the mesh-placed "
-                       "aging layers (inference/aging.py, version aging-layers-v1). It stays as the starting point "
-                       "of DP fine-tuning. Real-photo quality needs a licensed face dataset with ages "
-                       "(train_base --data-dir).",
+        "limitations": (
+            "trained on procedural synthetic faces only; on real photos it smears and does not age a "
+            "face (measured for issue 8), so it is not in the serving path: jobs use the mesh-placed "
+            "aging layers (inference/aging.py, version aging-layers-v1). It stays as the starting point "
+            "of DP fine-tuning. Real-photo quality needs a licensed face dataset with ages "
+            "(train_base --data-dir)."
+        ),
         "serves": False,
     })
     if promote:

@@ -67,7 +67,9 @@ def make_actor(purposes) -> Callable[..., Actor]:
     def make(name: str | None = None, *, consents: tuple[str, ...] = (PROCESSING,), compliance: bool = False,
              staff: bool = False) -> Actor:
         username = name or f"user{next(counter)}"
-        user, token = user_register(username=username, password="a-Long-passphrase-42", email=f"{username}@example.com")
+        user, token = user_register(
+            username=username, password="a-Long-passphrase-42", email=f"{username}@example.com"
+        )
         for purpose in consents:
             consent_set(user_id=user.pk, purpose_slug=purpose, granted=True, policy_version=1)
         if compliance:
@@ -113,6 +115,8 @@ def upload(owner) -> Callable[..., dict]:
 
     def do(data: bytes | None = None, *, actor: Actor | None = None, name: str = "selfie.jpg"):
         payload = data if data is not None else image_bytes()
-        return (actor or owner).client.post("/api/v1/photos", {"file": named(payload, name)}, format="multipart")
+        return (actor or owner).client.post(
+            "/api/v1/photos", {"file": named(payload, name)}, format="multipart"
+        )
 
     return do

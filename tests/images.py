@@ -16,7 +16,9 @@ COMMENT = b"shot at 221B Baker Street by TimeveilTestCam"
 SCRIPT = b"<script>alert('timeveil-polyglot')</script>"
 
 
-def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color=(200, 120, 90), **save_kwargs) -> bytes:
+def image_bytes(
+    fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color=(200, 120, 90), **save_kwargs
+) -> bytes:
     """A small noisy image (noise so a slice of its bytes is distinctive)."""
     import numpy as np
 
@@ -28,7 +30,9 @@ def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color=(200,
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
@@ -63,7 +67,9 @@ def _noise_jpeg(size: tuple[int, int], **save_kwargs) -> bytes:
     return buffer.getvalue()
 
 
-def two_tone(size: tuple[int, int], left: tuple[int, ...], right: tuple[int, ...], mode: str = "RGB") -> Image.Image:
+def two_tone(
+    size: tuple[int, int], left: tuple[int, ...], right: tuple[int, ...], mode: str = "RGB"
+) -> Image.Image:
     """An image whose left half is one colour and right half another (to check rotation / alpha)."""
     image = Image.new(mode, size, left)
     image.paste(Image.new(mode, (size[0] - size[0] // 2, size[1]), right), (size[0] // 2, 0))
@@ -71,7 +77,7 @@ def two_tone(size: tuple[int, int], left: tuple[int, ...], right: tuple[int, ...
 
 
 def rotated_jpeg() -> bytes:
-    """64x48 stored pixels, red left / blue right, EXIF Orientation=6 (display rotated 90 degrees clockwise)."""
+    """64x48 stored pixels, red left / blue right, EXIF Orientation=6 (shown turned 90 degrees clockwise)."""
     exif = Image.Exif()
     exif[ExifTags.Base.Orientation] = 6
     buffer = io.BytesIO()
@@ -96,7 +102,8 @@ def icc_red_green_swapped() -> bytes:
     Pixels tagged with it that are red in the file are green once converted to sRGB, so a test can tell
     a real colour conversion from ignoring (or merely stripping) the profile.
     """
-    red, green, blue = (0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)  # sRGB, D50
+    # sRGB, D50
+    red, green, blue = (0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)
 
     def xyz(x: float, y: float, z: float) -> bytes:
         return b"XYZ " + b"\0" * 4 + _s15(x) + _s15(y) + _s15(z)
@@ -106,8 +113,16 @@ def icc_red_green_swapped() -> bytes:
 
     text = b"Timeveil test: red/green swapped\0"
     desc = b"desc" + b"\0" * 4 + struct.pack(">I", len(text)) + text + b"\0" * 8 + b"\0" * 3 + b"\0" * 67
-    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(*green)), (b"gXYZ", xyz(*red)),
-            (b"bXYZ", xyz(*blue)), (b"rTRC", curve(2.2)), (b"gTRC", curve(2.2)), (b"bTRC", curve(2.2))]
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(*green)),
+        (b"gXYZ", xyz(*red)),
+        (b"bXYZ", xyz(*blue)),
+        (b"rTRC", curve(2.2)),
+        (b"gTRC", curve(2.2)),
+        (b"bTRC", curve(2.2)),
+    ]
     table_size = 4 + 12 * len(tags)
     entries, data = b"", b""
     for signature, body in tags:
@@ -115,8 +130,19 @@ def icc_red_green_swapped() -> bytes:
         entries += signature + struct.pack(">II", 128 + table_size + len(data), len(body))
         data += body
     size = 128 + table_size + len(data)
-    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + b"\0" * 12
-              + b"acsp" + b"\0" * 28 + _s15(0.9642) + _s15(1.0) + _s15(0.8249) + b"\0" * 48)
+    header = (
+        struct.pack(">I", size)
+        + b"\0" * 4
+        + struct.pack(">I", 0x02100000)
+        + b"mntrRGB XYZ "
+        + b"\0" * 12
+        + b"acsp"
+        + b"\0" * 28
+        + _s15(0.9642)
+        + _s15(1.0)
+        + _s15(0.8249)
+        + b"\0" * 48
+    )
     assert len(header) == 128
     return header + struct.pack(">I", len(tags)) + entries + data
 

@@ -81,7 +81,7 @@ def storage_path(name: str) -> Path:
 
 
 def storage_clear() -> None:
-    """Empty the object store: ciphertext left by earlier tests (whose rows rolled back) would confuse scans."""
+    """Empty the object store: ciphertext of earlier tests (whose rows rolled back) would confuse scans."""
     for path in storage_files():
         path.unlink()
 
@@ -89,7 +89,9 @@ def storage_clear() -> None:
 def orphan_files() -> set[Path]:
     """Ciphertext files that no Photo or TransformationResult row points at (lost to every later purge)."""
     referenced = {storage_path(n) for n in Photo.objects.values_list("storage_name", flat=True)}
-    referenced |= {storage_path(n) for n in TransformationResult.objects.values_list("storage_name", flat=True)}
+    referenced |= {
+        storage_path(n) for n in TransformationResult.objects.values_list("storage_name", flat=True)
+    }
     return set(storage_files()) - referenced
 
 

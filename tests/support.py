@@ -140,7 +140,10 @@ def routes_under(prefix: str) -> list[Route]:
                 walk(pattern.url_patterns, route)
             elif isinstance(pattern, URLPattern) and route.startswith(prefix):
                 view = pattern.callback.view_class
-                methods = {m.upper() for m in view.http_method_names if hasattr(view, m)} - {"OPTIONS", "HEAD"}
+                methods = {m.upper() for m in view.http_method_names if hasattr(view, m)} - {
+                    "OPTIONS",
+                    "HEAD",
+                }
                 found.append(Route(route=route, name=pattern.name or "", methods=frozenset(methods)))
 
     walk(get_resolver().url_patterns, "")

@@ -28,7 +28,8 @@ def test_register_returns_a_working_token(purposes):
     body = response.json()
     assert set(body) == {"id", "username", "token"} and body["username"] == "newbie"
     user = get_user_model().objects.get(username="newbie")
-    assert body["id"] == str(user.account.public_id)  # opaque, not the sequential key (test_security_accounts)
+    # opaque, not the sequential key (test_security_accounts)
+    assert body["id"] == str(user.account.public_id)
     assert user.email == "newbie@example.com"
     assert not user.is_staff and not user.groups.exists()
     assert user.password != PASSWORD and check_password(PASSWORD, user.password)
@@ -69,8 +70,11 @@ def test_token_for_good_credentials_and_401_otherwise(purposes):
     client = APIClient()
     response = client.post("/api/v1/auth/token", {"username": "tokenista", "password": PASSWORD})
     assert response.status_code == 200 and response.json() == {"token": token}
-    wrong = assert_error(client.post("/api/v1/auth/token", {"username": "tokenista", "password": "nope-nope-1"}),
-                         401, "not_authenticated")
+    wrong = assert_error(
+        client.post("/api/v1/auth/token", {"username": "tokenista", "password": "nope-nope-1"}),
+        401,
+        "not_authenticated",
+    )
     unknown = assert_error(client.post("/api/v1/auth/token", {"username": "ghost", "password": PASSWORD}),
                            401, "not_authenticated")
     assert wrong["message"] == unknown["message"]  # no hint which of the two was wrong
@@ -106,7 +110,9 @@ def test_production_settings_validate_passwords():
 def auth_rate_3_per_minute(monkeypatch):
     """DRF read the rates at import; patch the class attribute and give the throttle a movable clock."""
     now = [1_000_000.0]
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {**ScopedRateThrottle.THROTTLE_RATES, "auth": "3/min"})
+    monkeypatch.setattr(
+        ScopedRateThrottle, "THROTTLE_RATES", {**ScopedRateThrottle.THROTTLE_RATES, "auth": "3/min"}
+    )
     monkeypatch.setattr(ScopedRateThrottle, "timer", lambda self: now[0])
     return now
 
@@ -115,7 +121,10 @@ def test_login_is_throttled_with_json_and_retry_after(purposes, auth_rate_3_per_
     register(APIClient(), "hammer")  # 1 of 3 in the window (same client address)
     client = APIClient()
     for _ in range(2):
-        assert client.post("/api/v1/auth/token", {"username": "hammer", "password": "wrong-guess-1"}).status_code == 401
+        assert (
+            client.post("/api/v1/auth/token", {"username": "hammer", "password": "wrong-guess-1"}).status_code
+            == 401
+        )
     # The fourth attempt in a minute is refused, even with the right password
     response = client.post("/api/v1/auth/token", {"username": "hammer", "password": PASSWORD})
     error = assert_error(response, 429, "throttled")

@@ -58,7 +58,10 @@ def test_healthz(anon):
 def test_readyz_all_ok(anon, db):
     response = anon.client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"ok": True, "checks": dict.fromkeys(("database", "storage", "broker", "keyring"), "ok")}
+    assert response.json() == {
+        "ok": True,
+        "checks": dict.fromkeys(("database", "storage", "broker", "keyring"), "ok"),
+    }
 
 
 class _BrokenStorage:
@@ -109,8 +112,17 @@ def test_malformed_json_is_400(owner):
     assert_error(response, 400, "malformed")
 
 
-@pytest.mark.parametrize("body", [b"[]", b'"granted"', b"null", b"123", b'{"granted": true, "policy_version": 1e400}',
-                                  b'{"granted": true, "policy_version": 99999999999999999999999}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[]",
+        b'"granted"',
+        b"null",
+        b"123",
+        b'{"granted": true, "policy_version": 1e400}',
+        b'{"granted": true, "policy_version": 99999999999999999999999}',
+    ],
+)
 def test_odd_json_is_a_4xx_not_a_500(owner, body):
     response = owner.client.put("/api/v1/me/consents/training", data=body, content_type="application/json")
     assert 400 <= response.status_code < 500
@@ -148,7 +160,10 @@ def test_metrics_count_uploads_and_refusals(owner, upload, client, settings):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
-    accepted, refused = value("timeveil_uploads_total"), value('timeveil_uploads_refused_total{code="invalid"}')
+    accepted, refused = (
+        value("timeveil_uploads_total"),
+        value('timeveil_uploads_refused_total{code="invalid"}'),
+    )
     assert upload().status_code == 201
     assert upload(b"").status_code == 400
     assert value("timeveil_uploads_total") == accepted + 1

@@ -46,7 +46,9 @@ def test_every_change_and_content_read_appends_the_right_event(purposes, django_
     start = last_seq()
 
     # Register
-    response = client.post("/api/v1/auth/register", {"username": "auditee", "password": "a-Long-passphrase-42"})
+    response = client.post(
+        "/api/v1/auth/register", {"username": "auditee", "password": "a-Long-passphrase-42"}
+    )
     assert response.status_code == 201
     user_id, token = get_user_model().objects.get(username="auditee").pk, response.json()["token"]
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
@@ -101,9 +103,15 @@ def test_refused_requests_append_nothing(owner, other):
 
 def test_events_carry_pseudonyms_only(purposes, django_capture_on_commit_callbacks):
     # Given a user with a distinctive name, email and password who does everything once
-    username, email, password = "Zelda.Fitzgerald-4711", "zelda.private@example.org", "Tender-Is-The-Night-1925"
+    username, email, password = (
+        "Zelda.Fitzgerald-4711",
+        "zelda.private@example.org",
+        "Tender-Is-The-Night-1925",
+    )
     client = APIClient()
-    response = client.post("/api/v1/auth/register", {"username": username, "password": password, "email": email})
+    response = client.post(
+        "/api/v1/auth/register", {"username": username, "password": password, "email": email}
+    )
     assert response.status_code == 201
     user_id = get_user_model().objects.get(username=username).pk
     client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
@@ -241,7 +249,9 @@ def test_event_filters_and_pagination(owner, other, officer, monkeypatch):
                                         "until": (base + timedelta(hours=4)).isoformat()}).json()
     assert [e["at"] for e in body["results"]] == [
         (base + timedelta(hours=h)).isoformat().replace("+00:00", "Z") for h in (2, 3)]
-    assert get("/api/v1/audit/events", {"since": (base + timedelta(hours=5)).isoformat()}).json()["count"] == 0
+    assert (
+        get("/api/v1/audit/events", {"since": (base + timedelta(hours=5)).isoformat()}).json()["count"] == 0
+    )
 
     # pagination: limit/offset over all events, oldest first
     total = AuditEvent.objects.count()
@@ -251,7 +261,17 @@ def test_event_filters_and_pagination(owner, other, officer, monkeypatch):
     assert page["next"] and page["previous"]
     every = get("/api/v1/audit/events", {"limit": 1000}).json()["results"]
     assert [e["seq"] for e in every] == list(range(1, total + 1))
-    assert set(every[0]) == {"seq", "at", "action", "actor", "subject", "object_ref", "details", "prev_hash", "hash"}
+    assert set(every[0]) == {
+        "seq",
+        "at",
+        "action",
+        "actor",
+        "subject",
+        "object_ref",
+        "details",
+        "prev_hash",
+        "hash",
+    }
 
 
 @pytest.mark.parametrize("params", [{"since": "yesterday"}, {"until": "2030-13-45"}, {"action": "x" * 65}])
@@ -273,7 +293,9 @@ def _append_concurrently() -> list[BaseException]:
         try:
             barrier.wait()
             for i in range(PER_THREAD):
-                audit_append(action="test.concurrent", actor_id=None, subject=f"thread-{n}", object_ref=f"{n}:{i}")
+                audit_append(
+                    action="test.concurrent", actor_id=None, subject=f"thread-{n}", object_ref=f"{n}:{i}"
+                )
         except BaseException as exc:  # collected and asserted on in the main thread
             errors.append(exc)
         finally:
@@ -290,7 +312,9 @@ def _append_concurrently() -> list[BaseException]:
 # Not run on SQLite: the test database there is in-memory with a shared cache, where concurrent threads get
 # table-level SQLITE_LOCKED errors ("database table is locked") that no busy timeout waits out. The file
 # database of the embedded mode serialises writers with BEGIN IMMEDIATE instead (see settings).
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks under real concurrency: PostgreSQL only")
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="row locks under real concurrency: PostgreSQL only"
+)
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_appends_keep_one_chain_on_postgresql():
     # Given an empty chain (no head row yet: the threads also race to create it)
@@ -301,7 +325,9 @@ def test_concurrent_appends_keep_one_chain_on_postgresql():
     assert not errors, errors
     events = list(AuditEvent.objects.order_by("seq").values_list("seq", "object_ref"))
     assert [seq for seq, _ in events] == list(range(1, THREADS * PER_THREAD + 1))
-    assert sorted(ref for _, ref in events) == sorted(f"{n}:{i}" for n in range(THREADS) for i in range(PER_THREAD))
+    assert sorted(ref for _, ref in events) == sorted(
+        f"{n}:{i}" for n in range(THREADS) for i in range(PER_THREAD)
+    )
     # and every commit wrote its checkpoint, lines landing in whatever order: the newest is the highest seq
     assert audit_verify() == audit.ChainReport(ok=True, events_checked=THREADS * PER_THREAD,
                                                checkpoint_seq=THREADS * PER_THREAD)

@@ -69,7 +69,9 @@ def world(make_actor, anon) -> World:
 
 
 def _register(w: World, a: Actor):
-    return a.client.post("/api/v1/auth/register", {"username": f"newcomer{next(_names)}", "password": PASSWORD})
+    return a.client.post(
+        "/api/v1/auth/register", {"username": f"newcomer{next(_names)}", "password": PASSWORD}
+    )
 
 
 def _token(w: World, a: Actor):
@@ -93,35 +95,52 @@ MATRIX: dict[tuple[str, str], tuple[Request, dict[str, int]]] = {
     ("revoke-all", "POST"): (lambda w, a: a.client.post("/api/v1/auth/revoke"), USERS),
     ("purposes", "GET"): (lambda w, a: a.client.get("/api/v1/purposes"), ANYONE),
     ("erasure-status", "GET"): (lambda w, a: a.client.get(f"/api/v1/erasures/{w.receipt}"), ANYONE),
-    ("me", "DELETE"): (lambda w, a: a.client.delete("/api/v1/me"), {**USERS, **dict.fromkeys(ROLES[1:], 202)}),
+    ("me", "DELETE"): (
+        lambda w, a: a.client.delete("/api/v1/me"),
+        {**USERS, **dict.fromkeys(ROLES[1:], 202)},
+    ),
     ("export", "GET"): (lambda w, a: a.client.get("/api/v1/me/export"), USERS),
     ("consents", "GET"): (lambda w, a: a.client.get("/api/v1/me/consents"), USERS),
     ("consent-history", "GET"): (lambda w, a: a.client.get("/api/v1/me/consents/history"), USERS),
     ("consent-set", "PUT"): (
-        lambda w, a: a.client.put("/api/v1/me/consents/training", {"granted": True, "policy_version": 1},
-                                  format="json"), USERS),
+        lambda w, a: a.client.put(
+            "/api/v1/me/consents/training", {"granted": True, "policy_version": 1}, format="json"
+        ),
+        USERS,
+    ),
     ("photos", "GET"): (lambda w, a: a.client.get("/api/v1/photos"), USERS),
     # Officer and staff hold no processing consent: refused for consent, not for role.
     ("photos", "POST"): (_upload, {"anon": 401, "owner": 201, "other": 201, "officer": 403, "staff": 403}),
     ("photo", "GET"): (lambda w, a: a.client.get(f"/api/v1/photos/{w.photo_id}"), OWNER_ONLY),
-    ("photo", "DELETE"): (lambda w, a: a.client.delete(f"/api/v1/photos/{w.photo_id}"),
-                          {**OWNER_ONLY, "owner": 204}),
+    ("photo", "DELETE"): (
+        lambda w, a: a.client.delete(f"/api/v1/photos/{w.photo_id}"),
+        {**OWNER_ONLY, "owner": 204},
+    ),
     ("photo-content", "GET"): (lambda w, a: a.client.get(f"/api/v1/photos/{w.photo_id}/content"), OWNER_ONLY),
     ("transform", "POST"): (
-        lambda w, a: a.client.post(f"/api/v1/photos/{w.photo_id}/transformations", {"target_age": 70},
-                                   format="json"), {**OWNER_ONLY, "owner": 202}),
-    ("transform", "GET"): (lambda w, a: a.client.get(f"/api/v1/photos/{w.photo_id}/transformations"), OWNER_ONLY),
+        lambda w, a: a.client.post(
+            f"/api/v1/photos/{w.photo_id}/transformations", {"target_age": 70}, format="json"
+        ),
+        {**OWNER_ONLY, "owner": 202},
+    ),
+    ("transform", "GET"): (
+        lambda w, a: a.client.get(f"/api/v1/photos/{w.photo_id}/transformations"),
+        OWNER_ONLY,
+    ),
     ("transformation", "GET"): (lambda w, a: a.client.get(f"/api/v1/transformations/{w.job_id}"), OWNER_ONLY),
     # The job is still queued (tasks run on commit, which a test transaction never reaches): the owner
     # passes the access check and hears "no result yet"; everyone else hears "not found".
     ("transformation-content", "GET"): (
-        lambda w, a: a.client.get(f"/api/v1/transformations/{w.job_id}/content"), {**OWNER_ONLY, "owner": 409}),
+        lambda w, a: a.client.get(f"/api/v1/transformations/{w.job_id}/content"),
+        {**OWNER_ONLY, "owner": 409},
+    ),
     ("privacy", "GET"): (lambda w, a: a.client.get("/api/v1/me/privacy"), USERS),
     ("training-photo", "GET"): (lambda w, a: a.client.get("/api/v1/me/training-photo"), USERS),
     # Ownership is checked before consent: the owner (no training consent) hears 403, everyone else 404.
     ("training-photo", "PUT"): (
         lambda w, a: a.client.put("/api/v1/me/training-photo", {"photo_id": w.photo_id}, format="json"),
-        {"anon": 401, "owner": 403, "other": 404, "officer": 404, "staff": 404}),
+        {"anon": 401, "owner": 403, "other": 404, "officer": 404, "staff": 404},
+    ),
     ("training-runs", "GET"): (lambda w, a: a.client.get("/api/v1/training-runs"), COMPLIANCE),
     ("models", "GET"): (lambda w, a: a.client.get("/api/v1/models"), COMPLIANCE),
     ("audit-events", "GET"): (lambda w, a: a.client.get("/api/v1/audit/events"), COMPLIANCE),
@@ -138,7 +157,10 @@ def test_authorisation_matrix(world, endpoint, role):
     if role != "owner":
         world.photo_expires_at  # noqa: B018  (the owner's photo exists before the request)
     response = request(world, actor)
-    assert response.status_code == expected[role], (response.status_code, getattr(response, "content", b"")[:300])
+    assert response.status_code == expected[role], (
+        response.status_code,
+        getattr(response, "content", b"")[:300],
+    )
     if response.status_code >= 400:
         assert_error(response, expected[role])
     if role != "owner":
@@ -168,7 +190,9 @@ def test_someone_elses_photo_is_indistinguishable_from_a_missing_one(world):
 
 def test_lists_show_only_the_callers_own_photos(world):
     photo_id = world.photo_id
-    assert [p["id"] for p in world.actor("owner").client.get("/api/v1/photos").json()["results"]] == [photo_id]
+    assert [p["id"] for p in world.actor("owner").client.get("/api/v1/photos").json()["results"]] == [
+        photo_id
+    ]
     for role in ("other", "officer", "staff"):
         assert world.actor(role).client.get("/api/v1/photos").json()["count"] == 0
 
@@ -186,7 +210,8 @@ def test_a_bad_token_is_401_not_anonymous_access(world):
     client = world.actor("anon").client
     client.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
     assert_error(client.get("/api/v1/photos"), 401, "not_authenticated")
-    assert_error(client.get("/api/v1/purposes"), 401, "not_authenticated")  # a bad credential is never ignored
+    # a bad credential is never ignored
+    assert_error(client.get("/api/v1/purposes"), 401, "not_authenticated")
 
 
 def test_a_malformed_photo_id_is_404(world):

@@ -60,7 +60,9 @@ def test_demo_accounts_have_their_roles_and_can_sign_in(var_dir):
     bootstrap()
     stored = json.loads((var_dir / "demo_credentials.json").read_text())
     users = {role: get_user_model().objects.get(username=c["username"]) for role, c in stored.items()}
-    officer = next(u for u in users.values() if u.groups.filter(name=django_settings.COMPLIANCE_GROUP).exists())
+    officer = next(
+        u for u in users.values() if u.groups.filter(name=django_settings.COMPLIANCE_GROUP).exists()
+    )
     end_user = next(u for u in users.values() if u != officer)
     assert not end_user.groups.exists()
     assert consent_is_active(user_id=end_user.pk, purpose_slug=PROCESSING)

@@ -1,4 +1,4 @@
-"""GET /compliance/report and `manage.py compliance_report`: backlog, erasures, consent counts, chain status."""
+"""GET /compliance/report and `manage.py compliance_report`: backlog, erasures, consents, chain status."""
 
 from __future__ import annotations
 
@@ -102,8 +102,12 @@ def test_consent_counts_per_purpose_and_policy_version(make_actor, officer):
         key = (row["purpose"], row["policy_version"], row["event"])
         totals[key] = totals.get(key, 0) + row["count"]
         assert row["day"]
-    assert totals == {(PROCESSING, 1, "granted"): 2, (TRAINING, 1, "granted"): 2, (TRAINING, 1, "withdrawn"): 1,
-                      (TRAINING, 2, "granted"): 1}
+    assert totals == {
+        (PROCESSING, 1, "granted"): 2,
+        (TRAINING, 1, "granted"): 2,
+        (TRAINING, 1, "withdrawn"): 1,
+        (TRAINING, 2, "granted"): 1,
+    }
 
 
 def test_audit_status_turns_broken_after_tampering(owner, officer):

@@ -35,7 +35,15 @@ def test_grant_returns_a_full_receipt(make_actor):
     response = put(actor, TRAINING, granted=True, policy_version=1)
     assert response.status_code == 200
     receipt = response.json()
-    assert set(receipt) >= {"receipt_id", "at", "subject", "purpose", "policy_version", "policy_sha256", "granted"}
+    assert set(receipt) >= {
+        "receipt_id",
+        "at",
+        "subject",
+        "purpose",
+        "policy_version",
+        "policy_sha256",
+        "granted",
+    }
     record = ConsentRecord.objects.get(pk=receipt["receipt_id"])
     assert record.user_id == actor.pk and record.granted
     datetime.fromisoformat(receipt["at"].replace("Z", "+00:00"))
@@ -77,7 +85,9 @@ def test_unknown_purpose_is_404(owner):
 ])
 def test_bad_consent_bodies_are_400(owner, body, field):
     before = ConsentRecord.objects.count()
-    error = assert_error(owner.client.put(f"/api/v1/me/consents/{TRAINING}", body, format="json"), 400, "invalid")
+    error = assert_error(
+        owner.client.put(f"/api/v1/me/consents/{TRAINING}", body, format="json"), 400, "invalid"
+    )
     assert field in error["details"]
     assert ConsentRecord.objects.count() == before
 

@@ -187,7 +187,10 @@ def test_after_erasure_nothing_in_database_or_storage_leads_back_to_the_user(
     photos = [_upload(victim, upload) for _ in range(3)]
     result = result_make(owner_id=victim.pk, photo_id=photos[0].pk)
     job_make(owner_id=victim.pk, photo_id=photos[1].pk)
-    assert victim.client.put("/api/v1/me/consents/training", {"granted": False}, format="json").status_code == 200
+    assert (
+        victim.client.put("/api/v1/me/consents/training", {"granted": False}, format="json").status_code
+        == 200
+    )
     kept = _upload(bystander, upload)
     session = APIClient()
     assert session.login(username=VICTIM, password=PASSWORD)
@@ -334,7 +337,9 @@ def test_a_stuck_purge_shows_overdue_after_the_deadline(owner, officer, upload, 
     faulty_storage(monkeypatch).broken.add(photo.storage_name)
     body = _erase(owner, django_capture_on_commit_callbacks)
     request = ErasureRequest.objects.get()
-    assert request.deadline == request.requested_at + settings.ERASURE_DEADLINE == clock.now + timedelta(days=30)
+    assert (
+        request.deadline == request.requested_at + settings.ERASURE_DEADLINE == clock.now + timedelta(days=30)
+    )
 
     clock.advance(days=30)
     assert APIClient().get(_status_path(body)).json()["overdue"] is False

@@ -44,7 +44,10 @@ def _noise(fmt: str, size: tuple[int, int] = (64, 48)) -> bytes:
 
 def _holdings(actor, upload) -> dict:
     """Photos (a JPEG and a PNG), a result, a queued job and a consent history for one actor."""
-    photos = [_upload(actor, upload, _noise("JPEG")), _upload(actor, upload, _noise("PNG"), name="selfie.png")]
+    photos = [
+        _upload(actor, upload, _noise("JPEG")),
+        _upload(actor, upload, _noise("PNG"), name="selfie.png"),
+    ]
     result_plain = _noise("JPEG", (40, 40))
     result = result_make(owner_id=actor.pk, photo_id=photos[0].pk, plaintext=result_plain)
     job = job_make(owner_id=actor.pk, photo_id=photos[1].pk)

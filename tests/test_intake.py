@@ -1,4 +1,4 @@
-"""Photo intake through POST /api/v1/photos: hostile files are refused cleanly, accepted ones are rebuilt bare."""
+"""Photo intake through POST /api/v1/photos: hostile files are refused cleanly, accepted ones rebuilt bare."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def big_jpeg() -> bytes:
 # Each refused upload: (bytes, file name, status, error code).
 REFUSED = {
     "zero_bytes": (lambda: b"", "selfie.jpg", 400, "invalid"),
-    "text_named_jpg": (lambda: b"just some text, honestly a photo\n" * 20, "selfie.jpg", 415, "unsupported_media_type"),
+    "text_named_jpg": (lambda: b"just some text, honestly a photo\n" * 20, "selfie.jpg", 415,
+                       "unsupported_media_type"),
     "html_named_jpg": (lambda: b"<!doctype html><html>" + SCRIPT + b"</html>", "selfie.jpg", 415,
                        "unsupported_media_type"),
     "html_then_jpeg": (lambda: b"<html>" + SCRIPT + b"</html>" + image_bytes(), "selfie.jpg", 415,
@@ -151,7 +152,8 @@ JUNK = {
     "png_signature_only": b"\x89PNG\r\n\x1a\n",
     "png_bad_crc": b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + b"\x00" * 13 + b"\xde\xad\xbe\xef",
     "riff_webp_garbage": b"RIFF\x00\x01\x00\x00WEBPVP8 " + bytes(range(256)),
-    "jpeg_broken_exif": (lambda d: d[:2] + b"\xff\xe1\x00\x20Exif\x00\x00MM\x00\x2a\xff\xff\xff\xff" + b"\x00" * 14
+    "jpeg_broken_exif": (lambda d: d[:2] + b"\xff\xe1\x00\x20Exif\x00\x00MM\x00\x2a\xff\xff\xff\xff"
+                         + b"\x00" * 14
                          + d[2:])(image_bytes()),
     "jpeg_exif_orientation_junk": (lambda d: d[:2] + b"\xff\xe1\x00\x22Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08"
                                    b"\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x63\x00\x00\x00\x00\x00\x00"
@@ -200,7 +202,9 @@ def test_polyglot_jpeg_with_zip_is_accepted_but_the_payload_is_gone(owner, uploa
 def test_polyglot_with_html_in_a_jpeg_comment_is_stripped(owner):
     buffer = io.BytesIO()
     Image.open(io.BytesIO(image_bytes())).save(buffer, format="JPEG", comment=b"<html>" + SCRIPT + b"</html>")
-    response = owner.client.post("/api/v1/photos", {"file": named(buffer.getvalue(), "x.jpg")}, format="multipart")
+    response = owner.client.post(
+        "/api/v1/photos", {"file": named(buffer.getvalue(), "x.jpg")}, format="multipart"
+    )
     served, _ = _served(owner, response)
     assert b"<script" not in served
     assert b"timeveil-polyglot" not in served
@@ -224,7 +228,15 @@ def test_gps_tagged_jpeg_is_served_without_any_metadata(owner, upload):
     for key in ("exif", "xmp", "XML:com.adobe.xmp", "comment", "icc_profile", "photoshop", "adobe"):
         assert key not in image.info, key
     assert getattr(image, "app", {}).keys() <= {"APP0"}, image.app  # JFIF only; no APP1 (EXIF/XMP), APP13
-    for needle in (b"Exif", b"GPS", b"http://ns.adobe.com/xap", XMP[:40], COMMENT, b"TimeveilTestCam", b"Model-X"):
+    for needle in (
+        b"Exif",
+        b"GPS",
+        b"http://ns.adobe.com/xap",
+        XMP[:40],
+        COMMENT,
+        b"TimeveilTestCam",
+        b"Model-X",
+    ):
         assert needle not in served, needle
 
 
@@ -274,7 +286,8 @@ UNUSUAL_MODES = {
     # name: (bytes factory, expected served RGB at the centre, tolerance)
     "grey_jpeg": (lambda: _encoded(Image.new("L", (32, 32), 128), "JPEG"), (128, 128, 128), 3),
     "cmyk_jpeg": (lambda: _encoded(Image.new("CMYK", (32, 32), (0, 255, 255, 0)), "JPEG"), (255, 0, 0), 6),
-    "palette_png": (lambda: _encoded(Image.new("RGB", (32, 32), (0, 0, 255)).convert("P"), "PNG"), (0, 0, 255), 0),
+    "palette_png": (lambda: _encoded(Image.new("RGB", (32, 32), (0, 0, 255)).convert("P"), "PNG"),
+                    (0, 0, 255), 0),
     "palette_png_transparent": (lambda: _encoded(Image.new("P", (32, 32), 0), "PNG", transparency=0),
                                 (255, 255, 255), 0),
     "grey_16bit_png": (lambda: _encoded(Image.fromarray(np.full((32, 32), 40_000, dtype=np.uint16)), "PNG"),

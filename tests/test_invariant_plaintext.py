@@ -110,7 +110,11 @@ def uploaded(owner, caplog) -> tuple[Uploaded, set[Path]]:
     caplog.set_level(logging.DEBUG, logger="django")  # Django's own logger stops at INFO by default
     connection.force_debug_cursor = True  # log every SQL statement with its parameters
     try:
-        originals = [unique_image("JPEG", quality=95), unique_image("PNG"), unique_image("WEBP", lossless=True)]
+        originals = [
+            unique_image("JPEG", quality=95),
+            unique_image("PNG"),
+            unique_image("WEBP", lossless=True),
+        ]
         served, photos = [], []
         for index, data in enumerate(originals):
             response = owner.client.post("/api/v1/photos", {"file": named(data, f"p{index}.img")},

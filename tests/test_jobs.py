@@ -26,10 +26,14 @@ def face_photo(upload):
     return response.json()["id"]
 
 
-def test_a_face_is_aged_and_the_rest_of_the_photo_is_untouched(owner, face_photo, django_capture_on_commit_callbacks):
+def test_a_face_is_aged_and_the_rest_of_the_photo_is_untouched(
+    owner, face_photo, django_capture_on_commit_callbacks
+):
     # When the owner asks for age 75 (embedded mode runs the job on commit, in process)
     with django_capture_on_commit_callbacks(execute=True):
-        response = owner.client.post(f"/api/v1/photos/{face_photo}/transformations", {"target_age": 75}, format="json")
+        response = owner.client.post(
+            f"/api/v1/photos/{face_photo}/transformations", {"target_age": 75}, format="json"
+        )
     assert response.status_code == 202, response.content
     job_id = response.json()["id"]
 
@@ -76,7 +80,9 @@ def test_the_upload_names_the_face_that_will_change(upload):
     assert 150 < x + w / 2 < 330 and 100 < y + h / 2 < 260  # the synthetic face sits near (240, 180)
 
 
-def test_a_face_the_worker_cannot_find_fails_the_job_with_no_face(owner, upload, django_capture_on_commit_callbacks):
+def test_a_face_the_worker_cannot_find_fails_the_job_with_no_face(
+    owner, upload, django_capture_on_commit_callbacks
+):
     flat = io.BytesIO()
     Image.new("RGB", (320, 240), (90, 140, 200)).save(flat, format="PNG")
     photo_id = upload(flat.getvalue(), name="sky.png").json()["id"]
@@ -90,7 +96,9 @@ def test_a_face_the_worker_cannot_find_fails_the_job_with_no_face(owner, upload,
     assert content.status_code == 409 and content.json()["error"]["code"] == "conflict"
 
 
-@pytest.mark.parametrize("body", [{"target_age": 0}, {"target_age": 101}, {"target_age": "old"}, {}, {"target_age": 2.5}])
+@pytest.mark.parametrize(
+    "body", [{"target_age": 0}, {"target_age": 101}, {"target_age": "old"}, {}, {"target_age": 2.5}]
+)
 def test_target_age_out_of_range_is_400(owner, face_photo, body):
     response = owner.client.post(f"/api/v1/photos/{face_photo}/transformations", body, format="json")
     assert response.status_code == 400
@@ -114,13 +122,17 @@ def test_transformation_needs_processing_consent(owner, face_photo):
     owner.client.put("/api/v1/me/consents/processing", {"granted": False}, format="json")
     assert owner.client.get(f"/api/v1/photos/{face_photo}").status_code == 200
     # When a transformation is asked for, it is refused: processing consent is gone
-    response = owner.client.post(f"/api/v1/photos/{face_photo}/transformations", {"target_age": 50}, format="json")
+    response = owner.client.post(
+        f"/api/v1/photos/{face_photo}/transformations", {"target_age": 50}, format="json"
+    )
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "consent_required"
     assert TransformationJob.objects.count() == 0
 
 
-def test_the_task_message_carries_the_job_id_only(owner, face_photo, monkeypatch, django_capture_on_commit_callbacks):
+def test_the_task_message_carries_the_job_id_only(
+    owner, face_photo, monkeypatch, django_capture_on_commit_callbacks
+):
     from webplatform.jobs import services
 
     sent = []

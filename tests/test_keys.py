@@ -220,7 +220,9 @@ def test_destroying_a_data_key_makes_that_users_photos_gone(owner, other):
     assert b"\xff\xd8" not in response.content
     assert _content(other, theirs).status_code == 200
     with pytest.raises(KeyDestroyed):
-        object_decrypt(owner_id=owner.pk, kind="photo", object_id=mine.id, blob=object_path(mine).read_bytes())
+        object_decrypt(
+            owner_id=owner.pk, kind="photo", object_id=mine.id, blob=object_path(mine).read_bytes()
+        )
 
 
 def test_data_key_is_stored_only_wrapped(owner):

@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md: governance and inference import nothing of ours; inference never imports Django."""
+"""The layers of DESIGN.md: governance and inference import none of ours; inference never imports Django."""
 
 import ast
 import sys
@@ -65,7 +65,7 @@ def layer_of(module: str) -> str:
 
 
 def webplatform_imports(path: Path) -> set[str]:
-    """Modules of webplatform/ this file imports, at module level or inside functions, relative ones resolved."""
+    """Modules of webplatform/ this file imports, at module level or in functions, relative ones resolved."""
     module = module_name(path)
     package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
     found: set[str] = set()
@@ -126,16 +126,18 @@ def test_layer_checker_sees_an_upward_import(tmp_path, monkeypatch):
     graph = webplatform_graph()
     assert graph == {"webplatform.jobs.services": {"webplatform.jobs.tasks"},
                      "webplatform.jobs.tasks": {"webplatform.jobs.services"}}
-    assert layer_of("webplatform.jobs.services") == "services" and layer_of("webplatform.jobs.tasks") == "tasks"
+    assert (
+        layer_of("webplatform.jobs.services") == "services" and layer_of("webplatform.jobs.tasks") == "tasks"
+    )
 
 
 def package_graph() -> dict[str, set[str]]:
-    """The module graph folded to webplatform's sub-packages (photos, jobs, lifecycle, ...), entry points out."""
+    """The module graph folded to webplatform's sub-packages (photos, jobs, ...), entry points left out."""
     folded: dict[str, set[str]] = {}
     for module, deps in webplatform_graph().items():
         parts = module.split(".")
         if len(parts) < 3 or layer_of(module) == "entry":
-            continue  # top-level modules (settings, objects, taskqueue) and entry points sit outside the rooms
+            continue  # top-level modules (settings, objects, taskqueue) and entry points: outside the rooms
         package = ".".join(parts[:2])
         folded.setdefault(package, set()).update(
             ".".join(d.split(".")[:2]) for d in deps if len(d.split(".")) >= 3 and layer_of(d) != "entry")

@@ -151,8 +151,9 @@ def test_a_job_that_keeps_killing_its_worker_fails_with_worker_lost(owner, uploa
     with broker_down(), django_capture_on_commit_callbacks(execute=True):
         job_id = owner.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": 60},
                                    format="json").json()["id"]
-    TransformationJob.objects.filter(pk=job_id).update(status=JobStatus.RUNNING, attempts=settings.JOB_MAX_ATTEMPTS,
-                                                       heartbeat_at=clock.now)
+    TransformationJob.objects.filter(pk=job_id).update(
+        status=JobStatus.RUNNING, attempts=settings.JOB_MAX_ATTEMPTS, heartbeat_at=clock.now
+    )
     clock.advance(seconds=settings.JOB_STALE_SECONDS + 1)
     assert jobs_sweep()["failed"] == 1
     assert owner.client.get(f"/api/v1/transformations/{job_id}").json()["error"] == "worker_lost"
@@ -166,7 +167,9 @@ def test_a_duplicate_message_for_a_job_a_live_worker_holds_does_nothing(owner, u
     with broker_down(), django_capture_on_commit_callbacks(execute=True):
         job_id = owner.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": 60},
                                    format="json").json()["id"]
-    TransformationJob.objects.filter(pk=job_id).update(status=JobStatus.RUNNING, attempts=1, heartbeat_at=clock.now)
+    TransformationJob.objects.filter(pk=job_id).update(
+        status=JobStatus.RUNNING, attempts=1, heartbeat_at=clock.now
+    )
     job_run(job_id=job_id)
     job = TransformationJob.objects.get(pk=job_id)
     assert (job.status, job.attempts) == (JobStatus.RUNNING, 1)
@@ -248,7 +251,9 @@ def test_the_sweep_and_retention_tasks_are_on_the_periodic_schedule():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_long_job_keeps_its_heartbeat_fresh_so_the_sweeper_leaves_it_alone(owner, upload, settings, monkeypatch):
+def test_a_long_job_keeps_its_heartbeat_fresh_so_the_sweeper_leaves_it_alone(
+    owner, upload, settings, monkeypatch
+):
     import time
 
     from webplatform.jobs import services

@@ -153,7 +153,9 @@ def test_a_photo_without_a_face_says_so_on_its_page(owner, upload):
 
 def test_the_privacy_page_shows_the_gauge_and_cap(owner):
     page = browser(owner).get("/privacy").content.decode()
-    assert '<svg class="gauge"' in page and 'id="cap">' in page and "No training run has used your data" in page
+    assert (
+        '<svg class="gauge"' in page and 'id="cap">' in page and "No training run has used your data" in page
+    )
 
 
 def test_the_training_policy_states_the_caps_users_agree_to(db):
@@ -204,7 +206,9 @@ def test_the_sign_in_page_says_when_sign_in_is_locked(owner):
     from django.conf import settings
 
     for _ in range(settings.LOGIN_LIMIT_ACCOUNT_ADDRESS):
-        Client(REMOTE_ADDR="198.51.100.9").post("/login/", {"username": "owner", "password": "wrong-password-1"})
+        Client(REMOTE_ADDR="198.51.100.9").post(
+            "/login/", {"username": "owner", "password": "wrong-password-1"}
+        )
     page = Client(REMOTE_ADDR="198.51.100.9").post("/login/", {"username": "owner", "password": PASSWORD})
     assert page.status_code == 200 and "Try again in" in text(page)
     assert "_auth_user_id" not in page.wsgi_request.session

@@ -39,8 +39,10 @@ def _photo(actor, upload, *, face: bool = True) -> str:
 
 
 def _age(actor, photo_id: str, age: int) -> dict:
-    # Outside django_capture_on_commit_callbacks the job is never sent, so it stays queued: the list is the point.
-    response = actor.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": age}, format="json")
+    # Outside django_capture_on_commit_callbacks the job is not sent and stays queued: the list is the point.
+    response = actor.client.post(
+        f"/api/v1/photos/{photo_id}/transformations", {"target_age": age}, format="json"
+    )
     assert response.status_code == 202, response.content
     return response.json()
 
@@ -101,7 +103,9 @@ def test_the_list_is_in_the_openapi_schema(anon):
 
 # --- PUT /me/training-photo ------------------------------------------------------------------------------
 
-def test_the_user_chooses_which_photo_is_kept_for_training(trainer, upload, clock, django_capture_on_commit_callbacks):
+def test_the_user_chooses_which_photo_is_kept_for_training(
+    trainer, upload, clock, django_capture_on_commit_callbacks
+):
     # given two photos: the newest is kept for training by default
     older = _photo(trainer, upload)
     clock.advance(hours=1)
@@ -147,8 +151,9 @@ def test_a_training_grant_can_name_the_photo_to_keep(owner, upload, clock):
 
     consent_change(user_id=owner.pk, purpose_slug=TRAINING, granted=True, policy_version=1,
                    training_photo_id=chosen)
-    assert list(Photo.objects.filter(owner_id=owner.pk, kept_for_training=True).values_list("pk", flat=True)) \
-        == [Photo.objects.get(pk=chosen).pk]
+    assert list(
+        Photo.objects.filter(owner_id=owner.pk, kept_for_training=True).values_list("pk", flat=True)
+    ) == [Photo.objects.get(pk=chosen).pk]
 
 
 # --- GET /audit/events?format=csv --------------------------------------------------------------------------

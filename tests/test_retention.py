@@ -1,4 +1,4 @@
-"""Retention: objects go at their deadline (time moved, never slept), idempotently, concurrently, despite faults."""
+"""Retention: objects go at their deadline (time moved, not slept), idempotent, concurrent, despite faults."""
 
 from __future__ import annotations
 
@@ -123,7 +123,9 @@ def test_one_run_catches_up_after_downtime(owner, other, clock, monkeypatch):
         clock.to(start + timedelta(hours=3 * i))
         photos.append(photo_make(owner_id=(owner if i % 2 else other).pk, plaintext=b"p%d" % i * 40))
     for photo in photos[::10]:
-        result_make(owner_id=photo.owner_id, photo_id=photo.pk, created_at=photo.created_at, plaintext=b"r" * 80)
+        result_make(
+            owner_id=photo.owner_id, photo_id=photo.pk, created_at=photo.created_at, plaintext=b"r" * 80
+        )
     fresh = photo_make(owner_id=owner.pk, created_at=start + timedelta(days=400))
 
     # when the platform comes back a year later and retention runs once

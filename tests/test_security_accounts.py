@@ -1,4 +1,4 @@
-"""Issue 12, low findings on accounts: look-alike names, opaque ids, token lifetime and revocation, superusers."""
+"""Issue 12, low findings on accounts: look-alike names, opaque ids, token lifetime/revocation, superusers."""
 
 from __future__ import annotations
 

@@ -65,7 +65,9 @@ def _rewrite_from(target: int, *, key: bytes | None) -> None:
         event.hash = (_event_hash(seq=event.seq, at=event.at, action=event.action, actor=event.actor,
                                   subject=event.subject, object_ref=event.object_ref, details=event.details,
                                   prev_hash=prev, key=key) if key else _plain_sha256(event, prev))
-        AuditEvent.objects.filter(seq=event.seq).update(details=event.details, prev_hash=prev, hash=event.hash)
+        AuditEvent.objects.filter(seq=event.seq).update(
+            details=event.details, prev_hash=prev, hash=event.hash
+        )
         prev = event.hash
     _set_head(AuditEvent.objects.order_by("-seq").first().seq)
 

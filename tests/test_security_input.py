@@ -73,7 +73,10 @@ def test_deep_json_is_400_on_an_authenticated_endpoint(owner):
 
 def test_json_at_the_depth_limit_is_parsed(owner):
     body = '{"granted": true, "policy_version": 1, "x": ' + nested(63) + "}"
-    assert owner.client.put("/api/v1/me/consents/training", body, content_type="application/json").status_code == 200
+    assert (
+        owner.client.put("/api/v1/me/consents/training", body, content_type="application/json").status_code
+        == 200
+    )
 
 
 def test_depth_is_counted_over_objects_and_arrays():
@@ -109,8 +112,11 @@ def consenting_owner(owner):
 
 
 def _state(owner) -> tuple[int, int, int]:
-    return (ConsentRecord.objects.filter(user_id=owner.pk).count(), Photo.objects.filter(owner_id=owner.pk).count(),
-            AuditEvent.objects.count())
+    return (
+        ConsentRecord.objects.filter(user_id=owner.pk).count(),
+        Photo.objects.filter(owner_id=owner.pk).count(),
+        AuditEvent.objects.count(),
+    )
 
 
 @pytest.mark.parametrize("body,fmt", [
@@ -147,14 +153,32 @@ def test_an_explicit_true_in_a_form_grants(owner):
 # --- audit filters take RFC 3339 date-times, as documented -----------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["2030-06-01T12:00:00Z", "2030-06-01t12:00:00z", "2030-06-01T12:00:00.123456789Z",
-                                   "2030-06-01T14:00:00+02:00", "2016-12-31T23:59:60Z"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2030-06-01T12:00:00Z",
+        "2030-06-01t12:00:00z",
+        "2030-06-01T12:00:00.123456789Z",
+        "2030-06-01T14:00:00+02:00",
+        "2016-12-31T23:59:60Z",
+    ],
+)
 def test_rfc3339_date_times_are_accepted(officer, value):
     assert officer.client.get("/api/v1/audit/events", {"since": value}).status_code == 200
 
 
-@pytest.mark.parametrize("value", ["2030-06-01", "2030-06-01T12:00", "2030-06-01T12:00:00", "2030-06-31T00:00:00Z",
-                                   "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "yesterday"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2030-06-01",
+        "2030-06-01T12:00",
+        "2030-06-01T12:00:00",
+        "2030-06-31T00:00:00Z",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "yesterday",
+    ],
+)
 def test_other_date_times_are_400(officer, value):
     error = assert_error(officer.client.get("/api/v1/audit/events", {"until": value}), 400, "invalid")
     assert set(error["details"]) == {"until"}
@@ -169,7 +193,11 @@ def test_unsupported_form_encoding_is_415_not_a_silent_withdrawal(consenting_own
     before = _state(consenting_owner)
     client = APIClient(HTTP_AUTHORIZATION=f"Token {consenting_owner.token}")
     path = f"/api/v1/me/consents/{PROCESSING}"
-    assert_error(client.generic("PUT", path, "granted=", content_type="application/x-www-form-urlencoded"), 415)
+    assert_error(
+        client.generic("PUT", path, "granted=", content_type="application/x-www-form-urlencoded"), 415
+    )
     # An empty form body parses as an empty form: still no `granted`, still refused
-    assert_error(client.generic("PUT", path, "", content_type="application/x-www-form-urlencoded"), 400, "invalid")
+    assert_error(
+        client.generic("PUT", path, "", content_type="application/x-www-form-urlencoded"), 400, "invalid"
+    )
     assert _state(consenting_owner) == before

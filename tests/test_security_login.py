@@ -30,7 +30,9 @@ def web_login(username: str, password: str, address: str = "203.0.113.7") -> tup
 
 
 def api_token(username: str, password: str, address: str = "203.0.113.7"):
-    return APIClient(REMOTE_ADDR=address).post("/api/v1/auth/token", {"username": username, "password": password})
+    return APIClient(REMOTE_ADDR=address).post(
+        "/api/v1/auth/token", {"username": username, "password": password}
+    )
 
 
 def test_web_login_refuses_even_the_right_password_after_five_wrong_ones(owner, clock):
@@ -47,7 +49,9 @@ def test_web_login_refuses_even_the_right_password_after_five_wrong_ones(owner, 
 def test_thirty_wrong_web_passwords_do_not_all_get_a_password_check(owner, clock, monkeypatch):
     checks = []
     real = lockout.ModelBackend.authenticate
-    monkeypatch.setattr(lockout.ModelBackend, "authenticate", lambda *a, **k: checks.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        lockout.ModelBackend, "authenticate", lambda *a, **k: checks.append(1) or real(*a, **k)
+    )
     for _ in range(30):
         web_login("owner", "wrong-password-1")
     assert len(checks) == settings.LOGIN_LIMIT_ACCOUNT_ADDRESS

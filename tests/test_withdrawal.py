@@ -166,7 +166,7 @@ def test_a_training_grant_does_not_revive_a_photo_already_past_its_deadline(
 
 
 def _forbid_reads(monkeypatch) -> list:
-    """Make any decryption by the job runner fail the test: a job that must not run must not read the photo."""
+    """Make any decryption by the job runner fail the test: a job that must not run must not read photos."""
     reads: list = []
     monkeypatch.setattr(job_services, "object_get", lambda **kw: reads.append(kw) or pytest.fail("job ran"))
     return reads

@@ -17,7 +17,9 @@ JOBS = Counter("timeveil_jobs_finished_total", "Transformation jobs finished, by
                ["status", "reason"])
 JOB_SECONDS = Histogram("timeveil_job_seconds", "Wall time of a transformation on the worker.",
                         buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-RETENTION_DELETED = Counter("timeveil_retention_deleted_total", "Objects deleted past their deadline.", ["kind"])
+RETENTION_DELETED = Counter(
+    "timeveil_retention_deleted_total", "Objects deleted past their deadline.", ["kind"]
+)
 RETENTION_FAILED = Counter("timeveil_retention_failures_total", "Storage deletions that failed (retried).",
                            ["kind"])
 ERASURES = Counter("timeveil_erasures_total", "Erasure requests, by stage.", ["stage"])
@@ -27,11 +29,21 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus text for the bearer of METRICS_TOKEN; 404 when it is unset, 401 for anyone else."""
     expected = settings.METRICS_TOKEN
     if not expected:
-        return JsonResponse({"error": {"code": "not_found", "message": "Not found.", "details": {}}}, status=404)
+        return JsonResponse(
+            {"error": {"code": "not_found", "message": "Not found.", "details": {}}}, status=404
+        )
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        response = JsonResponse({"error": {"code": "not_authenticated", "message": "A metrics token is required.",
-                                           "details": {}}}, status=401)
+        response = JsonResponse(
+            {
+                "error": {
+                    "code": "not_authenticated",
+                    "message": "A metrics token is required.",
+                    "details": {},
+                }
+            },
+            status=401,
+        )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     return ExportToDjangoView(request)

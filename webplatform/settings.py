@@ -140,7 +140,9 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if _HTTP
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_HTTPS)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)  # opt in: preload is hard to undo
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
+)
 SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=_HTTPS)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_REFERRER_POLICY = "same-origin"
@@ -329,8 +331,8 @@ DP_LINEAGE = env.str("DP_LINEAGE", default="timeveil-small")
 DP_USER_EPSILON_CAP = env.float("DP_USER_EPSILON_CAP", default=10.0)
 # Below this many eligible people a run is refused: at the default expected batch of 16 the sample rate would
 # pass 0.16, so subsampling amplifies little and a useful noise level costs a large epsilon; the released
-# count (noise std DP_COUNT_NOISE) would be off by more than 10%; and a few dozen faces teach the model nothing
-# measurable (bench/train.py's utility rows).
+# count (noise std DP_COUNT_NOISE) would be off by more than 10%; and a few dozen faces teach the model
+# nothing measurable (bench/train.py's utility rows).
 DP_MIN_PARTICIPANTS = env.int("DP_MIN_PARTICIPANTS", default=100)
 # Std of the Gaussian noise on each run's released participant count (sensitivity 1, accounted per run).
 DP_COUNT_NOISE = env.float("DP_COUNT_NOISE", default=10.0)

@@ -55,8 +55,11 @@ needs_chromium = pytest.mark.skipif(not shutil.which(CHROMIUM),
 def seeded(transactional_db):
     """Purposes at policy version 1 (the training text states its cap) and the compliance group."""
     policy_publish(purpose_slug=PROCESSING, name="Processing your photos", text="Processing policy v1")
-    policy_publish(purpose_slug=TRAINING, name="Improving the model",
-                   text=f"Training policy v1. Each model lineage is capped at epsilon {settings.DP_EPSILON_CAP:g}.")
+    policy_publish(
+        purpose_slug=TRAINING,
+        name="Improving the model",
+        text=f"Training policy v1. Each model lineage is capped at epsilon {settings.DP_EPSILON_CAP:g}.",
+    )
     Group.objects.get_or_create(name=settings.COMPLIANCE_GROUP)
 
 

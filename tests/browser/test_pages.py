@@ -188,7 +188,8 @@ def test_consent_centre_policy_receipts_training_photo_and_withdrawal_with_conse
     # The policy is a page; a receipt is a page and a download.
     page.locator("[data-purpose=training]").get_by_role("link", name="Read policy version 2").click()
     assert f"epsilon {settings.DP_EPSILON_CAP:g}" in page.locator("#policy-text").inner_text()
-    assert page.locator("#diff .added").all_inner_texts()[-1].endswith("You choose the photo kept for training.")
+    added = page.locator("#diff .added").all_inner_texts()
+    assert added[-1].endswith("You choose the photo kept for training.")
     p.audit("policy")
     p.go("/consents")
     page.locator("#receipts").get_by_role("link", name="View").first.click()

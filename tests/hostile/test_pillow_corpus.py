@@ -15,7 +15,9 @@ from tests.support import named
 CORPUS = Path(os.environ.get("HOSTILE_IMAGES", "/nonexistent"))
 FILES = sorted(p for p in CORPUS.rglob("*") if p.is_file()) if CORPUS.is_dir() else []
 if not FILES:
-    pytest.skip("set HOSTILE_IMAGES to Pillow's Tests/images (make test-hostile does)", allow_module_level=True)
+    pytest.skip(
+        "set HOSTILE_IMAGES to Pillow's Tests/images (make test-hostile does)", allow_module_level=True
+    )
 
 ANSWERS = {201, 400, 413, 415, 422}
 

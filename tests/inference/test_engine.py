@@ -1,4 +1,4 @@
-"""The batching engine: batches equal single runs, concurrent callers get their own results, errors reach them."""
+"""The batching engine: batches equal single runs, concurrent callers get their own results and errors."""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,7 +16,8 @@ TINY = GeneratorConfig(name="tiny", image_size=32, channels=(8, 16, 16), age_dim
 def model() -> AgeGenerator:
     torch.manual_seed(0)
     model = AgeGenerator(TINY)
-    with torch.no_grad():  # the output conv starts at zero; give it weights so outputs depend on input and age
+    # the output conv starts at zero; give it weights so outputs depend on input and age
+    with torch.no_grad():
         model.head[2].weight.normal_(0, 0.2)
     return model.eval()
 

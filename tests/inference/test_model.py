@@ -17,8 +17,15 @@ def small() -> AgeGenerator:
     return model
 
 
-@pytest.mark.parametrize("model", [AgeGenerator(GeneratorConfig.small()), AgeGenerator(GeneratorConfig.base()),
-                                   AgeEstimator(EstimatorConfig())], ids=["small", "base", "estimator"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        AgeGenerator(GeneratorConfig.small()),
+        AgeGenerator(GeneratorConfig.base()),
+        AgeEstimator(EstimatorConfig()),
+    ],
+    ids=["small", "base", "estimator"],
+)
 def test_opacus_validator_finds_nothing_to_fix(model):
     assert ModuleValidator.validate(model, strict=False) == []
 
@@ -32,7 +39,8 @@ def test_small_preset_maps_a_batch_to_the_same_shape(small):
 def test_base_preset_size_and_a_forward():
     model = AgeGenerator(GeneratorConfig.base())
     assert 30e6 < model.num_params() < 40e6
-    with torch.no_grad():  # fully convolutional: a 64x64 input exercises every layer at a fraction of the cost
+    # fully convolutional: a 64x64 input exercises every layer at a fraction of the cost
+    with torch.no_grad():
         assert model(torch.zeros(1, 3, 64, 64), torch.tensor([50.0])).shape == (1, 3, 64, 64)
 
 
@@ -49,7 +57,9 @@ def test_the_target_age_conditions_the_output(small):
     assert (out[0] - out[1]).abs().mean() > 1e-3 and (out[1] - out[2]).abs().mean() > 1e-3
     # Every resolution, down, middle and up, has blocks whose scale and shift come from the age.
     for level in [*small.down, small.mid, *small.up]:
-        assert level.blocks and all(isinstance(b, ResBlock) and b.film.in_features == 64 for b in level.blocks)
+        assert level.blocks and all(
+            isinstance(b, ResBlock) and b.film.in_features == 64 for b in level.blocks
+        )
 
 
 def test_sinusoidal_embedding_separates_nearby_ages():

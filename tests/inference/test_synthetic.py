@@ -50,12 +50,21 @@ def forehead_line_energy(image: np.ndarray) -> float:
 
 def test_visible_signs_grow_with_age_in_the_pixels():
     # Given identities whose hair is coloured and not fully receded,
-    ids = [i for i in map(Identity.from_seed, range(40)) if max(i.hair) - min(i.hair) > 0.15 and i.recession < 0.6]
+    ids = [
+        i
+        for i in map(Identity.from_seed, range(40))
+        if max(i.hair) - min(i.hair) > 0.15 and i.recession < 0.6
+    ]
     assert len(ids) >= 6
     # when rendered young, middle-aged and old,
     young, middle, old = ([render(i, a) for i in ids] for a in (20.0, 55.0, 90.0))
     # then hair loses colour and the forehead gains lines, on average and for most identities.
-    sat = np.array([[hair_colourfulness(img, i) for img, i in zip(row, ids, strict=True)] for row in (young, middle, old)])
+    sat = np.array(
+        [
+            [hair_colourfulness(img, i) for img, i in zip(row, ids, strict=True)]
+            for row in (young, middle, old)
+        ]
+    )
     assert sat[0].mean() > sat[1].mean() > sat[2].mean()
     assert (sat[0] > sat[2]).mean() >= 0.8
     lines = np.array([[forehead_line_energy(img) for img in row] for row in (young, middle, old)])

@@ -21,8 +21,14 @@ def test_train_base_runs_and_reports(tmp_path):
 
 
 def test_train_age_estimator_runs_and_reports():
-    model, metrics = train_age_estimator(EstimatorConfig(image_size=32, channels=(8, 16)), steps=2, batch_size=4,
-                                         seed=0, progress=False, identities=4)
+    model, metrics = train_age_estimator(
+        EstimatorConfig(image_size=32, channels=(8, 16)),
+        steps=2,
+        batch_size=4,
+        seed=0,
+        progress=False,
+        identities=4,
+    )
     assert isinstance(model, AgeEstimator) and np.isfinite(metrics["final_loss"])
 
 

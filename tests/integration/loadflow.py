@@ -1,4 +1,4 @@
-"""Concurrent user flows over real HTTP: register -> consent -> upload -> transform -> poll -> fetch -> delete.
+"""Concurrent user flows over HTTP: register -> consent -> upload -> transform -> poll -> fetch -> delete.
 
 Used by the embedded-server integration test and bench/production.py. Only the standard library: it talks
 to a real server on a real socket, as clients do.
@@ -52,11 +52,17 @@ class LoadReport:
         return sum(n for (_, status), n in self.statuses.items() if status == 503)
 
     def summary(self) -> dict:
-        return {"seconds": round(self.seconds, 1), "5xx (not 503)": self.server_errors, "503": self.unavailable,
-                "transport_errors": sum(self.transport_errors.values()), "uploads_acked": len(self.acked_uploads),
-                "jobs": len(self.jobs), "unfinished_jobs": len(self.unfinished_jobs),
-                "job_outcomes": dict(self.job_outcomes),
-                "by_step": {f"{step} {status}": n for (step, status), n in sorted(self.statuses.items())}}
+        return {
+            "seconds": round(self.seconds, 1),
+            "5xx (not 503)": self.server_errors,
+            "503": self.unavailable,
+            "transport_errors": sum(self.transport_errors.values()),
+            "uploads_acked": len(self.acked_uploads),
+            "jobs": len(self.jobs),
+            "unfinished_jobs": len(self.unfinished_jobs),
+            "job_outcomes": dict(self.job_outcomes),
+            "by_step": {f"{step} {status}": n for (step, status), n in sorted(self.statuses.items())},
+        }
 
 
 class Client:
@@ -94,8 +100,10 @@ class Client:
     def upload(self, image: bytes) -> tuple[int | None, dict]:
         boundary = uuid.uuid4().hex
         body = io.BytesIO()
-        body.write(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"selfie.jpg\"\r\n"
-                   "Content-Type: image/jpeg\r\n\r\n".encode())
+        body.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="selfie.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n".encode()
+        )
         body.write(image)
         body.write(f"\r\n--{boundary}--\r\n".encode())
         status, data, _ = self.call("upload", "POST", "/api/v1/photos", body=body.getvalue(),
@@ -120,7 +128,7 @@ def with_retry(call: Callable[[], tuple[int | None, dict]], *, attempts: int = 2
 
 def user_flow(base_url: str, report: LoadReport, image: bytes, *, transform: bool, poll_seconds: float,
               target_age: int = 70) -> None:
-    """One user's whole journey; every answer is recorded, none is retried except 503s and transport errors."""
+    """One user's whole journey; every answer is recorded, none retried except 503s and transport errors."""
     client = Client(base_url, report)
     name = f"load-{uuid.uuid4().hex[:12]}"
     status, body = with_retry(lambda: client.json("register", "POST", "/api/v1/auth/register",
@@ -160,15 +168,19 @@ def user_flow(base_url: str, report: LoadReport, image: bytes, *, transform: boo
                 else:
                     report.unfinished_jobs.append(job_id)
             if outcome == "done":
-                with_retry(lambda: client.call("fetch_result", "GET", f"/api/v1/transformations/{job_id}/content")
-                           [:1] + ({},))
+                with_retry(
+                    lambda: (
+                        client.call("fetch_result", "GET", f"/api/v1/transformations/{job_id}/content")[:1]
+                        + ({},)
+                    )
+                )
     with_retry(lambda: client.call("fetch_photo", "GET", f"/api/v1/photos/{photo_id}/content")[:1] + ({},))
     with_retry(lambda: client.call("delete", "DELETE", f"/api/v1/photos/{photo_id}")[:1] + ({},))
 
 
 def run_flows(base_url: str, image: bytes, *, users: int, flows: int, transform: bool = False,
               poll_seconds: float = 120, stagger: float = 0.0) -> LoadReport:
-    """`flows` user journeys by `users` concurrent clients; flow i starts no sooner than i * stagger seconds in."""
+    """`flows` user journeys by `users` concurrent clients; flow i starts no sooner than i * stagger s in."""
     report = LoadReport()
     start = time.monotonic()
 

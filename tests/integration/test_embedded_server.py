@@ -35,7 +35,8 @@ def embedded_server(tmp_path_factory):
     var = tmp_path_factory.mktemp("embedded-var")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))},
            "TIMEVEIL_VAR_DIR": str(var), "DATABASE_URL": f"sqlite:///{var / 'timeveil.sqlite3'}",
-           "DJANGO_SETTINGS_MODULE": "webplatform.settings", "EMBEDDED_SCHEDULER": "1", "LOG_LEVEL": "WARNING",
+           "DJANGO_SETTINGS_MODULE": "webplatform.settings", "EMBEDDED_SCHEDULER": "1",
+           "LOG_LEVEL": "WARNING",
            "TIMEVEIL_READ_DOTENV": "0", "CELERY_BROKER_URL": "memory://",
            # One client address for every user: lift the per-address limits, which are not under test here.
            "THROTTLE_ANON": "100000/min", "THROTTLE_USER": "100000/min", "THROTTLE_AUTH": "100000/min"}

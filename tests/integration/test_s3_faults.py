@@ -1,8 +1,9 @@
-"""S3 faults through the API: moto's S3 server behind a fault-injecting TCP proxy (tests/integration/faultproxy.py).
+"""S3 faults through the API: moto's S3 server behind a fault-injecting TCP proxy (integration/faultproxy.py).
 
 Nothing is mocked: boto3 talks the S3 REST protocol to the proxy, which forwards to moto's server, refuses
 connections, or lets a PUT land and loses its response. A storage fault must be a 503 with Retry-After and a
-clear code, never a 500; ciphertext whose row never landed is deleted by the reconciler after its grace period.
+clear code, never a 500; ciphertext whose row never landed is deleted by the reconciler after its grace
+period.
 """
 
 from __future__ import annotations

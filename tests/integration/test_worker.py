@@ -70,19 +70,21 @@ class Worker:
     def __init__(self) -> None:
         db = connection.settings_dict
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")},
-                    "DJANGO_SETTINGS_MODULE": "tests.integration.worker_settings", "TIMEVEIL_TEST_BROKER": BROKER,
+                    "DJANGO_SETTINGS_MODULE": "tests.integration.worker_settings",
+                    "TIMEVEIL_TEST_BROKER": BROKER,
                     "TIMEVEIL_VAR_DIR": str(settings.VAR_DIR),
                     "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
                     "CELERY_BROKER_URL": BROKER, "CELERY_TASK_ALWAYS_EAGER": "false",
                     "BROKER_VISIBILITY_TIMEOUT": "4", "LOG_LEVEL": "WARNING",
-                    # A killed worker's heartbeat goes stale fast, so the redelivered message may claim the job.
+                    # A killed worker's heartbeat goes stale fast: the redelivered message may claim the job.
                     "JOB_HEARTBEAT_SECONDS": "0.5", "JOB_STALE_SECONDS": "2"}
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "webplatform", "worker", "-Q", "gpu", "--pool", "solo",
-             "--concurrency", "1", "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
+             "--concurrency", "1", "--without-heartbeat", "--without-gossip", "--without-mingle",
+             "-l", "WARNING"],
             cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def kill(self) -> None:
@@ -122,7 +124,9 @@ def job_status(job_id: str) -> str:
 
 def queue_job(actor, upload) -> tuple[str, str]:
     photo_id = upload(face_jpeg()).json()["id"]
-    response = actor.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": 70}, format="json")
+    response = actor.client.post(
+        f"/api/v1/photos/{photo_id}/transformations", {"target_age": 70}, format="json"
+    )
     assert response.status_code == 202, response.content
     assert response.json()["status"] == "queued"
     return photo_id, response.json()["id"]
@@ -213,7 +217,9 @@ def test_a_killed_workers_job_is_requeued_by_the_sweeper_long_before_the_visibil
     assert AuditEvent.objects.filter(action="job.requeued", object_ref=f"job:{job_id}").count() == 1
 
 
-def test_a_job_requested_while_redis_is_down_is_accepted_and_runs_when_redis_returns(owner, upload, worker, broker):
+def test_a_job_requested_while_redis_is_down_is_accepted_and_runs_when_redis_returns(
+    owner, upload, worker, broker
+):
     worker.start()
     photo_id = upload(face_jpeg()).json()["id"]
 

@@ -1,4 +1,4 @@
-"""The sign-in form for pages: says when a sign-in is locked (accounts/lockout.py) instead of "wrong password"."""
+"""The sign-in form for pages: says when sign-in is locked (accounts/lockout.py), not "wrong password"."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .lockout import client_address, login_wait
 
 
 class SignInForm(AuthenticationForm):
-    """AuthenticationForm that checks the login limits first; use as LoginView(authentication_form=SignInForm)."""
+    """AuthenticationForm checking login limits first; use as LoginView(authentication_form=SignInForm)."""
 
     error_messages = {
         **AuthenticationForm.error_messages,

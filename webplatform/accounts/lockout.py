@@ -111,7 +111,7 @@ def login_success_record(*, username: str, address: str) -> None:
 
 
 class LimitedModelBackend(ModelBackend):
-    """ModelBackend behind the limits: web /login/, the API token endpoint, anything calling authenticate()."""
+    """ModelBackend behind the limits: web /login/, the API token endpoint, any caller of authenticate()."""
 
     def authenticate(self, request: Any, username: str | None = None, password: str | None = None,
                      **kwargs: Any) -> Any:

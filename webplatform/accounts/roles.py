@@ -18,7 +18,9 @@ def user_id(request: Any) -> int:
 
 def is_compliance_officer(user: Any) -> bool:
     """Compliance officers are members of the COMPLIANCE_GROUP group."""
-    return bool(user and user.is_authenticated and user.groups.filter(name=settings.COMPLIANCE_GROUP).exists())
+    return bool(
+        user and user.is_authenticated and user.groups.filter(name=settings.COMPLIANCE_GROUP).exists()
+    )
 
 
 class IsComplianceOfficer(BasePermission):

@@ -38,7 +38,7 @@ def _name_key_root(pseudonym_key: bytes) -> bytes:
 
 
 def username_key(username: str) -> str:
-    """The keyed hash of a username's skeleton: equal for names that look alike, unreadable without the key."""
+    """The keyed hash of a username's skeleton: equal for look-alike names, unreadable without the key."""
     return hmac.new(_name_key_root(get_keyring().pseudonym_key()), skeleton(username).encode(),
                     hashlib.sha256).hexdigest()
 
@@ -68,8 +68,11 @@ def user_register(*, username: str, password: str, email: str = "") -> tuple[Abs
             if (User.objects.filter(username__iexact=username).exists()
                     or Account.objects.filter(name_key=username_key(username)).exists()):
                 raise taken
-            user = User.objects.create(username=User.normalize_username(username),  # + account_create (signal)
-                                       email=User.objects.normalize_email(email), password=password_hash)
+            user = User.objects.create(
+                username=User.normalize_username(username),  # + account_create (signal)
+                email=User.objects.normalize_email(email),
+                password=password_hash,
+            )
             token = Token.objects.create(user=user)
             audit_append(action="account.created", actor_id=user.pk, subject_id=user.pk, object_ref="account")
     except IntegrityError as exc:  # a concurrent registration of the same (or a look-alike) name won the race

@@ -69,5 +69,5 @@ class RevokeAllApi(APIView):
 
     @extend_schema(request=None, responses={200: Output, 401: ErrorResponse})
     def post(self, request: Request) -> Response:
-        """Sign out everywhere: the API token and every web session die now; POST /auth/token issues a new one."""
+        """Sign out everywhere: the token and every web session end now; POST /auth/token issues a new one."""
         return Response(self.Output(credentials_revoke_all(user_id=user_id(request))).data)

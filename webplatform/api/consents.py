@@ -82,7 +82,7 @@ class ConsentSetApi(APIView):
     @extend_schema(request=Input, responses={200: ReceiptOut, 400: ErrorResponse, 401: ErrorResponse,
                                              404: ErrorResponse, 409: ErrorResponse})
     def put(self, request: Request, purpose: str) -> Response:
-        """Grant (naming the current policy version) or withdraw consent for a purpose; returns the receipt."""
+        """Grant (naming the current policy version) or withdraw a purpose's consent; returns the receipt."""
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         record = consent_change(user_id=user_id(request), purpose_slug=purpose, **data.validated_data)

@@ -63,7 +63,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return Response(error_body("forbidden", "You are not allowed to do this."), status=403)
     if isinstance(exc, RequestDataTooBig):  # form fields past DATA_UPLOAD_MAX_MEMORY_SIZE
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        return Response(error_body("too_large", "The request body is too large.", {"max_bytes": limit}), status=413)
+        return Response(
+            error_body("too_large", "The request body is too large.", {"max_bytes": limit}), status=413
+        )
     if isinstance(exc, SuspiciousOperation):  # too many fields, malformed multipart and the like
         return Response(error_body("bad_request", "The request could not be understood."), status=400)
     if isinstance(exc, drf.APIException):

@@ -34,10 +34,12 @@ class Rfc3339DateTimeField(serializers.DateTimeField):
             else:
                 sign = 1 if match.group(9) == "+" else -1
                 tz = timezone(sign * timedelta(hours=int(match.group(10)), minutes=int(match.group(11))))
-            parsed = datetime(year, month, day, hour, minute, 59 if leap else second, 999_999 if leap else micro,
-                              tzinfo=tz)
+            parsed = datetime(
+                year, month, day, hour, minute, 59 if leap else second, 999_999 if leap else micro, tzinfo=tz
+            )
             return parsed.astimezone(UTC)
-        except (ValueError, OverflowError):  # day 31 of June, hour 24, offset past ±24h, year 1 minus an offset
+        # day 31 of June, hour 24, offset past ±24h, year 1 minus an offset
+        except (ValueError, OverflowError):
             self.fail("overflow")
             raise AssertionError from None
 

@@ -23,11 +23,22 @@ from .photos import private_image_response
 class JobOut(serializers.ModelSerializer):
     photo_id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=JobStatus.choices)
-    error = serializers.CharField(allow_blank=True, help_text="Why it failed: no_face, consent_withdrawn, ...")
+    error = serializers.CharField(
+        allow_blank=True, help_text="Why it failed: no_face, consent_withdrawn, ..."
+    )
 
     class Meta:
         model = TransformationJob
-        fields = ["id", "photo_id", "status", "error", "model_version", "target_age", "created_at", "finished_at"]
+        fields = [
+            "id",
+            "photo_id",
+            "status",
+            "error",
+            "model_version",
+            "target_age",
+            "created_at",
+            "finished_at",
+        ]
 
 
 class TransformationListCreateApi(generics.ListAPIView):
@@ -41,7 +52,9 @@ class TransformationListCreateApi(generics.ListAPIView):
     def get_queryset(self):
         # Through the one door first: someone else's photo answers 404, never an empty list.
         photo = photo_for_owner(user_id=user_id(self.request), photo_id=self.kwargs["photo_id"])
-        return TransformationJob.objects.filter(photo=photo, owner_id=photo.owner_id).order_by("-created_at", "-pk")
+        return TransformationJob.objects.filter(photo=photo, owner_id=photo.owner_id).order_by(
+            "-created_at", "-pk"
+        )
 
     @extend_schema(responses={200: JobOut(many=True), 401: ErrorResponse, 404: ErrorResponse})
     def get(self, request: Request, *args: object, **kwargs: object) -> Response:

@@ -59,11 +59,15 @@ class ErasureStatusApi(APIView):
 
 
 class ExportApi(APIView):
-    @extend_schema(responses={(200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY), 401: ErrorResponse})
+    @extend_schema(
+        responses={(200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY), 401: ErrorResponse}
+    )
     def get(self, request: Request) -> StreamingHttpResponse:
         """A zip of everything held about the caller, decrypted, streamed."""
-        response = StreamingHttpResponse(export_stream(user_id=user_id(request), privacy_report=privacy_report),
-                                         content_type="application/zip")
+        response = StreamingHttpResponse(
+            export_stream(user_id=user_id(request), privacy_report=privacy_report),
+            content_type="application/zip",
+        )
         response["Content-Disposition"] = 'attachment; filename="timeveil-export.zip"'
         response["Cache-Control"] = "no-store, private"
         return response

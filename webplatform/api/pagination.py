@@ -47,7 +47,9 @@ def _bounded(name: str, raw: str, low: int, high: int) -> int:
     return value
 
 
-def document_page_errors(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+def document_page_errors(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
     """drf-spectacular post-processing: every paginated operation documents the 400 its bounds can answer."""
     error = {"description": "Invalid limit or offset (or another parameter).",
              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}

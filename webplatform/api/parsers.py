@@ -41,7 +41,9 @@ class GuardedJSONParser(JSONParser):
             raise PayloadTooLarge(f"A JSON body may be at most {limit} bytes.", details={"max_bytes": limit})
         encoding = get_encoding(dict(parser_context or {}))  # text codecs only (no bz2 bombs)
         try:
-            data = json.loads(raw.decode(encoding), parse_constant=json.strict_constant if self.strict else None)
+            data = json.loads(
+                raw.decode(encoding), parse_constant=json.strict_constant if self.strict else None
+            )
         except RecursionError as exc:  # deeper than the interpreter goes: certainly deeper than allowed
             raise BodyTooDeep(details={"max_depth": settings.JSON_MAX_DEPTH}) from exc
         except ValueError as exc:  # bad JSON or bad UTF-8

@@ -23,12 +23,27 @@ from .errors import ErrorResponse
 
 class PhotoOut(serializers.ModelSerializer):
     face_box = serializers.ListField(
-        child=serializers.IntegerField(), min_length=4, max_length=4, allow_null=True, read_only=True,
-        help_text="[x, y, width, height] in photo pixels of the face a transformation will change; null if none")
+        child=serializers.IntegerField(),
+        min_length=4,
+        max_length=4,
+        allow_null=True,
+        read_only=True,
+        help_text="[x, y, width, height] in photo pixels of the face a transformation will change; "
+        "null if none",
+    )
 
     class Meta:
         model = Photo
-        fields = ["id", "created_at", "expires_at", "width", "height", "content_type", "face_count", "face_box"]
+        fields = [
+            "id",
+            "created_at",
+            "expires_at",
+            "width",
+            "height",
+            "content_type",
+            "face_count",
+            "face_box",
+        ]
 
 
 def private_image_response(data: bytes, content_type: str, filename: str) -> HttpResponse:
@@ -49,7 +64,9 @@ class PhotoListCreateApi(generics.ListAPIView):
 
     def get_queryset(self):
         # Past its deadline a photo is gone for the user, even before retention deletes it.
-        return Photo.objects.filter(owner_id=user_id(self.request), expires_at__gt=clock.now()).order_by("-created_at")
+        return Photo.objects.filter(owner_id=user_id(self.request), expires_at__gt=clock.now()).order_by(
+            "-created_at"
+        )
 
     @extend_schema(request={"multipart/form-data": Input},
                    responses={201: PhotoOut, 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse,
@@ -58,7 +75,9 @@ class PhotoListCreateApi(generics.ListAPIView):
         """Upload a selfie (JPEG, PNG or WebP); needs active `processing` consent."""
         upload = request.FILES.get("file")
         if upload is None:
-            raise InvalidInput("Send the image as multipart form field 'file'.", details={"file": ["required"]})
+            raise InvalidInput(
+                "Send the image as multipart form field 'file'.", details={"file": ["required"]}
+            )
         photo = photo_create(owner_id=user_id(request), data=upload.read())
         return Response(PhotoOut(photo).data, status=status.HTTP_201_CREATED)
 

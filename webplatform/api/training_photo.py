@@ -27,7 +27,9 @@ class TrainingPhotoApi(APIView):
     def get(self, request: Request) -> Response:
         """The photo kept for training, or null."""
         photo = training_photo_get(user_id=user_id(request))
-        return Response({"photo_id": photo.id if photo else None, "expires_at": photo.expires_at if photo else None})
+        return Response(
+            {"photo_id": photo.id if photo else None, "expires_at": photo.expires_at if photo else None}
+        )
 
     @extend_schema(request=Input, responses={200: TrainingPhotoOut, 400: ErrorResponse, 401: ErrorResponse,
                                              403: ErrorResponse, 404: ErrorResponse})

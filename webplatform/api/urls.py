@@ -19,10 +19,15 @@ urlpatterns = [
     path("photos", photos.PhotoListCreateApi.as_view(), name="photos"),
     path("photos/<uuid:photo_id>", photos.PhotoDetailApi.as_view(), name="photo"),
     path("photos/<uuid:photo_id>/content", photos.PhotoContentApi.as_view(), name="photo-content"),
-    path("photos/<uuid:photo_id>/transformations", jobs.TransformationListCreateApi.as_view(), name="transform"),
+    path(
+        "photos/<uuid:photo_id>/transformations", jobs.TransformationListCreateApi.as_view(), name="transform"
+    ),
     path("transformations/<uuid:job_id>", jobs.TransformationDetailApi.as_view(), name="transformation"),
-    path("transformations/<uuid:job_id>/content", jobs.TransformationContentApi.as_view(),
-         name="transformation-content"),
+    path(
+        "transformations/<uuid:job_id>/content",
+        jobs.TransformationContentApi.as_view(),
+        name="transformation-content",
+    ),
     path("me/training-photo", training_photo.TrainingPhotoApi.as_view(), name="training-photo"),
     path("me/privacy", training.PrivacyApi.as_view(), name="privacy"),
     path("training-runs", training.TrainingRunListApi.as_view(), name="training-runs"),

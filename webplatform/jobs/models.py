@@ -24,7 +24,9 @@ class TransformationJob(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="jobs")
     target_age = models.PositiveSmallIntegerField()
-    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
+    status = models.CharField(
+        max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
+    )
     error = models.CharField(max_length=40, blank=True)  # a machine code: no_face, consent_withdrawn, ...
     model_version = models.CharField(max_length=80, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)

@@ -57,7 +57,7 @@ def job_create(*, user_id: int, photo: Photo, target_age: int) -> Transformation
 
 
 def job_publish(*, job_id: uuid.UUID | str) -> bool:
-    """Hand a queued job to the broker. If it is down the job stays queued: the dispatcher publishes it later."""
+    """Hand a queued job to the broker. If it is down the job stays queued: the dispatcher sends it later."""
     # Stamped before sending: in embedded mode the send runs the job, and a stamp after it would be stale.
     TransformationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(published_at=clock.now())
     if publish(TRANSFORM, str(job_id)):
@@ -71,7 +71,9 @@ def job_result_content(*, user_id: int, job: TransformationJob) -> tuple[bytes, 
     result = getattr(job, "result", None)
     if job.status != JobStatus.DONE or result is None or result.expires_at <= clock.now():
         raise Conflict("The transformation has no result to download.", details={"status": job.status})
-    data = object_get(owner_id=result.owner_id, kind=result.KIND, object_id=result.id, name=result.storage_name)
+    data = object_get(
+        owner_id=result.owner_id, kind=result.KIND, object_id=result.id, name=result.storage_name
+    )
     audit_append(action="result.content_read", actor_id=user_id, subject_id=result.owner_id,
                  object_ref=result.ref)
     return bytes(data), result.content_type
@@ -86,14 +88,14 @@ def _fail(job: TransformationJob, code: str) -> None:
 
 
 def _claim(job_id: str) -> TransformationJob | None:
-    """Mark the job running unless it is finished, held by a live worker, or no longer allowed; None: nothing to do."""
+    """Mark the job running unless done, held by a live worker or no longer allowed; None: nothing to do."""
     now = clock.now()
     with transaction.atomic():
         job = TransformationJob.objects.select_for_update().select_related("photo").filter(pk=job_id).first()
         if job is None or job.status in (JobStatus.DONE, JobStatus.FAILED):
             return None  # finished already (a redelivery after acks_late) or deleted with its photo
         if job.status == JobStatus.RUNNING and job.heartbeat_at and job.heartbeat_at > _stale_before(now):
-            return None  # a duplicate message (dispatcher, redelivery): the live worker that holds it finishes it
+            return None  # a duplicate message (dispatcher, redelivery): the live worker holding it ends it
         if job.attempts >= settings.JOB_MAX_ATTEMPTS:
             _fail(job, "attempts_exhausted")
             return None
@@ -177,7 +179,7 @@ def _heartbeat(job_id: uuid.UUID) -> Iterator[None]:
 
 
 def job_release(*, job_id: str) -> None:
-    """Put a running job back in the queue after a transient fault; the task's retry message is its live message."""
+    """Put a running job back in the queue after a transient fault; the task's retry is its live message."""
     TransformationJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
         status=JobStatus.QUEUED, published_at=clock.now(), heartbeat_at=None)
 
@@ -192,7 +194,11 @@ def jobs_sweep(*, now: datetime | None = None) -> dict[str, int]:
         Q(heartbeat_at__lt=_stale_before(now)) | Q(heartbeat_at__isnull=True))
     for job_id in list(stale.values_list("pk", flat=True)[:SWEEP_BATCH]):
         with transaction.atomic():
-            job = TransformationJob.objects.select_for_update().filter(pk=job_id, status=JobStatus.RUNNING).first()
+            job = (
+                TransformationJob.objects.select_for_update()
+                .filter(pk=job_id, status=JobStatus.RUNNING)
+                .first()
+            )
             if job is None or (job.heartbeat_at and job.heartbeat_at >= _stale_before(now)):
                 continue  # finished or beat again meanwhile
             if job.attempts >= settings.JOB_MAX_ATTEMPTS:
@@ -201,8 +207,13 @@ def jobs_sweep(*, now: datetime | None = None) -> dict[str, int]:
                 continue
             job.status, job.published_at, job.heartbeat_at = JobStatus.QUEUED, None, None
             job.save(update_fields=["status", "published_at", "heartbeat_at"])
-            audit_append(action="job.requeued", actor_id=None, subject_id=job.owner_id,
-                         object_ref=f"job:{job.id}", details={"attempts": job.attempts, "reason": "worker_lost"})
+            audit_append(
+                action="job.requeued",
+                actor_id=None,
+                subject_id=job.owner_id,
+                object_ref=f"job:{job.id}",
+                details={"attempts": job.attempts, "reason": "worker_lost"},
+            )
             counts["requeued"] += 1
     republish_before = now - timedelta(seconds=settings.JOB_REPUBLISH_SECONDS)
     pending = TransformationJob.objects.filter(status=JobStatus.QUEUED).filter(
@@ -254,8 +265,13 @@ def _store_result(job: TransformationJob, aged: np.ndarray, version: str, conten
             if locked.started_at:
                 metrics.JOB_SECONDS.observe((now - locked.started_at).total_seconds())
             locked.save(update_fields=["status", "finished_at", "model_version"])
-            audit_append(action="job.completed", actor_id=None, subject_id=job.owner_id, object_ref=f"job:{job.id}",
-                         details={"model_version": version, "result": str(result_id)})
+            audit_append(
+                action="job.completed",
+                actor_id=None,
+                subject_id=job.owner_id,
+                object_ref=f"job:{job.id}",
+                details={"model_version": version, "result": str(result_id)},
+            )
     except BaseException:
         object_delete(name)
         raise

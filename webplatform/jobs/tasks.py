@@ -43,11 +43,12 @@ def transform_task(self: Task, job_id: str) -> None:
         if self.request.is_eager:  # embedded mode has no broker to hold a delayed retry: try again now
             self.apply(args=(job_id,), retries=self.request.retries + 1, throw=True)
             return
-        raise self.retry(exc=exc, countdown=min(300, settings.JOB_RETRY_BASE_SECONDS * 2**self.request.retries)) \
-            from exc
+        raise self.retry(
+            exc=exc, countdown=min(300, settings.JOB_RETRY_BASE_SECONDS * 2**self.request.retries)
+        ) from exc
 
 
 @shared_task
 def jobs_sweep_task() -> dict[str, int]:
-    """The periodic dispatcher: requeue jobs of dead workers, publish queued jobs that have no live message."""
+    """The periodic dispatcher: requeue jobs of dead workers, publish queued jobs with no live message."""
     return jobs_sweep()

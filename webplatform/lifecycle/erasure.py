@@ -73,7 +73,9 @@ def erasure_purge(*, request_id: int) -> ErasureRequest:
             failed |= purged.failed
             errors += purged.errors
             counts[model.KIND] = counts.get(model.KIND, 0) + len(purged.gone)
-            counts[TransformationResult.KIND] = counts.get(TransformationResult.KIND, 0) + len(purged.dependents)
+            counts[TransformationResult.KIND] = counts.get(TransformationResult.KIND, 0) + len(
+                purged.dependents
+            )
             if not batch:
                 break
     if failed:

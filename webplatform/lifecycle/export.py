@@ -68,7 +68,9 @@ def export_stream(*, user_id: int, privacy_report: Callable[[int], dict[str, Any
         documents = {
             "consents.json": [consent_receipt(r) for r in ConsentRecord.objects.filter(user_id=user_id)
                               .select_related("purpose", "policy").order_by("at", "pk")],
-            "jobs.json": [_job(j) for j in TransformationJob.objects.filter(owner_id=user_id).order_by("created_at")],
+            "jobs.json": [
+                _job(j) for j in TransformationJob.objects.filter(owner_id=user_id).order_by("created_at")
+            ],
             "audit_events.json": [_event(e) for e in AuditEvent.objects.filter(subject=pseudonym(user_id))],
             "privacy.json": privacy_report(user_id) if privacy_report else {},
         }
@@ -78,7 +80,8 @@ def export_stream(*, user_id: int, privacy_report: Callable[[int], dict[str, Any
             yield from pipe.drain()
         manifest.append({"file": "index.html", "kind": "document"})
         archive.writestr("manifest.json", json.dumps({"generated_at": clock.now().isoformat(),
-                                                      "subject": pseudonym(user_id), "files": manifest}, indent=2))
+                                                      "subject": pseudonym(user_id), "files": manifest},
+                                                     indent=2))
         archive.writestr("index.html", _index_html(manifest))
     yield from pipe.drain()
 
@@ -88,21 +91,36 @@ def _decrypt(obj: StoredObject) -> bytearray:
 
 
 def _job(job: TransformationJob) -> dict[str, Any]:
-    return {"id": str(job.id), "photo_id": str(job.photo_id), "target_age": job.target_age, "status": job.status,
-            "error": job.error, "model_version": job.model_version, "created_at": job.created_at.isoformat(),
-            "finished_at": job.finished_at.isoformat() if job.finished_at else None}
+    return {
+        "id": str(job.id),
+        "photo_id": str(job.photo_id),
+        "target_age": job.target_age,
+        "status": job.status,
+        "error": job.error,
+        "model_version": job.model_version,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
 
 
 def _event(event: AuditEvent) -> dict[str, Any]:
-    return {"seq": event.seq, "at": event.at.isoformat(), "action": event.action, "object_ref": event.object_ref,
-            "details": event.details, "hash": event.hash}
+    return {
+        "seq": event.seq,
+        "at": event.at.isoformat(),
+        "action": event.action,
+        "object_ref": event.object_ref,
+        "details": event.details,
+        "hash": event.hash,
+    }
 
 
-_INDEX_STYLE = ("body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:1.5rem auto;padding:0 1rem;color:#1d2125}"
-                "img{border-radius:6px;background:#eee;object-fit:cover}table{border-collapse:collapse;width:100%}"
-                "td,th{padding:.35rem .5rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}"
-                ".photo{display:flex;gap:1rem;flex-wrap:wrap;border:1px solid #ddd;border-radius:10px;"
-                "padding:1rem;margin:1rem 0}")
+_INDEX_STYLE = (
+    "body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:1.5rem auto;padding:0 1rem;color:#1d2125}"
+    "img{border-radius:6px;background:#eee;object-fit:cover}table{border-collapse:collapse;width:100%}"
+    "td,th{padding:.35rem .5rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}"
+    ".photo{display:flex;gap:1rem;flex-wrap:wrap;border:1px solid #ddd;border-radius:10px;"
+    "padding:1rem;margin:1rem 0}"
+)
 
 
 def _index_html(manifest: list[dict[str, Any]]) -> str:
@@ -125,17 +143,25 @@ def _index_html(manifest: list[dict[str, Any]]) -> str:
             f'{e(photo["created_at"])}</h2><p>Deleted by {e(photo["expires_at"])}</p>{table}</div></section>')
     orphans = [r for r in results if r.get("photo_id") not in {p["id"] for p in photos}]
     if orphans:
-        sections.append("<h2>Results whose original is no longer held</h2><ul>" + "".join(
-            f'<li><a href="{e(r["file"])}">Target age {e(str(r["target_age"]))}</a>, {e(r["created_at"])}</li>'
-            for r in orphans) + "</ul>")
+        sections.append(
+            "<h2>Results whose original is no longer held</h2><ul>"
+            + "".join(
+                f'<li><a href="{e(r["file"])}">Target age {e(str(r["target_age"]))}</a>, '
+                f'{e(r["created_at"])}</li>'
+                for r in orphans
+            )
+            + "</ul>"
+        )
     rows = "\n".join(
         f'<tr><td><a href="{e(m["file"])}">{e(m["file"])}</a></td><td>{e(m["kind"])}</td>'
         f'<td>{e(m.get("created_at", ""))}</td></tr>' for m in manifest
     )
-    return ("<!doctype html><html lang='en'><meta charset='utf-8'><title>Your Timeveil data</title>"
-            f"<style>{_INDEX_STYLE}</style>"
-            "<h1>Everything Timeveil holds about you</h1>"
-            "<p>Photos and results are decrypted; consents.json holds your consent receipts; audit_events.json "
-            "every recorded action about you; privacy.json the training runs that used your data.</p>"
-            + ("".join(sections) or "<p>No photos are held.</p>")
-            + f"<h2>All files</h2><table><tr><th>File</th><th>Kind</th><th>Created</th></tr>{rows}</table></html>")
+    return (
+        "<!doctype html><html lang='en'><meta charset='utf-8'><title>Your Timeveil data</title>"
+        f"<style>{_INDEX_STYLE}</style>"
+        "<h1>Everything Timeveil holds about you</h1>"
+        "<p>Photos and results are decrypted; consents.json holds your consent receipts; audit_events.json "
+        "every recorded action about you; privacy.json the training runs that used your data.</p>"
+        + ("".join(sections) or "<p>No photos are held.</p>")
+        + f"<h2>All files</h2><table><tr><th>File</th><th>Kind</th><th>Created</th></tr>{rows}</table></html>"
+    )

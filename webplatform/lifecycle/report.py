@@ -1,4 +1,4 @@
-"""The compliance report: retention backlog, erasures against deadlines, consent counts, audit chain status."""
+"""The compliance report: retention backlog, erasures against deadlines, consent counts, the audit chain."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def compliance_report(*, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "erasures": [{"id": r.pk, **erasure_status(r), "attempts": r.attempts, "last_error": r.last_error,
                       "counts": r.counts} for r in ErasureRequest.objects.order_by("requested_at")],
         "consent": _consent_counts(),
-        "audit": {"ok": chain.ok, "events_checked": chain.events_checked, "first_bad_seq": chain.first_bad_seq},
+        "audit": {"ok": chain.ok, "events_checked": chain.events_checked,
+                  "first_bad_seq": chain.first_bad_seq},
         "training": _training(),
         **(extra or {}),
     }
@@ -59,8 +60,16 @@ def _consent_counts() -> dict[str, Any]:
     by_day = (ConsentRecord.objects.annotate(day=TruncDate("at"))
               .values("purpose__slug", "policy__version", "day", "granted")
               .annotate(n=Count("id")).order_by("day", "purpose__slug", "policy__version"))
-    history = [{"purpose": r["purpose__slug"], "policy_version": r["policy__version"], "day": r["day"].isoformat(),
-                "event": "granted" if r["granted"] else "withdrawn", "count": r["n"]} for r in by_day]
+    history = [
+        {
+            "purpose": r["purpose__slug"],
+            "policy_version": r["policy__version"],
+            "day": r["day"].isoformat(),
+            "event": "granted" if r["granted"] else "withdrawn",
+            "count": r["n"],
+        }
+        for r in by_day
+    ]
     active: dict[str, int] = {}
     latest: dict[tuple[int, int], ConsentRecord] = {}
     for record in ConsentRecord.objects.select_related("purpose", "policy").order_by("at", "pk").iterator():

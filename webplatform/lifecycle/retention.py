@@ -77,10 +77,26 @@ def _purge_batch(model: type[StoredObject], *, now: datetime, owner_id: int | No
         batch = list(rows[:BATCH])
         purged = objects_purge(model, batch, skip=skip)
         audit_append_many(
-            [{"action": f"{model.KIND}.expired", "actor_id": None, "subject_id": o.owner_id, "object_ref": o.ref,
-              "details": {"expires_at": o.expires_at.isoformat()}} for o in purged.gone]
-            + [{"action": "result.deleted", "actor_id": None, "subject_id": r.owner_id, "object_ref": r.ref,
-                "details": {"reason": "photo_deleted", "photo": f"photo:{r.photo_id}"}} for r in purged.dependents]
+            [
+                {
+                    "action": f"{model.KIND}.expired",
+                    "actor_id": None,
+                    "subject_id": o.owner_id,
+                    "object_ref": o.ref,
+                    "details": {"expires_at": o.expires_at.isoformat()},
+                }
+                for o in purged.gone
+            ]
+            + [
+                {
+                    "action": "result.deleted",
+                    "actor_id": None,
+                    "subject_id": r.owner_id,
+                    "object_ref": r.ref,
+                    "details": {"reason": "photo_deleted", "photo": f"photo:{r.photo_id}"},
+                }
+                for r in purged.dependents
+            ]
         )
     return len(purged.gone), purged.failed, len(batch)
 
@@ -88,7 +104,8 @@ def _purge_batch(model: type[StoredObject], *, now: datetime, owner_id: int | No
 @dataclass
 class Purged:
     gone: list[StoredObject] = field(default_factory=list)  # the objects asked for, now deleted
-    dependents: list[TransformationResult] = field(default_factory=list)  # results deleted along with their photo
+    # results deleted along with their photo
+    dependents: list[TransformationResult] = field(default_factory=list)
     failed: set = field(default_factory=set)  # pks kept because some ciphertext could not be deleted
     errors: list[str] = field(default_factory=list)  # what storage said, per failed delete
 
@@ -138,11 +155,12 @@ def _results_of(photos: list[StoredObject]) -> dict:
 
 
 def _ciphertext_delete(model: type[StoredObject], obj: StoredObject) -> str | None:
-    """Delete one object's ciphertext; on a storage fault count the attempt on its row and return the error."""
+    """Delete one object's ciphertext; on a storage fault count the attempt on its row, return the error."""
     try:
         object_delete(obj.storage_name)
     except Exception as exc:  # any storage fault: keep the row, retry next run
-        cause = exc.__cause__ if isinstance(exc, StorageUnavailable) and exc.__cause__ else exc  # what the store said
+        # what the store said
+        cause = exc.__cause__ if isinstance(exc, StorageUnavailable) and exc.__cause__ else exc
         obj.deletion_attempts += 1
         obj.last_deletion_error = f"{type(cause).__name__}: {cause}"[:200]
         model.objects.filter(pk=obj.pk).update(deletion_attempts=obj.deletion_attempts,

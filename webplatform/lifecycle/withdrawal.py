@@ -52,7 +52,8 @@ def training_photo_choose(*, user_id: int, photo_id: str) -> Photo:
     except ValueError as exc:  # from a form: the same answer as any photo that is not yours
         raise NotFound("Photo not found.") from exc
     with transaction.atomic():
-        photo = photo_for_owner(user_id=user_id, photo_id=photo_uuid)  # 404 first: say nothing of others' photos
+        # 404 first: say nothing of others' photos
+        photo = photo_for_owner(user_id=user_id, photo_id=photo_uuid)
         consent_require(user_id=user_id, purpose_slug=TRAINING)
         previous = [str(pk) for pk in Photo.objects.filter(owner_id=user_id, kept_for_training=True)
                     .exclude(pk=photo.pk).values_list("pk", flat=True)]

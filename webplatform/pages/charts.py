@@ -1,4 +1,4 @@
-"""Server-rendered SVG charts: no script, no CDN; each has a title, a description and a data table beside it."""
+"""Server-rendered SVG charts: no script, no CDN; each has a title, a description and a data table by it."""
 
 from __future__ import annotations
 
@@ -83,8 +83,10 @@ def _frame(chart: Chart, body: list[str]) -> SafeString:
                      f'{escape(chart.y_label)}</text>')
     parts.extend(body)
     if _empty(chart):
-        parts.append(f'<text x="{(LEFT + WIDTH - RIGHT) / 2:.0f}" y="{TOP + plot_h / 2:.0f}" text-anchor="middle" '
-                     f'font-size="14" fill="#565e66">{escape(chart.empty_text)}</text>')
+        parts.append(
+            f'<text x="{(LEFT + WIDTH - RIGHT) / 2:.0f}" y="{TOP + plot_h / 2:.0f}" text-anchor="middle" '
+            f'font-size="14" fill="#565e66">{escape(chart.empty_text)}</text>'
+        )
     if chart.limit is not None:
         y = TOP + plot_h - plot_h * (chart.limit - lo) / (hi - lo)
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#a4161a" '
@@ -114,8 +116,10 @@ def _x_labels(chart: Chart) -> str:
 def _legend(chart: Chart) -> str:
     parts, x = [], LEFT
     for s in chart.series:
-        parts.append(f'<rect x="{x}" y="{HEIGHT - 18}" width="12" height="12" fill="{s.colour}"/>'
-                     f'<text x="{x + 16}" y="{HEIGHT - 8}" font-size="15" fill="#222">{escape(s.name)}</text>')
+        parts.append(
+            f'<rect x="{x}" y="{HEIGHT - 18}" width="12" height="12" fill="{s.colour}"/>'
+            f'<text x="{x + 16}" y="{HEIGHT - 8}" font-size="15" fill="#222">{escape(s.name)}</text>'
+        )
         x += 28 + 9 * len(s.name)
     return "".join(parts)
 
@@ -132,7 +136,9 @@ def line_chart(chart: Chart) -> SafeString:
     plot_h = HEIGHT - TOP - BOTTOM
     body = []
     for s in chart.series:
-        points = [(_x(chart, i), TOP + plot_h - plot_h * (v - lo) / (hi - lo)) for i, v in enumerate(s.values)]
+        points = [
+            (_x(chart, i), TOP + plot_h - plot_h * (v - lo) / (hi - lo)) for i, v in enumerate(s.values)
+        ]
         if len(points) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
             body.append(f'<polyline points="{path}" fill="none" stroke="{s.colour}" stroke-width="2.5"/>')
@@ -157,8 +163,10 @@ def bar_chart(chart: Chart) -> SafeString:
             body.append(f'<rect x="{start + k * bar:.1f}" y="{TOP + plot_h - h:.1f}" width="{bar - 2:.1f}" '
                         f'height="{h:.1f}" fill="{s.colour}"/>')
             if len(chart.x_labels) <= 12 and s.values[i]:
-                body.append(f'<text x="{start + k * bar + (bar - 2) / 2:.1f}" y="{TOP + plot_h - h - 4:.1f}" '
-                            f'text-anchor="middle" font-size="12" fill="#222">{_fmt(round(s.values[i], 2))}</text>')
+                body.append(
+                    f'<text x="{start + k * bar + (bar - 2) / 2:.1f}" y="{TOP + plot_h - h - 4:.1f}" '
+                    f'text-anchor="middle" font-size="12" fill="#222">{_fmt(round(s.values[i], 2))}</text>'
+                )
     return _frame(chart, body)
 
 
@@ -170,14 +178,17 @@ def gauge(*, spent: float, reserved: float, cap: float, label: str) -> SafeStrin
     spent_w, reserved_w = spent * scale, reserved * scale
     left = max(cap - spent - reserved, 0.0)
     text = f"{label}: {_fmt(round(spent, 2))} spent, {_fmt(round(reserved, 2))} reserved, cap {_fmt(cap)}"
-    svg = (f'<svg class="gauge" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(text)}" '
-           f'xmlns="http://www.w3.org/2000/svg">'
-           f'<rect x="{pad}" y="8" width="{width - 2 * pad}" height="28" rx="6" fill="#e9ecef" stroke="#6c757d"/>'
-           f'<rect x="{pad}" y="8" width="{spent_w:.1f}" height="28" rx="6" fill="#0072B2"/>'
-           f'<rect x="{pad + spent_w:.1f}" y="8" width="{reserved_w:.1f}" height="28" fill="#E69F00"/>'
-           f'<text x="{pad}" y="56" font-size="15" fill="#222">spent {_fmt(round(spent, 2))}</text>'
-           f'<text x="{width / 2:.0f}" y="56" text-anchor="middle" font-size="15" fill="#222">'
-           f'reserved {_fmt(round(reserved, 2))}</text>'
-           f'<text x="{width - pad}" y="56" text-anchor="end" font-size="15" fill="#222">'
-           f'{_fmt(round(left, 2))} left of {_fmt(cap)}</text></svg>')
+    svg = (
+        f'<svg class="gauge" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(text)}" '
+        f'xmlns="http://www.w3.org/2000/svg">'
+        f'<rect x="{pad}" y="8" width="{width - 2 * pad}" height="28" rx="6" '
+        f'fill="#e9ecef" stroke="#6c757d"/>'
+        f'<rect x="{pad}" y="8" width="{spent_w:.1f}" height="28" rx="6" fill="#0072B2"/>'
+        f'<rect x="{pad + spent_w:.1f}" y="8" width="{reserved_w:.1f}" height="28" fill="#E69F00"/>'
+        f'<text x="{pad}" y="56" font-size="15" fill="#222">spent {_fmt(round(spent, 2))}</text>'
+        f'<text x="{width / 2:.0f}" y="56" text-anchor="middle" font-size="15" fill="#222">'
+        f"reserved {_fmt(round(reserved, 2))}</text>"
+        f'<text x="{width - pad}" y="56" text-anchor="end" font-size="15" fill="#222">'
+        f"{_fmt(round(left, 2))} left of {_fmt(cap)}</text></svg>"
+    )
     return mark_safe(svg)  # noqa: S308 - numbers and escaped text only

@@ -54,8 +54,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 class AuditFilterForm(forms.Form):
     action = forms.ChoiceField(required=False, label="Action")
     subject = forms.CharField(required=False, max_length=64, label="Subject pseudonym")
-    since = forms.DateField(required=False, label="From (inclusive)", widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"}))
+    since = forms.DateField(
+        required=False, label="From (inclusive)", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"})
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

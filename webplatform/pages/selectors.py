@@ -120,7 +120,9 @@ def _days(first: date, last: date, limit: int = 30) -> list[date]:
 
 def _audit_link(action: str, day: date) -> str:
     """The officer's audit page filtered to one action on one day (drill-down from a chart's numbers)."""
-    return "/officer/audit?" + urlencode({"action": action, "since": day.isoformat(), "until": day.isoformat()})
+    return "/officer/audit?" + urlencode(
+        {"action": action, "since": day.isoformat(), "until": day.isoformat()}
+    )
 
 
 def _label(day: date) -> str:
@@ -147,7 +149,7 @@ def consent_chart(history: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def retention_chart() -> dict[str, Any]:
-    """Per day: photos and results deleted by retention, and the backlog (past deadline, not yet deleted) at its end.
+    """Per day: photos and results deleted by retention, and the backlog (overdue, not deleted) at its end.
 
     The backlog is rebuilt from the audit trail: each *.expired event carries the deadline it was deleted
     after, so an object was in the backlog from its deadline until that event; objects past their deadline
@@ -156,8 +158,11 @@ def retention_chart() -> dict[str, Any]:
     now = clock.now()
     today = now.date()
     window_start = datetime.combine(today - timedelta(days=29), time.min, tzinfo=now.tzinfo)
-    events = list(AuditEvent.objects.filter(action__in=["photo.expired", "result.expired"], at__gte=window_start)
-                  .values_list("at", "action", "details"))
+    events = list(
+        AuditEvent.objects.filter(
+            action__in=["photo.expired", "result.expired"], at__gte=window_start
+        ).values_list("at", "action", "details")
+    )
     deleted: dict[tuple[date, str], int] = {}
     spans = []  # (deadline, deleted at)
     for at, action, details in events:
@@ -208,7 +213,8 @@ def erasure_chart() -> dict[str, Any]:
     return {"svg": bar_chart(chart), "chart": chart,
             "rows": [{"requested_at": r.requested_at, "deadline": r.deadline, "status": r.status,
                       "completed_at": r.completed_at, "days": round(t, 2),
-                      "overdue": r.status != "done" and now > r.deadline} for r, t in zip(requests, taken, strict=True)]}
+                      "overdue": r.status != "done" and now > r.deadline}
+                     for r, t in zip(requests, taken, strict=True)]}
 
 
 def run_epsilon(run: TrainingRun) -> float:

@@ -1,4 +1,4 @@
-"""Server-rendered pages for end users: landing, sign-up, photos and aging, consent centre, privacy, erasure."""
+"""Server-rendered pages for end users: landing, sign-up, photos and aging, consents, privacy, erasure."""
 
 from __future__ import annotations
 
@@ -45,7 +45,14 @@ from webplatform.privacy import privacy_report
 from . import selectors
 from .charts import gauge
 
-AGE_PRESETS = [("Child", 8), ("Teen", 16), ("Young adult", 25), ("Middle age", 50), ("Senior", 70), ("Elder", 90)]
+AGE_PRESETS = [
+    ("Child", 8),
+    ("Teen", 16),
+    ("Young adult", 25),
+    ("Middle age", 50),
+    ("Senior", 70),
+    ("Elder", 90),
+]
 THUMB_PIXELS = 320
 
 
@@ -244,7 +251,9 @@ def consents(request: HttpRequest) -> HttpResponse:
     uid = user_id(request)
     states = {s["purpose"]: s for s in consent_states(user_id=uid)}
     purposes = [{**p, "state": states.get(p["slug"])} for p in _purposes()]
-    records = (ConsentRecord.objects.filter(user_id=uid).select_related("purpose", "policy").order_by("-at", "-pk"))
+    records = (
+        ConsentRecord.objects.filter(user_id=uid).select_related("purpose", "policy").order_by("-at", "-pk")
+    )
     photos = Photo.objects.filter(owner_id=uid, expires_at__gt=clock.now()).order_by("-created_at")
     return render(request, "consents.html", {
         "purposes": purposes, "records": records, "photos": photos,
@@ -262,12 +271,14 @@ def consent_change_page(request: HttpRequest, purpose: str) -> HttpResponse:
     except NotFound as exc:
         raise Http404(exc.message) from exc
     choice = (request.POST if request.method == "POST" else request.GET).get("granted")
-    if choice not in ("1", "0"):  # explicit, as on the API: an empty form never withdraws (and deletes) anything
+    # explicit, as on the API: an empty form never withdraws (and deletes) anything
+    if choice not in ("1", "0"):
         raise BadRequest("Say granted=1 to grant or granted=0 to withdraw.")  # the HTML 400 page
     granted = choice == "1"
     if request.method != "POST":
         return render(request, "confirm_consent.html", {
-            "purpose": {"slug": purpose, **selectors.purpose_copy(purpose)}, "policy": current, "granted": granted,
+            "purpose": {"slug": purpose, **selectors.purpose_copy(purpose)}, "policy": current,
+            "granted": granted,
             "consequences": None if granted else selectors.consequences_of_withdrawal(user_id=uid,
                                                                                         purpose_slug=purpose),
             "photos": Photo.objects.filter(owner_id=uid, expires_at__gt=clock.now()).order_by("-created_at")
@@ -286,7 +297,9 @@ def consent_change_page(request: HttpRequest, purpose: str) -> HttpResponse:
 
 def policy(request: HttpRequest, purpose: str, version: int) -> HttpResponse:
     """A policy version as a page, with what changed since the previous version."""
-    item = PolicyVersion.objects.filter(purpose__slug=purpose, version=version).select_related("purpose").first()
+    item = (
+        PolicyVersion.objects.filter(purpose__slug=purpose, version=version).select_related("purpose").first()
+    )
     if item is None:
         raise Http404("No such policy version.")
     versions = PolicyVersion.objects.filter(purpose=item.purpose).order_by("version")
@@ -333,7 +346,9 @@ def privacy(request: HttpRequest) -> HttpResponse:
     total = float(report["total_epsilon"])
     # Runs still in progress count in the total already (as reserved): the gauge shows them apart.
     runs = runs_for_subject(uid)
-    reserved = sum(float(r.epsilon_reserved) for r in runs if r.status in (RunStatus.RESERVED, RunStatus.RUNNING))
+    reserved = sum(
+        float(r.epsilon_reserved) for r in runs if r.status in (RunStatus.RESERVED, RunStatus.RUNNING)
+    )
     reserved = min(reserved, total)
     spent = total - reserved
     return render(request, "privacy.html", {
@@ -349,7 +364,9 @@ def erase_account(request: HttpRequest) -> HttpResponse:
     """Confirm with everything that will go (GET); erase and show the receipt once (POST)."""
     uid = user_id(request)
     if request.method != "POST":
-        return render(request, "confirm_erase.html", {"consequences": selectors.consequences_of_erasure(user_id=uid)})
+        return render(
+            request, "confirm_erase.html", {"consequences": selectors.consequences_of_erasure(user_id=uid)}
+        )
     if request.POST.get("confirm", "").strip().lower() != "erase":
         messages.error(request, "Type the word erase to confirm.")
         return redirect("page-erase")

@@ -30,7 +30,8 @@ class CleanImage:
     content_type: str
     width: int
     height: int
-    pixels: np.ndarray  # (height, width, 3) uint8 RGB, in memory only: the face search reads it, not a re-decode
+    # (height, width, 3) uint8 RGB, in memory only: the face search reads it, not a re-decode
+    pixels: np.ndarray
 
 
 def sniff(data: bytes) -> str | None:
@@ -44,7 +45,7 @@ def sniff(data: bytes) -> str | None:
 
 
 def sanitize(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int | None = None) -> CleanImage:
-    """Validate and rebuild an uploaded image so nothing but its pixels survives, at most max_side px a side."""
+    """Validate and rebuild an uploaded image so only its pixels survive, at most max_side px a side."""
     if not data:
         raise InvalidInput("The file is empty.", details={"file": ["empty"]})
     if len(data) > max_bytes:
@@ -71,8 +72,10 @@ def _decode(data: bytes, fmt: str, max_pixels: int, max_side: int | None = None)
             image = Image.open(io.BytesIO(data), formats=[fmt])
             width, height = image.size
             if width * height > max_pixels:
-                raise PayloadTooLarge(f"The image is {width}x{height} pixels; the limit is {max_pixels} pixels.",
-                                      details={"max_pixels": max_pixels})
+                raise PayloadTooLarge(
+                    f"The image is {width}x{height} pixels; the limit is {max_pixels} pixels.",
+                    details={"max_pixels": max_pixels},
+                )
             image.seek(0)  # animated WebP / APNG: the first frame only
             if fmt == "JPEG" and max_side and max(width, height) > max_side:
                 # Let libjpeg decode at 1/2, 1/4 or 1/8 scale (DCT scaling), keeping at least 3/4 of max_side:
@@ -121,5 +124,10 @@ def _reencode(image: Image.Image, fmt: str) -> CleanImage:
         image.save(buffer, format="JPEG", quality=90, exif=b"", icc_profile=None, optimize=False)
     else:
         image.save(buffer, format="PNG", compress_level=3, exif=b"", icc_profile=None)
-    return CleanImage(data=buffer.getvalue(), content_type=content_type, width=image.width, height=image.height,
-                      pixels=np.asarray(image))
+    return CleanImage(
+        data=buffer.getvalue(),
+        content_type=content_type,
+        width=image.width,
+        height=image.height,
+        pixels=np.asarray(image),
+    )

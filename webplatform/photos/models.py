@@ -47,11 +47,12 @@ class Photo(StoredObject):
     """An uploaded original, deleted at `expires_at` (longer while it is kept for training)."""
 
     KIND = "photo"
-    # Kept for training: the owner's training consent stands, so RETENTION_TRAINING applies, not the original's.
+    # Kept for training: the owner's training consent stands, so RETENTION_TRAINING applies, not the normal.
     kept_for_training = models.BooleanField(default=False)
     # Found at upload, so clients can show which face will change and refuse a faceless photo early.
     face_count = models.PositiveSmallIntegerField(default=0)
-    face_box = models.JSONField(null=True, blank=True)  # [x, y, w, h] of the face that will change, photo pixels
+    # [x, y, w, h] of the face that will change, photo pixels
+    face_box = models.JSONField(null=True, blank=True)
 
     class Meta(StoredObject.Meta):
         pass

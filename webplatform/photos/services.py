@@ -65,10 +65,17 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
 def photo_content(*, user_id: int, photo: Photo) -> bytes:
     """Decrypt a photo for its owner and audit the read."""
     try:
-        data = object_get(owner_id=photo.owner_id, kind=Photo.KIND, object_id=photo.id, name=photo.storage_name)
+        data = object_get(
+            owner_id=photo.owner_id, kind=Photo.KIND, object_id=photo.id, name=photo.storage_name
+        )
     except TimeveilError as exc:  # destroyed key or tampered ciphertext: the attempt itself is worth a record
-        audit_append(action="photo.content_read_failed", actor_id=user_id, subject_id=photo.owner_id,
-                     object_ref=f"photo:{photo.id}", details={"error": exc.code})
+        audit_append(
+            action="photo.content_read_failed",
+            actor_id=user_id,
+            subject_id=photo.owner_id,
+            object_ref=f"photo:{photo.id}",
+            details={"error": exc.code},
+        )
         raise
     audit_append(action="photo.content_read", actor_id=user_id, subject_id=photo.owner_id,
                  object_ref=f"photo:{photo.id}")
@@ -76,7 +83,7 @@ def photo_content(*, user_id: int, photo: Photo) -> bytes:
 
 
 def training_photo_designate(*, photo: Photo) -> None:
-    """Keep one photo per user for training (RETENTION_TRAINING); an earlier one reverts to the normal deadline."""
+    """Keep one photo per user for training (RETENTION_TRAINING); an earlier one gets the normal deadline."""
     Photo.objects.filter(owner_id=photo.owner_id, kept_for_training=True).exclude(pk=photo.pk).update(
         kept_for_training=False, expires_at=F("created_at") + settings.RETENTION_ORIGINAL,
     )

@@ -1,4 +1,4 @@
-"""Upload handling that keeps files in memory only (no plaintext temp files) and refuses oversize ones early."""
+"""Upload handling that keeps files in memory (no plaintext temp files) and refuses oversize ones early."""
 
 from __future__ import annotations
 

@@ -18,4 +18,6 @@ class Command(BaseCommand):
             version, count = kek_rotate(progress=bar.update)
         audit_append(action="keys.rotated", actor_id=None, subject="keyring",
                      object_ref=f"kek:{version}", details={"rewrapped": count})
-        self.stdout.write(self.style.SUCCESS(f"KEK version {version} is current; re-wrapped {count} data keys."))
+        self.stdout.write(
+            self.style.SUCCESS(f"KEK version {version} is current; re-wrapped {count} data keys.")
+        )

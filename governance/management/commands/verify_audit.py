@@ -22,4 +22,6 @@ class Command(BaseCommand):
             where = f" at seq {report.first_bad_seq}" if report.first_bad_seq is not None else ""
             raise CommandError(f"Audit chain broken{where} after {report.events_checked} good events "
                                f"({report.reason}: {REASONS.get(report.reason or '', '')}; {anchor}).")
-        self.stdout.write(self.style.SUCCESS(f"Audit chain intact: {report.events_checked} events ({anchor})."))
+        self.stdout.write(
+            self.style.SUCCESS(f"Audit chain intact: {report.events_checked} events ({anchor}).")
+        )

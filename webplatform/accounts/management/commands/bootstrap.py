@@ -1,4 +1,4 @@
-"""`manage.py bootstrap`: seed purposes and policy v1, the compliance group, and demo accounts (idempotent)."""
+"""`manage.py bootstrap`: seed purposes and policy v1, the compliance group, demo accounts (idempotent)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ PURPOSE_NAMES = {PROCESSING: "Processing your photos", TRAINING: "Improving the 
 
 
 def policy_text(slug: str) -> str:
-    """A purpose's policy text with the configured privacy caps written in, so what users agree to states them."""
+    """A purpose's policy text with the configured privacy caps in it, so what users agree to states them."""
     caps = {"epsilon_cap": settings.DP_EPSILON_CAP, "delta": settings.DP_DELTA,
             "user_epsilon_cap": getattr(settings, "DP_USER_EPSILON_CAP", settings.DP_EPSILON_CAP)}
     text = (POLICY_DIR / f"{slug}.txt").read_text()
@@ -42,8 +42,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: Any) -> None:
         if options["demo"] and settings.PRODUCTION:
-            raise CommandError("Demo accounts are refused in production mode (PRODUCTION=1): their passwords are "
-                               "printed and kept on disk. Create real accounts instead.")
+            raise CommandError(
+                "Demo accounts are refused in production mode (PRODUCTION=1): their passwords are "
+                "printed and kept on disk. Create real accounts instead."
+            )
         get_keyring()  # generated on first run, mode 0600
         with transaction.atomic():
             for slug, name in PURPOSE_NAMES.items():
@@ -51,10 +53,14 @@ class Command(BaseCommand):
                     policy_publish(purpose_slug=slug, name=name, text=policy_text(slug))
             Group.objects.get_or_create(name=settings.COMPLIANCE_GROUP)
         if not options["demo"]:
-            self.stdout.write(self.style.SUCCESS("Timeveil is ready (no demo accounts: pass --demo for them)."))
+            self.stdout.write(
+                self.style.SUCCESS("Timeveil is ready (no demo accounts: pass --demo for them).")
+            )
             return
         credentials = self._demo_accounts()
-        self.stdout.write(self.style.SUCCESS("Timeveil is ready. Demo accounts (kept in var/demo_credentials.json):"))
+        self.stdout.write(
+            self.style.SUCCESS("Timeveil is ready. Demo accounts (kept in var/demo_credentials.json):")
+        )
         for role, cred in credentials.items():
             self.stdout.write(f"  {role:<12} username={cred['username']}  password={cred['password']}")
 
@@ -68,7 +74,9 @@ class Command(BaseCommand):
         # Generated on first run, never fixed in code.
         credentials = {
             "end user": {"username": f"demo-{secrets.token_hex(3)}", "password": secrets.token_urlsafe(12)},
-            "compliance": {"username": f"officer-{secrets.token_hex(3)}", "password": secrets.token_urlsafe(12)},
+            "compliance": {
+                "username": f"officer-{secrets.token_hex(3)}", "password": secrets.token_urlsafe(12)
+            },
         }
         user, _ = user_register(**credentials["end user"])
         consent_set(user_id=user.pk, purpose_slug=PROCESSING, granted=True,
