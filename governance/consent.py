@@ -7,8 +7,8 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
-from django.utils import timezone
 
+from . import clock
 from .audit import audit_append, pseudonym
 from .errors import ConsentRequired, NotFound, StalePolicyVersion
 from .models import ConsentRecord, PolicyVersion, Purpose
@@ -24,7 +24,7 @@ def policy_publish(*, purpose_slug: str, text: str, name: str | None = None) -> 
         last = purpose.versions.order_by("-version").first()
         policy = PolicyVersion.objects.create(
             purpose=purpose, version=(last.version + 1) if last else 1, text=text,
-            sha256=hashlib.sha256(text.encode()).hexdigest(), published_at=timezone.now(),
+            sha256=hashlib.sha256(text.encode()).hexdigest(), published_at=clock.now(),
         )
         audit_append(action="policy.published", actor_id=None, subject="policy",
                      object_ref=f"policy:{purpose_slug}:{policy.version}", details={"sha256": policy.sha256})
@@ -66,7 +66,7 @@ def consent_set(
             )
         record = ConsentRecord.objects.create(
             user_id=user_id, subject=pseudonym(user_id), purpose=purpose, policy=current, granted=granted,
-            at=timezone.now(),
+            at=clock.now(),
         )
         audit_append(action="consent.granted" if granted else "consent.withdrawn", actor_id=user_id,
                      subject_id=user_id, object_ref=f"consent:{record.id}",

@@ -8,9 +8,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
 
-from . import crypto
+from . import clock, crypto
 from .errors import KeyDestroyed
 from .keyring import Keyring, keyring_from_url
 from .models import DataKey
@@ -81,7 +80,7 @@ def kek_rotate(*, batch_size: int = 500, progress: Callable[[int], None] | None 
             for row in batch:
                 dek = keyring.unwrap(row.kek_version, bytes(row.wrapped))
                 row.kek_version, row.wrapped = keyring.wrap(dek)
-                row.rewrapped_at = timezone.now()
+                row.rewrapped_at = clock.now()
                 row.save(update_fields=["kek_version", "wrapped", "rewrapped_at"])
         done += len(batch)
         if progress:

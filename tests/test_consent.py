@@ -101,6 +101,17 @@ def test_withdraw_needs_no_version_and_ends_consent(owner):
     assert states[PROCESSING]["active"] is False and states[PROCESSING]["granted"] is False
 
 
+def test_receipts_and_policies_are_stamped_by_the_platform_clock(owner, clock):
+    # given the clock moved a year ahead (governance.clock is the one seam time-travel tests move)
+    moved = clock.advance(days=365)
+    # when a policy is published and consent withdrawn
+    policy = policy_publish(purpose_slug=PROCESSING, text="Processing policy v2")
+    receipt = put(owner, PROCESSING, granted=False).json()
+    # then both carry the moved time, not the wall clock
+    assert policy.published_at == moved
+    assert datetime.fromisoformat(receipt["at"].replace("Z", "+00:00")) == moved
+
+
 def test_history_is_every_record_oldest_first(make_actor):
     actor = make_actor("historian", consents=())
     steps = [(PROCESSING, True), (TRAINING, True), (PROCESSING, False), (PROCESSING, True), (TRAINING, False)]

@@ -208,6 +208,12 @@ def test_rotate_kek_is_audited(owner):
     assert event.details["rewrapped"] == DataKey.objects.count()
 
 
+def test_rotate_kek_stamps_rewrapped_keys_by_the_platform_clock(owner, clock):
+    moved = clock.advance(days=400)
+    call_command("rotate_kek", stdout=io.StringIO(), stderr=io.StringIO())
+    assert DataKey.objects.get(user_id=owner.pk).rewrapped_at == moved
+
+
 def test_destroying_a_data_key_makes_that_users_photos_gone(owner, other):
     # Given photos of two users
     mine, theirs = _upload(owner, (250, 10, 10)), _upload(other, (10, 250, 10))

@@ -129,6 +129,7 @@ def _sessions_end(user_id: int) -> int:
                                        "django.contrib.sessions.backends.cached_db"):
         return 0  # other stores cannot be listed; the token is gone and sessions expire on their own
     store = import_module(settings.SESSION_ENGINE).SessionStore
+    # The wall clock, as Django stamps expire_date with it (like Token.created above).
     mine = [s.session_key for s in Session.objects.filter(expire_date__gt=timezone.now()).iterator()
             if s.get_decoded().get(SESSION_KEY) == str(user_id)]
     for session_key in mine:
