@@ -73,7 +73,7 @@ def main() -> None:
     library = median_ms(lambda: client.get("/"), args.repeat)
     print(f"(b) photo library page, {args.photos} photos: {library:.1f} ms")
 
-    audit_append_many([{"action": "bench.event", "actor_id": user.pk, "subject_id": user.pk,
+    audit_append_many([{"action": "photo.content_read", "actor_id": user.pk, "subject_id": user.pk,
                         "object_ref": f"bench:{i}"} for i in range(args.events)])
     officer, _ = user_register(username="bench-officer", password="a-Long-passphrase-42")
     officer.groups.add(Group.objects.get(name=settings.COMPLIANCE_GROUP))

@@ -32,6 +32,40 @@ log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 SYSTEM = "system"
 
+# Every action the chain may record, with what it means to a reader of the trail. Appending any other
+# action is a ValueError; tests/test_audit.py checks each action the code writes is listed here and used.
+ACTIONS: dict[str, str] = {
+    "account.created": "An account was registered",
+    "account.credentials_revoked": "The user signed out everywhere: token and sessions revoked",
+    "policy.published": "A new policy version was published for a purpose",
+    "consent.granted": "Consent to a purpose was granted",
+    "consent.withdrawn": "Consent to a purpose was withdrawn",
+    "photo.uploaded": "A photo was uploaded and stored encrypted",
+    "photo.content_read": "A photo's content was decrypted for its owner",
+    "photo.content_read_failed": "Reading a photo's content failed (destroyed key or tampered ciphertext)",
+    "photo.training_chosen": "The owner chose the photo kept for training",
+    "photo.deleted": "The owner deleted a photo (retention removes it and its results)",
+    "photo.expired": "Retention deleted a photo at its deadline",
+    "result.expired": "Retention deleted a transformation result at its deadline",
+    "result.deleted": "A transformation result was deleted with its photo",
+    "result.content_read": "A transformation result's content was decrypted for its owner",
+    "object.orphan_deleted": "Ciphertext that no row names was deleted after its grace period",
+    "job.created": "A transformation was requested",
+    "job.completed": "A transformation finished and its result was stored",
+    "job.failed": "A transformation failed (the failure code says why)",
+    "job.requeued": "A job whose worker was lost went back to the queue",
+    "export.generated": "The user's data export was generated",
+    "erasure.accepted": "An erasure was accepted: the data key is destroyed, the purge begins",
+    "erasure.completed": "An erasure's purge finished; only a tombstone remains",
+    "keys.rotated": "The key-encryption key was rotated and data keys re-wrapped",
+    "training.reserved": "A DP training run froze its manifest and reserved its epsilon",
+    "training.started": "A DP training run started",
+    "training.finished": "A DP training run finished (succeeded or failed)",
+    "training.privacy_audit": "An empirical privacy audit of the DP code was recorded",
+    "model.trained": "A model version was trained without users' data (synthetic or a folder)",
+    "model.promoted": "A model version was promoted to serve",
+}
+
 
 def pseudonym(user_id: int | None) -> str:
     """Keyed hash naming a person in the audit chain; without the keyring key it maps to nobody."""
@@ -91,10 +125,14 @@ def audit_append(*, action: str, actor_id: int | None, subject_id: int | None = 
 def audit_append_many(entries: list[dict[str, Any]]) -> list[AuditEvent]:
     """Append several events under one head lock (bulk deletions audit each object without N round trips).
 
-    Each entry takes the keyword arguments of audit_append.
+    Each entry takes the keyword arguments of audit_append; every action must be a key of ACTIONS.
     """
     if not entries:
         return []
+    unknown = sorted({e["action"] for e in entries} - ACTIONS.keys())
+    if unknown:
+        # A programming error, never a client's: the vocabulary test keeps the code's actions listed.
+        raise ValueError(f"Unknown audit action(s) {unknown}: add each to governance.audit.ACTIONS.")
     key = chain_key()
     with transaction.atomic():
         head = _locked_head()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import re
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -294,7 +296,7 @@ def _append_concurrently() -> list[BaseException]:
             barrier.wait()
             for i in range(PER_THREAD):
                 audit_append(
-                    action="test.concurrent", actor_id=None, subject=f"thread-{n}", object_ref=f"{n}:{i}"
+                    action="keys.rotated", actor_id=None, subject=f"thread-{n}", object_ref=f"{n}:{i}"
                 )
         except BaseException as exc:  # collected and asserted on in the main thread
             errors.append(exc)
@@ -332,3 +334,78 @@ def test_concurrent_appends_keep_one_chain_on_postgresql():
     assert audit_verify() == audit.ChainReport(ok=True, events_checked=THREADS * PER_THREAD,
                                                checkpoint_seq=THREADS * PER_THREAD)
     assert AuditHead.objects.get(pk=1).seq == THREADS * PER_THREAD
+
+
+# --- the vocabulary ------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _stored_kinds() -> set[str]:
+    """KIND of every concrete stored object (what `f"{model.KIND}.expired"` can expand to)."""
+    from django.apps import apps
+
+    return {m.KIND for m in apps.get_models() if isinstance(getattr(m, "KIND", None), str)}
+
+
+def _actions_in(node: ast.AST, where: str) -> set[str]:
+    """The actions an `action` expression can take: literals, both sides of an if-else, `{x.KIND}.suffix`."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, ast.IfExp):
+        return _actions_in(node.body, where) | _actions_in(node.orelse, where)
+    if (isinstance(node, ast.JoinedStr) and len(node.values) == 2
+            and isinstance(node.values[0], ast.FormattedValue)
+            and isinstance(node.values[0].value, ast.Attribute) and node.values[0].value.attr == "KIND"
+            and isinstance(node.values[1], ast.Constant)):
+        return {f"{kind}{node.values[1].value}" for kind in _stored_kinds()}
+    raise AssertionError(f"{where}: an audit action this test cannot read; write it as a literal")
+
+
+def _written_actions() -> dict[str, set[str]]:
+    """Every action our code passes to audit_append / audit_append_many, with where it is written."""
+    found: dict[str, set[str]] = {}
+    for package in ("governance", "webplatform", "inference", "bench"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path == ROOT / "governance" / "audit.py":
+                continue  # audit_append forwards its argument; the callers are what is checked
+            tree = ast.parse(path.read_text(), filename=str(path))
+            for call in ast.walk(tree):
+                if not isinstance(call, ast.Call):
+                    continue
+                name = getattr(call.func, "id", None) or getattr(call.func, "attr", None)
+                where = f"{path.relative_to(ROOT)}:{call.lineno}"
+                values: list[ast.AST] = []
+                if name == "audit_append":
+                    values = [k.value for k in call.keywords if k.arg == "action"]
+                    assert values, f"{where}: audit_append without action="
+                elif name == "audit_append_many":
+                    values = [v for arg in call.args for d in ast.walk(arg) if isinstance(d, ast.Dict)
+                              for k, v in zip(d.keys, d.values, strict=True)
+                              if isinstance(k, ast.Constant) and k.value == "action"]
+                    assert values, f"{where}: audit_append_many with no readable action"
+                for value in values:
+                    for action in _actions_in(value, where):
+                        found.setdefault(action, set()).add(where)
+    return found
+
+
+def test_every_action_the_code_writes_is_in_the_vocabulary_and_every_listed_one_is_written(db):
+    written = _written_actions()
+    assert len(written) >= 25, sorted(written)  # the scan found the call sites (not an empty pass)
+    unlisted = {a: sorted(w) for a, w in written.items() if a not in audit.ACTIONS}
+    assert not unlisted, f"add these to governance.audit.ACTIONS: {unlisted}"
+    assert not audit.ACTIONS.keys() - written.keys(), "listed actions nothing writes: drop them"
+    assert all(meaning.strip() for meaning in audit.ACTIONS.values())
+
+
+def test_an_unknown_action_is_refused_and_appends_nothing(db):
+    audit_append(action="keys.rotated", actor_id=None)
+    before = list(AuditEvent.objects.values_list("seq", flat=True))
+    with pytest.raises(ValueError, match="photo.uplaoded"):
+        audit_append(action="photo.uplaoded", actor_id=None)
+    with pytest.raises(ValueError, match="made.up"):
+        audit.audit_append_many([{"action": "keys.rotated", "actor_id": None},
+                                 {"action": "made.up", "actor_id": None}])
+    assert list(AuditEvent.objects.values_list("seq", flat=True)) == before
+    assert AuditHead.objects.get().seq == before[-1]

@@ -10,8 +10,10 @@ from datetime import timedelta
 import pytest
 from django.test import Client
 from django.utils import timezone
+from django.utils.html import escape
 from PIL import Image
 
+from governance.audit import ACTIONS
 from governance.consent import PROCESSING, TRAINING, policy_publish
 from governance.models import AuditEvent, ConsentRecord
 from webplatform.jobs.models import TransformationJob
@@ -232,6 +234,15 @@ def test_officers_filter_the_audit_trail_page_and_get_the_matching_csv_link(owne
     assert "format=csv" in page and "action=photo.uploaded" in page
     verified = client.post("/officer/audit/verify").content.decode()
     assert "Chain intact" in verified
+
+
+def test_the_audit_action_filter_offers_every_action_with_its_meaning(officer):
+    page = browser(officer).get("/officer/audit").content.decode()
+    select = re.search(r'<select name="action"[^>]*>(.*?)</select>', page, re.S).group(1)
+    offered = re.findall(r'<option value="([^"]*)"', select)
+    assert offered == ["", *sorted(ACTIONS)]
+    for action, meaning in ACTIONS.items():
+        assert f'<option value="{action}">{action} — {escape(meaning)}</option>' in select
 
 
 def test_the_audit_date_filters_match_their_csv_link(owner, officer, upload, clock):

@@ -156,10 +156,10 @@ def test_a_rolled_back_append_writes_no_checkpoint(db, django_capture_on_commit_
     # Given an append whose transaction rolls back
     with django_capture_on_commit_callbacks(execute=True):
         with pytest.raises(RuntimeError), transaction.atomic():
-            audit_append(action="test.rolled_back", actor_id=None)
+            audit_append(action="keys.rotated", actor_id=None)
             raise RuntimeError("the request failed after auditing")
         # And one that commits
-        audit_append(action="test.committed", actor_id=None)
+        audit_append(action="keys.rotated", actor_id=None)
     # Then only the committed state is checkpointed: a checkpoint always names a state the database reached
     lines = checkpoint_path().read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["seq"] == 1

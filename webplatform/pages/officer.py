@@ -17,7 +17,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from governance.audit import audit_verify
+from governance.audit import ACTIONS, audit_verify
 from governance.models import AuditEvent, TrainingRun
 from webplatform.accounts.roles import is_compliance_officer
 from webplatform.lifecycle.report import compliance_report
@@ -63,8 +63,11 @@ class AuditFilterForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        actions = AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()
-        self.fields["action"].choices = [("", "Any action")] + [(a, a) for a in actions]  # type: ignore[attr-defined]
+        # The vocabulary with its meanings, then any stored action it no longer lists (still filterable).
+        listed = [(a, f"{a} — {meaning}") for a, meaning in sorted(ACTIONS.items())]
+        stored = AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()
+        retired = [(a, f"{a} (no longer written)") for a in stored if a not in ACTIONS]
+        self.fields["action"].choices = [("", "Any action"), *listed, *retired]  # type: ignore[attr-defined]
 
 
 def _day_start(day: Any) -> datetime:
