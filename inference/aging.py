@@ -295,15 +295,14 @@ def _warp(image: np.ndarray, win: Window, change: Change) -> np.ndarray:
         if lift > 0:
             moves += [(p[CHEEKBONE[side]], np.array([sign * 0.04, -0.03]) * u * lift, 0.3 * u),
                       (p[JOWL[side]], np.array([0.0, -0.05]) * u * lift, 0.3 * u)]
-        if child > 0:  # a younger face's proportions: larger eyes, smaller nose, rounder cheeks, shorter jaw
-            scales += [(p[RIGHT_EYE_RING if side == 0 else LEFT_EYE_RING].mean(0), 0.12 * child, 0.28 * u)]
-            moves += [(p[JOWL[side]], np.array([-sign * 0.06, -0.08]) * u * child, 0.3 * u),
-                      (p[CHEEK[side]], np.array([sign * 0.04, 0.0]) * u * child, 0.25 * u)]
+        if child > 0:  # a younger face's proportions: larger eyes, smaller nose, narrower jaw, higher chin
+            scales += [(p[RIGHT_EYE_RING if side == 0 else LEFT_EYE_RING].mean(0), 0.09 * child, 0.28 * u)]
+            moves += [(p[JOWL[side]], np.array([-sign * 0.07, -0.04]) * u * child, 0.3 * u)]
     if sag > 0:  # lips thin with age: the mouth narrows towards its own line
         scales.append((p[LIPS].mean(0), -0.1 * sag, 0.2 * u))
     if child > 0:
-        scales.append((p[NOSE_TIP], -0.1 * child, 0.3 * u))
-        moves.append((p[CHIN], np.array([0.0, -0.1]) * u * child, 0.35 * u))
+        scales.append((p[NOSE_TIP], -0.08 * child, 0.3 * u))
+        moves.append((p[CHIN], np.array([0.0, -0.06]) * u * child, 0.35 * u))
     if not moves and not scales:
         return image
     h, w = image.shape[:2]
