@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from governance.errors import IntegrityFailure, KeyDestroyed, NoFace
+from governance.keyring import KeyringUnavailable
 from governance.models import AuditEvent
-from webplatform.jobs.models import TransformationJob, TransformationResult
+from webplatform.jobs.models import JobFailure, TransformationJob, TransformationResult
+from webplatform.objects import StorageUnavailable
 from webplatform.photos.models import Photo
 
 from .images import face_jpeg
@@ -153,3 +158,29 @@ def test_the_doors_to_a_photo_and_a_job_answer_404_for_a_malformed_id(owner, bad
         photo_for_owner(user_id=owner.user.pk, photo_id=bad_id)
     with pytest.raises(NotFound):
         job_for_owner(user_id=owner.user.pk, job_id=bad_id)
+
+
+def test_failure_codes_named_after_errors_are_those_errors_codes():
+    for error in (NoFace, KeyDestroyed, IntegrityFailure, StorageUnavailable, KeyringUnavailable):
+        assert JobFailure(error.code) == error.code
+
+
+def test_every_job_failure_is_written_from_the_vocabulary_never_a_bare_string():
+    # A failure code is written by _fail/job_fail (code) or a row update (error=): none may be a literal.
+    root = Path(__file__).resolve().parents[1] / "webplatform"
+    sites = []
+    for path in root.rglob("*.py"):
+        for call in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(call, ast.Call):
+                continue
+            name = getattr(call.func, "id", None) or getattr(call.func, "attr", None)
+            if name not in ("_fail", "job_fail", "update", "create"):
+                continue
+            values = [k.value for k in call.keywords
+                      if k.arg == "error" or (k.arg == "code" and name == "job_fail")]
+            if name == "_fail":
+                values.append(call.args[1])
+            sites += [(f"{path.relative_to(root)}:{call.lineno}", v) for v in values]
+    assert len(sites) >= 10, sites  # the scan found the writers (not an empty pass)
+    literals = [where for where, value in sites if isinstance(value, ast.Constant)]
+    assert not literals, f"write a JobFailure member instead of a string at {literals}"

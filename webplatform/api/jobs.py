@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webplatform.accounts.roles import user_id
-from webplatform.jobs.models import JobStatus, TransformationJob
+from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob
 from webplatform.jobs.services import job_create, job_for_owner, job_result_content
 from webplatform.photos.models import file_extension
 from webplatform.photos.services import photo_for_owner
@@ -24,7 +24,7 @@ class JobOut(serializers.ModelSerializer):
     photo_id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=JobStatus.choices)
     error = serializers.CharField(
-        allow_blank=True, help_text="Why it failed: no_face, consent_withdrawn, ..."
+        allow_blank=True, help_text=f"Blank unless failed; then why, one of: {', '.join(JobFailure)}"
     )
 
     class Meta:

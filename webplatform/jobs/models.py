@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 
 from django.conf import settings
 from django.db import models
@@ -17,6 +18,24 @@ class JobStatus(models.TextChoices):
     FAILED = "failed"
 
 
+class JobFailure(StrEnum):
+    """Why a job failed: the machine code kept in TransformationJob.error and shown by the API."""
+
+    NO_FACE = "no_face"  # the detector found no face in the photo
+    CONSENT_WITHDRAWN = "consent_withdrawn"  # processing consent ended before the result was stored
+    PHOTO_DELETED = "photo_deleted"  # the photo was deleted or expired before the job ran
+    ERASED = "erased"  # the owner's erasure was accepted while the job was queued
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"  # JOB_MAX_ATTEMPTS claims without finishing
+    WORKER_LOST = "worker_lost"  # its worker stopped heartbeating on the last attempt
+    # The codes of errors that end a job (governance.errors, objects.py, keyring.py), as the API says them.
+    KEY_DESTROYED = "key_destroyed"
+    INTEGRITY_FAILURE = "integrity_failure"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    KEYRING_UNAVAILABLE = "keyring_unavailable"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    QUEUE_UNAVAILABLE = "queue_unavailable"
+
+
 class TransformationJob(models.Model):
     """A request to age or rejuvenate a photo to `target_age`; the broker carries only its id."""
 
@@ -27,7 +46,7 @@ class TransformationJob(models.Model):
     status = models.CharField(
         max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
     )
-    error = models.CharField(max_length=40, blank=True)  # a machine code: no_face, consent_withdrawn, ...
+    error = models.CharField(max_length=40, blank=True)  # a JobFailure code, blank unless failed
     model_version = models.CharField(max_length=80, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField()

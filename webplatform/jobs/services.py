@@ -20,14 +20,14 @@ from PIL import Image
 from governance import clock
 from governance.audit import audit_append
 from governance.consent import PROCESSING, consent_is_active, consent_require
-from governance.errors import Conflict, NoFace, NotFound, TimeveilError
+from governance.errors import Conflict, IntegrityFailure, NoFace, NotFound
 from governance.keyring import KeyringUnavailable
 from webplatform import metrics
 from webplatform.objects import StorageUnavailable, object_delete, object_get, object_put
 from webplatform.photos.models import Photo
 from webplatform.taskqueue import TRANSFORM, publish
 
-from .models import JobStatus, TransformationJob, TransformationResult
+from .models import JobFailure, JobStatus, TransformationJob, TransformationResult
 
 log = logging.getLogger(__name__)
 SWEEP_BATCH = 500
@@ -79,7 +79,7 @@ def job_result_content(*, user_id: int, job: TransformationJob) -> tuple[bytes, 
     return bytes(data), result.content_type
 
 
-def _fail(job: TransformationJob, code: str) -> None:
+def _fail(job: TransformationJob, code: JobFailure) -> None:
     metrics.JOBS.labels("failed", code).inc()
     job.status, job.error, job.finished_at = JobStatus.FAILED, code, clock.now()
     job.save(update_fields=["status", "error", "finished_at"])
@@ -97,14 +97,14 @@ def _claim(job_id: str) -> TransformationJob | None:
         if job.status == JobStatus.RUNNING and job.heartbeat_at and job.heartbeat_at > _stale_before(now):
             return None  # a duplicate message (dispatcher, redelivery): the live worker holding it ends it
         if job.attempts >= settings.JOB_MAX_ATTEMPTS:
-            _fail(job, "attempts_exhausted")
+            _fail(job, JobFailure.ATTEMPTS_EXHAUSTED)
             return None
         # Consent is checked when the work runs, not only when it was asked for.
         if not consent_is_active(user_id=job.owner_id, purpose_slug=PROCESSING):
-            _fail(job, "consent_withdrawn")
+            _fail(job, JobFailure.CONSENT_WITHDRAWN)
             return None
         if job.photo.expires_at <= now:
-            _fail(job, "photo_deleted")
+            _fail(job, JobFailure.PHOTO_DELETED)
             return None
         job.status, job.started_at, job.heartbeat_at = JobStatus.RUNNING, now, now
         job.attempts += 1
@@ -131,12 +131,12 @@ def job_run(*, job_id: str) -> None:
             del plaintext
             aged, version = _transform(image, target_age=job.target_age)
         except NoFaceFound:
-            job_fail(job_id=job_id, code="no_face")
+            job_fail(job_id=job_id, code=JobFailure.NO_FACE)
             return
         except (StorageUnavailable, KeyringUnavailable):
             raise  # transient: the task retries with backoff
-        except TimeveilError as exc:  # key destroyed (erased meanwhile), no model, damaged ciphertext
-            job_fail(job_id=job_id, code=exc.code)
+        except IntegrityFailure as exc:  # key destroyed (erased meanwhile) or damaged ciphertext
+            job_fail(job_id=job_id, code=JobFailure(exc.code))
             return
         _store_result(job, aged, version, photo.content_type)
 
@@ -202,7 +202,7 @@ def jobs_sweep(*, now: datetime | None = None) -> dict[str, int]:
             if job is None or (job.heartbeat_at and job.heartbeat_at >= _stale_before(now)):
                 continue  # finished or beat again meanwhile
             if job.attempts >= settings.JOB_MAX_ATTEMPTS:
-                _fail(job, "worker_lost")
+                _fail(job, JobFailure.WORKER_LOST)
                 counts["failed"] += 1
                 continue
             job.status, job.published_at, job.heartbeat_at = JobStatus.QUEUED, None, None
@@ -212,7 +212,7 @@ def jobs_sweep(*, now: datetime | None = None) -> dict[str, int]:
                 actor_id=None,
                 subject_id=job.owner_id,
                 object_ref=f"job:{job.id}",
-                details={"attempts": job.attempts, "reason": "worker_lost"},
+                details={"attempts": job.attempts, "reason": JobFailure.WORKER_LOST},
             )
             counts["requeued"] += 1
     republish_before = now - timedelta(seconds=settings.JOB_REPUBLISH_SECONDS)
@@ -227,7 +227,7 @@ def jobs_sweep(*, now: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-def job_fail(*, job_id: str, code: str) -> None:
+def job_fail(*, job_id: str, code: JobFailure) -> None:
     """Fail a job that has not finished, with a machine-readable reason."""
     with transaction.atomic():
         job = TransformationJob.objects.select_for_update().filter(pk=job_id).first()
@@ -252,7 +252,7 @@ def _store_result(job: TransformationJob, aged: np.ndarray, version: str, conten
                 # Withdrawn or erased while we computed: the result is discarded, never stored.
                 object_delete(name)
                 if locked.status == JobStatus.RUNNING:
-                    _fail(locked, "consent_withdrawn")
+                    _fail(locked, JobFailure.CONSENT_WITHDRAWN)
                 return
             now = clock.now()
             TransformationResult.objects.create(

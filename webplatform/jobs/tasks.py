@@ -10,6 +10,7 @@ from governance.keyring import KeyringUnavailable
 from webplatform.objects import StorageUnavailable
 from webplatform.taskqueue import BROKER_ERRORS
 
+from .models import JobFailure
 from .services import job_fail, job_release, job_run, jobs_sweep
 
 # Transient: the database, the object store or the broker hiccupped. Anything else is a bug and fails loudly.
@@ -17,15 +18,15 @@ TRANSIENT: tuple[type[BaseException], ...] = (DatabaseError, OSError, StorageUna
                                              *BROKER_ERRORS)
 
 
-def _code(exc: BaseException) -> str:
+def _code(exc: BaseException) -> JobFailure:
     """The failure reason a job records when its last attempt hit a transient fault."""
     if isinstance(exc, StorageUnavailable | OSError):
-        return StorageUnavailable.code
+        return JobFailure.STORAGE_UNAVAILABLE
     if isinstance(exc, KeyringUnavailable):
-        return KeyringUnavailable.code
+        return JobFailure.KEYRING_UNAVAILABLE
     if isinstance(exc, DatabaseError):
-        return "database_unavailable"
-    return "queue_unavailable"
+        return JobFailure.DATABASE_UNAVAILABLE
+    return JobFailure.QUEUE_UNAVAILABLE
 
 
 # acks_late + reject_on_worker_lost (settings): a worker killed mid-job leaves the message to redeliver; the

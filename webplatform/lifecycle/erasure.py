@@ -16,7 +16,7 @@ from governance.errors import TimeveilError
 from governance.models import ConsentRecord, ErasureRequest, ErasureStatus
 from webplatform import metrics
 from webplatform.accounts.models import Account
-from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
+from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob, TransformationResult
 from webplatform.taskqueue import ERASURE_PURGE, publish
 
 from .retention import BATCH, HELD_MODELS, objects_purge
@@ -44,7 +44,7 @@ def user_erase(*, user_id: int) -> tuple[ErasureRequest, str]:
         # The keyed name key goes with the name: the scrubbed account must not still match the old username.
         Account.objects.filter(user_id=user_id).update(name_key=None)
         TransformationJob.objects.filter(owner_id=user_id, status=JobStatus.QUEUED).update(
-            status=JobStatus.FAILED, error="erased")
+            status=JobStatus.FAILED, error=JobFailure.ERASED)
         # The tombstone is the outbox: if the broker is down, the periodic retention job purges it instead.
         transaction.on_commit(lambda: publish(ERASURE_PURGE, request.pk))
     metrics.ERASURES.labels("accepted").inc()

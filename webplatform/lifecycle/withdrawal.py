@@ -12,7 +12,7 @@ from governance.audit import audit_append
 from governance.consent import PROCESSING, TRAINING, consent_is_active, consent_require, consent_set
 from governance.errors import NotFound
 from governance.models import ConsentRecord
-from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
+from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob, TransformationResult
 from webplatform.photos.models import Photo
 from webplatform.photos.services import photo_for_owner, training_photo_designate
 
@@ -75,7 +75,7 @@ def processing_withdrawn(*, user_id: int) -> None:
     """Stop queued work; originals and results lose their basis and are due now (training copy aside)."""
     now = clock.now()
     TransformationJob.objects.filter(owner_id=user_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.FAILED, error="consent_withdrawn", finished_at=now)
+        status=JobStatus.FAILED, error=JobFailure.CONSENT_WITHDRAWN, finished_at=now)
     TransformationResult.objects.filter(owner_id=user_id, expires_at__gt=now).update(expires_at=now)
     originals = Photo.objects.filter(owner_id=user_id, expires_at__gt=now)
     if consent_is_active(user_id=user_id, purpose_slug=TRAINING):

@@ -33,7 +33,7 @@ from governance.models import ConsentRecord, PolicyVersion, Purpose, RunStatus
 from governance.training import runs_for_subject
 from webplatform.accounts.roles import is_compliance_officer, user_id
 from webplatform.accounts.services import user_register
-from webplatform.jobs.models import JobStatus, TransformationJob
+from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob
 from webplatform.jobs.services import job_create, job_for_owner, job_result_content
 from webplatform.lifecycle.erasure import user_erase
 from webplatform.lifecycle.retention import photo_delete
@@ -141,7 +141,7 @@ def photo(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
         x, y, w, h = face_box  # photo pixels -> percent of the displayed image
         box = {"left": 100 * x / item.width, "top": 100 * y / item.height,
                "width": 100 * w / item.width, "height": 100 * h / item.height}
-    no_face = getattr(item, "face_count", None) == 0 or any(j.error == "no_face" for j in jobs)
+    no_face = getattr(item, "face_count", None) == 0 or any(j.error == JobFailure.NO_FACE for j in jobs)
     return render(request, "photo.html", {
         "photo": item, "jobs": jobs, "compare": compare, "pending": pending,
         "presets": AGE_PRESETS, "box": json.dumps(box) if box else "", "no_face": no_face,
