@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +15,12 @@ from django.test import testcases
 
 from governance.consent import PROCESSING, TRAINING, policy_publish
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+from .support import CHROMIUM
+
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 SHOTS = Path(__file__).resolve().parents[2] / "bench" / "out" / "pages"
-PASSWORD = "a-Long-passphrase-42"
 
 # On in-memory SQLite the live server thread is handed the test's own connection, so two requests at once
 # (a page's thumbnails load in parallel) would interleave transactions on one connection and race the audit
@@ -46,10 +45,6 @@ class OneRequestAtATime(ThreadedWSGIServer):
 
 
 testcases.LiveServerThread.server_class = OneRequestAtATime
-
-needs_chromium = pytest.mark.skipif(not shutil.which(CHROMIUM),
-                                    reason=f"Chromium not installed at {CHROMIUM} (.ci/run installs it)")
-
 
 @pytest.fixture
 def seeded(transactional_db):

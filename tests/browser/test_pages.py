@@ -25,7 +25,7 @@ from webplatform.lifecycle.retention import photo_delete
 from webplatform.photos.models import Photo
 from webplatform.photos.services import photo_create
 
-from .conftest import PASSWORD, needs_chromium
+from .support import PASSWORD, needs_chromium
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 
