@@ -184,3 +184,15 @@ def test_every_job_failure_is_written_from_the_vocabulary_never_a_bare_string():
     assert len(sites) >= 10, sites  # the scan found the writers (not an empty pass)
     literals = [where for where, value in sites if isinstance(value, ast.Constant)]
     assert not literals, f"write a JobFailure member instead of a string at {literals}"
+
+
+def test_a_photo_uploaded_before_faces_were_counted_can_still_be_aged(owner, upload,
+                                                                      django_capture_on_commit_callbacks):
+    photo_id = upload(face_jpeg()).json()["id"]
+    Photo.objects.filter(pk=photo_id).update(face_count=None, face_box=None)  # as the migration leaves them
+    with django_capture_on_commit_callbacks(execute=True):
+        response = owner.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": 60},
+                                     format="json")
+    assert response.status_code == 202  # the worker finds the face then
+    assert owner.client.get(f"/api/v1/transformations/{response.json()['id']}").json()["status"] == "done"
+    assert owner.client.get(f"/api/v1/photos/{photo_id}").json()["face_count"] is None

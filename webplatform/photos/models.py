@@ -50,7 +50,8 @@ class Photo(StoredObject):
     # Kept for training: the owner's training consent stands, so RETENTION_TRAINING applies, not the normal.
     kept_for_training = models.BooleanField(default=False)
     # Found at upload, so clients can show which face will change and refuse a faceless photo early.
-    face_count = models.PositiveSmallIntegerField(default=0)
+    # None: uploaded before faces were counted (the worker still looks; never refused as faceless).
+    face_count = models.PositiveSmallIntegerField(null=True, blank=True)
     # [x, y, w, h] of the face that will change, photo pixels
     face_box = models.JSONField(null=True, blank=True)
 

@@ -105,7 +105,7 @@ def eligible_items() -> list[ManifestItem]:
             continue
         photo = (Photo.objects.filter(owner_id=candidate.user_id, expires_at__gt=now)
                  .order_by("-kept_for_training", "-created_at").first())
-        if photo is None or photo.face_count > 1:
+        if photo is None or (photo.face_count or 0) > 1:  # None: not counted at upload; _load_faces checks
             continue  # the chosen photo shows somebody else too: refused, not swapped for another photo
         digest = _content_sha256(photo)
         if digest is None or digest in seen:
@@ -192,6 +192,8 @@ def _load_faces(run: TrainingRun, size: int) -> TrainingFaces:
         try:
             face = find_face(image)
         except NoFaceFound:
+            continue
+        if face.faces_in_photo > 1:  # somebody else's face too (a photo uploaded before faces were counted)
             continue
         age = estimate_age(image, face)
         x, taught, taught_ages = teacher_pairs(image, face, age, size)

@@ -4,6 +4,8 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+    # Photos uploaded before face detection get face_count NULL ("not counted"), never 0: a 0 would refuse
+    # every transformation of an existing photo with 422 no_face.
 
     dependencies = [
         ('photos', '0001_initial'),
@@ -18,6 +20,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='photo',
             name='face_count',
-            field=models.PositiveSmallIntegerField(default=0),
+            field=models.PositiveSmallIntegerField(blank=True, null=True),
         ),
     ]
