@@ -167,7 +167,10 @@ def test_the_shown_epsilon_is_never_below_an_independent_pld_bound(people, runs)
             run.noise_multiplier)), run.steps)
         accountant.compose(dp_event.GaussianDpEvent(run.count_noise))
     independent = accountant.get_epsilon(1e-6) if mine else 0.0
-    assert report["total_epsilon"] >= independent * 0.995 - 1e-6, (report["total_epsilon"], independent)
+    # PLD's pessimistic rounding sits above the truth by about 0.5%, or up to about one interval (1e-3) at
+    # tiny epsilons: the slack is the larger of the two (as in tests/inference/test_dp.py).
+    slack = min(independent * 0.995, independent - 1e-3) - 1e-9
+    assert report["total_epsilon"] >= slack, (report["total_epsilon"], independent)
 
 
 # ---- runs as a state machine ---------------------------------------------------------------------

@@ -177,13 +177,16 @@ def test_composed_epsilon_is_never_below_an_independent_pld_bound(runs, count_no
 
     history = [*runs, *([(count_noise, 1.0, 1)] if count_noise else [])]
     ours = dp.compose_epsilon(history=history, delta=1e-6)
-    accountant = pld.PLDAccountant(value_discretization_interval=1e-3)
+    interval = 1e-3
+    accountant = pld.PLDAccountant(value_discretization_interval=interval)
     for sigma, q, steps in history:
         event = dp_event.GaussianDpEvent(sigma)
         accountant.compose(event if q == 1.0 else dp_event.PoissonSampledDpEvent(q, event), steps)
     independent = accountant.get_epsilon(1e-6)
-    # 0.5% of slack: PLD's own pessimistic discretisation sits above the truth by about that much
-    assert ours >= independent * 0.995 - 1e-6, (ours, independent)
+    # PLD's pessimistic discretisation rounds each loss up to its interval, so it sits above the truth by
+    # about 0.5% at ordinary epsilons and by up to about one interval at tiny ones (a count release alone:
+    # 0.0202 against PLD's 0.0203 was found here): the slack is the larger of the two.
+    assert ours >= min(independent * 0.995, independent - interval) - 1e-9, (ours, independent)
 
 
 @pytest.mark.parametrize("kwargs, message", [
