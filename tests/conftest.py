@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
+import hypothesis
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -15,6 +17,12 @@ from webplatform.accounts.services import user_register
 from .images import image_bytes
 from .lifecycle_support import Clock, storage_clear
 from .support import Actor, named
+
+# Under CI the property tests draw the same examples every run (derandomize), so a green run stays green;
+# locally they explore afresh each time and a failure prints the example to pin down.
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True)
