@@ -270,7 +270,8 @@ def privacy_audit_run(*, claims: list[float], config: Any = None) -> PrivacyAudi
 
 
 def model_promote(*, version: str, actor_id: int | None = None) -> None:
-    """Make a version the one that serves; a DP version must carry its privacy fields and audited DP code."""
+    """Make a version the promoted one (the next DP fine-tune starts from it; jobs are served by the aging
+    layers); a DP version must carry its privacy fields and audited DP code."""
     from inference.registry import PRIVACY_FIELDS, RegistryError
 
     card = model_registry().card(version) if version in model_registry().list_versions() else {}
