@@ -15,21 +15,14 @@ from tests.support import named
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def s3_endpoint(moto_endpoint):
+    host, port = moto_endpoint
+    return f"http://{host}:{port}"
 
 
 @pytest.fixture
-def bucket(s3_endpoint, settings, monkeypatch):
+def bucket(s3_endpoint, settings, aws_test_credentials):
     """A fresh object-locked bucket per test (locked objects cannot be deleted afterwards, by design)."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     name = f"audit-{uuid.uuid4().hex[:12]}"
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)

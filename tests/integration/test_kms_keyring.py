@@ -19,20 +19,13 @@ from tests.images import image_bytes
 
 
 @pytest.fixture(scope="module")
-def kms_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def kms_endpoint(moto_endpoint):
+    host, port = moto_endpoint
+    return f"http://{host}:{port}"
 
 
 @pytest.fixture
-def kms_url(kms_endpoint, monkeypatch) -> str:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+def kms_url(kms_endpoint, aws_test_credentials) -> str:
     return f"kms://alias/timeveil-{uuid.uuid4().hex[:8]}?region=us-east-1&endpoint={kms_endpoint}"
 
 
@@ -82,9 +75,7 @@ def test_a_damaged_or_misfiled_data_key_is_an_integrity_failure(kms_url):
     keyring.check()
 
 
-def test_an_unreachable_key_service_is_transient_not_a_crash(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+def test_an_unreachable_key_service_is_transient_not_a_crash(aws_test_credentials):
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -28,24 +28,17 @@ BUCKET = "timeveil-faults"
 
 
 @pytest.fixture(scope="module")
-def s3_proxy():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    proxy = FaultProxy((host, int(port)))
+def s3_proxy(moto_endpoint):
+    host, port = moto_endpoint
+    proxy = FaultProxy((host, port))
     yield proxy, f"http://{host}:{port}"
     proxy.close()
-    server.stop()
 
 
 @pytest.fixture
-def s3(s3_proxy, monkeypatch):
+def s3(s3_proxy, aws_test_credentials):
     proxy, direct = s3_proxy
     proxy.mode = "pass"
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     client = boto3.client("s3", endpoint_url=direct, region_name="us-east-1",
                           aws_access_key_id="test", aws_secret_access_key="test")
     client.create_bucket(Bucket=BUCKET)

@@ -17,20 +17,13 @@ BUCKET = "timeveil-objects"
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def s3_endpoint(moto_endpoint):
+    host, port = moto_endpoint
+    return f"http://{host}:{port}"
 
 
 @pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+def s3(s3_endpoint, aws_test_credentials):
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
                           aws_access_key_id="test", aws_secret_access_key="test")
     client.create_bucket(Bucket=BUCKET)
