@@ -170,18 +170,19 @@ class KmsKeyring:
         """Create a new KMS key behind `<alias>-v(N+1)` and make it current; old versions stay to unwrap."""
         with self._lock:
             version = (self._known_versions(refresh=True) or [0])[-1] + 1
-            key_id = self._call(
-                "create_key",
-                Description=f"timeveil KEK {self.alias} v{version}",
-                KeyUsage="ENCRYPT_DECRYPT",
-                KeySpec="SYMMETRIC_DEFAULT",
-            )["KeyMetadata"]["KeyId"]
-            try:
-                self._call("create_alias", AliasName=self._alias(version), TargetKeyId=key_id)
-            except _AliasExists:
-                pass  # another host created this version at the same moment: use theirs
+            self._create_aliased_key(self._alias(version), f"timeveil KEK {self.alias} v{version}",
+                                     usage="ENCRYPT_DECRYPT", spec="SYMMETRIC_DEFAULT")
             self._versions_at = 0.0
         return self._known_versions()[-1]
+
+    def _create_aliased_key(self, alias: str, description: str, *, usage: str, spec: str) -> None:
+        """Create a KMS key behind `alias`; if another host won the race to that alias, theirs is used."""
+        key_id = self._call("create_key", Description=description, KeyUsage=usage,
+                            KeySpec=spec)["KeyMetadata"]["KeyId"]
+        try:
+            self._call("create_alias", AliasName=alias, TargetKeyId=key_id)
+        except _AliasExists:
+            pass  # another host created it at the same moment: use theirs
 
     def pseudonym_key(self) -> bytes:
         if self._pseudonym is None:
@@ -191,16 +192,8 @@ class KmsKeyring:
                     "generate_mac", KeyId=name, Message=self.MAC_LABEL, MacAlgorithm="HMAC_SHA_256"
                 )
             except _NotFound:
-                key_id = self._call(
-                    "create_key",
-                    Description=f"timeveil pseudonym key {self.alias}",
-                    KeyUsage="GENERATE_VERIFY_MAC",
-                    KeySpec="HMAC_256",
-                )["KeyMetadata"]["KeyId"]
-                try:
-                    self._call("create_alias", AliasName=name, TargetKeyId=key_id)
-                except _AliasExists:
-                    pass
+                self._create_aliased_key(name, f"timeveil pseudonym key {self.alias}",
+                                         usage="GENERATE_VERIFY_MAC", spec="HMAC_256")
                 response = self._call(
                     "generate_mac", KeyId=name, Message=self.MAC_LABEL, MacAlgorithm="HMAC_SHA_256"
                 )
