@@ -82,6 +82,12 @@ class Page:
     def go(self, path: str) -> None:
         self.page.goto(self.base + path)
 
+    def follow(self, locator) -> None:
+        """Click a link or submit button and wait for the page it leads to; reading straight after a bare
+        click can read the old page, or an empty one mid-navigation (a CI run on PostgreSQL did)."""
+        with self.page.expect_navigation():
+            locator.click()
+
     def audit(self, name: str) -> None:
         """No serious or critical axe issue, no horizontal scroll at 390 px, a screenshot at both widths."""
         page = self.page

@@ -51,7 +51,7 @@ def sign_in(p, username: str) -> None:
     p.go("/login/")
     p.page.get_by_label("Username").fill(username)
     p.page.get_by_label("Password").fill(PASSWORD)
-    p.page.get_by_role("button", name="Sign in").click()
+    p.follow(p.page.get_by_role("button", name="Sign in"))
 
 
 def user_with_photos(name: str, n: int) -> tuple[object, list[Photo]]:
@@ -85,13 +85,13 @@ def test_a_new_user_signs_up_uploads_ages_compares_and_downloads(seeded, make_pa
     p.audit("landing")
 
     # Sign up: nothing pre-ticked; processing ticked, training left alone.
-    page.get_by_role("link", name="Create an account").click()
+    p.follow(page.get_by_role("link", name="Create an account"))
     assert not page.get_by_label("Help improve the aging model", exact=False).is_checked()
     p.audit("signup")
     page.get_by_label("Username").fill("ada")
     page.get_by_label("Password", exact=False).fill(PASSWORD)
     page.get_by_label("Store and transform my photos", exact=False).check()
-    page.get_by_role("button", name="Create account").click()
+    p.follow(page.get_by_role("button", name="Create account"))
     assert "Welcome to Timeveil" in page.locator("#messages").inner_text()
 
     # Upload opens the photo page: a real portrait (NASA's, public domain, shipped by scikit-image).
@@ -143,11 +143,11 @@ def test_a_new_user_signs_up_uploads_ages_compares_and_downloads(seeded, make_pa
     p.audit("photos")
 
     # Deleting says what goes first, then goes.
-    page.get_by_role("link", name="Open and age").click()
-    page.get_by_role("link", name="Delete this photo…").click()
+    p.follow(page.get_by_role("link", name="Open and age"))
+    p.follow(page.get_by_role("link", name="Delete this photo…"))
     assert "removes 1 photo and 1 result" in page.locator("#consequence").inner_text()
     p.audit("confirm-delete")
-    page.get_by_role("button", name="Delete photo and results").click()
+    p.follow(page.get_by_role("button", name="Delete photo and results"))
     assert page.locator("#no-photos").is_visible()
 
 
@@ -182,17 +182,17 @@ def test_consent_centre_policy_receipts_training_photo_and_withdrawal_with_conse
     p.go("/login/")
     p.audit("login")
     sign_in(p, "bea")
-    page.get_by_role("link", name="Consent").click()
+    p.follow(page.get_by_role("link", name="Consent"))
     p.audit("consents")
 
     # The policy is a page; a receipt is a page and a download.
-    page.locator("[data-purpose=training]").get_by_role("link", name="Read policy version 2").click()
+    p.follow(page.locator("[data-purpose=training]").get_by_role("link", name="Read policy version 2"))
     assert f"epsilon {settings.DP_EPSILON_CAP:g}" in page.locator("#policy-text").inner_text()
     added = page.locator("#diff .added").all_inner_texts()
     assert added[-1].endswith("You choose the photo kept for training.")
     p.audit("policy")
     p.go("/consents")
-    page.locator("#receipts").get_by_role("link", name="View").first.click()
+    p.follow(page.locator("#receipts").get_by_role("link", name="View").first)
     p.audit("receipt")
     with page.expect_download() as download:
         page.get_by_role("link", name="Download this receipt (JSON)").click()
@@ -200,26 +200,26 @@ def test_consent_centre_policy_receipts_training_photo_and_withdrawal_with_conse
 
     # Allow training, choosing the oldest photo rather than the newest.
     p.go("/consents")
-    page.locator("[data-purpose=training]").get_by_role("link", name="Allow…").click()
+    p.follow(page.locator("[data-purpose=training]").get_by_role("link", name="Allow…"))
     oldest = photos[0]
     page.locator(f"#tp-{oldest.id}").check()
     p.audit("confirm-training")
-    page.get_by_role("button", name="Allow").click()
+    p.follow(page.get_by_role("button", name="Allow"))
     assert Photo.objects.get(pk=oldest.pk).kept_for_training
     assert str(oldest.id) in page.get_by_role("img", name="The photo kept for training").get_attribute("src")
 
     # Then switch it to another photo from the consent centre.
     page.locator(f"#tp-{photos[1].id}").check()
-    page.get_by_role("button", name="Keep the chosen photo").click()
+    p.follow(page.get_by_role("button", name="Keep the chosen photo"))
     assert Photo.objects.get(pk=photos[1].pk).kept_for_training
 
     # Withdrawing processing says what goes before anything does.
-    page.locator("[data-purpose=processing]").get_by_role("link", name="Withdraw…").click()
+    p.follow(page.locator("[data-purpose=processing]").get_by_role("link", name="Withdraw…"))
     consequence = page.locator("#consequence").inner_text()
     assert "deletes your 2 photos and 0 results" in consequence, consequence
     assert Photo.objects.filter(owner_id=user.pk).count() == 3
     p.audit("confirm-withdraw")
-    page.get_by_role("button", name="Withdraw and delete").click()
+    p.follow(page.get_by_role("button", name="Withdraw and delete"))
     assert "Withdrawn" in page.locator("#messages").inner_text()
     assert list(Photo.objects.filter(owner_id=user.pk).values_list("pk", flat=True)) == [photos[1].pk]
 
@@ -230,7 +230,7 @@ def test_privacy_export_and_erasure(seeded, make_page):
     p = make_page()
     page = p.page
     sign_in(p, "cleo")
-    page.get_by_role("link", name="Privacy").click()
+    p.follow(page.get_by_role("link", name="Privacy"))
     assert page.locator("svg.gauge").count() == 1
     assert page.locator("#runs tbody tr").count() == 3
     p.audit("privacy")
@@ -241,15 +241,15 @@ def test_privacy_export_and_erasure(seeded, make_page):
     index = archive.read("index.html").decode()
     assert f'src="photos/{photos[0].id}.jpg"' in index
 
-    page.get_by_role("link", name="Photos").click()
-    page.get_by_role("link", name="erase your account").click()
+    p.follow(page.get_by_role("link", name="Photos"))
+    p.follow(page.get_by_role("link", name="erase your account"))
     assert "deletes your 1 photo and 0 results" in page.locator("#consequence").inner_text()
     p.audit("confirm-erase")
     page.get_by_label("Type erase to confirm").fill("erase")
-    page.get_by_role("button", name="Erase my account").click()
+    p.follow(page.get_by_role("button", name="Erase my account"))
     receipt = page.locator("#receipt").inner_text()
     p.audit("erased")
-    page.get_by_role("link", name="Check the status").click()
+    p.follow(page.get_by_role("link", name="Check the status"))
     assert page.locator("#erasure-status").inner_text().split(":")[0] in {"accepted", "deleting now", "done"}
     p.audit("erasure-status")
     assert receipt not in page.locator("main").inner_text()  # the status page shows no secret back
@@ -277,13 +277,13 @@ def test_officer_filters_the_audit_trail_downloads_csv_verifies_and_reads_charts
     # Drill down from the consent chart's numbers to the events behind them.
     figure = page.locator("#consent-chart-fig")
     figure.get_by_text("Show the numbers").click()
-    figure.get_by_role("link", name="granted on", exact=False).first.click()
+    p.follow(figure.get_by_role("link", name="granted on", exact=False).first)
     assert set(page.locator("#events tbody tr td:nth-child(3)").all_inner_texts()) == {"consent.granted"}
     p.go("/officer/")
 
-    page.get_by_role("link", name="Audit trail").first.click()
+    p.follow(page.get_by_role("link", name="Audit trail").first)
     page.get_by_label("Action").select_option("photo.uploaded")
-    page.get_by_role("button", name="Filter").click()
+    p.follow(page.get_by_role("button", name="Filter"))
     actions = page.locator("#events tbody tr td:nth-child(3)").all_inner_texts()
     assert actions == ["photo.uploaded"] * 3
     p.audit("officer-audit")
@@ -293,10 +293,10 @@ def test_officer_filters_the_audit_trail_downloads_csv_verifies_and_reads_charts
     rows = list(csv.DictReader(open(download.value.path())))
     assert [r["action"] for r in rows] == ["photo.uploaded"] * 3
 
-    page.get_by_role("button", name="Verify the chain now").click()
+    p.follow(page.get_by_role("button", name="Verify the chain now"))
     assert page.locator("#verification").inner_text().startswith("Chain intact")
 
-    page.get_by_role("link", name="Training runs").click()
+    p.follow(page.get_by_role("link", name="Training runs"))
     assert page.locator("#runs tbody tr").count() == 3
     p.audit("officer-runs")
 
