@@ -4,8 +4,10 @@ PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 PG_URL  ?= postgres://postgres@127.0.0.1:5432/test
 HOST    ?= 127.0.0.1:8000
+# Embedded mode's data folder: the settings read it and write nothing on import, so `make var` prepares it.
+VAR_DIR := $(or $(TIMEVEIL_VAR_DIR),var)
 
-.PHONY: run test setup lint typecheck test-sqlite test-postgres test-hostile bench clean
+.PHONY: run var test setup lint typecheck test-sqlite test-postgres test-hostile bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv .venv
@@ -15,12 +17,19 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP)
 
+# The data folder (0700) and a secret key kept in it (0600), made once; SECRET_KEY in the environment wins.
+$(VAR_DIR)/secret_key:
+	mkdir -p -m 700 $(VAR_DIR)
+	umask 077 && python3 -c "import secrets; print(secrets.token_urlsafe(50))" > $@.tmp && mv $@.tmp $@
+
+var: $(VAR_DIR)/secret_key
+
 # A real server: gunicorn threads (runserver's backlog of 10 resets connections under load), static files
 # collected once and served by whitenoise, the periodic sweeper and retention in each worker process.
 WEB_WORKERS ?= 2
 WEB_THREADS ?= 16
 
-run: setup
+run: setup var
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py bootstrap --demo
 	$(PY) manage.py collectstatic --noinput -v 0

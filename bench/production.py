@@ -127,6 +127,7 @@ class Stack:
                                                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def up(self) -> None:
+        (self.workdir / "var").mkdir(mode=0o700, exist_ok=True)  # the operator prepares the data folder
         for step in (("migrate", "--noinput"), ("bootstrap",), ("collectstatic", "--noinput", "-v", "0")):
             result = self.manage(*step)
             if result.returncode != 0:
@@ -185,6 +186,7 @@ class EmbeddedStack(Stack):
         self.logs.mkdir(parents=True, exist_ok=True)
 
     def up(self) -> None:
+        subprocess.run(["make", "-s", "var"], cwd=ROOT, env=self.env, check=True)  # `make run`'s first step
         for step in (("migrate", "--noinput"), ("bootstrap",), ("collectstatic", "--noinput", "-v", "0")):
             result = self.manage(*step)
             if result.returncode != 0:

@@ -14,8 +14,12 @@ os.environ["TIMEVEIL_READ_DOTENV"] = "0"
 for name in ("CELERY_BROKER_URL", "CELERY_TASK_ALWAYS_EAGER", "STORAGE_BACKEND", "KEYRING_URL", "DEBUG",
              "SECRET_KEY", "PRODUCTION", "HTTPS", "CACHE_URL", "MODEL_REGISTRY_DIR", "AUDIT_CHECKPOINT_DIR"):
     os.environ.pop(name, None)
+# The key `make var` would keep under var/, fixed so the worker and server processes tests start share it.
+os.environ["SECRET_KEY"] = "timeveil-tests-only-" + "x" * 40
 
 from webplatform.settings import *  # noqa: E402,F403
+
+STATIC_ROOT.mkdir(exist_ok=True)  # noqa: F405 - collectstatic's folder, which whitenoise expects to exist
 
 # Argon2 is the production hasher (tested in tests/test_accounts.py); MD5 keeps the suite fast.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

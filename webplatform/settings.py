@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,20 +13,17 @@ if env.bool("TIMEVEIL_READ_DOTENV", default=True):  # tests turn it off: a devel
     environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 # Everything the embedded mode writes lives here: database, ciphertext objects, keyring, demo credentials.
+# Importing the settings writes nothing: `make var` (the first step of `make run`) creates this folder (0700)
+# and a secret key in it (0600); a start without them fails at the end of this module, saying so.
 VAR_DIR = Path(env.str("TIMEVEIL_VAR_DIR", default=str(BASE_DIR / "var")))
-if not VAR_DIR.exists():
-    VAR_DIR.mkdir(parents=True, mode=0o700)  # wrapped keys and the database live here
+SECRET_KEY_FILE = VAR_DIR / "secret_key"
 
 
 def _secret_key() -> str:
-    """SECRET_KEY from the environment, else one generated on first run and kept under var/ (0600)."""
+    """SECRET_KEY from the environment, else the one `make var` kept under var/; empty when neither exists."""
     if env.str("SECRET_KEY", default=""):
         return env.str("SECRET_KEY")
-    path = VAR_DIR / "secret_key"
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(50))
-    return path.read_text().strip()
+    return SECRET_KEY_FILE.read_text().strip() if SECRET_KEY_FILE.is_file() else ""
 
 
 SECRET_KEY = _secret_key()
@@ -93,7 +89,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # secure_delete: deleted rows (wrapped data keys above all) are overwritten, not left in free pages.
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
+        # SQLite's busy wait is not a queue: with 32 request threads on 2 starved cores one writer waited out
+        # 20 s (a 500 in tests/integration/test_embedded_server.py); gunicorn's own limit is 120 s.
+        "timeout": 60,
         # WAL: readers never wait for the writer, and the writer waits (timeout) instead of failing at once.
         "init_command": "PRAGMA secure_delete=ON; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
@@ -240,8 +238,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 STATIC_URL = "/static/"
-STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT = VAR_DIR / "static"  # filled by collectstatic, which creates it
 WHITENOISE_USE_FINDERS = True
 
 # --- keys: a 0600 keyring file under var/ by default; a KMS provider behind the same interface ---------
@@ -368,3 +365,19 @@ def production_problems() -> list[str]:
 if PRODUCTION and (_problems := production_problems()):
     raise environ.ImproperlyConfigured("Refusing to start in production mode (PRODUCTION=1):\n  - "
                                        + "\n  - ".join(_problems))
+
+
+def startup_problems() -> list[str]:
+    """What any start needs that only `make var` or the operator provides (empty: ready to start)."""
+    problems = []
+    if not VAR_DIR.is_dir():
+        problems.append(f"the data folder {VAR_DIR} does not exist: run `make var` (the first step of "
+                        "`make run`), or set TIMEVEIL_VAR_DIR to a folder that exists")
+    if not SECRET_KEY:
+        problems.append(f"SECRET_KEY is not set and {SECRET_KEY_FILE} does not exist: run `make var`, or set "
+                        "SECRET_KEY")
+    return problems
+
+
+if _problems := startup_problems():
+    raise environ.ImproperlyConfigured("Refusing to start:\n  - " + "\n  - ".join(_problems))
