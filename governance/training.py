@@ -64,7 +64,8 @@ Step = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps), as in
 Composer = Callable[[list[Step], float], float]  # (history, delta) -> an upper bound on epsilon
 
 # The accountant composing the ledgers. governance imports nothing of ours, so the training app installs
-# inference.dp's compose_epsilon at start-up (webplatform.training.apps); tests may swap it like any attribute.
+# inference.dp's compose_epsilon at start-up (webplatform.training.apps); tests may swap it like any
+# attribute.
 composer: Composer | None = None
 
 
@@ -76,7 +77,8 @@ def manifest_sha256(items: list[dict[str, str]]) -> str:
 
 def _compose(history: list[Step], delta: float) -> float:
     if composer is None:
-        raise RuntimeError("governance.training.composer is not set: add webplatform.training to INSTALLED_APPS")
+        raise RuntimeError("governance.training.composer is not set: "
+                           "add webplatform.training to INSTALLED_APPS")
     return composer(history, delta)
 
 
@@ -85,7 +87,8 @@ def run_history(run: TrainingRun) -> list[Step]:
     return [(run.noise_multiplier, run.sample_rate, run.steps), (run.count_noise, 1.0, 1)]
 
 
-def composed_epsilon(runs: list[TrainingRun], extra: list[Step] | None = None, delta: float | None = None) -> float:
+def composed_epsilon(runs: list[TrainingRun], extra: list[Step] | None = None,
+                     delta: float | None = None) -> float:
     """Epsilon of all these runs (and `extra` entries) together, at `delta` or the smallest among the runs."""
     history = [step for run in runs for step in run_history(run)] + list(extra or [])
     if not history:
@@ -122,13 +125,15 @@ def _lineage_runs(lineage: Lineage, parent_version: str = "") -> list[TrainingRu
 
 
 def lineage_committed_epsilon(lineage: Lineage) -> float:
-    """The lineage's runs, with the ancestry of each model they fine-tuned, composed as reservation checks them."""
+    """The lineage's runs, with the ancestry of each model they fine-tuned, composed as reservation
+    checks them."""
     parents = set(lineage.runs.values_list("parent_version", flat=True))
     runs = {r.pk: r for p in parents for r in run_ancestry(p)}
     runs.update({r.pk: r for r in lineage.runs.all()})
     if not runs:
         return 0.0
-    return composed_epsilon(list(runs.values()), delta=min([lineage.delta, *(r.delta for r in runs.values())]))
+    return composed_epsilon(list(runs.values()),
+                            delta=min([lineage.delta, *(r.delta for r in runs.values())]))
 
 
 def ancestry_epsilon(run: TrainingRun) -> tuple[float, float]:
@@ -155,12 +160,14 @@ def user_committed_epsilon(user_id: int) -> tuple[float, float]:
 
 def subjects_epsilon(subjects: list[str], extra: list[Step] | None = None,
                      delta: float | None = None) -> dict[str, float]:
-    """Each subject's runs (plus `extra`) composed: one accountant call per distinct set of runs, not per person.
+    """Each subject's runs (plus `extra`) composed: one accountant call per distinct set of runs, not
+    per person.
 
     At `delta` or, for each set, the smallest delta among its runs and `delta`.
     """
     held: dict[str, set[uuid.UUID]] = {s: set() for s in subjects}
-    for subject, run_id in ManifestEntry.objects.filter(subject__in=subjects).values_list("subject", "run_id"):
+    for subject, run_id in (ManifestEntry.objects.filter(subject__in=subjects)
+                            .values_list("subject", "run_id")):
         held[subject].add(run_id)
     runs = {r.pk: r for r in TrainingRun.objects.filter(pk__in=set().union(*held.values()))}
     by_history: dict[frozenset[uuid.UUID], float] = {}
@@ -180,7 +187,8 @@ def users_with_budget(user_ids: list[int]) -> set[int]:
 
 def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float, delta: float,
                 sample_rate: float, noise_multiplier: float, max_grad_norm: float, steps: int,
-                accountant: str, participants: int, count_noise: float, parent_version: str = "") -> TrainingRun:
+                accountant: str, participants: int, count_noise: float,
+                parent_version: str = "") -> TrainingRun:
     """Freeze the manifest and reserve the run's epsilon in one locked transaction, or refuse (409).
 
     Refused when fewer than DP_MIN_PARTICIPANTS people are in it, when the lineage's ledger (its runs and
@@ -192,8 +200,8 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
         raise InvalidInput("No eligible photos: nobody with training consent has a photo within retention.")
     if len(items) < settings.DP_MIN_PARTICIPANTS:
         # Says neither the count nor how far below: only that the floor was not met.
-        raise CohortTooSmall(f"A DP training run needs at least {settings.DP_MIN_PARTICIPANTS} eligible people; "
-                             "wait until more have opted in (DP_MIN_PARTICIPANTS).",
+        raise CohortTooSmall(f"A DP training run needs at least {settings.DP_MIN_PARTICIPANTS} "
+                             "eligible people; wait until more have opted in (DP_MIN_PARTICIPANTS).",
                              details={"minimum": settings.DP_MIN_PARTICIPANTS})
     if epsilon <= 0 or not (0 < delta < 1) or count_noise <= 0:
         raise InvalidInput("Epsilon and the count's noise must be positive and delta in (0, 1).")
@@ -210,10 +218,12 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
         if total > lineage.epsilon_cap + 1e-9:
             committed = composed_epsilon(committed_runs, delta=at) if committed_runs else 0.0
             raise BudgetExceeded(
-                f"This run would bring lineage {lineage.name!r} (with its parent model's ancestry) to epsilon "
-                f"{total:.3f}, past its cap {lineage.epsilon_cap}; raise the noise multiplier or train fewer "
-                "epochs. A new lineage does not help: it composes the ancestry of the model it fine-tunes.",
-                details={"requested": epsilon, "committed": committed, "total": total, "cap": lineage.epsilon_cap})
+                f"This run would bring lineage {lineage.name!r} (with its parent model's ancestry) to "
+                f"epsilon {total:.3f}, past its cap {lineage.epsilon_cap}; raise the noise multiplier or "
+                "train fewer epochs. A new lineage does not help: it composes the ancestry of the model it "
+                "fine-tunes.",
+                details={"requested": epsilon, "committed": committed, "total": total,
+                         "cap": lineage.epsilon_cap})
         _check_consents(items)
         ledgers = subjects_epsilon([pseudonym(i.user_id) for i in items], this_run, delta)
         over = sum(e > settings.DP_USER_EPSILON_CAP + 1e-9 for e in ledgers.values())
@@ -230,7 +240,8 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
             noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, steps=steps, delta=delta,
             accountant=accountant, epsilon_reserved=epsilon, parent_version=parent_version)
         ManifestEntry.objects.bulk_create([ManifestEntry(run=run, **e) for e in entries])
-        audit_append(action="training.reserved", actor_id=None, subject="training", object_ref=f"run:{run.id}",
+        audit_append(action="training.reserved", actor_id=None, subject="training",
+                     object_ref=f"run:{run.id}",
                      details={"manifest_sha256": run.manifest_sha256, "participants_released": participants,
                               "epsilon": epsilon, "delta": delta, "lineage": lineage.name})
     return run
@@ -276,13 +287,16 @@ def run_finish(run: TrainingRun, *, model_version: str = "", metrics: dict[str, 
     with transaction.atomic():
         locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
         if locked.status != RunStatus.RUNNING:
-            raise Conflict(f"Run {run.id} is {locked.status}, not running.", details={"status": locked.status})
+            raise Conflict(f"Run {run.id} is {locked.status}, not running.",
+                           details={"status": locked.status})
         run.status = RunStatus.FAILED if error else RunStatus.SUCCEEDED
         run.epsilon_spent = run.epsilon_reserved
         run.model_version, run.metrics, run.error = model_version, metrics or {}, error[:200]
         run.finished_at = clock.now()
-        run.save(update_fields=["status", "epsilon_spent", "model_version", "metrics", "error", "finished_at"])
-        audit_append(action="training.finished", actor_id=None, subject="training", object_ref=f"run:{run.id}",
+        run.save(update_fields=["status", "epsilon_spent", "model_version", "metrics", "error",
+                                "finished_at"])
+        audit_append(action="training.finished", actor_id=None, subject="training",
+                     object_ref=f"run:{run.id}",
                      details={"status": run.status, "epsilon_spent": run.epsilon_spent,
                               "model_version": model_version})
 
@@ -290,7 +304,8 @@ def run_finish(run: TrainingRun, *, model_version: str = "", metrics: dict[str, 
 def privacy_audit_record(*, code_version: str, passed: bool, report: dict[str, Any]) -> PrivacyAudit:
     """Store an empirical audit of a DP code version, and put it on the audit trail."""
     with transaction.atomic():
-        audit = PrivacyAudit.objects.create(code_version=code_version, passed=passed, report=report, at=clock.now())
+        audit = PrivacyAudit.objects.create(code_version=code_version, passed=passed, report=report,
+                                            at=clock.now())
         audit_append(action="training.privacy_audit", actor_id=None, subject="training",
                      object_ref=f"dp-code:{code_version[:16]}", details={"passed": passed})
     return audit

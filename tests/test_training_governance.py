@@ -56,7 +56,8 @@ def _small_cohorts(settings):
 
 
 def reserve(items, noise=6.0, lineage="test-lineage") -> TrainingRun:
-    """A run of 20 steps at q 0.1 (noise 6: epsilon about 0.5; 0.85: 6.0; 0.8: 6.8; two at 0.8 compose to 8.6)."""
+    """A run of 20 steps at q 0.1 (noise 6: epsilon about 0.5; 0.85: 6.0; 0.8: 6.8; two at 0.8
+    compose to 8.6)."""
     epsilon = dp.compose_epsilon(history=[(noise, 0.1, 20), (10.0, 1.0, 1)], delta=1e-6)
     return run_reserve(lineage_name=lineage, items=items, epsilon=epsilon, noise_multiplier=noise, **RUN)
 

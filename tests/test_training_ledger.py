@@ -228,7 +228,8 @@ def test_a_cohort_below_the_minimum_is_refused_with_a_clear_error(people, settin
     with pytest.raises(CohortTooSmall) as refused:
         reserve(eligible_items())
     assert refused.value.status == 409 and refused.value.code == "cohort_too_small"
-    assert "at least 3" in refused.value.message and "2" not in refused.value.message  # the count stays private
+    # the count stays private
+    assert "at least 3" in refused.value.message and "2" not in refused.value.message
     with pytest.raises(CommandError, match="cohort_too_small"):
         call_command("train", "--target-epsilon", "2", "--epochs", "1", "--batch-size", "1")
     assert TrainingRun.objects.count() == 0

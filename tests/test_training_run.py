@@ -1,4 +1,5 @@
-"""A short real DP training run on CPU: consenting synthetic users → registered version with privacy fields."""
+"""A short real DP training run on CPU: consenting synthetic users → registered version with privacy
+fields."""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def test_short_dp_run_registers_a_version_with_its_privacy_card(consenting_users
     card = model_registry().card(run.model_version)
     assert card["dp"] is True and all(card.get(f) is not None for f in PRIVACY_FIELDS)
     assert card["manifest_sha256"] == run.manifest_sha256
-    assert card["epsilon"] == pytest.approx(ancestry_epsilon(run)[0]) and run.epsilon_spent == run.epsilon_reserved
+    assert (card["epsilon"] == pytest.approx(ancestry_epsilon(run)[0])
+            and run.epsilon_spent == run.epsilon_reserved)
     assert card["ancestry"] == [str(run.id)] and "one person" in card["privacy_unit"]
     # And nothing private for free: the count only as released with noise, no losses or batch statistics
     assert card["participants_released"] == run.participants and card["participants_noise_std"] > 0
@@ -116,7 +118,8 @@ def test_short_dp_run_registers_a_version_with_its_privacy_card(consenting_users
     # Promotion is explicit and audited
     call_command("promote_model", run.model_version)
     assert model_registry().promoted_version() == run.model_version
-    assert AuditEvent.objects.filter(action="model.promoted", object_ref=f"model:{run.model_version}").exists()
+    assert AuditEvent.objects.filter(action="model.promoted",
+                                     object_ref=f"model:{run.model_version}").exists()
 
 
 def test_promotion_refuses_a_dp_card_without_privacy_fields(purposes):
@@ -142,7 +145,9 @@ def test_a_person_erased_after_the_snapshot_is_left_out_of_training_not_a_crash(
 
     users, _ = consenting_users
     run = training_run_create(RunRequest(epochs=1, target_epsilon=2.0, batch_size=4, lr=1e-4))
-    data_key_destroy(user_id=users[0].pk)  # erasure accepted after the snapshot: their ciphertext is unreadable
+    # erasure accepted after the snapshot: their ciphertext is unreadable
+    data_key_destroy(user_id=users[0].pk)
     data = _load_faces(run, 64)
     assert len(data.faces) == len(users) - 1  # everyone else, and only the teacher's view of them
-    assert data.renders.shape == (len(users) - 1, 4, 64, 64, 3) and data.render_ages.shape == (len(users) - 1, 4)
+    assert (data.renders.shape == (len(users) - 1, 4, 64, 64, 3)
+            and data.render_ages.shape == (len(users) - 1, 4))

@@ -10,8 +10,8 @@ from django.conf import settings
 from governance.training import runs_for_subject, user_committed_epsilon
 
 UNIT = ("Timeveil protects you as one person: it trains on at most one photo per account, never on a photo "
-        "showing more than one face, and uses an image only once even if several accounts uploaded it. If you "
-        "hold several accounts with different photos of yourself, each account is counted separately.")
+        "showing more than one face, and uses an image only once even if several accounts uploaded it. If "
+        "you hold several accounts with different photos of yourself, each account is counted separately.")
 
 
 def privacy_report(user_id: int) -> dict[str, Any]:
@@ -35,10 +35,10 @@ def privacy_report(user_id: int) -> dict[str, Any]:
         "unit": UNIT,
         "explanation": (
             f"{len(runs)} training run(s) used one of your photos. Differential privacy bounds what the "
-            f"resulting models can reveal about you: with total epsilon {total:.2f}, anything an observer could "
-            f"conclude from them is at most {_factor(total)} times more (or less) likely than if your photo had "
-            f"never been used, except with probability {delta:.1e}. Lower is more private; Timeveil never "
-            f"trains on your photo in a run that would take your total past {cap:g}. {UNIT}"
+            f"resulting models can reveal about you: with total epsilon {total:.2f}, anything an observer "
+            f"could conclude from them is at most {_factor(total)} times more (or less) likely than if your "
+            f"photo had never been used, except with probability {delta:.1e}. Lower is more private; "
+            f"Timeveil never trains on your photo in a run that would take your total past {cap:g}. {UNIT}"
         ),
     }
 

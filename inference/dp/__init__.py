@@ -1,4 +1,5 @@
-"""Differentially private fine-tuning: accounting (what a run spends), samplers (per-sample gradients), training.
+"""Differentially private fine-tuning: accounting (what a run spends), samplers (per-sample gradients),
+training.
 
 Privacy unit: one row of `faces`, one person. Governance puts at most one photo per account in a run,
 refuses photos showing more than one face and drops identical images held by several accounts; a person

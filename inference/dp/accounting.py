@@ -29,18 +29,22 @@ EPSILON_TOLERANCE = 0.01  # noise_for_epsilon's answer spends within this of the
 
 def _check_accountant(accountant: str) -> None:
     if accountant not in ACCOUNTANTS:
-        raise ValueError(f"accountant={accountant!r} is not one of {ACCOUNTANTS}: use 'prv' (tightest upper bound, "
-                         "the default) or 'rdp' (looser, cheaper); GDP was removed because it under-reports")
+        raise ValueError(f"accountant={accountant!r} is not one of {ACCOUNTANTS}: use 'prv' (tightest "
+                         "upper bound, the default) or 'rdp' (looser, cheaper); GDP was removed because it "
+                         "under-reports")
 
 
 def _check_delta(delta: float) -> None:
     if not (isinstance(delta, int | float) and 0.0 < delta < 1.0):
-        raise ValueError(f"delta={delta!r} must be in (0, 1); use well below 1/N for N participants, e.g. 1e-6")
+        raise ValueError(f"delta={delta!r} must be in (0, 1); "
+                         "use well below 1/N for N participants, e.g. 1e-6")
 
 
 def _check_run(noise_multiplier: float, sample_rate: float, steps: int) -> None:
-    if not (isinstance(noise_multiplier, int | float) and math.isfinite(noise_multiplier) and noise_multiplier >= 0):
-        raise ValueError(f"noise_multiplier={noise_multiplier!r} must be a finite number >= 0 (typically 0.5-5)")
+    if not (isinstance(noise_multiplier, int | float) and math.isfinite(noise_multiplier)
+            and noise_multiplier >= 0):
+        raise ValueError(f"noise_multiplier={noise_multiplier!r} must be a finite number >= 0 "
+                         "(typically 0.5-5)")
     if not (isinstance(sample_rate, int | float) and 0.0 < sample_rate <= 1.0):
         raise ValueError(f"sample_rate={sample_rate!r} must be in (0, 1]: the expected batch size over N")
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
@@ -58,8 +62,9 @@ def _epsilon(history: list[Step], delta: float, accountant: str) -> float:
     with warnings.catch_warnings(), np.errstate(divide="ignore"):
         _quiet_prv_domain(accountant)
         if accountant == "prv" and not _prv_fits(history, delta):
-            warnings.warn(f"the PRV accountant would need more than {PRV_MAX_POINTS} grid points (about 160 bytes "
-                          f"each) for {history}; using RDP, a looser but valid upper bound", stacklevel=3)
+            warnings.warn(f"the PRV accountant would need more than {PRV_MAX_POINTS} grid points (about "
+                          f"160 bytes each) for {history}; using RDP, a looser but valid upper bound",
+                          stacklevel=3)
             accountant = "rdp"
         acc = create_accountant(mechanism=accountant)
         acc.history = history
@@ -79,7 +84,8 @@ def _prv_fits(history: list[Step], delta: float) -> bool:
 
 
 def _quiet_prv_domain(accountant: str) -> None:
-    """PRV sizes its grid with an RDP bound, whose 'optimal order' hint says nothing about PRV's epsilon."""
+    """PRV sizes its grid with an RDP bound, whose 'optimal order' hint says nothing about PRV's
+    epsilon."""
     if accountant == "prv":
         warnings.filterwarnings("ignore", message="Optimal order is the")
 
@@ -99,8 +105,10 @@ def epsilon_for(*, noise_multiplier: float, sample_rate: float, steps: int, delt
 
 def noise_for_epsilon(*, target_epsilon: float, sample_rate: float, steps: int, delta: float,
                       accountant: str = "prv") -> float:
-    """The noise multiplier whose run spends at most target_epsilon, and within 0.01 of it (Opacus' search)."""
-    if not (isinstance(target_epsilon, int | float) and math.isfinite(target_epsilon) and target_epsilon > 0):
+    """The noise multiplier whose run spends at most target_epsilon, and within 0.01 of it (Opacus'
+    search)."""
+    if not (isinstance(target_epsilon, int | float) and math.isfinite(target_epsilon)
+            and target_epsilon > 0):
         raise ValueError(f"target_epsilon={target_epsilon!r} must be a finite number > 0, e.g. 1, 4 or 8")
     _check_run(1.0, sample_rate, steps)
     if steps == 0:
@@ -118,9 +126,9 @@ def noise_for_epsilon(*, target_epsilon: float, sample_rate: float, steps: int, 
         high *= 2
         eps_high = eps(high)
         if high > MAX_NOISE:
-            raise ValueError(f"no noise multiplier up to {MAX_NOISE:g} reaches epsilon {target_epsilon} at delta "
-                             f"{delta} over {steps} steps at sample rate {sample_rate}: raise the budget or run "
-                             "fewer steps or a lower sample rate")
+            raise ValueError(f"no noise multiplier up to {MAX_NOISE:g} reaches epsilon {target_epsilon} at "
+                             f"delta {delta} over {steps} steps at sample rate {sample_rate}: raise the "
+                             "budget or run fewer steps or a lower sample rate")
     while target_epsilon - eps_high > EPSILON_TOLERANCE:
         mid = (low + high) / 2
         eps_mid = eps(mid)
@@ -140,7 +148,8 @@ def compose_epsilon(*, history: list[Step], delta: float, accountant: str = "prv
     _check_delta(delta)
     _check_accountant(accountant)
     if not isinstance(history, list | tuple):
-        raise ValueError(f"history must be a list of (noise_multiplier, sample_rate, steps), got {type(history)}")
+        raise ValueError("history must be a list of (noise_multiplier, sample_rate, steps), "
+                         f"got {type(history)}")
     for i, entry in enumerate(history):
         if not (isinstance(entry, list | tuple) and len(entry) == 3):
             raise ValueError(f"history[{i}]={entry!r} is not a (noise_multiplier, sample_rate, steps) triple")

@@ -67,7 +67,8 @@ class AuditResult:
 
 
 def code_version() -> str:
-    """SHA-256 of the DP code (this package's sources): the version an audit passes and a model is trained with."""
+    """SHA-256 of the DP code (this package's sources): the version an audit passes and a model is
+    trained with."""
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
@@ -75,7 +76,8 @@ def code_version() -> str:
 
 
 def p_value(*, m: int, r: int, v: int, epsilon: float, delta: float) -> float:
-    """P[at least v of r guesses right] under (epsilon, delta)-DP with m canaries (the paper's Theorem 3.3)."""
+    """P[at least v of r guesses right] under (epsilon, delta)-DP with m canaries (the paper's
+    Theorem 3.3)."""
     q = 1 / (1 + math.exp(-epsilon))  # accuracy of epsilon-DP randomised response
     beta = float(stats.binom.sf(v - 1, r, q))
     alpha, total = 0.0, 0.0
@@ -121,7 +123,8 @@ class _CanaryLoss(nn.Module):
         return per_sample.mean() if self.reduction == "mean" else per_sample
 
 
-def _canary_scores(config: AuditConfig, noise: float, included: np.ndarray) -> tuple[np.ndarray, float, float]:
+def _canary_scores(config: AuditConfig, noise: float,
+                   included: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Run DP-SGD through make_private on the included canaries; each canary's score, measured sigma and q."""
     m, c = config.canaries, config.max_grad_norm
     expected = config.sample_rate * m / 2  # public: the expected number of included canaries in a batch
@@ -129,8 +132,8 @@ def _canary_scores(config: AuditConfig, noise: float, included: np.ndarray) -> t
                          steps=config.steps, delta=config.delta, expected_batch_size=expected, lr=1e-3)
     inputs = torch.eye(m)[torch.from_numpy(np.flatnonzero(included))] * CANARY_SCALE * c  # (m_in, m)
     layer = nn.Linear(m, 1, bias=False)
-    parts = make_private(module=layer, dataset=TensorDataset(inputs), config=dp_config, objective=_CanaryLoss(),
-                         device=torch.device("cpu"))
+    parts = make_private(module=layer, dataset=TensorDataset(inputs), config=dp_config,
+                         objective=_CanaryLoss(), device=torch.device("cpu"))
     seen: list[torch.Tensor] = []
     hook = parts.optimizer.step_hook
 
@@ -166,7 +169,8 @@ def _canary_scores(config: AuditConfig, noise: float, included: np.ndarray) -> t
     return grads.sum(axis=0), noise_measured, sample_rate_measured
 
 
-def _ideal_scores(config: AuditConfig, noise: float, included: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _ideal_scores(config: AuditConfig, noise: float, included: np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray:
     """The same scores from the ideal mechanism, simulated: Poisson appearances plus exact Gaussian noise."""
     t, m = config.steps, config.canaries
     appearances = rng.binomial(t, config.sample_rate, m) * included
@@ -176,8 +180,8 @@ def _ideal_scores(config: AuditConfig, noise: float, included: np.ndarray, rng: 
 def audit_one_run(*, claimed_epsilon: float, config: AuditConfig = AuditConfig()) -> AuditResult:
     """Audit the DP-SGD code path at the noise that claims `claimed_epsilon`; see the module docstring."""
     m, r = config.canaries, config.guesses
-    noise = noise_for_epsilon(target_epsilon=claimed_epsilon, sample_rate=config.sample_rate, steps=config.steps,
-                              delta=config.delta)
+    noise = noise_for_epsilon(target_epsilon=claimed_epsilon, sample_rate=config.sample_rate,
+                              steps=config.steps, delta=config.delta)
     claim = epsilon_for(noise_multiplier=noise, sample_rate=config.sample_rate, steps=config.steps,
                         delta=config.delta)
     rng = np.random.default_rng()  # fresh OS entropy: which canaries are in is unknown to the code audited
@@ -203,8 +207,10 @@ def audit_one_run(*, claimed_epsilon: float, config: AuditConfig = AuditConfig()
     if not abs(rate_measured - q) <= 5 * math.sqrt((noise ** 2 + q * (1 - q)) / n_in):
         result.failures.append(f"measured sample rate {rate_measured:.4f}, configured {q:.4f}")
     if result.epsilon_lower_bound > claim:
-        result.failures.append(f"epsilon lower bound {result.epsilon_lower_bound:.3f} above the claim {claim:.3f}")
+        result.failures.append(f"epsilon lower bound {result.epsilon_lower_bound:.3f} "
+                               f"above the claim {claim:.3f}")
     if result.control_lower_bound < result.max_lower_bound - 1e-6:
-        result.failures.append(f"the no-noise control reached {result.control_lower_bound:.3f}, not the test's "
-                               f"maximum {result.max_lower_bound:.3f}: the audit cannot see a leak")
+        result.failures.append(f"the no-noise control reached {result.control_lower_bound:.3f}, "
+                               f"not the test's maximum {result.max_lower_bound:.3f}: the audit cannot see "
+                               "a leak")
     return result

@@ -38,8 +38,10 @@ def conv2d_weight_sq_norms(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -
 
     a: activations (B, C_in, H, W); g: backprops (B, C_out, H', W'), P = H'W' output positions; U_i: the
     patches (D, P), D = C_in*kh*kw. Two exact ways, chosen per layer by their cost:
-      ghost norm: ||g_i U_i^T||^2 = sum_pq (U_i^T U_i)_pq (g_i^T g_i)_pq   B*P^2*(C_out + D) flops, B*P^2 memory
-      materialise: G_i (C_out, D), squared and summed                      B*P*C_out*D flops,   C_out*D memory
+      ghost norm: ||g_i U_i^T||^2 = sum_pq (U_i^T U_i)_pq (g_i^T g_i)_pq
+                  B*P^2*(C_out + D) flops, B*P^2 memory
+      materialise: G_i (C_out, D), squared and summed
+                   B*P*C_out*D flops, C_out*D memory
     Ghost wins where P*(C_out + D) < C_out*D: the coarse, wide levels of a U-Net. The materialise path
     gets G_i for a chunk of the batch as the weight gradient of one grouped convolution (the chunk folded
     into the groups: no unfolded k*k copy of the activations, 2-3x faster than unfold + bmm on CPU), so at
@@ -56,8 +58,8 @@ def conv2d_weight_sq_norms(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -
         ggt = torch.bmm(gf.transpose(1, 2), gf)  # (B, P, P)
         return (aat * ggt).sum(dim=(1, 2)).clamp_(min=0.0)
     step = max(1, MATERIALISE_CHUNK // (c_out * d))
-    return torch.cat([conv2d_weight_per_sample(layer, a[i:i + step], g[i:i + step]).flatten(1).square().sum(dim=1)
-                      for i in range(0, n, step)])
+    return torch.cat([conv2d_weight_per_sample(layer, a[i:i + step], g[i:i + step])
+                      .flatten(1).square().sum(dim=1) for i in range(0, n, step)])
 
 
 def conv2d_weight_per_sample(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -115,7 +117,8 @@ def compute_conv2d_norm_sample(layer: nn.Conv2d, activations: list[torch.Tensor]
     backprops = backprops.contiguous()
     n = a.shape[0]
     if n == 0:  # Poisson sampling drew nobody
-        return {p: backprops.new_zeros(0) for p in (layer.weight, layer.bias) if p is not None and p.requires_grad}
+        return {p: backprops.new_zeros(0) for p in (layer.weight, layer.bias)
+                if p is not None and p.requires_grad}
     if not _plain_conv(layer):  # rare layouts: norms of Opacus' per-sample gradients
         grads = compute_conv_grad_sample(layer, [a], backprops)
         return {p: gs.reshape(n, -1).norm(dim=1) for p, gs in grads.items()}
@@ -133,7 +136,8 @@ def compute_group_norm_norm_sample(layer: nn.GroupNorm, activations: list[torch.
     a = activations[0].to(backprops.dtype)  # (B, C, H, W)
     out: dict[torch.Tensor, torch.Tensor] = {}
     if len(a) == 0:  # Poisson sampling drew nobody
-        return {p: backprops.new_zeros(0) for p in (layer.weight, layer.bias) if p is not None and p.requires_grad}
+        return {p: backprops.new_zeros(0) for p in (layer.weight, layer.bias)
+                if p is not None and p.requires_grad}
     if layer.weight is not None and layer.weight.requires_grad:
         xhat = F.group_norm(a, layer.num_groups, eps=layer.eps)  # what the affine weight multiplies
         out[layer.weight] = (xhat * backprops).flatten(2).sum(dim=2).norm(dim=1)  # (B,)
@@ -142,13 +146,15 @@ def compute_group_norm_norm_sample(layer: nn.GroupNorm, activations: list[torch.
     return out
 
 
-GHOST_CONV_NORM_SAMPLERS = {nn.Conv2d: compute_conv2d_norm_sample, nn.GroupNorm: compute_group_norm_norm_sample}
+GHOST_CONV_NORM_SAMPLERS = {nn.Conv2d: compute_conv2d_norm_sample,
+                            nn.GroupNorm: compute_group_norm_norm_sample}
 
 
 def install_ghost_conv(module: GradSampleModuleFastGradientClipping) -> None:
     """Give one ghost-clipping module the Conv2d and GroupNorm norm samplers (Linear's stay Opacus')."""
     if not isinstance(module, GradSampleModuleFastGradientClipping):
-        raise ValueError("install_ghost_conv needs the module make_private(grad_sample_mode='ghost') returned")
+        raise ValueError("install_ghost_conv needs the module "
+                         "make_private(grad_sample_mode='ghost') returned")
     # An instance attribute shadows the class registry that opacus' register_norm_sampler writes to.
     module.NORM_SAMPLERS = {**type(module).NORM_SAMPLERS, **GHOST_CONV_NORM_SAMPLERS}
 
@@ -156,7 +162,8 @@ def install_ghost_conv(module: GradSampleModuleFastGradientClipping) -> None:
 def install_hooks_conv(module: GradSampleModule) -> None:
     """Give one hooks-mode module the grouped-convolution Conv2d grad sampler (the rest stay Opacus')."""
     if type(module) is not GradSampleModule:
-        raise ValueError("install_hooks_conv needs the module make_private(grad_sample_mode='hooks') returned")
+        raise ValueError("install_hooks_conv needs the module "
+                         "make_private(grad_sample_mode='hooks') returned")
     module.GRAD_SAMPLERS = {**type(module).GRAD_SAMPLERS, nn.Conv2d: compute_conv2d_grad_sample}
 
 
@@ -169,8 +176,10 @@ def install_hooks_conv(module: GradSampleModule) -> None:
 # weight gradient is computed once, as an ordinary batch gradient whose backprops are scaled by the clip
 # factors: the sum of clipped per-sample gradients, with no per-sample gradient ever built.
 
-def _conv_bk(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]]:
-    """Conv2d: per-sample squared norms (B,), and a function adding the clipped sum to the parameters' grads."""
+def _conv_bk(layer: nn.Conv2d, a: torch.Tensor,
+             g: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]]:
+    """Conv2d: per-sample squared norms (B,), and a function adding the clipped sum to the parameters'
+    grads."""
     layer_z, a = _zero_padded(layer, a.to(g.dtype).contiguous())
     g = g.contiguous()
     if _plain_conv(layer_z):
@@ -208,10 +217,12 @@ def _group_norm_bk(layer: nn.GroupNorm, a: torch.Tensor,
     return sq, add
 
 
-def _linear_bk(layer: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]]:
+def _linear_bk(layer: nn.Linear, a: torch.Tensor,
+               g: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]]:
     """Linear on (B, in) or (B, ..., in): ghost norms (||g_i||^2 ||a_i||^2 for one position per sample)."""
     b = len(g)
-    a3, g3 = a.to(g.dtype).reshape(b, -1, a.shape[-1]), g.reshape(b, -1, g.shape[-1])  # (B, T, in), (B, T, out)
+    # (B, T, in), (B, T, out)
+    a3, g3 = a.to(g.dtype).reshape(b, -1, a.shape[-1]), g.reshape(b, -1, g.shape[-1])
     sq = g.new_zeros(b)
     if layer.weight.requires_grad:
         if a3.shape[1] == 1:
@@ -230,7 +241,8 @@ def _linear_bk(layer: nn.Linear, a: torch.Tensor, g: torch.Tensor) -> tuple[torc
     return sq, add
 
 
-BOOK_KEEPING_LAYERS: dict[type[nn.Module], Callable[..., tuple[torch.Tensor, Callable[[torch.Tensor], None]]]] = {
+BOOK_KEEPING_LAYERS: dict[type[nn.Module],
+                          Callable[..., tuple[torch.Tensor, Callable[[torch.Tensor], None]]]] = {
     nn.Conv2d: _conv_bk, nn.GroupNorm: _group_norm_bk, nn.Linear: _linear_bk}
 
 
@@ -267,7 +279,8 @@ class BookKeepingModule(nn.Module):
         return self._module(*args, **kwargs)
 
     def clipped_backward(self, per_sample_loss: torch.Tensor) -> torch.Tensor:
-        """Set each parameter's .grad to the sum over the batch of clipped per-sample gradients; return the norms."""
+        """Set each parameter's .grad to the sum over the batch of clipped per-sample gradients; return the
+        norms."""
         layers = [layer for layer, _, _ in self.records]
         if len(set(map(id, layers))) != len(layers):
             raise ValueError("book-keeping clipping needs each layer called once per forward pass")
@@ -277,7 +290,8 @@ class BookKeepingModule(nn.Module):
         sq = per_sample_loss.new_zeros(b)
         adders: list[Callable[[torch.Tensor], None]] = []
         for (layer, a, out), g in zip(self.records, backprops, strict=True):
-            layer_sq, add = BOOK_KEEPING_LAYERS[type(layer)](layer, a, torch.zeros_like(out) if g is None else g)
+            layer_sq, add = BOOK_KEEPING_LAYERS[type(layer)](layer, a,
+                                                             torch.zeros_like(out) if g is None else g)
             sq = sq + layer_sq
             adders.append(add)
         norms = sq.clamp(min=0).sqrt()  # (B,) each person's whole-gradient L2 norm

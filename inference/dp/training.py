@@ -35,23 +35,26 @@ from .samplers import BookKeepingModule, install_ghost_conv, install_hooks_conv
 
 # Book-keeping clipping (samplers.BookKeepingModule): measured with bench/train.py on the small generator at
 # 128 px, batch 16, one thread, shared 2-core CPU: 1.41-1.47x the time and 1.07-1.10x the memory of a
-# non-private step, against 1.56-1.70x / 1.35-1.39x for hooks_conv and 2.05x / 1.15x for ghost_conv (two runs).
-# Not yet measured on a GPU.
+# non-private step, against 1.56-1.70x / 1.35-1.39x for hooks_conv and 2.05x / 1.15x for ghost_conv
+# (two runs). Not yet measured on a GPU.
 DEFAULT_GRAD_SAMPLE_MODE = "bookkeeping"
 
 
 @dataclass
 class DPConfig:
-    noise_multiplier: float = 1.0  # sigma: Gaussian noise std in units of max_grad_norm (noise_for_epsilon finds it)
+    # sigma: Gaussian noise std in units of max_grad_norm (noise_for_epsilon finds it)
+    noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0  # C: every user's per-sample gradient is clipped to this L2 norm
     sample_rate: float = 1 / 16  # q: each user's chance to be in a step's batch (Poisson, any q in (0, 1])
     steps: int = 200  # optimizer steps; expected batch is q*N, so epochs = steps*q
     delta: float = 1e-6  # the delta of (epsilon, delta)-DP; keep it below 1/N
-    expected_batch_size: float | None = None  # divisor of the noisy sum: a PUBLIC number; None = q*N (leaks N)
+    # divisor of the noisy sum: a PUBLIC number; None = q*N (leaks N)
+    expected_batch_size: float | None = None
     accountant: str = "prv"  # "prv" (tightest upper bound) or "rdp"
     lr: float = 2e-4  # Adam learning rate: a gentle fine-tune of a trained generator
     grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE  # a key of GRAD_SAMPLE_MODES
-    recon_fraction: float = 0.5  # share of each batch asked for its own age (reconstruction), the rest a teacher age
+    # share of each batch asked for its own age (reconstruction), the rest a teacher age
+    recon_fraction: float = 0.5
     device: str | None = None  # "cuda", "cpu", ...; None picks CUDA when present
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,7 +74,8 @@ class DPResult:
     delta: float
     steps: int
     metrics: dict[str, float | None]  # PRIVATE (losses, batch sizes, timing from the data): never publish
-    history: list[tuple[float, float, int]]  # the accountant's (noise, sample_rate, steps): feed compose_epsilon
+    # the accountant's (noise, sample_rate, steps): feed compose_epsilon
+    history: list[tuple[float, float, int]]
     per_step: list[dict[str, float | None]] = field(default_factory=list)  # PRIVATE: step, batch, loss terms
     config: DPConfig | None = None
 
@@ -83,10 +87,12 @@ GRAD_SAMPLE_MODES: dict[str, tuple[str, Callable[[Any], None] | None]] = {
     "ghost_conv": ("ghost", install_ghost_conv),
     "bookkeeping": ("bookkeeping", None),  # samplers.BookKeepingModule: one backward, no per-sample gradients
 }
-NOISE_ON_GRAD = ("ghost", "bookkeeping")  # modes whose optimizer noises p.grad (the clipped sum), not grad_sample
+# modes whose optimizer noises p.grad (the clipped sum), not grad_sample
+NOISE_ON_GRAD = ("ghost", "bookkeeping")
 
 
-def register_grad_sample_mode(name: str, opacus_mode: str, install: Callable[[Any], None] | None = None) -> None:
+def register_grad_sample_mode(name: str, opacus_mode: str,
+                              install: Callable[[Any], None] | None = None) -> None:
     """Make another grad-sample mode selectable (bench/ uses this for Opacus' stock modes)."""
     GRAD_SAMPLE_MODES[name] = (opacus_mode, install)
 
@@ -109,14 +115,15 @@ def _check_config(config: DPConfig, n: int) -> None:
         raise ValueError(f"max_grad_norm={config.max_grad_norm!r} must be > 0 (try 1.0)")
     if config.expected_batch_size is not None and not (
             math.isfinite(config.expected_batch_size) and config.expected_batch_size > 0):
-        raise ValueError(f"expected_batch_size={config.expected_batch_size!r} must be > 0: sample_rate times a "
-                         "public estimate of N")
+        raise ValueError(f"expected_batch_size={config.expected_batch_size!r} must be > 0: sample_rate "
+                         "times a public estimate of N")
     if not (math.isfinite(config.lr) and config.lr > 0):
         raise ValueError(f"lr={config.lr!r} must be > 0 (try 2e-4)")
     if not 0.0 <= config.recon_fraction <= 1.0:
         raise ValueError(f"recon_fraction={config.recon_fraction!r} must be in [0, 1]")
     if config.grad_sample_mode not in GRAD_SAMPLE_MODES:
-        raise ValueError(f"grad_sample_mode={config.grad_sample_mode!r} is not one of {sorted(GRAD_SAMPLE_MODES)}; "
+        raise ValueError(f"grad_sample_mode={config.grad_sample_mode!r} is not one of "
+                         f"{sorted(GRAD_SAMPLE_MODES)}; "
                          f"{DEFAULT_GRAD_SAMPLE_MODE!r} was fastest for this model")
 
 
@@ -133,16 +140,19 @@ def _check_data(model: nn.Module, faces: np.ndarray, source_ages: np.ndarray, re
     if len(faces) == 0:
         raise ValueError("faces is empty: a DP run needs at least one participant")
     ages = np.asarray(source_ages)
-    if ages.shape != (len(faces),) or not np.issubdtype(ages.dtype, np.number) or not np.all(np.isfinite(ages)):
+    if (ages.shape != (len(faces),) or not np.issubdtype(ages.dtype, np.number)
+            or not np.all(np.isfinite(ages))):
         raise ValueError(f"source_ages must be {len(faces)} finite numbers (years), one per face, "
                          f"got shape {ages.shape}")
     if ages.min() < 0 or ages.max() > 120:
         raise ValueError("source_ages must be years in [0, 120]; use the estimator's reading where unknown")
     if (not isinstance(renders, np.ndarray) or renders.dtype != np.uint8 or renders.ndim != 5
-            or renders.shape[0] != len(faces) or renders.shape[2:] != (size, size, 3) or renders.shape[1] < 1):
-        got = f"{renders.dtype} {renders.shape}" if isinstance(renders, np.ndarray) else type(renders).__name__
-        raise ValueError(f"renders must be a uint8 array (N, K, {size}, {size}, 3): each face rendered by the "
-                         f"teacher at K ages (inference.transform.teacher_pairs), got {got}")
+            or renders.shape[0] != len(faces) or renders.shape[2:] != (size, size, 3)
+            or renders.shape[1] < 1):
+        got = (f"{renders.dtype} {renders.shape}" if isinstance(renders, np.ndarray)
+               else type(renders).__name__)
+        raise ValueError(f"renders must be a uint8 array (N, K, {size}, {size}, 3): each face rendered by "
+                         f"the teacher at K ages (inference.transform.teacher_pairs), got {got}")
     targets = np.asarray(render_ages)
     if targets.shape != renders.shape[:2] or not np.all(np.isfinite(targets)):
         raise ValueError(f"render_ages must be {renders.shape[:2]} finite years, the age of each rendering")
@@ -152,9 +162,9 @@ class DPObjective(nn.Module):
     """Per-sample L1 to a target image: the face itself at its own age, or the teacher's rendering of it.
 
     For row i the generator ran at age a_i: its own source age when `recon[i]` (target: the input), else the
-    age of one of its teacher renderings (target: that rendering; the teacher is the mesh-placed aging layers).
-    loss_i = mean |out_i - target_i|. No age estimator scores the output: a few painted lines move one by
-    years, and a generator trained against it learns to fool it rather than to age a face.
+    age of one of its teacher renderings (target: that rendering; the teacher is the mesh-placed aging
+    layers). loss_i = mean |out_i - target_i|. No age estimator scores the output: a few painted lines move
+    one by years, and a generator trained against it learns to fool it rather than to age a face.
     `reduction` is what Opacus' ghost-clipping wrapper toggles to get the per-sample vector.
     Swappable: PrivateTrainer takes any module with this forward signature and `reduction` attribute.
     """
@@ -191,7 +201,8 @@ def _secret_generator(device: torch.device) -> torch.Generator:
 
 
 class _ClippedLoss:
-    """What BookKeepingLoss returns: `.backward()` runs book-keeping clipping instead of autograd's backward."""
+    """What BookKeepingLoss returns: `.backward()` runs book-keeping clipping instead of autograd's
+    backward."""
 
     def __init__(self, module: BookKeepingModule, per_sample: torch.Tensor) -> None:
         self.module, self.per_sample = module, per_sample
@@ -227,18 +238,21 @@ class PrivateParts:
 
 def make_private(*, module: nn.Module, dataset: TensorDataset, config: DPConfig, objective: nn.Module,
                  device: torch.device) -> PrivateParts:
-    """Wrap a module for DP-SGD as training runs it: the one code path the trainer and the privacy audit share.
+    """Wrap a module for DP-SGD as training runs it: the one code path the trainer and the privacy audit
+    share.
 
     Poisson sampling at exactly config.sample_rate and Gaussian noise, both from generators seeded from the
     OS CSPRNG; per-sample clipping to max_grad_norm; the noisy sum divided by the public expected batch size;
     every step recorded by the accountant at (noise_multiplier, sample_rate).
     """
     # Poisson sampling at exactly the public rate q (Opacus' make_private would resample at 1/k)
-    loader = DPDataLoader(dataset, sample_rate=config.sample_rate, generator=_secret_generator(torch.device("cpu")))
+    loader = DPDataLoader(dataset, sample_rate=config.sample_rate,
+                          generator=_secret_generator(torch.device("cpu")))
     expected = config.expected_batch_size or config.sample_rate * len(dataset)
     opacus_mode, install = GRAD_SAMPLE_MODES[config.grad_sample_mode]
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")  # our generators are seeded secretly
+        # our generators are seeded secretly
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
         engine = PrivacyEngine(accountant=config.accountant, secure_mode=False)
     wrapped: Any
     if opacus_mode == "bookkeeping":
@@ -269,8 +283,9 @@ class PrivateTrainer:
     train_dp drives it; tests and the privacy audit use it to take single steps on chosen batches.
     """
 
-    def __init__(self, *, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray, renders: np.ndarray,
-                 render_ages: np.ndarray, config: DPConfig, objective: nn.Module | None = None) -> None:
+    def __init__(self, *, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray,
+                 renders: np.ndarray, render_ages: np.ndarray, config: DPConfig,
+                 objective: nn.Module | None = None) -> None:
         _check_config(config, len(faces))
         self.config, self.mode = config, config.grad_sample_mode
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -313,7 +328,8 @@ class PrivateTrainer:
         age = torch.where(recon.bool(), ages.float(), render_ages[rows, pick].float()).to(self.device)  # (B,)
         target = torch.where(keep[:, None, None, None], x, taught)
         loss = self.criterion(self.module(x, age), target, recon.to(self.device))
-        with warnings.catch_warnings():  # torch notes the input needs no grad: true, and Opacus' hooks don't care
+        # torch notes the input needs no grad: true, and Opacus' hooks don't care
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             loss.backward()  # ghost modes: two passes inside (norms, then the clipped-loss backward)
         self.optimizer.step()  # clip, sum, add noise, divide by the public expected batch, Adam; accounted
@@ -340,7 +356,8 @@ class PrivateTrainer:
 
     def plain_model(self, like: AgeGenerator) -> AgeGenerator:
         """A fresh CPU copy of the trained generator without Opacus' wrapper, hooks or per-sample state."""
-        state = {k.removeprefix("_module."): v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+        state = {k.removeprefix("_module."): v.detach().cpu().clone()
+                 for k, v in self.module.state_dict().items()}
         out = type(like)(like.config)
         out.load_state_dict(state)
         return out.eval()
@@ -383,8 +400,8 @@ def train_dp(*, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray,
     _check_data(model, faces, source_ages, renders, render_ages)
     _check_config(config, len(faces))
     if config.delta >= 1.0 / len(faces):
-        warnings.warn(f"delta={config.delta} is not below 1/N: a mechanism that leaks one random person's data "
-                      "entirely would meet it; choose delta well below 1/N", stacklevel=2)
+        warnings.warn(f"delta={config.delta} is not below 1/N: a mechanism that leaks one random person's "
+                      "data entirely would meet it; choose delta well below 1/N", stacklevel=2)
     if config.noise_multiplier == 0:
         warnings.warn("noise_multiplier=0: clipping without noise gives NO differential privacy guarantee "
                       "(epsilon is infinite)", stacklevel=2)

@@ -1,4 +1,5 @@
-"""DP training: accounting against Opacus, DP-SGD behaviour (noise, seeds, clipping), the ghost-conv norms, a real run."""
+"""DP training: accounting against Opacus, DP-SGD behaviour (noise, seeds, clipping), the ghost-conv norms,
+a real run."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from inference.model import AgeGenerator, GeneratorConfig, to_tensor
 from inference.synthetic import make_dataset
 
 SIZE = 32
-TINY = GeneratorConfig(name="tiny", image_size=SIZE, patch=2, channels=(8, 16), blocks=1, mid_blocks=1, age_dim=16,
-                       groups=4)
+TINY = GeneratorConfig(name="tiny", image_size=SIZE, patch=2, channels=(8, 16), blocks=1, mid_blocks=1,
+                       age_dim=16, groups=4)
 
-pytestmark = pytest.mark.filterwarnings("ignore:expected_batch_size is None", "ignore:Full backward hook is firing",
+pytestmark = pytest.mark.filterwarnings("ignore:expected_batch_size is None",
+                                        "ignore:Full backward hook is firing",
                                         "ignore:Optimal order is the")
 
 
@@ -92,7 +94,8 @@ def test_epsilon_for_matches_opacus_accountant_stepped_like_the_engine(accountan
     for _ in range(300):
         acc.step(noise_multiplier=1.1, sample_rate=0.01)
     # Then our helper gives its epsilon
-    ours = dp.epsilon_for(noise_multiplier=1.1, sample_rate=0.01, steps=300, delta=1e-5, accountant=accountant)
+    ours = dp.epsilon_for(noise_multiplier=1.1, sample_rate=0.01, steps=300, delta=1e-5,
+                          accountant=accountant)
     assert ours == pytest.approx(acc.get_epsilon(delta=1e-5), rel=1e-9)
 
 
@@ -233,7 +236,8 @@ def test_two_runs_with_the_same_inputs_differ_and_no_seed_leaves_the_trainer(gen
                                                                               monkeypatch):
     drawn: list[int] = []
     real = dp.training.fresh_seed
-    monkeypatch.setattr(dp.training, "fresh_seed", lambda: drawn.append(real()) or drawn[-1])  # a spy, not a mock
+    # a spy, not a mock
+    monkeypatch.setattr(dp.training, "fresh_seed", lambda: drawn.append(real()) or drawn[-1])
 
     def run():
         config = dp.DPConfig(sample_rate=1 / 4, steps=2, delta=1e-3, expected_batch_size=8)
@@ -243,7 +247,8 @@ def test_two_runs_with_the_same_inputs_differ_and_no_seed_leaves_the_trainer(gen
 
     a, b = run(), run()
     # Then the trained weights differ: sampling and noise come from fresh OS randomness each run
-    assert not all(torch.equal(a.model.state_dict()[k], b.model.state_dict()[k]) for k in a.model.state_dict())
+    assert not all(torch.equal(a.model.state_dict()[k], b.model.state_dict()[k])
+                   for k in a.model.state_dict())
     # And the six seeds drawn (sampling, noise, coins; twice) are distinct and appear in no returned field
     assert len(drawn) == 6 and len(set(drawn)) == 6
     returned = repr((a.metrics, a.per_step, a.history, a.config, b.metrics, b.history, b.config))
@@ -319,7 +324,8 @@ def test_an_empty_poisson_batch_is_still_a_noisy_accounted_step(generator, users
 
 # ------------------------------------------------------------------------------ ghost-conv norm samplers
 
-def per_sample_norms_by_autograd(layer: nn.Module, a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+def per_sample_norms_by_autograd(layer: nn.Module, a: torch.Tensor,
+                                 g: torch.Tensor) -> dict[str, torch.Tensor]:
     """Reference: each sample's own backward pass, one at a time."""
     out: dict[str, list[float]] = {name: [] for name, _ in layer.named_parameters()}
     for i in range(len(a)):
@@ -426,7 +432,8 @@ def test_a_short_real_run_returns_a_plain_model_and_the_epsilon_it_spent(generat
     assert result.epsilon_spent > 0
     assert result.epsilon_spent == pytest.approx(config.epsilon(), rel=1e-6)
     assert result.history == [(1.2, 0.25, 4)] and result.steps == 4 and result.delta == 1e-3
-    assert {"final_loss", "final_recon", "final_teacher", "train_seconds", "mean_batch_size"} <= set(result.metrics)
+    assert {"final_loss", "final_recon", "final_teacher", "train_seconds",
+            "mean_batch_size"} <= set(result.metrics)
     assert len(result.per_step) == 4 and seen == [0, 1, 2, 3]
     # The caller's generator is untouched
     assert all(torch.equal(before[k], v) for k, v in generator.state_dict().items())

@@ -1,5 +1,5 @@
-"""The one-run privacy audit: it passes the training code path, catches a mechanism noisier on paper than in fact,
-and its statistics behave (no bound from chance guesses, bounds grow with right guesses)."""
+"""The one-run privacy audit: it passes the training code path, catches a mechanism noisier on paper than
+in fact, and its statistics behave (no bound from chance guesses, bounds grow with right guesses)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 
 from inference.dp import audit
 
-CI = audit.AuditConfig(canaries=200, sample_rate=0.25, steps=30, guesses=40, delta=1e-5)  # 0.75^30: every in-canary is drawn
+# 0.75^30: every in-canary is drawn
+CI = audit.AuditConfig(canaries=200, sample_rate=0.25, steps=30, guesses=40, delta=1e-5)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Optimal order is the", "ignore:Full backward hook is firing")
 
@@ -16,7 +17,8 @@ def test_a_ci_sized_audit_passes_the_training_code_path():
     result = audit.audit_one_run(claimed_epsilon=4.0, config=CI)
     assert result.passed, result.failures
     # The no-noise control reaches the maximum: the test could see a leak if there were one
-    assert result.control_lower_bound == pytest.approx(result.max_lower_bound) and result.max_lower_bound > 1.0
+    assert (result.control_lower_bound == pytest.approx(result.max_lower_bound)
+            and result.max_lower_bound > 1.0)
     assert result.epsilon_lower_bound <= result.claimed_epsilon
     assert result.noise_measured == pytest.approx(result.noise_multiplier, rel=0.1)
 
@@ -39,7 +41,8 @@ def test_the_audit_fails_code_that_adds_less_noise_than_it_claims(monkeypatch):
 
 
 def test_chance_guesses_prove_nothing_and_more_right_guesses_prove_more():
-    bound = [audit.epsilon_lower_bound(m=1000, r=100, v=v, delta=1e-5, confidence=0.95) for v in (50, 70, 90, 100)]
+    bound = [audit.epsilon_lower_bound(m=1000, r=100, v=v, delta=1e-5, confidence=0.95)
+             for v in (50, 70, 90, 100)]
     assert bound[0] == 0.0
     assert bound == sorted(bound) and bound[-1] > bound[-2] > bound[1] > 0
     # With delta 0 and every guess right, the bound is where randomised response's r-fold accuracy hits 5%

@@ -6,7 +6,8 @@ from django.apps import AppConfig
 
 
 def compose_ledger(history: list[tuple[float, float, int]], delta: float) -> float:
-    """governance's composer: inference.dp's accountant, imported on first use (torch stays out of start-up)."""
+    """governance's composer: inference.dp's accountant, imported on first use (torch stays out of
+    start-up)."""
     from django.conf import settings
 
     return _composed(tuple((float(s), float(q), int(k)) for s, q, k in history), float(delta),
@@ -32,6 +33,6 @@ class TrainingConfig(AppConfig):
         from governance import training
 
         if settings.DP_ACCOUNTANT not in ("prv", "rdp"):  # inference.dp.accounting.ACCOUNTANTS, without torch
-            raise ImproperlyConfigured(f"DP_ACCOUNTANT={settings.DP_ACCOUNTANT!r}: set it to 'prv' (the default) or "
-                                       "'rdp'; both are upper bounds, GDP is not offered")
+            raise ImproperlyConfigured(f"DP_ACCOUNTANT={settings.DP_ACCOUNTANT!r}: set it to 'prv' (the "
+                                       "default) or 'rdp'; both are upper bounds, GDP is not offered")
         training.composer = compose_ledger

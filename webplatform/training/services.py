@@ -1,4 +1,5 @@
-"""A DP training run end to end: eligible set → noisy count and plan → budget reservation → DP fine-tune → version.
+"""A DP training run end to end: eligible set → noisy count and plan → budget reservation → DP fine-tune →
+version.
 
 The privacy unit is a person: one photo per account, none showing more than one face, and an image held by
 several accounts enters once. What leaves a run (model, card, API rows) is either DP-accounted or public:
@@ -40,9 +41,9 @@ from webplatform.models_registry import model_registry
 from webplatform.objects import object_get
 from webplatform.photos.models import Photo
 
-PRIVACY_UNIT = ("one person: at most one photo per account, no photo showing more than one face, and an image "
-                "held by several accounts used once; a person with several accounts and different photos of "
-                "themselves is counted once per account")
+PRIVACY_UNIT = ("one person: at most one photo per account, no photo showing more than one face, and an "
+                "image held by several accounts used once; a person with several accounts and different "
+                "photos of themselves is counted once per account")
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,11 @@ class RunPlan:
 
 
 def _content_sha256(photo: Photo) -> str | None:
-    """SHA-256 of the decoded pixels (not the file bytes: a re-encoded copy is the same image); None if unreadable."""
+    """SHA-256 of the decoded pixels (not the file bytes: a re-encoded copy is the same image); None if
+    unreadable."""
     try:
-        data = object_get(owner_id=photo.owner_id, kind=Photo.KIND, object_id=photo.id, name=photo.storage_name)
+        data = object_get(owner_id=photo.owner_id, kind=Photo.KIND, object_id=photo.id,
+                          name=photo.storage_name)
     except TimeveilError:  # key destroyed by an erasure, or the object failed its integrity check
         return None
     try:
@@ -136,8 +139,8 @@ def run_plan(request: RunRequest, participants: int) -> RunPlan:
     accountant, count_noise = settings.DP_ACCOUNTANT, settings.DP_COUNT_NOISE
     try:
         noise = request.noise_multiplier if request.noise_multiplier is not None else noise_for_epsilon(
-            target_epsilon=float(request.target_epsilon or 0), sample_rate=sample_rate, steps=steps, delta=delta,
-            accountant=accountant)
+            target_epsilon=float(request.target_epsilon or 0), sample_rate=sample_rate, steps=steps,
+            delta=delta, accountant=accountant)
         epsilon = compose_epsilon(history=[(noise, sample_rate, steps), (count_noise, 1.0, 1)], delta=delta,
                                   accountant=accountant)
     except ValueError as exc:  # the accountant's message says what to change
@@ -147,15 +150,17 @@ def run_plan(request: RunRequest, participants: int) -> RunPlan:
 
 
 def training_run_create(request: RunRequest) -> TrainingRun:
-    """Freeze the manifest and reserve the epsilon (refused before anything trains if over a cap or too few)."""
+    """Freeze the manifest and reserve the epsilon (refused before anything trains if over a cap or too
+    few)."""
     items = eligible_items()
     if not items:
         raise InvalidInput("No eligible photos: nobody with training consent has a photo within retention.")
     plan = run_plan(request, released_count(len(items)))
     return run_reserve(
-        lineage_name=request.lineage or settings.DP_LINEAGE, items=items, epsilon=plan.epsilon, delta=plan.delta,
-        sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier, max_grad_norm=request.max_grad_norm,
-        steps=plan.steps, accountant=plan.accountant, participants=plan.participants, count_noise=plan.count_noise,
+        lineage_name=request.lineage or settings.DP_LINEAGE, items=items, epsilon=plan.epsilon,
+        delta=plan.delta, sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=request.max_grad_norm, steps=plan.steps, accountant=plan.accountant,
+        participants=plan.participants, count_noise=plan.count_noise,
         parent_version=model_registry().promoted_version() or "",
     )
 
@@ -205,11 +210,13 @@ def _load_faces(run: TrainingRun, size: int) -> TrainingFaces:
         k = len(TEACHER_OFFSETS)
         return TrainingFaces(np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.float32),
                              np.zeros((0, k, size, size, 3), np.uint8), np.zeros((0, k), np.float32))
-    return TrainingFaces(np.stack(faces), np.array(ages, np.float32), np.stack(renders), np.stack(render_ages))
+    return TrainingFaces(np.stack(faces), np.array(ages, np.float32), np.stack(renders),
+                         np.stack(render_ages))
 
 
 def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: bool = True) -> TrainingRun:
-    """Train a RESERVED run under DP (once: any other state is refused), register the version with its card."""
+    """Train a RESERVED run under DP (once: any other state is refused), register the version with its
+    card."""
     from inference.age_estimator import AgeEstimator
     from inference.dp import DPConfig, train_dp
     from inference.dp.audit import code_version
@@ -222,7 +229,8 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
         if not run.parent_version:
             raise InvalidInput("No promoted base model to fine-tune; run `manage.py train_base` first.")
         model, card = registry.load(run.parent_version)
-        # The synthetic age estimator only scores the public synthetic benchmark before and after: never a loss.
+        # The synthetic age estimator only scores the public synthetic benchmark before and after:
+        # never a loss.
         estimator, _ = registry.load(card["age_estimator"])
         if not isinstance(model, AgeGenerator) or not isinstance(estimator, AgeEstimator):
             raise InvalidInput(f"{run.parent_version} is not a generator with an age estimator.")
@@ -232,7 +240,8 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
             return run
         # The divisor of the noisy sum is public: the sample rate times the released count.
         config = DPConfig(noise_multiplier=run.noise_multiplier, max_grad_norm=run.max_grad_norm,
-                          sample_rate=run.sample_rate, steps=run.steps, delta=run.delta, accountant=run.accountant,
+                          sample_rate=run.sample_rate, steps=run.steps, delta=run.delta,
+                          accountant=run.accountant,
                           expected_batch_size=max(1.0, run.sample_rate * run.participants), lr=request.lr)
         pairs = heldout_pairs(8, size=model.config.image_size)  # synthetic, public: scoring them is free
         before = benchmark(model, estimator, pairs)
@@ -241,13 +250,16 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
         metrics = {"before": before, "after": benchmark(result.model.eval(), estimator, pairs)}
         epsilon, delta = ancestry_epsilon(run)
         version = registry.register(result.model, model.config, {
-            "dp": True, "lineage": run.lineage.name, "parent": run.parent_version, "training_run": str(run.id),
+            "dp": True, "lineage": run.lineage.name, "parent": run.parent_version,
+            "training_run": str(run.id),
             "ancestry": [str(r.id) for r in run_ancestry(run.parent_version)] + [str(run.id)],
             "age_estimator": card["age_estimator"], "manifest_sha256": run.manifest_sha256,
-            "epsilon": epsilon, "delta": delta, "epsilon_this_run": run.epsilon_reserved, "delta_this_run": run.delta,
+            "epsilon": epsilon, "delta": delta, "epsilon_this_run": run.epsilon_reserved,
+            "delta_this_run": run.delta,
             "participants_released": run.participants, "participants_noise_std": run.count_noise,
             "noise_multiplier": run.noise_multiplier, "max_grad_norm": run.max_grad_norm,
-            "sample_rate": run.sample_rate, "steps": run.steps, "accountant": run.accountant, "metrics": metrics,
+            "sample_rate": run.sample_rate, "steps": run.steps, "accountant": run.accountant,
+            "metrics": metrics,
             "privacy_unit": PRIVACY_UNIT, "dp_code_version": code_version(),
             "training_data": "one photo per person with active training consent, decrypted in memory only",
         }, version=f"{run.lineage.name}-dp-{str(run.id)[:8]}")
@@ -266,7 +278,8 @@ def privacy_audit_run(*, claims: list[float], config: Any = None) -> PrivacyAudi
     config = config or AuditConfig()
     results = [audit_one_run(claimed_epsilon=claim, config=config) for claim in claims]
     report = {"config": asdict(config), "results": [r.to_dict() for r in results]}
-    return privacy_audit_record(code_version=code_version(), passed=all(r.passed for r in results), report=report)
+    return privacy_audit_record(code_version=code_version(), passed=all(r.passed for r in results),
+                                report=report)
 
 
 def model_promote(*, version: str, actor_id: int | None = None) -> None:
@@ -277,8 +290,9 @@ def model_promote(*, version: str, actor_id: int | None = None) -> None:
     card = model_registry().card(version) if version in model_registry().list_versions() else {}
     missing = [f for f in PRIVACY_FIELDS if card.get(f) is None]
     if card.get("dp") and not missing and not privacy_audit_passed(str(card.get("dp_code_version", ""))):
-        raise Conflict(f"{version} was trained with DP code that has not passed `manage.py audit_privacy`; run "
-                       "the audit on that code version (or retrain with audited code) before promoting it.",
+        raise Conflict(f"{version} was trained with DP code that has not passed "
+                       "`manage.py audit_privacy`; run the audit on that code version (or retrain with "
+                       "audited code) before promoting it.",
                        details={"dp_code_version": card.get("dp_code_version")})
     try:
         model_registry().promote(version, require_privacy_fields=True)

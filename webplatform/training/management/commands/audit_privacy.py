@@ -1,4 +1,5 @@
-"""`manage.py audit_privacy`: an empirical one-run audit of the DP training code; promotion needs it passed."""
+"""`manage.py audit_privacy`: an empirical one-run audit of the DP training code; promotion needs it
+passed."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from webplatform.training.services import privacy_audit_run
 
 
 class Command(BaseCommand):
-    help = ("Audit DP-SGD as training runs it (Steinke, Nasr & Jagielski 2023): canaries in with probability 1/2, "
-            "noisy gradients seen, epsilon lower bounds against each claim; records the verdict for this code.")
+    help = ("Audit DP-SGD as training runs it (Steinke, Nasr & Jagielski 2023): canaries in with "
+            "probability 1/2, noisy gradients seen, epsilon lower bounds against each claim; records the "
+            "verdict for this code.")
 
     def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
         parser.add_argument("--claims", default="2,8,50", help="claimed epsilons to audit, comma-separated")
@@ -25,8 +27,8 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: Any) -> None:
         from inference.dp.audit import AuditConfig
 
-        config = AuditConfig(canaries=options["canaries"], sample_rate=options["sample_rate"], steps=options["steps"],
-                             guesses=options["guesses"], delta=options["delta"])
+        config = AuditConfig(canaries=options["canaries"], sample_rate=options["sample_rate"],
+                             steps=options["steps"], guesses=options["guesses"], delta=options["delta"])
         claims = [float(c) for c in str(options["claims"]).split(",") if c.strip()]
         audit = privacy_audit_run(claims=claims, config=config)
         self.stdout.write(f"{'claimed':>8} {'lower bound':>11} {'ideal':>6} {'control':>7} {'max':>6} "
@@ -40,6 +42,7 @@ class Command(BaseCommand):
         if options["verbosity"] > 1:
             self.stdout.write(json.dumps(audit.report, indent=2))
         if not audit.passed:
-            raise CommandError(f"DP code {audit.code_version[:16]} failed its privacy audit: models trained with it "
-                               "cannot be promoted")
-        self.stdout.write(self.style.SUCCESS(f"DP code {audit.code_version[:16]} passed; its models may be promoted."))
+            raise CommandError(f"DP code {audit.code_version[:16]} failed its privacy audit: models trained "
+                               "with it cannot be promoted")
+        self.stdout.write(self.style.SUCCESS(f"DP code {audit.code_version[:16]} passed; "
+                                             "its models may be promoted."))

@@ -18,7 +18,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
         budget = parser.add_mutually_exclusive_group(required=True)
-        budget.add_argument("--target-epsilon", type=float, help="solve the noise multiplier for this epsilon")
+        budget.add_argument("--target-epsilon", type=float,
+                            help="solve the noise multiplier for this epsilon")
         budget.add_argument("--noise-multiplier", type=float, help="use this noise; epsilon follows")
         parser.add_argument("--epochs", type=float, default=1.0)
         parser.add_argument("--batch-size", type=int, default=16, help="expected Poisson batch size")
@@ -29,14 +30,15 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: Any) -> None:
         request = RunRequest(epochs=options["epochs"], target_epsilon=options["target_epsilon"],
-                             noise_multiplier=options["noise_multiplier"], batch_size=options["batch_size"],
-                             max_grad_norm=options["max_grad_norm"], lr=options["lr"], lineage=options["lineage"])
+                             noise_multiplier=options["noise_multiplier"],
+                             batch_size=options["batch_size"], max_grad_norm=options["max_grad_norm"],
+                             lr=options["lr"], lineage=options["lineage"])
         try:
             run = training_run_create(request)
         except TimeveilError as exc:
             raise CommandError(f"{exc.code}: {exc.message}") from exc
-        self.stdout.write(f"run {run.id}: about {run.participants} participants (released with noise), manifest "
-                          f"{run.manifest_sha256[:16]}…, "
+        self.stdout.write(f"run {run.id}: about {run.participants} participants (released with noise), "
+                          f"manifest {run.manifest_sha256[:16]}…, "
                           f"epsilon {run.epsilon_reserved:.3f} reserved at delta {run.delta:.1e}, "
                           f"noise {run.noise_multiplier:.3f}, {run.steps} steps")
         if options["queue"]:

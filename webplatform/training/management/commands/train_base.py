@@ -23,7 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--threads", type=int, default=2)
         parser.add_argument("--data-dir", default=None,
-                            help="licensed face images with ages (labels.csv or <age>_*.png) instead of synthetic")
+                            help="licensed face images with ages (labels.csv or <age>_*.png) "
+                                 "instead of synthetic")
         parser.add_argument("--no-promote", action="store_true")
 
     def handle(self, *args: object, **options: Any) -> None:
@@ -36,6 +37,6 @@ class Command(BaseCommand):
                                   identities=options["identities"], data_dir=options["data_dir"],
                                   promote=not options["no_promote"], progress=True)
         audit_append(action="model.trained", actor_id=None, subject="model",
-                     object_ref=f"model:{result['generator']}", details={"dp": False, "data": "synthetic"
-                                                                         if not options["data_dir"] else "folder"})
+                     object_ref=f"model:{result['generator']}",
+                     details={"dp": False, "data": "synthetic" if not options["data_dir"] else "folder"})
         self.stdout.write(json.dumps(result, indent=2, default=str))
