@@ -41,7 +41,7 @@ def make_photos(owner_id: int, n: int, *, plaintext: bytes = SMALL, age: timedel
     from django.conf import settings
 
     from governance import clock
-    from webplatform.objects import object_put
+    from webplatform.encrypted_store import object_put
     from webplatform.photos.models import Photo
 
     created = clock.now() - age
@@ -64,9 +64,9 @@ def bench_erasure(users_per_size: int) -> None:
     from tqdm import tqdm
 
     from governance.errors import KeyDestroyed
+    from webplatform.encrypted_store import object_get
     from webplatform.lifecycle import erasure
     from webplatform.lifecycle.erasure import erasure_purge, user_erase
-    from webplatform.objects import object_get
     from webplatform.photos.models import Photo
 
     sizes = (10, 100, 1000)
@@ -137,8 +137,8 @@ def bench_purge(n: int) -> None:
 def bench_export(n: int, megabytes: float) -> None:
     from tqdm import tqdm
 
+    from webplatform.encrypted_store import object_get
     from webplatform.lifecycle.export import export_stream
-    from webplatform.objects import object_get
     from webplatform.photos.models import Photo
     from webplatform.privacy import privacy_report
 

@@ -75,7 +75,7 @@ def main() -> None:
     from governance.keys import object_encrypt
     from webplatform import urls
     from webplatform.accounts.services import user_register
-    from webplatform.objects import object_storage
+    from webplatform.encrypted_store import object_storage
     from webplatform.photos.intake import sanitize
 
     with connection.cursor() as cursor:

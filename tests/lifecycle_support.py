@@ -14,10 +14,10 @@ from django.core.files.storage import Storage
 from django.utils import timezone
 
 import governance.clock
-import webplatform.objects
+import webplatform.encrypted_store
 from governance.models import AuditEvent
+from webplatform.encrypted_store import object_put
 from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
-from webplatform.objects import object_put
 from webplatform.photos.models import Photo
 
 from .images import image_bytes
@@ -124,7 +124,7 @@ class FaultyStorage:
 
 
 def faulty_storage(monkeypatch) -> FaultyStorage:
-    """Put a FaultyStorage behind webplatform.objects.object_storage (the storage seam)."""
-    storage = FaultyStorage(webplatform.objects.object_storage())
-    monkeypatch.setattr(webplatform.objects, "object_storage", lambda: storage)
+    """Put a FaultyStorage behind webplatform.encrypted_store.object_storage (the storage seam)."""
+    storage = FaultyStorage(webplatform.encrypted_store.object_storage())
+    monkeypatch.setattr(webplatform.encrypted_store, "object_storage", lambda: storage)
     return storage

@@ -9,7 +9,7 @@ from functools import cached_property
 
 import pytest
 
-from governance.erasure import erasure_accept
+from governance.erasure_requests import erasure_accept
 from webplatform.photos.models import Photo
 
 from .images import face_jpeg, image_bytes

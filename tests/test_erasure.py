@@ -20,10 +20,10 @@ from governance.consent import PROCESSING, TRAINING
 from governance.errors import KeyDestroyed
 from governance.keys import object_decrypt
 from governance.models import AuditEvent, ConsentRecord, DataKey, ErasureRequest
+from webplatform.encrypted_store import object_get
 from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
 from webplatform.lifecycle.erasure import erasure_purge
 from webplatform.lifecycle.tasks import retention_enforce_task
-from webplatform.objects import object_get
 from webplatform.photos.models import Photo
 
 from .lifecycle_support import (

@@ -13,8 +13,8 @@ from PIL import Image
 from governance.errors import IntegrityFailure, KeyDestroyed, NoFace
 from governance.keyring import KeyringUnavailable
 from governance.models import AuditEvent
+from webplatform.encrypted_store import StorageUnavailable
 from webplatform.jobs.models import JobFailure, TransformationJob, TransformationResult
-from webplatform.objects import StorageUnavailable
 from webplatform.photos.models import Photo
 
 from .images import face_jpeg

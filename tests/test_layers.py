@@ -41,7 +41,7 @@ def test_checker_sees_imports(tmp_path):
 # models -> storage (the encrypted store, the task queue) -> services -> tasks -> entry points (api, pages,
 # commands, probes). Services queue work by task name (webplatform.taskqueue); only workers import tasks.
 LAYERS = ("models", "storage", "services", "tasks", "entry")
-STORAGE_MODULES = {"webplatform.objects", "webplatform.taskqueue", "webplatform.celery"}
+STORAGE_MODULES = {"webplatform.encrypted_store", "webplatform.taskqueue", "webplatform.celery"}
 ENTRY_PACKAGES = ("webplatform.api", "webplatform.pages", "webplatform.urls", "webplatform.health",
                   "webplatform.wsgi", "webplatform.asgi")
 

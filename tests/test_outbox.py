@@ -22,10 +22,10 @@ from governance.models import AuditEvent, ErasureRequest, ErasureStatus
 from tests.images import face_jpeg
 from tests.lifecycle_support import orphan_files, storage_path
 from webplatform.celery import app as celery_app
+from webplatform.encrypted_store import object_put
 from webplatform.jobs.models import JobStatus, TransformationJob
 from webplatform.jobs.services import jobs_sweep
 from webplatform.lifecycle.retention import orphans_reconcile
-from webplatform.objects import object_put
 from webplatform.photos.models import Photo
 from webplatform.taskqueue import JOBS_SWEEP, RETENTION, publish
 

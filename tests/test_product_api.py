@@ -147,7 +147,7 @@ def test_a_training_grant_can_name_the_photo_to_keep(owner, upload, clock):
     chosen = _photo(owner, upload)
     clock.advance(minutes=5)
     _photo(owner, upload)
-    from webplatform.lifecycle.withdrawal import consent_change
+    from webplatform.lifecycle.consent_changes import consent_change
 
     consent_change(user_id=owner.pk, purpose_slug=TRAINING, granted=True, policy_version=1,
                    training_photo_id=chosen)

@@ -30,8 +30,8 @@ from governance.training import (
 from inference import dp
 from tests.lifecycle_support import Clock
 from tests.lifecycle_support import photo_make as stored_photo
+from webplatform.lifecycle.consent_changes import consent_change
 from webplatform.lifecycle.erasure import user_erase
-from webplatform.lifecycle.withdrawal import consent_change
 from webplatform.photos.models import Photo
 from webplatform.training.services import eligible_items
 

@@ -10,7 +10,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from governance.keys import get_keyring
-from webplatform.objects import object_storage
+from webplatform.encrypted_store import object_storage
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

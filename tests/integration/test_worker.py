@@ -160,7 +160,7 @@ def test_no_image_bytes_pass_through_the_broker(owner, upload, worker, broker):
     original = owner.client.get(f"/api/v1/photos/{photo_id}/content").content
     result = owner.client.get(f"/api/v1/transformations/{job_id}/content").content
     stored = TransformationResult.objects.get(job_id=job_id)
-    from webplatform.objects import object_storage
+    from webplatform.encrypted_store import object_storage
 
     with object_storage().open(stored.storage_name, "rb") as fh:
         ciphertext = fh.read()

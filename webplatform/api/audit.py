@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from governance.audit import REASONS, audit_verify
 from governance.models import AuditEvent
-from webplatform.accounts.roles import IsComplianceOfficer
+from webplatform.accounts.access import IsComplianceOfficer
 
 from .errors import ErrorResponse
 from .fields import Rfc3339DateTimeField

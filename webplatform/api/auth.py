@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webplatform.accounts.roles import user_id
+from webplatform.accounts.access import user_id
 from webplatform.accounts.services import credentials_revoke_all, public_id, token_obtain, user_register
 
 from .errors import ErrorResponse

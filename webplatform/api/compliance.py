@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webplatform.accounts.roles import IsComplianceOfficer
+from webplatform.accounts.access import IsComplianceOfficer
 from webplatform.lifecycle.report import compliance_report
 
 from .errors import ErrorResponse

@@ -11,8 +11,8 @@ from rest_framework.views import APIView
 
 from governance.consent import consent_receipt, consent_states, policy_current
 from governance.models import ConsentRecord, Purpose
-from webplatform.accounts.roles import user_id
-from webplatform.lifecycle.withdrawal import consent_change
+from webplatform.accounts.access import user_id
+from webplatform.lifecycle.consent_changes import consent_change
 
 from .errors import ErrorResponse
 from .fields import ExplicitBooleanField

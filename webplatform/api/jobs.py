@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webplatform.accounts.roles import user_id
+from webplatform.accounts.access import user_id
 from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob
 from webplatform.jobs.services import job_create, job_for_owner, job_result_content
 from webplatform.photos.models import file_extension

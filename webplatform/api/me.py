@@ -12,8 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.erasure import erasure_by_receipt, erasure_status
-from webplatform.accounts.roles import user_id
+from governance.erasure_requests import erasure_by_receipt, erasure_status
+from webplatform.accounts.access import user_id
 from webplatform.lifecycle.erasure import user_erase
 from webplatform.lifecycle.export import export_stream
 from webplatform.privacy import privacy_report

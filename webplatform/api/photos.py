@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from governance import clock
 from governance.errors import InvalidInput
-from webplatform.accounts.roles import user_id
+from webplatform.accounts.access import user_id
 from webplatform.lifecycle.retention import photo_delete
 from webplatform.photos.models import Photo, file_extension
 from webplatform.photos.services import photo_content, photo_create, photo_for_owner

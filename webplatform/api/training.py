@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance.models import TrainingRun
-from webplatform.accounts.roles import IsComplianceOfficer, user_id
+from webplatform.accounts.access import IsComplianceOfficer, user_id
 from webplatform.privacy import privacy_report
 
 from .errors import ErrorResponse

@@ -8,8 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webplatform.accounts.roles import user_id
-from webplatform.lifecycle.withdrawal import training_photo_choose, training_photo_get
+from webplatform.accounts.access import user_id
+from webplatform.lifecycle.consent_changes import training_photo_choose, training_photo_get
 
 from .errors import ErrorResponse
 

@@ -27,7 +27,8 @@ class JobFailure(StrEnum):
     ERASED = "erased"  # the owner's erasure was accepted while the job was queued
     ATTEMPTS_EXHAUSTED = "attempts_exhausted"  # JOB_MAX_ATTEMPTS claims without finishing
     WORKER_LOST = "worker_lost"  # its worker stopped heartbeating on the last attempt
-    # The codes of errors that end a job (governance.errors, objects.py, keyring.py), as the API says them.
+    # The codes of errors that end a job (governance.errors, encrypted_store.py, keyring.py), as the API
+    # says them.
     KEY_DESTROYED = "key_destroyed"
     INTEGRITY_FAILURE = "integrity_failure"
     STORAGE_UNAVAILABLE = "storage_unavailable"

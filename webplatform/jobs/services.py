@@ -23,7 +23,7 @@ from governance.consent import PROCESSING, consent_is_active, consent_require
 from governance.errors import Conflict, IntegrityFailure, NoFace, NotFound
 from governance.keyring import KeyringUnavailable
 from webplatform import metrics
-from webplatform.objects import StorageUnavailable, object_delete, object_get, object_put
+from webplatform.encrypted_store import StorageUnavailable, object_delete, object_get, object_put
 from webplatform.photos.models import Photo
 from webplatform.taskqueue import TRANSFORM, publish
 

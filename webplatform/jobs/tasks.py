@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from governance.keyring import KeyringUnavailable
-from webplatform.objects import StorageUnavailable
+from webplatform.encrypted_store import StorageUnavailable
 from webplatform.taskqueue import BROKER_ERRORS
 
 from .models import JobFailure

@@ -11,7 +11,12 @@ from django.contrib.auth.hashers import make_password
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from governance.erasure import erasure_accept, erasure_complete, erasure_mark_failed, erasure_mark_purging
+from governance.erasure_requests import (
+    erasure_accept,
+    erasure_complete,
+    erasure_mark_failed,
+    erasure_mark_purging,
+)
 from governance.errors import TimeveilError
 from governance.models import ConsentRecord, ErasureRequest, ErasureStatus
 from webplatform import metrics

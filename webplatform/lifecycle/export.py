@@ -12,8 +12,8 @@ from governance import clock
 from governance.audit import audit_append, pseudonym
 from governance.consent import consent_receipt
 from governance.models import AuditEvent, ConsentRecord
+from webplatform.encrypted_store import object_get
 from webplatform.jobs.models import TransformationJob, TransformationResult
-from webplatform.objects import object_get
 from webplatform.photos.models import Photo, StoredObject, file_extension
 
 

@@ -9,7 +9,7 @@ from django.db.models.functions import TruncDate
 
 from governance import clock
 from governance.audit import audit_verify
-from governance.erasure import erasure_status
+from governance.erasure_requests import erasure_status
 from governance.models import ConsentRecord, ErasureRequest, Lineage
 from governance.training import lineage_committed_epsilon
 from webplatform.jobs.models import TransformationResult

@@ -13,8 +13,8 @@ from django.db.models import QuerySet
 from governance import clock
 from governance.audit import audit_append, audit_append_many
 from webplatform import metrics
+from webplatform.encrypted_store import StorageUnavailable, object_delete, object_modified, object_names
 from webplatform.jobs.models import TransformationResult
-from webplatform.objects import StorageUnavailable, object_delete, object_modified, object_names
 from webplatform.photos.models import Photo, StoredObject
 
 # Results before photos: a photo's deletion cascades to its results, whose ciphertext must go first.

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 
 from governance.audit import ACTIONS, audit_verify
 from governance.models import AuditEvent, TrainingRun
-from webplatform.accounts.roles import is_compliance_officer
+from webplatform.accounts.access import is_compliance_officer
 from webplatform.lifecycle.report import compliance_report
 
 from . import selectors

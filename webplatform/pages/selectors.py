@@ -59,7 +59,7 @@ class Consequences:
 
 
 def consequences_of_withdrawal(*, user_id: int, purpose_slug: str) -> Consequences:
-    """Mirror of webplatform.lifecycle.withdrawal: what withdrawing this purpose deletes now."""
+    """Mirror of webplatform.lifecycle.consent_changes: what withdrawing this purpose deletes now."""
     now = clock.now()
     photos = Photo.objects.filter(owner_id=user_id, expires_at__gt=now)
     if purpose_slug == PROCESSING:

@@ -27,17 +27,17 @@ from governance.consent import (
     policy_current,
     purpose_get,
 )
-from governance.erasure import erasure_by_receipt, erasure_status
+from governance.erasure_requests import erasure_by_receipt, erasure_status
 from governance.errors import InvalidInput, NotFound, TimeveilError
 from governance.models import ConsentRecord, PolicyVersion, Purpose, RunStatus
 from governance.training import runs_for_subject
-from webplatform.accounts.roles import is_compliance_officer, user_id
+from webplatform.accounts.access import is_compliance_officer, user_id
 from webplatform.accounts.services import user_register
 from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob
 from webplatform.jobs.services import job_create, job_for_owner, job_result_content
+from webplatform.lifecycle.consent_changes import consent_change, training_photo_choose, training_photo_get
 from webplatform.lifecycle.erasure import user_erase
 from webplatform.lifecycle.retention import photo_delete
-from webplatform.lifecycle.withdrawal import consent_change, training_photo_choose, training_photo_get
 from webplatform.photos.models import Photo
 from webplatform.photos.services import photo_content, photo_create, photo_for_owner
 from webplatform.privacy import privacy_report

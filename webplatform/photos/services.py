@@ -15,7 +15,7 @@ from governance.consent import PROCESSING, TRAINING, consent_is_active, consent_
 from governance.errors import NotFound, TimeveilError
 from inference.faces import summarize_faces
 from webplatform import metrics
-from webplatform.objects import object_delete, object_get, object_put
+from webplatform.encrypted_store import object_delete, object_get, object_put
 
 from .intake import sanitize
 from .models import Photo

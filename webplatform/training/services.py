@@ -37,8 +37,8 @@ from governance.training import (
     training_candidates,
     users_with_budget,
 )
+from webplatform.encrypted_store import object_get
 from webplatform.models_registry import model_registry
-from webplatform.objects import object_get
 from webplatform.photos.models import Photo
 
 PRIVACY_UNIT = ("one person: at most one photo per account, no photo showing more than one face, and an "

@@ -54,7 +54,7 @@ def until(value: Any) -> str:
 @register.filter
 def is_officer(user: Any) -> bool:
     """Whether the navigation shows the officer console."""
-    from webplatform.accounts.roles import is_compliance_officer
+    from webplatform.accounts.access import is_compliance_officer
 
     return is_compliance_officer(user)
 

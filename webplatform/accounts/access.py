@@ -1,4 +1,4 @@
-"""Roles: who is a compliance officer, and the DRF permission that says so."""
+"""Who a request acts for and what they may see: the user id, compliance officers, the DRF permission."""
 
 from __future__ import annotations
 

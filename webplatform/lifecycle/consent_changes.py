@@ -1,4 +1,4 @@
-"""What a consent change does to data already held: withdrawals stop work and shorten retention."""
+"""What a consent change does: a grant, a withdrawal and its effect on data held, the training photo."""
 
 from __future__ import annotations
 

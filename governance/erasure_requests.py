@@ -1,4 +1,4 @@
-"""Erasure by crypto-shredding: accept (destroy the data key at once), then track the purge to a tombstone."""
+"""Erasure requests: accept (the data key destroyed at once), receipts, status, the purge to a tombstone."""
 
 from __future__ import annotations
 
