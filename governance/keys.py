@@ -23,7 +23,7 @@ def get_keyring() -> Keyring:
 def data_key_create(*, user: Any) -> DataKey:
     """Generate a fresh 256-bit data key for a user and store it wrapped by the current KEK."""
     version, wrapped = get_keyring().wrap(os.urandom(32))
-    return DataKey.objects.create(user=user, kek_version=version, wrapped=wrapped)
+    return DataKey.objects.create(user=user, kek_version=version, wrapped=wrapped, created_at=clock.now())
 
 
 def data_key_destroy(*, user_id: int) -> bool:

@@ -62,7 +62,7 @@ class DataKey(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="data_key")
     kek_version = models.PositiveIntegerField()
     wrapped = models.BinaryField()
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField()  # set from governance.clock, like every other timestamp
     rewrapped_at = models.DateTimeField(null=True)
 
 
@@ -121,7 +121,7 @@ class Lineage(models.Model):
     name = models.SlugField(unique=True)
     epsilon_cap = models.FloatField()
     delta = models.FloatField()
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField()  # set from governance.clock, like every other timestamp
 
 
 class RunStatus(models.TextChoices):

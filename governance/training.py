@@ -99,7 +99,8 @@ def composed_epsilon(runs: list[TrainingRun], extra: list[Step] | None = None,
 def lineage_get_or_create(name: str) -> Lineage:
     """A lineage with the configured cap and delta."""
     lineage, _ = Lineage.objects.get_or_create(
-        name=name, defaults={"epsilon_cap": settings.DP_EPSILON_CAP, "delta": settings.DP_DELTA})
+        name=name, defaults={"epsilon_cap": settings.DP_EPSILON_CAP, "delta": settings.DP_DELTA,
+                             "created_at": clock.now()})
     return lineage
 
 

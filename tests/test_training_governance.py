@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, connections
 from django.test import override_settings
+from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -200,7 +201,7 @@ def test_concurrent_reservations_never_pass_the_cap_together(purposes, make_acto
     actor = make_actor(consents=("processing", "training"))
     photo_make(owner_id=actor.pk)
     items = eligible_items()
-    Lineage.objects.create(name="race", epsilon_cap=8.0, delta=1e-6)
+    Lineage.objects.create(name="race", epsilon_cap=8.0, delta=1e-6, created_at=timezone.now())
     barrier, outcomes = threading.Barrier(4), []
 
     def ask() -> None:
