@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from webplatform.training.services import privacy_audit_run
 
@@ -16,7 +16,7 @@ class Command(BaseCommand):
             "probability 1/2, noisy gradients seen, epsilon lower bounds against each claim; records the "
             "verdict for this code.")
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--claims", default="2,8,50", help="claimed epsilons to audit, comma-separated")
         parser.add_argument("--canaries", type=int, default=1000)
         parser.add_argument("--sample-rate", type=float, default=0.25)

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from governance.errors import TimeveilError
 from webplatform.training.services import model_promote
@@ -11,7 +11,7 @@ from webplatform.training.services import model_promote
 class Command(BaseCommand):
     help = "Promote a model version (refused when a DP version's card lacks its privacy fields)."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("version")
 
     def handle(self, *args: object, **options: Any) -> None:

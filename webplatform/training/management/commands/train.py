@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from governance.errors import TimeveilError
 from webplatform.taskqueue import TRAINING, publish
@@ -16,7 +16,7 @@ from webplatform.training.services import RunRequest, training_run_create, train
 class Command(BaseCommand):
     help = "Snapshot consented photos, reserve the privacy budget, train under DP, register the version."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         budget = parser.add_mutually_exclusive_group(required=True)
         budget.add_argument("--target-epsilon", type=float,
                             help="solve the noise multiplier for this epsilon")

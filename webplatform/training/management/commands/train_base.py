@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import torch
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from governance.audit import audit_append
 from webplatform.models_registry import model_registry
@@ -15,7 +15,7 @@ from webplatform.models_registry import model_registry
 class Command(BaseCommand):
     help = "Train the age estimator and the small generator on synthetic faces, register and promote them."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--preset", choices=("small", "base"), default="small")
         parser.add_argument("--steps", type=int, default=1500)  # as the shipped card records
         parser.add_argument("--estimator-steps", type=int, default=400)
