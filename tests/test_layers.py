@@ -137,7 +137,7 @@ def package_graph() -> dict[str, set[str]]:
     for module, deps in webplatform_graph().items():
         parts = module.split(".")
         if len(parts) < 3 or layer_of(module) == "entry":
-            continue  # top-level modules (settings, objects, taskqueue) and entry points: outside the rooms
+            continue  # top modules (settings, encrypted_store, taskqueue), entry points: outside the rooms
         package = ".".join(parts[:2])
         folded.setdefault(package, set()).update(
             ".".join(d.split(".")[:2]) for d in deps if len(d.split(".")) >= 3 and layer_of(d) != "entry")

@@ -16,10 +16,10 @@ from PIL import Image
 from governance.audit import ACTIONS
 from governance.consent import PROCESSING, TRAINING, policy_publish
 from governance.models import AuditEvent, ConsentRecord
-from webplatform.jobs.models import TransformationJob
+from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob
 from webplatform.photos.models import Photo
 
-from .lifecycle_support import result_make
+from .lifecycle_support import job_make, result_make
 from .test_product_api import face_jpeg
 
 pytestmark = pytest.mark.usefixtures("empty_storage")
@@ -151,6 +151,15 @@ def test_a_photo_without_a_face_says_so_on_its_page(owner, upload):
     response = client.post(f"/photos/{photo.id}/age", {"target_age": "70"}, follow=True)
     assert "No face was found" in text(response)
     assert not TransformationJob.objects.filter(photo=photo).exists()
+
+
+def test_failed_jobs_say_why_in_words_on_the_photo_page(owner, upload):
+    photo = _photo(owner, upload, face_jpeg())
+    for code in (JobFailure.NO_FACE, JobFailure.WORKER_LOST):
+        job = job_make(owner_id=owner.user.pk, photo_id=photo.id, status=JobStatus.FAILED)
+        TransformationJob.objects.filter(pk=job.pk).update(error=code)
+    page = text(browser(owner).get(f"/photos/{photo.id}"))
+    assert "failed: no face found" in page and "failed: worker lost" in page
 
 
 def test_the_privacy_page_shows_the_gauge_and_cap(owner):

@@ -1,4 +1,4 @@
-"""Template filters for the pages: readable dates from datetimes or ISO strings, plain-word durations."""
+"""Template filters for the pages: readable dates, plain-word durations, epsilons, failure codes in words."""
 
 from __future__ import annotations
 
@@ -75,3 +75,11 @@ def index(values: Any, i: int) -> Any:
         return values[i]
     except (IndexError, TypeError, KeyError):
         return ""
+
+
+@register.filter
+def failure_text(code: Any) -> str:
+    """A job's failure code in words ('no face found', 'key destroyed'); the codes are JobFailure's."""
+    from webplatform.jobs.models import JobFailure
+
+    return "no face found" if code == JobFailure.NO_FACE else str(code).replace("_", " ")
