@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from governance.audit import REASONS, audit_verify
 from governance.models import AuditEvent
+from governance.selectors import audit_events
 from webplatform.accounts.access import IsComplianceOfficer
 
 from .errors import ErrorResponse
@@ -109,17 +110,7 @@ class AuditEventListApi(generics.ListAPIView):
     def get_queryset(self):
         filters = AuditFilters(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
-        f = filters.validated_data
-        events = AuditEvent.objects.order_by("seq")
-        if "action" in f:
-            events = events.filter(action=f["action"])
-        if "subject" in f:
-            events = events.filter(subject=f["subject"])
-        if "since" in f:
-            events = events.filter(at__gte=f["since"])
-        if "until" in f:
-            events = events.filter(at__lt=f["until"])
-        return events
+        return audit_events(**filters.validated_data)
 
 
 class VerifyOut(serializers.Serializer):

@@ -11,11 +11,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance import clock
 from governance.errors import InvalidInput
 from webplatform.accounts.access import user_id
 from webplatform.lifecycle.retention import photo_delete
 from webplatform.photos.models import Photo, file_extension
+from webplatform.photos.selectors import photos_live
 from webplatform.photos.services import photo_content, photo_create, photo_for_owner
 
 from .errors import ErrorResponse
@@ -64,9 +64,7 @@ class PhotoListCreateApi(generics.ListAPIView):
 
     def get_queryset(self):
         # Past its deadline a photo is gone for the user, even before retention deletes it.
-        return Photo.objects.filter(owner_id=user_id(self.request), expires_at__gt=clock.now()).order_by(
-            "-created_at"
-        )
+        return photos_live(owner_id=user_id(self.request))
 
     @extend_schema(request={"multipart/form-data": Input},
                    responses={201: PhotoOut, 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse,

@@ -14,6 +14,7 @@ from governance.errors import NotFound
 from governance.models import ConsentRecord
 from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob, TransformationResult
 from webplatform.photos.models import Photo
+from webplatform.photos.selectors import photos_live
 from webplatform.photos.services import photo_for_owner, training_photo_designate
 
 from . import retention
@@ -36,8 +37,7 @@ def consent_change(*, user_id: int, purpose_slug: str, granted: bool, policy_ver
             training_photo_choose(user_id=user_id, photo_id=training_photo_id)
         elif purpose_slug == TRAINING and granted:
             # Only a photo still within its deadline: a grant must not revive one that is already due.
-            newest = (Photo.objects.filter(owner_id=user_id, expires_at__gt=clock.now())
-                      .order_by("-created_at").first())
+            newest = photos_live(owner_id=user_id).first()
             if newest is not None:
                 training_photo_designate(photo=newest)
     # Deadlines that just passed are enforced now, not at the next periodic run.

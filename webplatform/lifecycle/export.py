@@ -14,7 +14,8 @@ from governance.consent import consent_receipt
 from governance.models import AuditEvent, ConsentRecord
 from webplatform.encrypted_store import object_get
 from webplatform.jobs.models import TransformationJob, TransformationResult
-from webplatform.photos.models import Photo, StoredObject, file_extension
+from webplatform.photos.models import StoredObject, file_extension
+from webplatform.photos.selectors import photos_live
 
 
 class _Pipe:
@@ -49,7 +50,7 @@ def export_stream(*, user_id: int, privacy_report: Callable[[int], dict[str, Any
     with zipfile.ZipFile(pipe, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
         now = clock.now()
         held: tuple[tuple[Iterable[StoredObject], str], ...] = (
-            (Photo.objects.filter(owner_id=user_id, expires_at__gt=now).order_by("created_at"), "photos"),
+            (photos_live(owner_id=user_id, newest_first=False), "photos"),
             (TransformationResult.objects.filter(owner_id=user_id, expires_at__gt=now).select_related("job")
              .order_by("created_at"), "results"),
         )

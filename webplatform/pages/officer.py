@@ -19,6 +19,7 @@ from django.views.decorators.http import require_POST
 
 from governance.audit import ACTIONS, audit_verify
 from governance.models import AuditEvent, TrainingRun
+from governance.selectors import audit_events
 from webplatform.accounts.access import is_compliance_officer
 from webplatform.lifecycle.report import compliance_report
 
@@ -77,20 +78,15 @@ def _day_start(day: Any) -> datetime:
 def _audit_context(request: HttpRequest) -> dict[str, Any]:
     """The filtered, paginated events and the matching CSV link."""
     form = AuditFilterForm(request.GET or None)
-    events = AuditEvent.objects.order_by("-seq")
-    api: dict[str, str] = {}
+    chosen: dict[str, Any] = {}
     if form.is_valid():
         f = form.cleaned_data
-        if f["action"]:
-            events, api["action"] = events.filter(action=f["action"]), f["action"]
-        if f["subject"]:
-            events, api["subject"] = events.filter(subject=f["subject"]), f["subject"]
-        if f["since"]:
-            start = _day_start(f["since"])
-            events, api["since"] = events.filter(at__gte=start), start.isoformat()
-        if f["until"]:
-            end = _day_start(f["until"]) + timedelta(days=1)
-            events, api["until"] = events.filter(at__lt=end), end.isoformat()
+        chosen = {"action": f["action"] or None, "subject": f["subject"] or None,
+                  "since": _day_start(f["since"]) if f["since"] else None,  # whole days, both inclusive
+                  "until": _day_start(f["until"]) + timedelta(days=1) if f["until"] else None}
+    events = audit_events(**chosen, newest_first=True)
+    # The CSV link asks the API for the same events: the same selector behind it, in its own words.
+    api = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in chosen.items() if v}
     page = Paginator(events, PAGE_SIZE).get_page(request.GET.get("page"))
     query = {k: v for k, v in request.GET.items() if k != "page" and v}
     return {"form": form, "page": page, "query": urlencode(query),

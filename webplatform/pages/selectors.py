@@ -16,6 +16,7 @@ from governance.consent import PROCESSING, TRAINING, consent_is_active
 from governance.models import AuditEvent, ErasureRequest, Lineage, PolicyVersion, RunStatus, TrainingRun
 from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
 from webplatform.photos.models import Photo
+from webplatform.photos.selectors import photos_live
 
 from .charts import Chart, Series, bar_chart, line_chart
 
@@ -61,7 +62,7 @@ class Consequences:
 def consequences_of_withdrawal(*, user_id: int, purpose_slug: str) -> Consequences:
     """Mirror of webplatform.lifecycle.consent_changes: what withdrawing this purpose deletes now."""
     now = clock.now()
-    photos = Photo.objects.filter(owner_id=user_id, expires_at__gt=now)
+    photos = photos_live(owner_id=user_id)
     if purpose_slug == PROCESSING:
         kept = None
         if consent_is_active(user_id=user_id, purpose_slug=TRAINING):
@@ -91,7 +92,7 @@ def consequences_of_erasure(*, user_id: int) -> Consequences:
     """Everything the user holds."""
     now = clock.now()
     return Consequences(
-        photos=Photo.objects.filter(owner_id=user_id, expires_at__gt=now).count(),
+        photos=photos_live(owner_id=user_id).count(),
         results=TransformationResult.objects.filter(owner_id=user_id, expires_at__gt=now).count(),
         queued_jobs=TransformationJob.objects.filter(owner_id=user_id, status=JobStatus.QUEUED).count())
 

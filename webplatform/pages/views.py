@@ -17,7 +17,6 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from PIL import Image
 
-from governance import clock
 from governance.consent import (
     PROCESSING,
     TRAINING,
@@ -39,6 +38,7 @@ from webplatform.lifecycle.consent_changes import consent_change, training_photo
 from webplatform.lifecycle.erasure import user_erase
 from webplatform.lifecycle.retention import photo_delete
 from webplatform.photos.models import Photo
+from webplatform.photos.selectors import photos_live
 from webplatform.photos.services import photo_content, photo_create, photo_for_owner
 from webplatform.privacy import privacy_report
 
@@ -63,7 +63,7 @@ def home(request: HttpRequest) -> HttpResponse:
     if is_compliance_officer(request.user):
         return redirect("officer-dashboard")
     uid = user_id(request)
-    photos = Photo.objects.filter(owner_id=uid, expires_at__gt=clock.now()).order_by("-created_at")
+    photos = photos_live(owner_id=uid)
     states = {s["purpose"]: s for s in consent_states(user_id=uid)}
     return render(request, "photos.html", {
         "photos": photos, "can_upload": states.get(PROCESSING, {}).get("active", False),
@@ -254,7 +254,7 @@ def consents(request: HttpRequest) -> HttpResponse:
     records = (
         ConsentRecord.objects.filter(user_id=uid).select_related("purpose", "policy").order_by("-at", "-pk")
     )
-    photos = Photo.objects.filter(owner_id=uid, expires_at__gt=clock.now()).order_by("-created_at")
+    photos = photos_live(owner_id=uid)
     return render(request, "consents.html", {
         "purposes": purposes, "records": records, "photos": photos,
         "training_photo": training_photo_get(user_id=uid),
@@ -281,8 +281,7 @@ def consent_change_page(request: HttpRequest, purpose: str) -> HttpResponse:
             "granted": granted,
             "consequences": None if granted else selectors.consequences_of_withdrawal(user_id=uid,
                                                                                         purpose_slug=purpose),
-            "photos": Photo.objects.filter(owner_id=uid, expires_at__gt=clock.now()).order_by("-created_at")
-            if granted and purpose == TRAINING else [],
+            "photos": photos_live(owner_id=uid) if granted and purpose == TRAINING else [],
         })
     try:
         consent_change(user_id=uid, purpose_slug=purpose, granted=granted,
