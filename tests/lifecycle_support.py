@@ -101,11 +101,13 @@ def refs(action: str) -> list[str]:
 
 
 class FaultyStorage:
-    """Wraps the object store; delete() raises for the names in `broken` and counts every call."""
+    """Wraps the object store; delete() raises for the names in `broken` and counts every call; with
+    `unreadable` set, every open() fails as a store that does not answer would."""
 
     def __init__(self, inner: Storage) -> None:
         self.inner = inner
         self.broken: set[str] = set()
+        self.unreadable = False
         self.deletes: dict[str, int] = {}
         self._lock = threading.Lock()
         self.before_delete: Callable[[str], None] | None = None  # e.g. a barrier for the concurrency test
@@ -119,7 +121,12 @@ class FaultyStorage:
             raise OSError(f"storage unavailable for {name}")
         self.inner.delete(name)
 
-    def __getattr__(self, attr: str) -> Any:  # open, save, exists, ... go to the real store
+    def open(self, name: str, mode: str = "rb") -> Any:
+        if self.unreadable:
+            raise OSError(f"storage unavailable for {name}")
+        return self.inner.open(name, mode)
+
+    def __getattr__(self, attr: str) -> Any:  # save, exists, ... go to the real store
         return getattr(self.inner, attr)
 
 

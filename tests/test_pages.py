@@ -8,6 +8,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 from django.utils.html import escape
@@ -19,7 +20,7 @@ from governance.models import AuditEvent, ConsentRecord
 from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob
 from webplatform.photos.models import Photo
 
-from .lifecycle_support import job_make, result_make
+from .lifecycle_support import faulty_storage, job_make, result_make
 from .test_product_api import face_jpeg
 
 pytestmark = pytest.mark.usefixtures("empty_storage")
@@ -162,6 +163,22 @@ def test_failed_jobs_say_why_in_words_on_the_photo_page(owner, upload):
     assert "failed: no face found" in page and "failed: worker lost" in page
 
 
+def test_storage_down_is_a_503_page_with_retry_after_never_a_500(owner, upload, monkeypatch):
+    photo = _photo(owner, upload, face_jpeg())
+    result = result_make(owner_id=owner.user.pk, photo_id=photo.id)
+    faulty_storage(monkeypatch).unreadable = True
+    client = browser(owner)
+    for path in (f"/photos/{photo.id}/thumb", f"/results/{result.job_id}/thumb"):
+        response = client.get(path)
+        assert response.status_code == 503, path
+        assert response["Retry-After"] == str(settings.STORAGE_RETRY_AFTER_SECONDS)
+        assert response["Content-Type"].startswith("text/html")
+        assert "Photo storage is unavailable" in text(response)
+    # A client that asks a page for JSON gets API.md's shape.
+    response = client.get(f"/photos/{photo.id}/thumb", HTTP_ACCEPT="application/json")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "storage_unavailable"
+
+
 def test_the_privacy_page_shows_the_gauge_and_cap(owner):
     page = browser(owner).get("/privacy").content.decode()
     assert (
@@ -170,7 +187,6 @@ def test_the_privacy_page_shows_the_gauge_and_cap(owner):
 
 
 def test_the_training_policy_states_the_caps_users_agree_to(db):
-    from django.conf import settings
     from django.core.management import call_command
 
     from governance.models import PolicyVersion
@@ -214,7 +230,6 @@ def test_sign_up_with_a_stale_policy_version_keeps_the_account_and_says_why(purp
 
 
 def test_the_sign_in_page_says_when_sign_in_is_locked(owner):
-    from django.conf import settings
 
     for _ in range(settings.LOGIN_LIMIT_ACCOUNT_ADDRESS):
         Client(REMOTE_ADDR="198.51.100.9").post(

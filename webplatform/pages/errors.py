@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
+from governance.errors import TimeveilError
 from webplatform.api import errors as api_errors
 
 
@@ -45,3 +48,33 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if _wants_json(request):
         return api_errors.server_error(request)
     return _page(request, 500, "Something went wrong", "Something went wrong on our side. Please try again.")
+
+
+class TimeveilErrorPages:
+    """Middleware: a TimeveilError that leaves a page view answers its own status, not a 500.
+
+    API views never get here (DRF's exception handler answers them); page views catch the errors they
+    expect and say them in a message, and this catches the rest: storage down is a 503 page with
+    Retry-After, like the API's.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        if not isinstance(exc, TimeveilError):
+            return None
+        response: HttpResponse
+        if _wants_json(request):
+            body = api_errors.error_body(exc.code, exc.message, exc.details)
+            response = JsonResponse(body, status=exc.status)
+        else:
+            title = "Try again shortly" if exc.status == 503 else "That did not work"
+            response = _page(request, exc.status, title, exc.message)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after:
+            response["Retry-After"] = str(retry_after)
+        return response

@@ -212,6 +212,8 @@ def result_thumb(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     try:
         data, _ = job_result_content(user_id=uid, job=job_for_owner(user_id=uid, job_id=job_id))
     except TimeveilError as exc:
+        if exc.status >= 500:
+            raise  # storage down: a 503 page (TimeveilErrorPages), not "no such result"
         raise Http404(exc.message) from exc
     return _private_jpeg(Image.open(io.BytesIO(data)))
 
