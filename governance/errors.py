@@ -92,6 +92,13 @@ class LoginLocked(Throttled):
         super().__init__(details={"retry_after": retry_after})
 
 
+class SignInUnavailable(TimeveilError):
+    """The shared cache that counts failed sign-ins does not answer: no password is checked uncounted."""
+
+    status, code, message = 503, "sign_in_unavailable", "Sign-in is briefly unavailable; try again shortly."
+    retry_after = 30
+
+
 class BodyTooDeep(InvalidInput):
     code, message = "too_deep", "The JSON body is nested too deeply."
 

@@ -23,6 +23,9 @@ RETENTION_DELETED = Counter(
 RETENTION_FAILED = Counter("timeveil_retention_failures_total", "Storage deletions that failed (retried).",
                            ["kind"])
 ERASURES = Counter("timeveil_erasures_total", "Erasure requests, by stage.", ["stage"])
+CACHE_FAILURES = Counter("timeveil_cache_failures_total",
+                         "Calls to the shared cache that failed, by what made them (throttle, sign_in).",
+                         ["use"])
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

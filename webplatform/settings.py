@@ -172,9 +172,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "webplatform.api.pagination.CappedLimitOffsetPagination",
     "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.ScopedRateThrottle",
+        # DRF's, failing open when the cache is down (webplatform/api/throttling.py)
+        "webplatform.api.throttling.AnonRateThrottle",
+        "webplatform.api.throttling.UserRateThrottle",
+        "webplatform.api.throttling.ScopedRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="600/min"),

@@ -8,24 +8,45 @@ Three fixed-window counters of failed checks (LOGIN_FAILURE_WINDOW seconds each)
 A counter at its limit refuses checks until the window after the one it filled ends (one to two windows).
 Refused checks are not counted and never reach the password hasher, so a lock always runs out, and holding
 one needs a fresh burst of failures each time. All paths go through `LimitedModelBackend`.
+
+When the cache does not answer, sign-in fails closed: 503 `sign_in_unavailable`, no password checked.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.backends import ModelBackend
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
+from redis.exceptions import RedisError
 
-from governance.errors import LoginLocked
+from governance.errors import LoginLocked, SignInUnavailable
+from webplatform import metrics
 
 from .confusables import skeleton
 
 timer = time.time  # tests move the clock through this
+log = logging.getLogger(__name__)
+# What the shared cache raises when it does not answer: Django's Redis cache passes redis-py's errors through.
+CACHE_ERRORS = (RedisError, OSError)
+
+
+@contextmanager
+def _cache_answering() -> Iterator[None]:
+    """Fail closed: an unreachable counter store refuses the sign-in rather than check passwords uncounted."""
+    try:
+        yield
+    except CACHE_ERRORS as exc:
+        log.warning("sign-in limits: the shared cache failed: %s", exc)
+        metrics.CACHE_FAILURES.labels(use="sign_in").inc()
+        raise SignInUnavailable() from exc
 
 
 def client_address(request: Any) -> str:
@@ -67,17 +88,19 @@ def login_wait(*, username: str, address: str) -> float | None:
     current = int(now // window)
     counters = _counters(username, address)
     keys = [f"{prefix}:{w}" for prefix, _, _ in counters for w in (current, current - 1)]
-    counts = cache.get_many(keys)
+    with _cache_answering():
+        counts = cache.get_many(keys)
     known: bool | None = None
     wait = 0.0
     for prefix, limit, waived_if_known in counters:
         for w in (current, current - 1):
             if counts.get(f"{prefix}:{w}", 0) < limit:
                 continue
-            if waived_if_known:
-                known = cache.get(_known_key(username, address)) is not None if known is None else known
-                if known:
-                    continue
+            if waived_if_known and known is None:
+                with _cache_answering():
+                    known = cache.get(_known_key(username, address)) is not None
+            if waived_if_known and known:
+                continue
             wait = max(wait, (w + 2) * window - now)
     return wait or None
 
@@ -94,11 +117,12 @@ def login_failure_record(*, username: str, address: str) -> None:
     current = int(timer() // window)
     for prefix, _, _ in _counters(username, address):
         key = f"{prefix}:{current}"
-        cache.add(key, 0, timeout=2 * window + 60)
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=2 * window + 60)
+        with _cache_answering():
+            cache.add(key, 0, timeout=2 * window + 60)
+            try:
+                cache.incr(key)
+            except ValueError:  # expired between add and incr
+                cache.set(key, 1, timeout=2 * window + 60)
 
 
 def login_success_record(*, username: str, address: str) -> None:
@@ -106,8 +130,9 @@ def login_success_record(*, username: str, address: str) -> None:
     window = settings.LOGIN_FAILURE_WINDOW
     current = int(timer() // window)
     pair = _counters(username, address)[0][0]
-    cache.delete_many([f"{pair}:{current}", f"{pair}:{current - 1}"])
-    cache.set(_known_key(username, address), 1, timeout=settings.LOGIN_KNOWN_ADDRESS_DAYS * 86400)
+    with _cache_answering():
+        cache.delete_many([f"{pair}:{current}", f"{pair}:{current - 1}"])
+        cache.set(_known_key(username, address), 1, timeout=settings.LOGIN_KNOWN_ADDRESS_DAYS * 86400)
 
 
 class LimitedModelBackend(ModelBackend):

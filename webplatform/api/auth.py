@@ -54,7 +54,7 @@ class TokenApi(APIView):
         token = serializers.CharField()
 
     @extend_schema(request=Input, responses={200: Output, 400: ErrorResponse, 401: ErrorResponse,
-                                             429: ErrorResponse}, auth=[])
+                                             429: ErrorResponse, 503: ErrorResponse}, auth=[])
     def post(self, request: Request) -> Response:
         """Exchange a username and password for the API token (limited per account and address)."""
         data = self.Input(data=request.data)
