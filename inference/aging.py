@@ -16,7 +16,7 @@ import numpy as np
 from inference.faces import LEFT_EYE_RING, LIPS, RIGHT_EYE_RING
 from inference.regions import Window
 
-VERSION = "aging-layers-v1"  # recorded on every result: the layers are code, so the version is bumped by hand
+VERSION = "aging-layers-v2"  # recorded on every result: the layers are code, so the version is bumped by hand
 
 
 def smoothstep(lo: float, hi: float, x: float) -> float:
@@ -343,7 +343,7 @@ def _hair(image: np.ndarray, win: Window, change: Change) -> np.ndarray:
     if change.add.grey > 0:
         g = change.add.grey
         mean = float((light * win.hair).sum() / (win.hair.sum() + 1e-6))
-        light = light + g * (178.0 + 0.6 * (light - mean) - light)  # silver, the strands keep their relief
+        light = light + g * (172.0 + 1.15 * (light - mean) - light)  # silver, the strands keep their relief
         a, b = a * (1 - 0.85 * g), b * (1 - 0.85 * g) + 3.0 * g  # a faint ivory, as grey hair has
     elif change.remove.grey > 0 and _is_grey(lab, win.hair):
         r = change.remove.grey

@@ -270,7 +270,7 @@ def build_base_model(out: str | Path, *, preset: str = "small", steps: int = 150
         "limitations": (
             "trained on procedural synthetic faces only; on real photos it smears and does not age a "
             "face (measured for issue 8), so it is not in the serving path: jobs use the mesh-placed "
-            "aging layers (inference/aging.py, version aging-layers-v1). It stays as the starting point "
+            "aging layers (inference/aging.py). It stays as the starting point "
             "of DP fine-tuning. Real-photo quality needs a licensed face dataset with ages "
             "(train_base --data-dir)."
         ),
