@@ -48,15 +48,19 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+def timeveil_headers(exc: TimeveilError) -> dict[str, str]:
+    """Transient server-side faults (storage down, the sign-in cache down) say when to come back."""
+    retry_after = getattr(exc, "retry_after", None)
+    return {"Retry-After": str(retry_after)} if retry_after else {}
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's EXCEPTION_HANDLER: every exception a view raises leaves as the JSON error shape."""
     if isinstance(exc, TimeveilError):
         if exc.status >= 500:
             log.error("server-side failure %s: %s", exc.code, exc.message)
-        # Transient server-side faults (storage down) say when to come back.
-        retry_after = getattr(exc, "retry_after", None)
-        headers = {"Retry-After": str(retry_after)} if retry_after else None
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status, headers=headers)
+        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status,
+                        headers=timeveil_headers(exc))
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "Not found."), status=404)
     if isinstance(exc, DjangoPermissionDenied):

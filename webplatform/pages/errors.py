@@ -74,7 +74,6 @@ class TimeveilErrorPages:
         else:
             title = "Try again shortly" if exc.status == 503 else "That did not work"
             response = _page(request, exc.status, title, exc.message)
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after:
-            response["Retry-After"] = str(retry_after)
+        for name, value in api_errors.timeveil_headers(exc).items():
+            response[name] = value
         return response
