@@ -6,8 +6,9 @@ gradient is C times the i-th unit vector (a one-hot input, scaled past the clip,
 auditor sees every noisy gradient, scores each canary by the sum of its coordinate over the steps, guesses
 "in" for the top r/2 scores and "out" for the bottom r/2, and turns the number of right guesses into an
 epsilon lower bound at 95% confidence. A sound implementation never shows a lower bound above its claim.
-The same guesses on a no-noise control must reach the test's maximum (the test has the power to see a
-leak), and the noise multiplier and sample rate are measured from the gradients and compared with the plan.
+The same guesses on a no-noise control must reach the test's maximum against the canaries actually drawn
+(the test has the power to see a leak), and the noise multiplier and sample rate are measured from the
+gradients and compared with the plan.
 """
 
 from __future__ import annotations
@@ -111,6 +112,14 @@ def _guess(scores: np.ndarray, included: np.ndarray, r: int, rng: np.random.Gene
     return int(np.sum(~included[order[:k]]) + np.sum(included[order[len(order) - k:]]))
 
 
+def control_right_guesses(scores: np.ndarray, included: np.ndarray, r: int, rng: np.random.Generator) -> int:
+    """Right guesses on the no-noise control, where a canary's score is its number of appearances. An
+    in-canary the sampler never drew (probability (1-q)^T each) is out as far as the mechanism is concerned,
+    so the guesses are judged against the canaries drawn; a pipeline that lost or misplaced the signal
+    still misses."""
+    return _guess(scores, included & (scores > 0.5), r, rng)
+
+
 class _CanaryLoss(nn.Module):
     """The canaries' loss: the layer's output itself, so each canary's gradient is its own input."""
 
@@ -198,7 +207,7 @@ def audit_one_run(*, claimed_epsilon: float, config: AuditConfig = AuditConfig()
         claimed_epsilon=claim, noise_multiplier=noise, noise_measured=noise_measured,
         sample_rate=config.sample_rate, sample_rate_measured=rate_measured, correct=correct, guesses=r,
         epsilon_lower_bound=bound(correct), ideal_lower_bound=bound(_guess(ideal, included, r, rng)),
-        control_lower_bound=bound(_guess(control, included, r, rng)), max_lower_bound=bound(r))
+        control_lower_bound=bound(control_right_guesses(control, included, r, rng)), max_lower_bound=bound(r))
     # Tolerances: five standard errors of each estimate over m/2 canaries and T steps
     n_out, n_in = max(int((~included).sum()) * config.steps, 1), max(int(included.sum()) * config.steps, 1)
     if not abs(noise_measured - noise) <= 5 * noise / math.sqrt(2 * n_out) + 1e-9:

@@ -3,11 +3,11 @@ in fact, and its statistics behave (no bound from chance guesses, bounds grow wi
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from inference.dp import audit
 
-# 0.75^30: every in-canary is drawn
 CI = audit.AuditConfig(canaries=200, sample_rate=0.25, steps=30, guesses=40, delta=1e-5)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Optimal order is the", "ignore:Full backward hook is firing")
@@ -48,6 +48,17 @@ def test_chance_guesses_prove_nothing_and_more_right_guesses_prove_more():
     # With delta 0 and every guess right, the bound is where randomised response's r-fold accuracy hits 5%
     exact = audit.epsilon_lower_bound(m=1000, r=100, v=100, delta=0.0, confidence=0.95)
     assert audit.p_value(m=1000, r=100, v=100, epsilon=exact, delta=0.0) == pytest.approx(0.05, rel=1e-3)
+
+
+def test_the_no_noise_control_judges_guesses_against_the_canaries_the_sampler_drew():
+    rng = np.random.default_rng(0)
+    included = np.arange(200) % 2 == 0
+    appearances = np.where(included, 1 + np.arange(200) % 7, 0).astype(float)
+    appearances[0] = 0.0  # an in-canary never drawn: no leak to see, not a blind audit
+    assert all(audit.control_right_guesses(appearances, included, 40, rng) == 40 for _ in range(50))
+    # A pipeline that lost the canaries' signal, or put it on the wrong canaries, misses
+    assert audit.control_right_guesses(np.zeros(200), included, 40, rng) < 40
+    assert audit.control_right_guesses(np.where(included, 0.0, 3.0), included, 40, rng) <= 20
 
 
 def test_the_code_version_is_that_of_the_dp_sources():
