@@ -135,14 +135,16 @@ def _squares(h: int, w: int, side: int) -> list[tuple[int, int, int]]:
             for y in range(0, max(1, h - side + step), step) for x in range(0, max(1, w - side + step), step)]
 
 
-def _detect_in(image: np.ndarray, x0: int, y0: int, side: int) -> list[tuple[list[float], float, np.ndarray]]:
-    """BlazeFace on one square window of the photo (zero-padded past its edge): (box, score, keypoints)."""
-    crop = image[y0:y0 + side, x0:x0 + side]
-    scale = DETECT_SIDE / side
-    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+Hit = tuple[list[float], float, np.ndarray]  # a raw detection: box (x, y, w, h), score, keypoints (6, 2)
+
+
+def _detect_in(small: np.ndarray, scale: float, x0: int, y0: int) -> list[Hit]:
+    """BlazeFace on one DETECT_SIDE window of a photo resized by `scale`, whose corner is at photo (x0, y0)
+    (zero-padded past the photo's edge): (box, score, keypoints) in photo pixels."""
+    sx, sy = round(x0 * scale), round(y0 * scale)
+    crop = small[sy:sy + DETECT_SIDE, sx:sx + DETECT_SIDE]
     square = np.zeros((DETECT_SIDE, DETECT_SIDE, 3), np.float32)
-    resized = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
-    square[:resized.shape[0], :resized.shape[1]] = resized
+    square[:crop.shape[0], :crop.shape[1]] = crop
     scores, raw = _forward(assets.FACE_DETECTOR, square / 127.5 - 1.0)  # (1, 896, 1), (1, 896, 16)
     scores = 1.0 / (1.0 + np.exp(-np.clip(scores[0, :, 0], -80.0, 80.0)))
     keep = np.flatnonzero(scores >= MIN_SCORE)
@@ -150,8 +152,10 @@ def _detect_in(image: np.ndarray, x0: int, y0: int, side: int) -> list[tuple[lis
     centre = ANCHORS[keep] + reg[:, 0:2]
     extent = reg[:, 2:4]
     points = ANCHORS[keep, None, :] + reg[:, 4:16].reshape(-1, 6, 2)
-    origin = np.array([x0, y0], np.float32)
-    return [([float((c[0] - e[0] / 2) * side + x0), float((c[1] - e[1] / 2) * side + y0),
+    side = DETECT_SIDE / scale  # the window's side in photo pixels
+    ox, oy = sx / scale, sy / scale  # the window's corner as cropped, in photo pixels
+    origin = np.array([ox, oy], np.float32)
+    return [([float((c[0] - e[0] / 2) * side + ox), float((c[1] - e[1] / 2) * side + oy),
               float(e[0] * side), float(e[1] * side)], float(scores[k]), p * side + origin)
             for c, e, p, k in zip(centre, extent, points, keep, strict=True)]
 
@@ -160,9 +164,26 @@ def detect_faces(image: np.ndarray) -> list[Detection]:
     """Every face BlazeFace accepts in the photo, most confident first."""
     check_image(image)
     h, w = image.shape[:2]
-    found: list[tuple[list[float], float, np.ndarray]] = []
-    for tier in _tiles(h, w):
-        found = [hit for x, y, side in tier for hit in _detect_in(image, x, y, side)]
+    tiers = _tiles(h, w)
+    # Shrink once by a power of two (INTER_AREA's fast integer path, 3 ms for 3 Mpx against 13 for an odd
+    # factor), then once per window size from that: a window's crop of it holds the pixels a resize of the
+    # window itself would, and a large photo's 15 windows no longer pay a full-photo resize each.
+    smallest = min(side for tier in tiers for _, _, side in tier)
+    factor = 1 << max(0, int(math.log2(max(1.0, smallest / DETECT_SIDE))))
+    base = image if factor == 1 else cv2.resize(image[:h - h % factor, :w - w % factor],
+                                                (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+    resized: dict[int, tuple[np.ndarray, float]] = {}
+
+    def shrunk(side: int) -> tuple[np.ndarray, float]:
+        if side not in resized:
+            scale = DETECT_SIDE / side
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            resized[side] = (cv2.resize(base, size, interpolation=cv2.INTER_AREA), scale)
+        return resized[side]
+
+    found: list[Hit] = []
+    for tier in tiers:
+        found = [hit for x, y, side in tier for hit in _detect_in(*shrunk(side), x, y)]
         if found:
             break
     if not found:

@@ -134,3 +134,13 @@ def test_faces_small_against_a_wide_photo_are_still_found(astronaut):
 
 def test_an_upside_down_photo_counts_only_faces_the_mesh_confirms(astronaut):
     assert summarize_faces(np.ascontiguousarray(astronaut[::-1])).count <= 1
+
+
+def test_a_small_face_in_a_large_photo_is_found_by_the_finer_windows(astronaut):
+    # Her face is about 95 px in a 2016x1512 photo: 8 px of the detector's input when the photo is read
+    # whole, 16 px in a half-size window, so only the finer tier (and its shared resize) finds it.
+    canvas = np.full((1512, 2016, 3), 120, np.uint8)
+    canvas[600:1112, 200:712] = astronaut
+    (face,) = detect_faces(canvas)
+    assert abs(face.box.x + face.box.w / 2 - (200 + 226)) < 20 and abs(face.box.y + face.box.h / 2 - 720) < 30
+    assert summarize_faces(canvas).count == 1
