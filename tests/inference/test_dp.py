@@ -175,21 +175,22 @@ def test_gdp_is_not_offered_and_bad_entries_are_refused():
                      min_size=1, max_size=4),
        count_noise=st.sampled_from([None, 5.0, 20.0]))
 def test_composed_epsilon_is_never_below_an_independent_pld_bound(runs, count_noise):
-    # Google's dp_accounting, a separate implementation (PLD, pessimistic): ours must never show less
-    from dp_accounting import dp_event, pld
+    # Google's dp_accounting, a separate implementation: its OPTIMISTIC privacy loss distribution rounds every
+    # loss down, so its epsilon is a lower bound on the truth, and ours (an upper bound) must never be under
+    # it. (The pessimistic one is an upper bound too and says nothing about ours: at sigma 4, q 0.001, 293
+    # steps it gave 0.0253 at a 1e-3 grid against a truth of 0.0140 at a 1e-5 grid; ours is 0.0243.)
+    from dp_accounting.pld import privacy_loss_distribution as pld
 
     history = [*runs, *([(count_noise, 1.0, 1)] if count_noise else [])]
     ours = dp.compose_epsilon(history=history, delta=1e-6)
-    interval = 1e-3
-    accountant = pld.PLDAccountant(value_discretization_interval=interval)
+    composed = None
     for sigma, q, steps in history:
-        event = dp_event.GaussianDpEvent(sigma)
-        accountant.compose(event if q == 1.0 else dp_event.PoissonSampledDpEvent(q, event), steps)
-    independent = accountant.get_epsilon(1e-6)
-    # PLD's pessimistic discretisation rounds each loss up to its interval, so it sits above the truth by
-    # about 0.5% at ordinary epsilons and by up to about one interval at tiny ones (a count release alone:
-    # 0.0202 against PLD's 0.0203 was found here): the slack is the larger of the two.
-    assert ours >= min(independent * 0.995, independent - interval) - 1e-9, (ours, independent)
+        run = pld.from_gaussian_mechanism(sigma, pessimistic_estimate=False, value_discretization_interval=1e-3,
+                                          sampling_prob=q).self_compose(steps)
+        composed = run if composed is None else composed.compose(run)
+    assert composed is not None
+    lower = composed.get_epsilon_for_delta(1e-6)
+    assert ours >= lower - 1e-9, (ours, lower)
 
 
 @pytest.mark.parametrize("kwargs, message", [
