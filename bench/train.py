@@ -274,7 +274,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="timed steps per path and mode")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the box is shared)")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--modes", default=",".join([*dp_modes.BENCH_MODES, *dp.GRAD_SAMPLE_MODES]))
+    every_mode = dict.fromkeys([*dp_modes.BENCH_MODES, *dp.GRAD_SAMPLE_MODES])  # each once, in order
+    parser.add_argument("--modes", default=",".join(every_mode))
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-utility", action="store_true")
     parser.add_argument("--utility-size", type=int, default=64)

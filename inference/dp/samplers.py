@@ -49,9 +49,8 @@ def conv2d_weight_sq_norms(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -
     keeps every layer's (B, *weight) until the optimizer step).
     """
     n, c_out, h_out, w_out = g.shape
-    c_in, (kh, kw) = layer.in_channels, layer.kernel_size
-    p, d = h_out * w_out, c_in * kh * kw
-    if p * (c_out + d) < c_out * d:
+    p, d = h_out * w_out, layer.weight[0].numel()
+    if _ghost_is_cheaper(layer, g):
         u = _conv_patches(layer, a)  # (B, D, P)
         gf = g.reshape(n, c_out, p)  # (B, C_out, P)
         aat = torch.bmm(u.transpose(1, 2), u)  # (B, P, P)
@@ -60,6 +59,12 @@ def conv2d_weight_sq_norms(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -
     step = max(1, MATERIALISE_CHUNK // (c_out * d))
     return torch.cat([conv2d_weight_per_sample(layer, a[i:i + step], g[i:i + step])
                       .flatten(1).square().sum(dim=1) for i in range(0, n, step)])
+
+
+def _ghost_is_cheaper(layer: nn.Conv2d, g: torch.Tensor) -> bool:
+    """Ghost norm over materialising, by their cost (see conv2d_weight_sq_norms)."""
+    p, c_out, d = g.shape[2] * g.shape[3], layer.out_channels, layer.weight[0].numel()
+    return p * (c_out + d) < c_out * d
 
 
 def conv2d_weight_per_sample(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -172,9 +177,11 @@ def install_hooks_conv(module: GradSampleModule) -> None:
 # Bu et al. 2023 (arXiv 2210.00038): ONE backward pass, and it computes no weight gradient. Forward hooks
 # keep each layer's input (activations) and output; torch.autograd.grad of the summed per-sample losses with
 # respect to the layer OUTPUTS gives every layer's backprops (the output gradients) and prunes every weight
-# gradient kernel. Each person's gradient norm is then summed from the layers' ghost norms, and each layer's
+# gradient kernel. Each person's gradient norm is then summed from the layers' norms, and each layer's
 # weight gradient is computed once, as an ordinary batch gradient whose backprops are scaled by the clip
-# factors: the sum of clipped per-sample gradients, with no per-sample gradient ever built.
+# factors: the sum of clipped per-sample gradients. A layer whose norms are cheaper to get by materialising
+# its per-sample gradients keeps them instead, when they are no larger than what they let go
+# (_keeps_per_sample), and its clipped sum is their weighted sum (Bu et al.'s mixed book-keeping).
 
 def _conv_bk(layer: nn.Conv2d, a: torch.Tensor,
              g: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]]:
@@ -182,11 +189,25 @@ def _conv_bk(layer: nn.Conv2d, a: torch.Tensor,
     grads."""
     layer_z, a = _zero_padded(layer, a.to(g.dtype).contiguous())
     g = g.contiguous()
-    if _plain_conv(layer_z):
-        sq = conv2d_weight_sq_norms(layer_z, a, g) if layer.weight.requires_grad else g.new_zeros(len(g))
+    bias = layer.bias if layer.bias is not None and layer.bias.requires_grad else None
+    if layer.weight.requires_grad and _plain_conv(layer_z) and _keeps_per_sample(layer_z, a, g):
+        kept = conv2d_weight_per_sample(layer_z, a, g)  # (B, *weight)
+        kept_bias = g.sum(dim=(2, 3)) if bias is not None else None  # (B, C_out)
+        del a, g  # only the per-sample gradients outlive this call: no larger than what they replace
+
+        def add_kept(c: torch.Tensor) -> None:
+            _accumulate(layer.weight, torch.tensordot(c.to(kept.dtype), kept, dims=1))
+            if bias is not None and kept_bias is not None:
+                _accumulate(bias, c.to(kept_bias.dtype) @ kept_bias)
+        sq = kept.flatten(1).square().sum(dim=1)
+        return (sq if kept_bias is None else sq + kept_bias.square().sum(dim=1)), add_kept
+    if not layer.weight.requires_grad:
+        sq = g.new_zeros(len(g))
+    elif _plain_conv(layer_z):
+        sq = conv2d_weight_sq_norms(layer_z, a, g)
     else:  # grouped: norms of Opacus' per-sample gradients (rare in this model)
         sq = compute_conv_grad_sample(layer_z, [a], g)[layer.weight].flatten(1).square().sum(1)
-    if layer.bias is not None and layer.bias.requires_grad:
+    if bias is not None:
         sq = sq + g.sum(dim=(2, 3)).square().sum(dim=1)
 
     def add(c: torch.Tensor) -> None:
@@ -195,9 +216,17 @@ def _conv_bk(layer: nn.Conv2d, a: torch.Tensor,
             _accumulate(layer.weight, conv2d_weight(a, layer.weight.shape, gc, stride=layer_z.stride,
                                                     padding=layer_z.padding, dilation=layer_z.dilation,
                                                     groups=layer_z.groups))
-        if layer.bias is not None and layer.bias.requires_grad:
-            _accumulate(layer.bias, gc.sum(dim=(0, 2, 3)))
+        if bias is not None:
+            _accumulate(bias, gc.sum(dim=(0, 2, 3)))
     return sq, add
+
+
+def _keeps_per_sample(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> bool:
+    """Keep a layer's per-sample gradients until the clip factors are known where the norms materialise them
+    anyway and they are no larger than the activations and backprops they let go: the clipped sum is then
+    a weighted sum of them, not a second weight-gradient convolution (a fifth of a step on the small
+    generator, mostly its high-resolution, narrow layers)."""
+    return not _ghost_is_cheaper(layer, g) and len(g) * layer.weight.numel() <= a.numel() + g.numel()
 
 
 def _group_norm_bk(layer: nn.GroupNorm, a: torch.Tensor,
@@ -284,19 +313,20 @@ class BookKeepingModule(nn.Module):
         layers = [layer for layer, _, _ in self.records]
         if len(set(map(id, layers))) != len(layers):
             raise ValueError("book-keeping clipping needs each layer called once per forward pass")
-        outputs = [out for _, _, out in self.records]
-        backprops = torch.autograd.grad(per_sample_loss.sum(), outputs, allow_unused=True)  # no weight grads
-        b = len(per_sample_loss)
-        sq = per_sample_loss.new_zeros(b)
+        records, self.records = self.records, []
+        backprops = list(torch.autograd.grad(per_sample_loss.sum(), [out for _, _, out in records],
+                                             allow_unused=True))  # no weight grads
+        sq = per_sample_loss.new_zeros(len(per_sample_loss))
         adders: list[Callable[[torch.Tensor], None]] = []
-        for (layer, a, out), g in zip(self.records, backprops, strict=True):
-            layer_sq, add = BOOK_KEEPING_LAYERS[type(layer)](layer, a,
-                                                             torch.zeros_like(out) if g is None else g)
+        while records:  # popped as they go: what a layer's adder keeps is all that outlives its turn
+            (layer, a, out), g = records.pop(0), backprops.pop(0)
+            sampler = BOOK_KEEPING_LAYERS[type(layer)]
+            layer_sq, add = sampler(layer, a, torch.zeros_like(out) if g is None else g)
+            del a, out, g
             sq = sq + layer_sq
             adders.append(add)
         norms = sq.clamp(min=0).sqrt()  # (B,) each person's whole-gradient L2 norm
         factors = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # Opacus' flat clipping factors
         for add in adders:
             add(factors)
-        self.records.clear()
         return norms

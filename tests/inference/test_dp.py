@@ -185,8 +185,8 @@ def test_composed_epsilon_is_never_below_an_independent_pld_bound(runs, count_no
     ours = dp.compose_epsilon(history=history, delta=1e-6)
     composed = None
     for sigma, q, steps in history:
-        run = pld.from_gaussian_mechanism(sigma, pessimistic_estimate=False, value_discretization_interval=1e-3,
-                                          sampling_prob=q).self_compose(steps)
+        run = pld.from_gaussian_mechanism(sigma, pessimistic_estimate=False, sampling_prob=q,
+                                          value_discretization_interval=1e-3).self_compose(steps)
         composed = run if composed is None else composed.compose(run)
     assert composed is not None
     lower = composed.get_epsilon_for_delta(1e-6)
