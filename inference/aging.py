@@ -16,7 +16,7 @@ import numpy as np
 from inference.faces import LEFT_EYE_RING, LIPS, RIGHT_EYE_RING
 from inference.regions import Window
 
-VERSION = "aging-layers-v2"  # recorded on every result: the layers are code, so the version is bumped by hand
+VERSION = "aging-layers-v3"  # recorded on every result: the layers are code, so the version is bumped by hand
 
 
 def smoothstep(lo: float, hi: float, x: float) -> float:
@@ -120,15 +120,18 @@ def _stroke(canvas: np.ndarray, points: np.ndarray, depth: float, width: float) 
                  lineType=cv2.LINE_AA, shift=2)
 
 
-def _fold_maps(win: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Thin creases and broad shadows (each (h, w) in [0, 1]) where faces form them, placed by the mesh.
+def _fold_maps(win: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin creases, broad shadows and puffs (each (h, w) in [0, 1]) where faces form them, placed by the
+    mesh.
 
     Creases are the fine lines (forehead, frown, crow's feet, upper lip); shadows are the folds and hollows
-    that skin forms as it loses volume (nasolabial, marionette, tear trough, under the cheekbone, jowls).
+    that skin forms as it loses volume (nasolabial, marionette, tear trough, under the cheekbone, jowls);
+    puffs are the bags under the eyes, lit from above between the lid's fold and the tear trough.
     """
     p, u = win.landmarks, win.unit
     crease = np.zeros(win.image.shape[:2], np.float32)
     shadow = np.zeros(win.image.shape[:2], np.float32)
+    puff = np.zeros(win.image.shape[:2], np.float32)
     thin = max(1.0, 0.02 * u)
     brow, top = p[BROW_TOP], p[FOREHEAD_TOP]
     # Forehead: three lines between the brows and the top of the forehead, shorter towards the top.
@@ -156,23 +159,26 @@ def _fold_maps(win: Window) -> tuple[np.ndarray, np.ndarray]:
         lid = p[LOWER_LID[side]][1:-1]
         _stroke(crease, lid + np.array([0, 0.1 * u]), 0.7, thin)  # the lower lid's own fold
         _stroke(shadow, lid + np.array([0, 0.22 * u]), 0.9, 0.09 * u)  # tear trough under the eye bag
+        _stroke(puff, lid + np.array([0, 0.15 * u]), 1.0, 0.07 * u)  # the bag itself
         wing, corner, cheek = p[NOSE_WING[side]], p[MOUTH_CORNER[side]], p[CHEEK[side]]
         bow = wing + (corner - wing) * 0.5 + (cheek - (wing + corner) / 2) * 0.3
         fold = np.array([wing + [sign * 0.03 * u, 0], bow, corner + [sign * 0.07 * u, 0.06 * u]])
-        _stroke(crease, fold, 0.9, thin * 1.5)  # the nasolabial fold's line, and the shadow on its mouth side
+        # The nasolabial fold's line (soft: a hard stroke reads as a pen mark on a small face), and the
+        # shadow on its mouth side
+        _stroke(crease, fold, 0.75, thin * 1.25)
         _stroke(shadow, fold + np.array([-sign * 0.05 * u, 0]), 1.0, 0.1 * u)
         chin = p[CHIN_SIDE[side]]
         marionette = np.array([corner + [sign * 0.04 * u, 0.12 * u], corner + (chin - corner) * 0.55 +
                                [sign * 0.04 * u, 0], corner + (chin - corner) * 0.85])
-        _stroke(crease, marionette, 0.4, thin * 1.2)
+        _stroke(crease, marionette, 0.3, thin)
         _stroke(shadow, marionette, 0.7, 0.08 * u)
         bone = p[CHEEKBONE[side]]  # hollow under the cheekbone
         hollow = np.array([bone + [0, 0.25 * u], bone + (cheek - bone) * 0.6 + [sign * 0.08 * u, 0.1 * u]])
         _stroke(shadow, hollow, 0.6, 0.14 * u)
     for q in p[UPPER_LIP][1:-1:2]:  # fine vertical lines above the upper lip
         _stroke(crease, np.array([q + [0, -0.02 * u], q + [0, -0.11 * u]]), 0.4, thin * 0.8)
-    return (cv2.GaussianBlur(np.clip(crease, 0, 1), (0, 0), sigmaX=max(0.5, 0.01 * u)),
-            blur(np.clip(shadow, 0, 1), 0.05 * u))
+    return (cv2.GaussianBlur(np.clip(crease, 0, 1), (0, 0), sigmaX=max(0.8, 0.01 * u)),
+            blur(np.clip(shadow, 0, 1), 0.05 * u), blur(np.clip(puff, 0, 1), 0.035 * u))
 
 
 def _fine_lines(win: Window) -> np.ndarray:
@@ -203,14 +209,14 @@ def _lines(image: np.ndarray, win: Window, amount: float) -> np.ndarray:
     """Shade creases (with a lit lower lip, as light from above catches it) and shadows into the skin."""
     if amount <= 0:
         return image
-    crease, shadow = _fold_maps(win)
+    crease, shadow, puff = _fold_maps(win)
     if amount > 0.4:  # the fine lines of old skin come last; in a small face they would not show at all
         visible = min(1.0, win.unit / 90.0)
         crease = np.maximum(crease, _fine_lines(win) * 0.7 * visible * (amount - 0.4) / 0.6)
     lit = np.roll(crease, max(1, round(0.02 * win.unit)), axis=0)
     skin = win.skin
     dark = (amount * skin * (0.28 * crease + 0.3 * shadow))[..., None]  # deeper in red-brown: skin in shade
-    glow = (0.07 * amount * skin * np.clip(lit - crease, 0, None))[..., None]
+    glow = (amount * skin * (0.07 * np.clip(lit - crease, 0, None) + 0.05 * puff))[..., None]
     return image * (1.0 - dark * np.array([1.0, 1.05, 1.08], np.float32)) + 255.0 * glow
 
 
@@ -333,9 +339,13 @@ def _bump(xs: np.ndarray, ys: np.ndarray, centre: np.ndarray, radius: float
 
 
 def _hair(image: np.ndarray, win: Window, change: Change) -> np.ndarray:
-    """Grey the hair keeping its strands (luminance kept as texture, colour drained), or darken grey hair."""
-    hair = win.hair[..., None]
+    """Grey the hair keeping its strands (luminance kept as texture, colour drained), or darken grey hair.
+
+    Greying reaches the outermost strands (a dark rim would outline grey hair); darkening fades in from the
+    hair's edge, where white wisps against the backdrop would otherwise turn into a dark outline.
+    """
     greying, darkening = change.add.grey, change.remove.grey
+    hair = (win.hair if greying > 0 else win.hair_inner)[..., None]
     if hair.max() <= 0 or (greying <= 0 and darkening <= 0):
         return image
     lab = cv2.cvtColor(np.clip(image, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)

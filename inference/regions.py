@@ -28,6 +28,7 @@ HAIR_REACH = 1.15  # hair counts up to this many eye distances outside the face 
 HAIR_PROBABILITY = 0.5
 CHEEK_SAMPLES = (205, 425, 50, 280)
 BROW_LINE = [70, 63, 105, 66, 107, 336, 296, 334, 293, 300]
+FOREHEAD_TOP = [54, 103, 67, 109, 10, 338, 297, 332, 284]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Window:
     face: np.ndarray  # (h, w) float32: inside the face oval (forehead to chin, cheek to cheek)
     skin: np.ndarray  # face minus eyes, brows and lips, feathered inward
     hair: np.ndarray  # head hair from the person mask, above the chin, outside the face
+    hair_inner: np.ndarray  # the hair faded in from its own edge: darkening leaves its outermost wisps be
     features: np.ndarray  # eyes, brows and lips: kept as they are
     allowed: np.ndarray  # where anything may change (face or hair), zero on and outside its edge
 
@@ -96,9 +98,14 @@ def make_window(image: np.ndarray, face: Face) -> Window:
     hair = _hair(image, face, (x0, y0, x1, y1), scale, window, points, face_mask, skin_like, unit)
     # A fringe over the forehead lies inside the face oval: it is hair there, not skin.
     skin = _feather_inside(np.clip(face_mask - features - (hair > 0.5), 0, 1), 0.12 * unit)
-    allowed = _feather_inside(np.maximum(face_mask, hair > 0.05).astype(np.float32), 0.1 * unit)
+    # The feather sits outside the hair's edge, so its outermost strands grey with the rest (no dark rim);
+    # the hair mask itself still ends at the hair, so the backdrop beyond is left as it was.
+    allowed = _feather_inside(np.maximum(face_mask, _grow((hair > 0.05).astype(np.float32), 0.1 * unit)),
+                              0.1 * unit)
+    inner = _feather_inside((hair > 0.05).astype(np.float32), 0.1 * unit)
     return Window(x0=x0, y0=y0, x1=x1, y1=y1, scale=scale, image=window, landmarks=points, unit=unit,
-                  face=face_mask, skin=skin, hair=hair * allowed, features=features, allowed=allowed)
+                  face=face_mask, skin=skin, hair=hair * allowed, hair_inner=hair * allowed * inner,
+                  features=features, allowed=allowed)
 
 
 def _skin_like(window: np.ndarray, points: np.ndarray, unit: float) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +148,11 @@ def _hair(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: 
     like_skin, like_skin_hue = skin_like
     brows = float(points[BROW_LINE][:, 1].min())
     outside = 1.0 - _grow(face_mask, 0.02 * unit)
-    fringe = (1.0 - outside) * (np.arange(shape[0]) < brows - 0.05 * unit)[:, None] * (1.0 - like_skin_hue)
+    crown = _like_crown(window, points, person, like_skin, unit)
+    # Inside the oval shade darkens skin, so hue decides there; hair coloured like the crown counts too (a
+    # fringe whose hue is close to skin's, as fair hair's is).
+    fringe_hair = 1.0 - like_skin_hue if crown is None else np.maximum(1.0 - like_skin_hue, crown)
+    fringe = (1.0 - outside) * (np.arange(shape[0]) < brows - 0.05 * unit)[:, None] * fringe_hair
     away = cv2.distanceTransform((face_mask < 0.5).astype(np.uint8), cv2.DIST_L2, 3)
     near = (away < HAIR_REACH * unit).astype(np.float32)
     # "Above the chin" along the face's own vertical: project on the eyes-to-chin direction.
@@ -153,5 +164,32 @@ def _hair(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: 
     chin = float((points[152] - eyes) @ down)
     above = np.clip((0.75 * chin - depth) / (0.2 * unit), 0.0, 1.0)  # fades out between mouth and chin
     head = (person > HAIR_PROBABILITY).astype(np.float32) * near * above
-    hair = head * np.maximum(outside, fringe) * (1.0 - like_skin)
+    # Ears and neck sit beside and below the face: only there must hair also look like the crown's (above the
+    # brows a mixed edge pixel against the backdrop would fail the test and leave a rim of unchanged strands).
+    beside = np.clip((np.arange(shape[0], dtype=np.float32) - brows) / (0.2 * unit), 0.0, 1.0)[:, None]
+    by_colour = 1.0 if crown is None else 1.0 - beside * (1.0 - crown)
+    hair = head * np.maximum(outside, fringe) * (1.0 - like_skin) * by_colour
     return cv2.GaussianBlur(hair, (0, 0), sigmaX=max(0.5, 0.02 * unit))
+
+
+def _like_crown(window: np.ndarray, points: np.ndarray, person: np.ndarray, like_skin: np.ndarray,
+                unit: float) -> np.ndarray | None:
+    """Whether each pixel is coloured more like the hair on the crown than like skin (h, w) in [0, 1].
+
+    A shaded ear or neck is not skin-coloured in Lab, yet is no hair: its hue is the skin's. The crown (a band
+    above the top of the forehead) shows the hair's own colour on nearly every head with hair; where it shows
+    too little (bald, a hat cut off by the frame) there is no answer (None).
+    """
+    top = points[FOREHEAD_TOP]
+    x0, x1 = int(top[:, 0].min()), int(top[:, 0].max()) + 1
+    y1 = int(top[:, 1].min() - 0.1 * unit)
+    y0 = max(0, int(y1 - 0.5 * unit))
+    band = (slice(y0, max(y0, y1)), slice(max(0, x0), max(0, x1)))
+    crown = (person[band] > HAIR_PROBABILITY) & (like_skin[band] < 0.2)
+    if crown.sum() < 30:
+        return None
+    lab = cv2.cvtColor(window, cv2.COLOR_RGB2LAB).astype(np.float32)
+    sample = lab[band][crown]
+    mean, std = sample.mean(0), sample.std(0) + np.array([16.0, 3.0, 3.0], np.float32)
+    like_hair = np.clip(1.5 - np.sqrt((((lab - mean) / (2.5 * std)) ** 2).sum(-1)), 0.0, 1.0)
+    return np.clip(0.5 + 2.0 * (like_hair - like_skin), 0.0, 1.0)

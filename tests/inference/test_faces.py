@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from inference import assets
+from inference import assets, regions
 from inference.apparent_age import age_chip, estimate_age
 from inference.faces import (
     FACE_OVAL,
@@ -90,6 +90,37 @@ def test_masks_cover_face_and_hair_and_exclude_the_backdrop(astronaut, face):
     above = window.hair[max(0, top - int(0.8 * window.unit)):top, left:right]  # over the forehead: her hair
     assert above.mean() > 0.3
     assert window.hair[:, :10].max() == 0 and window.hair[:, -10:].max() == 0
+
+
+def test_the_hairs_outermost_strands_change_with_the_rest(astronaut, face):
+    # The feather that keeps the backdrop untouched lies outside the hair's edge, so no dark rim of
+    # unchanged strands outlines greyed hair.
+    window = make_window(astronaut, face)
+    assert window.allowed[window.hair > 0.3].min() > 0.95
+
+
+def test_a_shaded_ear_coloured_like_skin_is_not_hair(astronaut, face):
+    # Given a head whose crown shows dark, colourless hair (painted over her own)
+    window = make_window(astronaut, face)
+    image = window.image.copy()
+    top = window.landmarks[regions.FOREHEAD_TOP]
+    y1 = int(top[:, 1].min() - 0.1 * window.unit)
+    x0, x1 = int(top[:, 0].min()), int(top[:, 0].max()) + 1
+    image[max(0, y1 - int(0.5 * window.unit)):y1, x0:x1] = (40, 38, 37)
+    cheek = window.landmarks[205].astype(int)
+    skin_colour = image[cheek[1] - 2:cheek[1] + 3, cheek[0] - 2:cheek[0] + 3].reshape(-1, 3).mean(0)
+    # And two patches beside the face: skin's hue in shade (an ear), and the crown's colour (hair)
+    ear, strands = (10, 10), (10, 30)
+    image[ear] = (skin_colour * 0.6).astype(np.uint8)
+    image[strands] = (45, 42, 40)
+    person = np.ones(image.shape[:2], np.float32)
+    like_skin, _ = regions._skin_like(image, window.landmarks, window.unit)
+    like_crown = regions._like_crown(image, window.landmarks, person, like_skin, window.unit)
+    # Then the shaded skin is not hair-coloured, and the strands are
+    assert like_crown is not None
+    assert like_crown[ear] < 0.2 and like_crown[strands] > 0.8
+    # And with no crown to sample (a bald head) there is no answer, so nothing is dropped for colour
+    assert regions._like_crown(image, window.landmarks, np.zeros_like(person), like_skin, window.unit) is None
 
 
 def test_the_current_age_reads_a_real_face_as_an_adult(astronaut, face):
