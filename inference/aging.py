@@ -49,6 +49,9 @@ class Change:
     remove: AgeLook
     youth: float  # skin smoothing for younger targets, in [0, 1]
     childlike: float  # teenage proportions for targets under 22, in [0, 1]
+    # The share of its grey the hair loses, in [0, 1]: by share, not by the curves' amounts, as a face greyer
+    # than its age's average (a 46-year-old with salt-and-pepper hair) still has none at 25.
+    ungrey: float
 
     @classmethod
     def between(cls, current: float, target: float) -> Change:
@@ -58,7 +61,8 @@ class Change:
         remove = AgeLook(*(max(0.0, a - b) for a, b in pairs))
         youth = min(1.0, max(0.0, (current - target) / 25.0))
         childlike = min(1.0, max(0.0, (22.0 - target) / 10.0)) * min(1.0, max(0.0, (current - target) / 10.0))
-        return cls(add=add, remove=remove, youth=youth, childlike=childlike)
+        ungrey = remove.grey / now.grey if now.grey > 0 else 0.0
+        return cls(add=add, remove=remove, youth=youth, childlike=childlike, ungrey=ungrey)
 
 
 # Mesh points that carry the lines (mediapipe indices): subject's right side first, left mirrored.
@@ -356,13 +360,32 @@ def _hair(image: np.ndarray, win: Window, change: Change) -> np.ndarray:
         light = light + g * (172.0 + 1.15 * (light - mean) - light)  # silver, the strands keep their relief
         a, b = a * (1 - 0.85 * g), b * (1 - 0.85 * g) + 3.0 * g  # a faint ivory, as grey hair has
     elif change.remove.grey > 0 and _is_grey(lab, win.hair):
-        r = change.remove.grey
+        r = change.ungrey
         mean = float((light * win.hair).sum() / (win.hair.sum() + 1e-6))
-        light = light + r * (60.0 + 0.6 * (light - mean) - light)  # a mid brown with the strands' relief
-        a, b = a + r * 7.0, b + r * 16.0
+        # A mid brown with the strands' relief, or the darker strands' own shade where they are darker still
+        # (grey over black hair goes back to black, not to brown).
+        level = min(60.0, _dark_strands(light, win.hair))
+        light = light + r * (level + 0.6 * (light - mean) - light)
+        a, b = a + r * 7.0 * level / 60.0, b + r * 16.0 * level / 60.0
+    elif change.remove.grey > 0:  # salt and pepper: the grey strands take the dark ones' shade
+        r = change.ungrey
+        dark = _dark_strands(light, win.hair)
+        greyness = np.clip((light - dark) / 40.0, 0.0, 1.0) * np.clip(1.0 - np.hypot(a, b) / 20.0, 0.0, 1.0)
+        light = light - r * greyness * 0.85 * (light - dark)
     out = np.stack([light, a + 128.0, b + 128.0], axis=-1)
     rgb = cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
     return image + hair * (rgb - image)
+
+
+def _dark_strands(light: np.ndarray, hair: np.ndarray) -> float:
+    """The lightness of the hair's darker strands (its 25th percentile, weighted by the mask): its own colour
+    before it greyed."""
+    values, weights = light[hair > 0.3], hair[hair > 0.3]
+    if len(values) == 0:
+        return 0.0
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.25 * cumulative[-1])])
 
 
 def _is_grey(lab: np.ndarray, hair: np.ndarray) -> bool:

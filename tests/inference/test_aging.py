@@ -1,11 +1,13 @@
 """The aging on a real photo: lines where faces form them, gone for younger targets, nothing else touched."""
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 from skimage import data
 
-from inference.aging import BROW_TOP, FOREHEAD_TOP, AgeLook, Change
+from inference.aging import BROW_TOP, FOREHEAD_TOP, AgeLook, Change, age_window
 from inference.faces import find_face
 from inference.regions import make_window
 from inference.transform import transform_photo
@@ -107,6 +109,8 @@ def test_how_much_changes_follows_the_distance_between_ages():
     young = Change.between(75, 25)
     assert young.remove.grey > 0.5 and young.youth == 1.0 and young.add == AgeLook(0, 0, 0, 0, 0)
     assert Change.between(31, 15).childlike > 0 and Change.between(31, 25).childlike == 0
+    # Grey comes out by share: a 46-year-old keeps none of it at 20, a 70-year-old some of it at 55
+    assert Change.between(46, 20).ungrey == 1.0 and 0 < Change.between(70, 55).ungrey < 1.0
 
 
 def test_the_generator_is_taught_by_the_layers_at_ages_around_the_current_one(astronaut, face):
@@ -116,3 +120,19 @@ def test_the_generator_is_taught_by_the_layers_at_ages_around_the_current_one(as
     assert x.shape == (64, 64, 3) and renders.shape == (4, 64, 64, 3) and x.dtype == renders.dtype == np.uint8
     assert ages.tolist() == [5.0, 16.0, 46.0, 61.0]  # 31 - 30 is clipped to 5 years
     assert all(np.abs(r.astype(int) - x).mean() > 0.2 for r in renders)  # each target changes the face
+
+
+def test_a_younger_target_takes_the_grey_out_of_salt_and_pepper_hair(astronaut, face):
+    # Given her hair painted salt and pepper: black strands and grey ones, a little greyer than the curve
+    # expects at 46 (mostly dark, so not "grey hair" to be turned brown)
+    window = make_window(astronaut, face)
+    hair = window.hair > 0.9
+    painted = window.image.copy()
+    stripes = (np.arange(painted.shape[1]) // 2 % 3 == 0)[None, :] & hair
+    painted[hair] = (30, 30, 32)
+    painted[stripes] = (150, 150, 152)
+    younger = age_window(dataclasses.replace(window, image=painted), 46.0, 20.0)
+    # Then the grey strands take the dark ones' shade, and the dark ones stay dark
+    grey_before, grey_after = painted[stripes].mean(), younger[stripes].mean()
+    assert grey_after < grey_before - 70
+    assert abs(younger[hair & ~stripes].mean() - painted[hair & ~stripes].mean()) < 10
