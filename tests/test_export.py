@@ -92,7 +92,9 @@ def test_export_holds_every_photo_and_result_decrypted(exported):
     _owner, _other, mine, _theirs, _response, _chunks, archive = exported
     photos, result = mine["photos"], mine["result"]
     expected = {f"photos/{photos[0].pk}.jpg", f"photos/{photos[1].pk}.png", f"results/{result.pk}.jpg"}
-    assert set(archive.namelist()) == expected | DOCUMENTS
+    thumbnails = {f"thumbnails/photos/{photos[0].pk}.jpg", f"thumbnails/photos/{photos[1].pk}.jpg",
+                  f"thumbnails/results/{result.pk}.jpg"}
+    assert set(archive.namelist()) == expected | thumbnails | DOCUMENTS
     for photo in photos:
         name = f"photos/{photo.pk}.{'png' if photo.content_type == 'image/png' else 'jpg'}"
         assert archive.read(name) == mine["served"][photo.pk]
@@ -119,13 +121,32 @@ def test_export_manifest_describes_every_file_and_index_links_them(exported):
     manifest = json.loads(archive.read("manifest.json"))
     assert manifest["subject"] == pseudonym(owner.pk)
     described = {entry["file"]: entry for entry in manifest["files"]}
-    assert set(described) == set(archive.namelist()) - {"manifest.json"}
+    thumbnails = {entry["thumbnail"] for entry in manifest["files"] if "thumbnail" in entry}
+    assert set(described) | thumbnails == set(archive.namelist()) - {"manifest.json"}
     for name, entry in described.items():
         assert entry["kind"] in {"photo", "result", "document"}, entry
         if entry["kind"] != "document":
             assert entry["id"] in name and entry["created_at"] and entry["expires_at"]
     index = archive.read("index.html").decode()
     assert all(f'href="{name}"' in index for name in described)
+    # The page shows the small copies and links each to its full-size file
+    images = [entry for entry in described.values() if entry["kind"] != "document"]
+    assert all(f'<a href="{entry["file"]}"><img src="{entry["thumbnail"]}"' in index for entry in images)
+    assert not any(f'src="{entry["file"]}"' in index for entry in images)
+
+
+def test_export_thumbnails_are_small_copies_of_each_image(exported):
+    _owner, _other, _mine, _theirs, _response, _chunks, archive = exported
+    for entry in json.loads(archive.read("manifest.json"))["files"]:
+        if entry["kind"] == "document":
+            continue
+        full = Image.open(io.BytesIO(archive.read(entry["file"])))
+        small = Image.open(io.BytesIO(archive.read(entry["thumbnail"])))
+        assert small.format == "JPEG" and max(small.size) <= 320
+        assert abs(small.width / small.height - full.width / full.height) < 0.02
+        # the same picture (these are noise, which JPEG cannot keep pixel for pixel): the same mean colour
+        means = [np.asarray(im.convert("RGB"), np.float32).mean(axis=(0, 1)) for im in (full, small)]
+        assert np.abs(means[0] - means[1]).max() < 4
 
 
 def test_export_holds_nothing_of_any_other_user(exported):

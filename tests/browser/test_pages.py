@@ -239,7 +239,8 @@ def test_privacy_export_and_erasure(seeded, make_page):
         page.get_by_role("link", name="Download everything we hold about you").click()
     archive = zipfile.ZipFile(download.value.path())
     index = archive.read("index.html").decode()
-    assert f'src="photos/{photos[0].id}.jpg"' in index
+    assert f'<a href="photos/{photos[0].id}.jpg"><img src="thumbnails/photos/{photos[0].id}.jpg"' in index
+    assert f"thumbnails/photos/{photos[0].id}.jpg" in archive.namelist()
 
     p.follow(page.get_by_role("link", name="Photos"))
     p.follow(page.get_by_role("link", name="erase your account"))

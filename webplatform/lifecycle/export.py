@@ -16,6 +16,7 @@ from webplatform.encrypted_store import object_get
 from webplatform.jobs.models import TransformationJob, TransformationResult
 from webplatform.photos.models import StoredObject, file_extension
 from webplatform.photos.selectors import photos_live
+from webplatform.photos.thumbnails import thumbnail_jpeg
 
 
 class _Pipe:
@@ -57,10 +58,15 @@ def export_stream(*, user_id: int, privacy_report: Callable[[int], dict[str, Any
         for objects, folder in held:
             for obj in objects:
                 name = f"{folder}/{obj.id}.{file_extension(obj.content_type)}"
-                # Images are compressed already: store them, deflate only the JSON.
-                archive.writestr(name, bytes(_decrypt(obj)), compress_type=zipfile.ZIP_STORED)
-                entry: dict[str, Any] = {"file": name, "kind": obj.KIND, "id": str(obj.id),
-                                         "created_at": obj.created_at.isoformat(),
+                thumbnail = f"thumbnails/{folder}/{obj.id}.jpg"
+                data = bytes(_decrypt(obj))
+                # Images are compressed already: store them, deflate only the JSON. The index page shows
+                # small copies, so a browser opening it does not load every full-size image.
+                archive.writestr(name, data, compress_type=zipfile.ZIP_STORED)
+                archive.writestr(thumbnail, thumbnail_jpeg(data), compress_type=zipfile.ZIP_STORED)
+                del data
+                entry: dict[str, Any] = {"file": name, "thumbnail": thumbnail, "kind": obj.KIND,
+                                         "id": str(obj.id), "created_at": obj.created_at.isoformat(),
                                          "expires_at": obj.expires_at.isoformat()}
                 if isinstance(obj, TransformationResult):  # which photo it came from, at which target age
                     entry.update(photo_id=str(obj.photo_id), target_age=obj.job.target_age)
@@ -125,7 +131,8 @@ _INDEX_STYLE = (
 
 
 def _index_html(manifest: list[dict[str, Any]]) -> str:
-    """A page to open in any browser: each photo as a thumbnail with its results and their target ages."""
+    """A page to open in any browser: each photo as a thumbnail with its results and their target ages; each
+    thumbnail links to the full-size file."""
     e = html.escape
     photos = [m for m in manifest if m["kind"] == "photo"]
     results = [m for m in manifest if m["kind"] == "result"]
@@ -133,15 +140,17 @@ def _index_html(manifest: list[dict[str, Any]]) -> str:
     for photo in photos:
         own = [r for r in results if r.get("photo_id") == photo["id"]]
         rows = "".join(
-            f'<tr><td>{e(str(r["target_age"]))}</td><td><a href="{e(r["file"])}"><img src="{e(r["file"])}" '
-            f'width="96" height="96" alt="Aged to {e(str(r["target_age"]))}"></a></td>'
+            f'<tr><td>{e(str(r["target_age"]))}</td><td><a href="{e(r["file"])}">'
+            f'<img src="{e(r["thumbnail"])}" width="96" height="96" alt="Aged to {e(str(r["target_age"]))}">'
+            '</a></td>'
             f'<td>{e(r["created_at"])}</td></tr>' for r in own)
         table = (f"<table><tr><th>Target age</th><th>Result</th><th>Made</th></tr>{rows}</table>" if own
                  else "<p>No results from this photo.</p>")
         sections.append(
-            f'<section class="photo"><a href="{e(photo["file"])}"><img src="{e(photo["file"])}" width="160" '
-            f'height="160" alt="Photo uploaded {e(photo["created_at"])}"></a><div><h2>Photo uploaded '
-            f'{e(photo["created_at"])}</h2><p>Deleted by {e(photo["expires_at"])}</p>{table}</div></section>')
+            f'<section class="photo"><a href="{e(photo["file"])}"><img src="{e(photo["thumbnail"])}" '
+            f'width="160" height="160" alt="Photo uploaded {e(photo["created_at"])}"></a><div>'
+            f'<h2>Photo uploaded {e(photo["created_at"])}</h2><p>Deleted by {e(photo["expires_at"])}</p>'
+            f'{table}</div></section>')
     orphans = [r for r in results if r.get("photo_id") not in {p["id"] for p in photos}]
     if orphans:
         sections.append(
