@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import ast
 import io
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import governance.clock
 from governance.errors import IntegrityFailure, KeyDestroyed, NoFace
 from governance.keyring import KeyringUnavailable
 from governance.models import AuditEvent
 from webplatform.encrypted_store import StorageUnavailable
-from webplatform.jobs.models import JobFailure, TransformationJob, TransformationResult
+from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob, TransformationResult
 from webplatform.photos.models import Photo
 
 from .images import face_jpeg
+from .lifecycle_support import job_make
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -196,3 +199,24 @@ def test_a_photo_uploaded_before_faces_were_counted_can_still_be_aged(owner, upl
     assert response.status_code == 202  # the worker finds the face then
     assert owner.client.get(f"/api/v1/transformations/{response.json()['id']}").json()["status"] == "done"
     assert owner.client.get(f"/api/v1/photos/{photo_id}").json()["face_count"] is None
+
+
+def test_a_queued_job_says_how_many_requests_are_ahead_of_it(owner, other, face_photo):
+    # Given two requests of someone else's still waiting or running, one finished, all made earlier
+    start = governance.clock.now()
+    theirs = other.client.post("/api/v1/photos", {"file": io.BytesIO(face_jpeg())}).json()["id"]
+    for minutes, status in ((3, JobStatus.RUNNING), (2, JobStatus.QUEUED), (1, JobStatus.DONE)):
+        job_make(owner_id=other.user.pk, photo_id=theirs, status=status,
+                 created_at=start - timedelta(minutes=minutes))
+    # When the owner's own request waits behind them (the queue is not run here)
+    mine = job_make(owner_id=owner.user.pk, photo_id=face_photo, created_at=start)
+    later = job_make(owner_id=owner.user.pk, photo_id=face_photo, created_at=start + timedelta(seconds=1))
+    # Then it counts the two unfinished ones, never the finished one or anything after it
+    body = owner.client.get(f"/api/v1/transformations/{mine.pk}").json()
+    assert body["status"] == "queued" and body["queue_ahead"] == 2
+    assert owner.client.get(f"/api/v1/transformations/{later.pk}").json()["queue_ahead"] == 3
+    # And once a job runs the count is gone
+    TransformationJob.objects.filter(pk=mine.pk).update(status=JobStatus.RUNNING)
+    assert owner.client.get(f"/api/v1/transformations/{mine.pk}").json()["queue_ahead"] is None
+    listed = owner.client.get(f"/api/v1/photos/{face_photo}/transformations").json()["results"]
+    assert {j["id"]: j["queue_ahead"] for j in listed} == {str(mine.pk): None, str(later.pk): 3}

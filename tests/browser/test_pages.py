@@ -19,7 +19,9 @@ from governance.audit import pseudonym
 from governance.consent import PROCESSING, TRAINING, consent_set, policy_publish
 from governance.models import ManifestEntry, RunStatus, TrainingRun
 from governance.training import lineage_get_or_create
+from tests.lifecycle_support import job_make
 from webplatform.accounts.services import user_register
+from webplatform.jobs.models import JobStatus, TransformationJob
 from webplatform.lifecycle.erasure import user_erase
 from webplatform.lifecycle.retention import photo_delete
 from webplatform.photos.models import Photo
@@ -171,6 +173,32 @@ def test_a_photo_without_a_face_says_so_before_and_when_asked_to_age(seeded, mak
     p.audit("no-face")
     p.go("/")
     assert page.locator("#photos .badge.warn").inner_text() == "no face found"
+
+
+def test_a_waiting_request_shows_its_place_in_the_queue_and_moves_up(seeded, make_page):
+    # Given two requests of someone else's waiting ahead of ours (the queue is not run: nothing dispatched)
+    start = timezone.now()
+    other, (theirs,) = user_with_photos("gus", 1)
+    ahead = [job_make(owner_id=other.pk, photo_id=theirs.id, created_at=start - timedelta(minutes=m))
+             for m in (2, 1)]
+    user, (photo,) = user_with_photos("hal", 1)
+    mine = job_make(owner_id=user.pk, photo_id=photo.id, created_at=start)
+    p = make_page()
+    page = p.page
+    sign_in(p, "hal")
+    # When the photo page follows our request
+    p.go(f"/photos/{photo.id}?job={mine.id}")
+    says = "() => {}.test(document.querySelector('#progress-text').textContent)".format
+    page.wait_for_function(says("/2 requests ahead/"))
+    first = page.locator("#progress").evaluate("bar => bar.value")
+    p.audit("queued")
+    # Then, as those ahead finish, it moves up, and the bar with it
+    TransformationJob.objects.filter(pk__in=[j.pk for j in ahead]).update(status=JobStatus.DONE)
+    page.wait_for_function(says("/Next in line/"))
+    assert page.locator("#progress").evaluate("bar => bar.value") > first
+    TransformationJob.objects.filter(pk=mine.pk).update(status=JobStatus.RUNNING)
+    page.wait_for_function(says("/Aging your photo/"))
+    assert page.locator("#progress").evaluate("bar => bar.value") == 90
 
 
 def test_consent_centre_policy_receipts_training_photo_and_withdrawal_with_consequences(seeded, make_page):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from webplatform.accounts.access import user_id
 from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob
+from webplatform.jobs.selectors import jobs_ahead
 from webplatform.jobs.services import job_create, job_for_owner, job_result_content
 from webplatform.photos.models import file_extension
 from webplatform.photos.services import photo_for_owner
@@ -26,6 +27,13 @@ class JobOut(serializers.ModelSerializer):
     error = serializers.CharField(
         allow_blank=True, help_text=f"Blank unless failed; then why, one of: {', '.join(JobFailure)}"
     )
+    queue_ahead = serializers.SerializerMethodField(
+        help_text="While queued: how many requests (anyone's, counted, never named) are queued or running "
+                  "ahead of this one; null once it runs")
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_queue_ahead(self, job: TransformationJob) -> int | None:
+        return jobs_ahead(job)
 
     class Meta:
         model = TransformationJob
@@ -38,6 +46,7 @@ class JobOut(serializers.ModelSerializer):
             "target_age",
             "created_at",
             "finished_at",
+            "queue_ahead",
         ]
 
 

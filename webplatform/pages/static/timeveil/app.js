@@ -37,7 +37,9 @@
       submit.disabled = false;
     }
 
-    function poll(jobId, started) {
+    // The bar follows the job's real place: sent 5%, then the queue from where it was first seen (10 to 80%),
+    // running 90%, done 100%. `first` is how many requests were ahead when polling began.
+    function poll(jobId, first) {
       fetch("/api/v1/transformations/" + jobId, { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (r) { return r.json(); })
         .then(function (job) {
@@ -48,14 +50,19 @@
             fail(job.error === "no_face" ? "No face found in this photo: aging needs a clearly visible face."
               : "Aging failed (" + job.error + "). Please try again.");
           } else {
-            // No server-side percentage exists: show time waited, capped below 100 until the job says done.
-            var waited = (Date.now() - started) / 1000;
-            say(job.status === "running" ? "Aging your photo…" : "Waiting for a free worker…",
-              Math.min(95, Math.round(100 * (1 - Math.exp(-waited / 8)))));
-            window.setTimeout(function () { poll(jobId, started); }, 1000);
+            if (job.status === "running") {
+              say("Aging your photo…", 90);
+            } else {
+              var ahead = job.queue_ahead || 0;
+              if (first === null || ahead > first) { first = ahead; }
+              say(ahead === 0 ? "Next in line: waiting for a free worker…"
+                : "Waiting for a free worker: " + ahead + (ahead === 1 ? " request" : " requests") + " ahead of yours…",
+                Math.round(10 + 70 * (first - ahead) / (first + 1)));
+            }
+            window.setTimeout(function () { poll(jobId, first); }, 1000);
           }
         })
-        .catch(function () { say("Lost contact with the server; retrying…", null); window.setTimeout(function () { poll(jobId, started); }, 3000); });
+        .catch(function () { say("Lost contact with the server; retrying…", null); window.setTimeout(function () { poll(jobId, first); }, 3000); });
     }
 
     form.addEventListener("submit", function (event) {
@@ -75,14 +82,14 @@
             : (err.message || "The request was refused."));
           return;
         }
-        poll(res.body.id, Date.now());
+        poll(res.body.id, null);
       }).catch(function () { fail("Could not reach the server."); });
     });
 
     if (form.dataset.pending) {  // a job queued without the script, or before a reload: follow it
       submit.disabled = true;
       say("Waiting for a free worker…", 5);
-      poll(form.dataset.pending, Date.now());
+      poll(form.dataset.pending, null);
     }
   }
 
