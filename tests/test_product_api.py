@@ -188,8 +188,9 @@ def test_the_export_index_shows_each_photo_with_its_results_and_their_target_age
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
 
     index = archive.read("index.html").decode()
-    section = index.split(f'src="photos/{photo}.jpg"')[1].split("</section>")[0]
-    assert f'src="results/{result.pk}.jpg"' in section and "Aged to 70" in section
+    section = index.split(f'src="thumbnails/photos/{photo}.jpg"')[1].split("</section>")[0]
+    assert f'href="results/{result.pk}.jpg"><img src="thumbnails/results/{result.pk}.jpg"' in section
+    assert "Aged to 70" in section
     manifest = {f["file"]: f for f in json.loads(archive.read("manifest.json"))["files"]}
     entry = manifest[f"results/{result.pk}.jpg"]
     assert (entry["photo_id"], entry["target_age"]) == (photo, 70)
