@@ -71,9 +71,20 @@ class FaultProxy:
     def _responses(self, upstream: socket.socket, client: socket.socket, drop_next: threading.Event) -> None:
         try:
             while chunk := upstream.recv(65536):
-                # Interim "100 Continue" answers go through: S3 clients wait for one before sending a body.
-                if drop_next.is_set() and not chunk.startswith(b"HTTP/1.1 100"):
-                    break
+                if drop_next.is_set():
+                    # Interim "100 Continue" answers go through (S3 clients wait for one before sending a
+                    # body; the server may send two in one read); the final answer, even when it arrives in
+                    # the same read right behind them, is lost.
+                    while chunk.startswith(b"HTTP/1.1 100") and b"\r\n\r\n" in chunk:
+                        end = chunk.index(b"\r\n\r\n") + 4
+                        client.sendall(chunk[:end])
+                        chunk = chunk[end:]
+                    if chunk.startswith(b"HTTP/1.1 100"):  # an interim answer cut short by the read
+                        client.sendall(chunk)
+                        continue
+                    if chunk:
+                        break
+                    continue
                 client.sendall(chunk)
         except OSError:
             pass
