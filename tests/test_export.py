@@ -176,3 +176,19 @@ def test_export_is_audited(exported):
 def test_export_needs_authentication(anon, db):
     assert_error(anon.client.get("/api/v1/me/export"), 401, "not_authenticated")
     assert not AuditEvent.objects.filter(action="export.generated").exists()
+
+
+def test_an_object_that_is_no_image_is_still_exported_shown_by_its_full_file(make_actor, upload):
+    # Given a held result whose bytes no image decoder reads (an older writer, a damaged file)
+    owner = make_actor("keeper", consents=(PROCESSING,))
+    photo = _upload(owner, upload, _noise("JPEG"))
+    odd = result_make(owner_id=owner.pk, photo_id=photo.pk, plaintext=b"not an image at all")
+    # When the owner exports, the export completes, with that object in it as it is
+    _response, chunks = _export(owner)
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(chunks)))
+    assert archive.read(f"results/{odd.pk}.jpg") == b"not an image at all"
+    entry = next(f for f in json.loads(archive.read("manifest.json"))["files"] if f.get("id") == str(odd.pk))
+    # Then it has no thumbnail, and the index shows the file itself
+    assert "thumbnail" not in entry
+    assert f"thumbnails/results/{odd.pk}.jpg" not in archive.namelist()
+    assert f'<img src="results/{odd.pk}.jpg"' in archive.read("index.html").decode()

@@ -8,6 +8,8 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from PIL import Image, UnidentifiedImageError
+
 from governance import clock
 from governance.audit import audit_append, pseudonym
 from governance.consent import consent_receipt
@@ -58,16 +60,19 @@ def export_stream(*, user_id: int, privacy_report: Callable[[int], dict[str, Any
         for objects, folder in held:
             for obj in objects:
                 name = f"{folder}/{obj.id}.{file_extension(obj.content_type)}"
-                thumbnail = f"thumbnails/{folder}/{obj.id}.jpg"
                 data = bytes(_decrypt(obj))
-                # Images are compressed already: store them, deflate only the JSON. The index page shows
-                # small copies, so a browser opening it does not load every full-size image.
+                # Images are compressed already: store them, deflate only the JSON.
                 archive.writestr(name, data, compress_type=zipfile.ZIP_STORED)
-                archive.writestr(thumbnail, thumbnail_jpeg(data), compress_type=zipfile.ZIP_STORED)
-                del data
-                entry: dict[str, Any] = {"file": name, "thumbnail": thumbnail, "kind": obj.KIND,
-                                         "id": str(obj.id), "created_at": obj.created_at.isoformat(),
+                entry: dict[str, Any] = {"file": name, "kind": obj.KIND, "id": str(obj.id),
+                                         "created_at": obj.created_at.isoformat(),
                                          "expires_at": obj.expires_at.isoformat()}
+                # The index page shows small copies, so a browser opening it does not load every full-size
+                # image; one that cannot be read as an image is still exported, shown by its full file.
+                small = _thumbnail(data)
+                if small is not None:
+                    entry["thumbnail"] = f"thumbnails/{folder}/{obj.id}.jpg"
+                    archive.writestr(entry["thumbnail"], small, compress_type=zipfile.ZIP_STORED)
+                del data
                 if isinstance(obj, TransformationResult):  # which photo it came from, at which target age
                     entry.update(photo_id=str(obj.photo_id), target_age=obj.job.target_age)
                 manifest.append(entry)
@@ -91,6 +96,13 @@ def export_stream(*, user_id: int, privacy_report: Callable[[int], dict[str, Any
                                                      indent=2))
         archive.writestr("index.html", _index_html(manifest))
     yield from pipe.drain()
+
+
+def _thumbnail(data: bytes) -> bytes | None:
+    try:
+        return thumbnail_jpeg(data)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def _decrypt(obj: StoredObject) -> bytearray:
@@ -130,6 +142,11 @@ _INDEX_STYLE = (
 )
 
 
+def _shown(entry: dict[str, Any]) -> str:
+    """What the index shows for an image: its thumbnail, or the file itself where none could be made."""
+    return str(entry.get("thumbnail", entry["file"]))
+
+
 def _index_html(manifest: list[dict[str, Any]]) -> str:
     """A page to open in any browser: each photo as a thumbnail with its results and their target ages; each
     thumbnail links to the full-size file."""
@@ -141,13 +158,13 @@ def _index_html(manifest: list[dict[str, Any]]) -> str:
         own = [r for r in results if r.get("photo_id") == photo["id"]]
         rows = "".join(
             f'<tr><td>{e(str(r["target_age"]))}</td><td><a href="{e(r["file"])}">'
-            f'<img src="{e(r["thumbnail"])}" width="96" height="96" alt="Aged to {e(str(r["target_age"]))}">'
+            f'<img src="{e(_shown(r))}" width="96" height="96" alt="Aged to {e(str(r["target_age"]))}">'
             '</a></td>'
             f'<td>{e(r["created_at"])}</td></tr>' for r in own)
         table = (f"<table><tr><th>Target age</th><th>Result</th><th>Made</th></tr>{rows}</table>" if own
                  else "<p>No results from this photo.</p>")
         sections.append(
-            f'<section class="photo"><a href="{e(photo["file"])}"><img src="{e(photo["thumbnail"])}" '
+            f'<section class="photo"><a href="{e(photo["file"])}"><img src="{e(_shown(photo))}" '
             f'width="160" height="160" alt="Photo uploaded {e(photo["created_at"])}"></a><div>'
             f'<h2>Photo uploaded {e(photo["created_at"])}</h2><p>Deleted by {e(photo["expires_at"])}</p>'
             f'{table}</div></section>')
