@@ -94,8 +94,9 @@ def make_window(image: np.ndarray, face: Face) -> Window:
         _grow(_fill(shape, points[RIGHT_BROW]), 0.05 * unit),
         _grow(_fill(shape, points[LEFT_BROW]), 0.05 * unit),
         _grow(_fill(shape, points[LIPS]), 0.03 * unit)])
-    skin_like = _skin_like(window, points, unit)
-    hair = _hair(image, face, (x0, y0, x1, y1), scale, window, points, face_mask, skin_like, unit)
+    lab = cv2.cvtColor(window, cv2.COLOR_RGB2LAB).astype(np.float32)
+    skin_like = _skin_like(lab, points, unit)
+    hair = _hair(image, face, (x0, y0, x1, y1), scale, lab, points, face_mask, skin_like, unit)
     # A fringe over the forehead lies inside the face oval: it is hair there, not skin.
     skin = _feather_inside(np.clip(face_mask - features - (hair > 0.5), 0, 1), 0.12 * unit)
     # The feather sits outside the hair's edge, so its outermost strands grey with the rest (no dark rim);
@@ -108,13 +109,20 @@ def make_window(image: np.ndarray, face: Face) -> Window:
                   features=features, allowed=allowed)
 
 
-def _skin_like(window: np.ndarray, points: np.ndarray, unit: float) -> tuple[np.ndarray, np.ndarray]:
+def _likeness(lab: np.ndarray, sample: np.ndarray, channels: slice = slice(None)) -> np.ndarray:
+    """How close each pixel's colour is to a sample's (h, w) in [0, 1], in the given Lab channels: 1 within
+    about 1.4 (floored) standard deviations of its mean, 0 beyond 3.75."""
+    mean = sample.mean(0)[channels]
+    std = (sample.std(0) + np.array([16.0, 3.0, 3.0], np.float32))[channels]
+    return np.clip(1.5 - np.sqrt((((lab[..., channels] - mean) / (2.5 * std)) ** 2).sum(-1)), 0.0, 1.0)
+
+
+def _skin_like(lab: np.ndarray, points: np.ndarray, unit: float) -> tuple[np.ndarray, np.ndarray]:
     """How close each pixel is to the cheeks' colour (h, w) in [0, 1]: in Lab, and in hue alone (a, b).
 
     Lab tells bare skin (a forehead above the mesh, ears, neck) from hair around the head; inside the face
     oval shade darkens skin under a fringe, so there hue alone decides, and only hair of another hue counts.
     """
-    lab = cv2.cvtColor(window, cv2.COLOR_RGB2LAB).astype(np.float32)
     samples = []
     for index in CHEEK_SAMPLES:  # the cheeks are bare skin on nearly every face: no fringe, beard rarely
         x, y = np.round(points[index]).astype(int)
@@ -122,20 +130,17 @@ def _skin_like(window: np.ndarray, points: np.ndarray, unit: float) -> tuple[np.
         samples.append(lab[max(0, y - r):y + r, max(0, x - r):x + r].reshape(-1, 3))
     sample = np.concatenate(samples)
     if len(sample) < 20:
-        none = np.zeros(window.shape[:2], np.float32)
+        none = np.zeros(lab.shape[:2], np.float32)
         return none, none
-    mean, std = sample.mean(0), sample.std(0) + np.array([16.0, 3.0, 3.0], np.float32)
-    full = np.sqrt((((lab - mean) / (2.5 * std)) ** 2).sum(-1))
-    hue = np.sqrt((((lab[..., 1:] - mean[1:]) / (2.5 * std[1:])) ** 2).sum(-1))
-    return np.clip(1.5 - full, 0.0, 1.0), np.clip(1.5 - hue, 0.0, 1.0)
+    return _likeness(lab, sample), _likeness(lab, sample, slice(1, 3))
 
 
-def _hair(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: float, window: np.ndarray,
+def _hair(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: float, lab: np.ndarray,
           points: np.ndarray, face_mask: np.ndarray, skin_like: tuple[np.ndarray, np.ndarray], unit: float
           ) -> np.ndarray:
     """Person mask minus the face, above the chin, near the head: the hair (and, honestly, any hat)."""
     x0, y0, x1, y1 = box
-    shape = window.shape[:2]
+    shape = lab.shape[:2]
     prob, (px, py) = person_mask(image, face)
     full = np.zeros((y1 - y0, x1 - x0), np.float32)
     # Paste the segmentation (photo pixels from (px, py)) into the window's photo-pixel frame.
@@ -148,7 +153,7 @@ def _hair(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: 
     like_skin, like_skin_hue = skin_like
     brows = float(points[BROW_LINE][:, 1].min())
     outside = 1.0 - _grow(face_mask, 0.02 * unit)
-    crown = _like_crown(window, points, person, like_skin, unit)
+    crown = _like_crown(lab, points, person, like_skin, unit)
     # Inside the oval shade darkens skin, so hue decides there; hair coloured like the crown counts too (a
     # fringe whose hue is close to skin's, as fair hair's is).
     fringe_hair = 1.0 - like_skin_hue if crown is None else np.maximum(1.0 - like_skin_hue, crown)
@@ -172,7 +177,7 @@ def _hair(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: 
     return cv2.GaussianBlur(hair, (0, 0), sigmaX=max(0.5, 0.02 * unit))
 
 
-def _like_crown(window: np.ndarray, points: np.ndarray, person: np.ndarray, like_skin: np.ndarray,
+def _like_crown(lab: np.ndarray, points: np.ndarray, person: np.ndarray, like_skin: np.ndarray,
                 unit: float) -> np.ndarray | None:
     """Whether each pixel is coloured more like the hair on the crown than like skin (h, w) in [0, 1].
 
@@ -188,8 +193,5 @@ def _like_crown(window: np.ndarray, points: np.ndarray, person: np.ndarray, like
     crown = (person[band] > HAIR_PROBABILITY) & (like_skin[band] < 0.2)
     if crown.sum() < 30:
         return None
-    lab = cv2.cvtColor(window, cv2.COLOR_RGB2LAB).astype(np.float32)
-    sample = lab[band][crown]
-    mean, std = sample.mean(0), sample.std(0) + np.array([16.0, 3.0, 3.0], np.float32)
-    like_hair = np.clip(1.5 - np.sqrt((((lab - mean) / (2.5 * std)) ** 2).sum(-1)), 0.0, 1.0)
+    like_hair = _likeness(lab, lab[band][crown])
     return np.clip(0.5 + 2.0 * (like_hair - like_skin), 0.0, 1.0)
