@@ -85,6 +85,7 @@ class Stack:
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
             "CELERY_BROKER_URL": f"redis://127.0.0.1:{self.broker_proxy.port}/12",
             "CACHE_URL": "redis://127.0.0.1:6379/11",
+            "EMAIL_URL": "dummymail://",  # production refuses the console backend; the bench sends no mail
             "STORAGE_BACKEND": "s3", "S3_BUCKET": BUCKET, "S3_ENDPOINT_URL": self.s3_proxy.url,
             "S3_REGION": "us-east-1", "S3_ACCESS_KEY_ID": "bench", "S3_SECRET_ACCESS_KEY": "bench",
             "KEYRING_URL": f"kms://alias/timeveil-bench?region=us-east-1&endpoint={self.aws}",

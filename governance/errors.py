@@ -92,6 +92,17 @@ class LoginLocked(Throttled):
         super().__init__(details={"retry_after": retry_after})
 
 
+class MailThrottled(Throttled):
+    """Too many reset or confirmation mails asked for from one address, or for one e-mail address."""
+
+    code, message = "mail_throttled", "Too many e-mail requests; try again later."
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"Too many e-mail requests from here or for this address. Try again in "
+                         f"{max(1, round(retry_after / 60))} minutes.", details={"retry_after": retry_after})
+
+
 class SignInUnavailable(TimeveilError):
     """The shared cache that counts failed sign-ins does not answer: no password is checked uncounted."""
 

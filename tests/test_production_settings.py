@@ -21,6 +21,7 @@ SAFE = {
     "CACHE_URL": "redis://127.0.0.1:6379/1",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
     "DATABASE_URL": "sqlite:///:memory:",
+    "EMAIL_URL": "smtp://mail.example:587/?tls=True",
 }
 KEEP = ("PATH", "HOME", "LANG")
 
@@ -46,6 +47,7 @@ def test_production_with_every_setting_given_starts(tmp_path):
     ("ALLOWED_HOSTS", "ALLOWED_HOSTS is not set"),
     ("CACHE_URL", "CACHE_URL=redis://"),
     ("CELERY_BROKER_URL", "CELERY_BROKER_URL=redis://"),
+    ("EMAIL_URL", "EMAIL_URL=smtp://"),
 ])
 def test_production_refuses_to_start_without_a_setting_and_says_what_to_set(tmp_path, missing, says):
     result = start({k: v for k, v in SAFE.items() if k != missing}, tmp_path)

@@ -131,6 +131,15 @@ LOGIN_KNOWN_ADDRESS_DAYS = env.int("LOGIN_KNOWN_ADDRESS_DAYS", default=90)
 LOGIN_TRUSTED_PROXIES = env.int("TRUSTED_PROXIES", default=0)  # X-Forwarded-For hops to trust for addresses
 API_TOKEN_LIFETIME = timedelta(days=env.int("API_TOKEN_LIFETIME_DAYS", default=30))
 
+# --- e-mail: password reset and address verification (webplatform/accounts/recovery.py) ----------------
+# EMAIL_URL: consolemail:// (the default, and `make run`'s: each mail is printed to the server's log),
+# smtp://user:password@host:587/?tls=True (STARTTLS), smtp+ssl://user:password@host:465.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("EMAIL_FROM", default="Timeveil <no-reply@localhost>")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)  # seconds an SMTP call may take before it gives up
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_SECONDS", default=3600)  # a reset link's lifetime
+EMAIL_VERIFY_MAX_AGE = env.int("EMAIL_VERIFY_SECONDS", default=3 * 86400)  # a confirmation link's lifetime
+
 # --- HTTPS and browser policy: on with PRODUCTION=1 (or HTTPS=1), each overridable ------------------------
 _HTTPS = env.bool("HTTPS", default=env.bool("PRODUCTION", default=False))
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_HTTPS)
@@ -182,6 +191,8 @@ REST_FRAMEWORK = {
         "user": env.str("THROTTLE_USER", default="6000/min"),
         "auth": env.str("THROTTLE_AUTH", default="20/min"),
         "receipt": env.str("THROTTLE_RECEIPT", default="60/min"),
+        # reset requests and confirmation mails: per address, and per e-mail address asked for
+        "account_mail": env.str("THROTTLE_ACCOUNT_MAIL", default="5/hour"),
     },
     "EXCEPTION_HANDLER": "webplatform.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -358,6 +369,9 @@ def production_problems() -> list[str]:
     if CELERY_TASK_ALWAYS_EAGER:
         problems.append("CELERY_BROKER_URL is not set: jobs would run inside web requests; set "
                         "CELERY_BROKER_URL=redis://host:6379/0")
+    if EMAIL_BACKEND.endswith(("console.EmailBackend", "locmem.EmailBackend")):  # noqa: F821 (EMAIL_URL)
+        problems.append("EMAIL_URL is not set: password-reset links would be printed to the log; set "
+                        "EMAIL_URL=smtp://user:password@host:587/?tls=True (or dummymail:// to send none)")
     if (VAR_DIR / "demo_credentials.json").exists():
         problems.append(f"demo accounts exist ({VAR_DIR / 'demo_credentials.json'}): delete those users and "
                         "the file; `bootstrap --demo` is for `make run` only")

@@ -17,3 +17,6 @@ class Account(models.Model):
     # Keyed hash of the username's skeleton (confusables.py): unique, so `аdmin` cannot sit beside `admin`;
     # keyed so the table does not hold a readable form of the name. Null for rows that predate it and clash.
     name_key = models.CharField(max_length=64, unique=True, null=True)
+    # When the owner of the user's e-mail address confirmed it (recovery.py); null: not confirmed, and no
+    # password-reset mail goes there. Cleared whenever the address changes.
+    email_verified_at = models.DateTimeField(null=True, blank=True)

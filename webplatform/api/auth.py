@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webplatform.accounts.access import user_id
+from webplatform.accounts.recovery import VERIFY, account_mail_queue
 from webplatform.accounts.services import credentials_revoke_all, public_id, token_obtain, user_register
 
 from .errors import ErrorResponse
@@ -37,6 +38,8 @@ class RegisterApi(APIView):
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         user, token = user_register(**data.validated_data)
+        if user.email:  # a confirmation link, as the sign-up page sends (accounts/recovery.py)
+            account_mail_queue(kind=VERIFY, user_ids=[user.pk], request=request)
         return Response({"id": public_id(user), "username": user.username, "token": token},
                         status=status.HTTP_201_CREATED)
 

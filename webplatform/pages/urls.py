@@ -5,7 +5,7 @@ from django.urls import path
 
 from webplatform.accounts.forms import SignInForm
 
-from . import officer, views
+from . import officer, recovery, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -14,6 +14,14 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="login.html", authentication_form=SignInForm),
          name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Account recovery (pages/recovery.py): Django's reset views; mail only to confirmed addresses.
+    path("password-reset/", recovery.PasswordResetView.as_view(), name="password_reset"),
+    path("password-reset/sent", recovery.PasswordResetSentView.as_view(), name="password_reset_done"),
+    path("password-reset/<str:uidb64>/<str:token>/", recovery.PasswordResetConfirmView.as_view(),
+         name="password_reset_confirm"),
+    path("password-reset/done", recovery.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
+    path("account", recovery.account, name="page-account"),
+    path("account/verify-email/<str:token>", recovery.email_verify_page, name="email-verify"),
     path("upload", views.upload, name="page-upload"),
     path("photos/<uuid:photo_id>", views.photo, name="page-photo"),
     path("photos/<uuid:photo_id>/thumb", views.photo_thumb, name="page-photo-thumb"),

@@ -29,6 +29,7 @@ from governance.errors import InvalidInput, NotFound, TimeveilError
 from governance.models import ConsentRecord, PolicyVersion, Purpose, RunStatus
 from governance.training import runs_for_subject
 from webplatform.accounts.access import is_compliance_officer, user_id
+from webplatform.accounts.recovery import VERIFY, account_mail_queue
 from webplatform.accounts.services import user_register
 from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob
 from webplatform.jobs.services import job_create, job_for_owner, job_result_content
@@ -95,6 +96,9 @@ def signup(request: HttpRequest) -> HttpResponse:
         return render(request, "signup.html", context, status=400)
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")  # type: ignore[arg-type]
     messages.success(request, "Welcome to Timeveil. Your account and your own encryption key are ready.")
+    if user.email:  # a confirmation link (accounts/recovery.py): reset mail goes to confirmed addresses only
+        account_mail_queue(kind=VERIFY, user_ids=[user.pk], request=request)
+        messages.info(request, f"We sent a link to {user.email}: follow it to confirm the address.")
     for purpose in purposes:
         if request.POST.get(f"consent_{purpose['slug']}") == "1":
             try:
