@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import uuid
 import zipfile
 from datetime import timedelta
@@ -90,6 +91,11 @@ def test_a_new_user_signs_up_uploads_ages_compares_and_downloads(seeded, make_pa
     p.follow(page.get_by_role("link", name="Create an account"))
     assert not page.get_by_label("Help improve the aging model", exact=False).is_checked()
     p.audit("signup")
+    page.set_viewport_size({"width": 390, "height": 844})  # a checkbox is a 24 px target at least, on a phone
+    boxes = page.locator("input[type=checkbox]").evaluate_all("es => es.map(e => e.getBoundingClientRect())")
+    for box in boxes:
+        assert box["width"] >= 24 and box["height"] >= 24, box
+    page.set_viewport_size({"width": 1280, "height": 900})
     page.get_by_label("Username").fill("ada")
     page.get_by_label("Password", exact=False).fill(PASSWORD)
     page.get_by_label("Store and transform my photos", exact=False).check()
@@ -99,8 +105,11 @@ def test_a_new_user_signs_up_uploads_ages_compares_and_downloads(seeded, make_pa
     # Upload opens the photo page: a real portrait (NASA's, public domain, shipped by scikit-image).
     selfie = tmp_path / "selfie.jpg"
     selfie.write_bytes(astronaut_jpeg())
-    page.get_by_label("Upload a selfie", exact=False).set_input_files(str(selfie))
-    page.get_by_role("button", name="Upload", exact=True).click()
+    camera = page.locator("#id_camera")  # a phone offers its front camera; the button stays for no script
+    assert (camera.get_attribute("accept"), camera.get_attribute("capture")) == ("image/*", "user")
+    assert page.get_by_role("button", name="Upload", exact=True).is_visible()
+    with page.expect_navigation():  # uploaded as soon as it is chosen: no button to press
+        page.get_by_label("Upload a selfie", exact=False).set_input_files(str(selfie))
     page.wait_for_url("**/photos/*")
     assert page.locator(".facebox").count() == 1  # the detector's box, drawn by the page's script
     p.audit("photo")
@@ -122,14 +131,25 @@ def test_a_new_user_signs_up_uploads_ages_compares_and_downloads(seeded, make_pa
                            ".textContent)", timeout=120_000)
     assert page.locator("#compare").count() == 1, page.locator("main").inner_text()
     assert "72" in page.locator("#compare-h").inner_text()
+    # The result is announced in the live region, and focus moves to the comparison
+    page.wait_for_function("() => /Done: your photo aged to 72 is ready/"
+                           ".test(document.querySelector('#progress-text').textContent)")
+    assert page.evaluate("() => document.activeElement.id") == "compare-h"
     after = page.locator("#after")
     page.locator("#compare-slider").focus()
     for _ in range(3):  # the split moves onto her face (it spans about 35% to 53% of the width)
         page.keyboard.press("ArrowLeft")
     assert "47%" in after.evaluate("e => e.style.clipPath")
+    slider_says = page.locator("#compare-slider").get_attribute("aria-valuetext")
+    assert slider_says == "47% before, 53% after (age 72)", slider_says
     assert page.locator("#results tbody tr").first.locator("td").nth(1).inner_text() == "72"
     assert page.get_by_role("img", name="Aged to 72", exact=True).evaluate("img => img.naturalWidth") > 0
     p.audit("compare")
+    page.set_viewport_size({"width": 390, "height": 844})  # the results' actions stay on screen on a phone
+    for box in page.locator("#results tbody tr").first.locator("a").evaluate_all(
+            "els => els.map(e => e.getBoundingClientRect())"):
+        assert 0 <= box["x"] and box["x"] + box["width"] <= 390, box
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     with page.expect_download() as download:
         page.locator("#download").click()
@@ -160,8 +180,8 @@ def test_a_photo_without_a_face_says_so_before_and_when_asked_to_age(seeded, mak
     sign_in(p, "fay")
     sky = tmp_path / "sky.png"
     Image.new("RGB", (320, 240), (90, 140, 200)).save(sky)
-    page.get_by_label("Upload a selfie", exact=False).set_input_files(str(sky))
-    page.get_by_role("button", name="Upload", exact=True).click()
+    with page.expect_navigation():
+        page.get_by_label("Upload a selfie", exact=False).set_input_files(str(sky))
     page.wait_for_url("**/photos/*")
     assert "No face found" in page.locator("#no-face").inner_text()
     assert page.locator(".facebox").count() == 0
@@ -278,6 +298,16 @@ def test_privacy_export_and_erasure(seeded, make_page):
     p.follow(page.get_by_role("button", name="Erase my account"))
     receipt = page.locator("#receipt").inner_text()
     p.audit("erased")
+    # The receipt, shown once, can be copied and downloaded
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_role("button", name="Copy the receipt").click()
+    page.wait_for_function("() => /Copied/.test(document.querySelector('#receipt-copied').textContent)")
+    assert page.evaluate("() => navigator.clipboard.readText()") == receipt
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download the receipt").click()
+    assert download.value.suggested_filename == "timeveil-erasure-receipt.txt"
+    kept = open(download.value.path()).read()
+    assert f"Receipt: {receipt}\n" in kept and f"/erasure/{receipt}" in kept, kept
     p.follow(page.get_by_role("link", name="Check the status"))
     assert page.locator("#erasure-status").inner_text().split(":")[0] in {"accepted", "deleting now", "done"}
     p.audit("erasure-status")
@@ -302,6 +332,14 @@ def test_officer_filters_the_audit_trail_downloads_csv_verifies_and_reads_charts
     assert page.locator("svg.chart").count() == 4
     assert page.locator("main img").count() == 0  # never image content
     p.audit("officer-dashboard")
+    # On a phone the charts' text stays readable (the figure scrolls sideways rather than shrink it)
+    page.set_viewport_size({"width": 390, "height": 844})
+    smallest = page.evaluate("""() => Math.min(...[...document.querySelectorAll('svg.chart')].flatMap(svg => {
+        const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+        return [...svg.querySelectorAll('text')].map(t => scale * parseFloat(t.getAttribute('font-size')));
+    }))""")
+    assert smallest >= 11, f"chart text shrinks to {smallest:.1f}px at 390px"
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     # Drill down from the consent chart's numbers to the events behind them.
     figure = page.locator("#consent-chart-fig")
@@ -328,8 +366,62 @@ def test_officer_filters_the_audit_trail_downloads_csv_verifies_and_reads_charts
     p.follow(page.get_by_role("link", name="Training runs"))
     assert page.locator("#runs tbody tr").count() == 3
     p.audit("officer-runs")
+    # At 390 px the runs table scrolls sideways: a keyboard reaches it and scrolls it (axe's finding, 18.8)
+    page.set_viewport_size({"width": 390, "height": 844})
+    region = page.get_by_role("region", name="Training runs, newest first")
+    region.focus()
+    page.keyboard.press("ArrowRight")
+    assert region.evaluate("r => r.scrollWidth > r.clientWidth && r.scrollLeft > 0")
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     p.go("/no-such-page")
     p.console_errors.clear()  # the page's own 404 status is logged by the browser; that one is the point
     assert page.get_by_role("heading", name="Page not found").is_visible()
     p.audit("error-404")
+
+
+def test_an_address_is_confirmed_then_a_forgotten_password_is_reset_by_mail(seeded, make_page):
+    from django.core import mail
+
+    p = make_page()
+    page = p.page
+    p.go("/signup")
+    page.get_by_label("Username").fill("ines")
+    page.get_by_label("Email", exact=False).fill("ines@example.org")
+    page.get_by_label("Password", exact=False).fill(PASSWORD)
+    p.follow(page.get_by_role("button", name="Create account"))
+    assert "ines@example.org" in page.locator("#messages").inner_text()
+
+    # The account page says the address is not confirmed; the link in the mail confirms it with a button
+    p.follow(page.get_by_role("link", name="Account", exact=True))
+    assert "not confirmed" in page.locator("#email-state").inner_text()
+    p.audit("account-unconfirmed")
+    (confirm,) = mail.outbox
+    p.page.goto(re.search(r"https?://\S+", confirm.body)[0])
+    p.audit("verify-email")
+    p.follow(page.get_by_role("button", name="Confirm my address"))
+    assert "confirmed" in page.locator("#email-state").inner_text()
+    assert "not confirmed" not in page.locator("#email-state").inner_text()
+    p.follow(page.get_by_role("button", name="Sign out"))
+
+    # Forgot the password: the page answers without saying whether the account exists
+    p.follow(page.get_by_role("link", name="Forgot your password?"))
+    p.audit("password-reset")
+    page.get_by_label("E-mail address").fill("ines@example.org")
+    p.follow(page.get_by_role("button", name="Send the reset link"))
+    assert "If that address belongs to an account" in page.locator("#reset-sent").inner_text()
+    p.audit("password-reset-sent")
+    reset = mail.outbox[-1]
+    assert reset.to == ["ines@example.org"]
+    p.page.goto(re.search(r"https?://\S+", reset.body)[0])
+    p.audit("password-reset-confirm")
+    new_password = "a-New-passphrase-43"
+    page.get_by_label("New password", exact=False).fill(new_password)
+    page.get_by_label("The same password again").fill(new_password)
+    p.follow(page.get_by_role("button", name="Set the new password"))
+    p.audit("password-reset-done")
+    p.follow(page.get_by_role("link", name="Sign in").last)
+    page.get_by_label("Username").fill("ines")
+    page.get_by_label("Password").fill(new_password)
+    p.follow(page.get_by_role("button", name="Sign in"))
+    assert page.get_by_role("heading", name="Your photos").is_visible()

@@ -1,4 +1,5 @@
-/* Timeveil pages: age presets and slider, live job progress, before/after comparison, face box. No libraries. */
+/* Timeveil pages: age presets and slider, live job progress, before/after comparison, face box, upload on choice,
+   copying the erasure receipt. No libraries. */
 (function () {
   "use strict";
 
@@ -19,6 +20,7 @@
     function show(value) {
       output.value = value;
       output.textContent = value;
+      slider.setAttribute("aria-valuetext", "age " + value);
       presets.forEach(function (b) { b.setAttribute("aria-pressed", String(b.dataset.age === String(value))); });
     }
     slider.addEventListener("input", function () { show(slider.value); });
@@ -96,12 +98,70 @@
   function setupCompare(slider) {
     var after = document.getElementById("after");
     var divider = document.getElementById("divider");
+    var age = document.getElementById("compare").dataset.age;
     function apply() {
       after.style.clipPath = "inset(0 0 0 " + slider.value + "%)";
       divider.style.left = slider.value + "%";
+      // What the split shows, for screen readers: the left part is the original, the right part the result.
+      slider.setAttribute("aria-valuetext", slider.value + "% before, " + (100 - slider.value) + "% after (age " + age + ")");
     }
     slider.addEventListener("input", apply);
     apply();
+  }
+
+  // Arriving on a finished result (after aging, or from "Compare"): say so, and put focus on the comparison.
+  function announceResult(compare) {
+    var asked = new URLSearchParams(window.location.search).get("job");
+    if (!asked || asked !== compare.dataset.job) { return; }
+    var heading = document.getElementById("compare-h");
+    if (heading) { heading.focus(); }
+    var status = document.getElementById("progress-text");
+    if (status) {
+      // Changed after load, so assistive technology hears the live region change.
+      window.setTimeout(function () {
+        status.textContent = "Done: your photo aged to " + compare.dataset.age +
+          " is ready. Compare before and after with the slider, or download it.";
+      }, 100);
+    }
+  }
+
+  // Upload as soon as a photo is chosen or taken; the Upload button stays for browsers without script.
+  function setupUpload(form) {
+    var status = document.getElementById("upload-status");
+    var sending = false;
+    function send() {
+      sending = true;
+      if (status) { status.textContent = "Uploading your photo…"; }
+    }
+    form.addEventListener("submit", function (event) {
+      if (sending) { event.preventDefault(); return; }  // one upload per choice, however often it is clicked
+      send();
+    });
+    form.querySelectorAll("input[type=file]").forEach(function (input) {
+      input.addEventListener("change", function () {
+        if (sending || !input.files || !input.files.length) { return; }
+        form.querySelectorAll("input[type=file]").forEach(function (other) {
+          if (other !== input) { other.value = ""; }  // only the photo just chosen travels
+        });
+        send();
+        form.submit();
+      });
+    });
+  }
+
+  // The erasure receipt's copy button: shown only where the clipboard can be written.
+  function setupCopy(button) {
+    if (!navigator.clipboard || !window.isSecureContext) { return; }
+    var source = document.getElementById(button.dataset.copy);
+    var status = document.getElementById("receipt-copied");
+    button.classList.remove("hidden");
+    button.addEventListener("click", function () {
+      navigator.clipboard.writeText(source.textContent.trim()).then(function () {
+        status.textContent = "Copied. Paste it somewhere safe: we cannot show it again.";
+      }, function () {
+        status.textContent = "Could not copy: select the receipt and copy it, or download it.";
+      });
+    });
   }
 
   function setupFaceBox(frame) {
@@ -119,7 +179,11 @@
     var form = document.getElementById("age-form");
     if (form) { setupAgeForm(form); }
     var compare = document.getElementById("compare-slider");
-    if (compare) { setupCompare(compare); }
+    if (compare) { setupCompare(compare); announceResult(document.getElementById("compare")); }
+    var upload = document.getElementById("upload-form");
+    if (upload) { setupUpload(upload); }
+    var copy = document.getElementById("receipt-copy");
+    if (copy) { setupCopy(copy); }
     var frame = document.getElementById("frame");
     if (frame && frame.dataset.box) { setupFaceBox(frame); }
   });
