@@ -134,7 +134,13 @@ API_TOKEN_LIFETIME = timedelta(days=env.int("API_TOKEN_LIFETIME_DAYS", default=3
 # --- e-mail: password reset and address verification (webplatform/accounts/recovery.py) ----------------
 # EMAIL_URL: consolemail:// (the default, and `make run`'s: each mail is printed to the server's log),
 # smtp://user:password@host:587/?tls=True (STARTTLS), smtp+ssl://user:password@host:465.
-vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+_mail = env.email_url("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = _mail["EMAIL_BACKEND"]
+EMAIL_HOST, EMAIL_PORT = _mail.get("EMAIL_HOST") or "localhost", _mail.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _mail.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _mail.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS, EMAIL_USE_SSL = bool(_mail.get("EMAIL_USE_TLS")), bool(_mail.get("EMAIL_USE_SSL"))
+EMAIL_FILE_PATH = _mail.get("EMAIL_FILE_PATH") or ""
 DEFAULT_FROM_EMAIL = env.str("EMAIL_FROM", default="Timeveil <no-reply@localhost>")
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)  # seconds an SMTP call may take before it gives up
 PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_SECONDS", default=3600)  # a reset link's lifetime
@@ -369,7 +375,7 @@ def production_problems() -> list[str]:
     if CELERY_TASK_ALWAYS_EAGER:
         problems.append("CELERY_BROKER_URL is not set: jobs would run inside web requests; set "
                         "CELERY_BROKER_URL=redis://host:6379/0")
-    if EMAIL_BACKEND.endswith(("console.EmailBackend", "locmem.EmailBackend")):  # noqa: F821 (EMAIL_URL)
+    if EMAIL_BACKEND.endswith(("console.EmailBackend", "locmem.EmailBackend")):
         problems.append("EMAIL_URL is not set: password-reset links would be printed to the log; set "
                         "EMAIL_URL=smtp://user:password@host:587/?tls=True (or dummymail:// to send none)")
     if (VAR_DIR / "demo_credentials.json").exists():

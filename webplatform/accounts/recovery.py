@@ -130,7 +130,7 @@ def account_mail_send(*, kind: str, user_ids: list[int], domain: str, secure: bo
 class VerifiedAddressResetForm(PasswordResetForm):
     """Django's reset form, but the mail is sent by a task, only to confirmed addresses, with opaque ids."""
 
-    def save(self, *args: Any, request: Any = None, **kwargs: Any) -> None:  # type: ignore[override]
+    def save(self, *args: Any, request: Any = None, **kwargs: Any) -> None:
         """Queue the mail for the matching accounts, if any: the same work either way."""
         ids = [u.pk for u in self.get_users(self.cleaned_data["email"])]
         account_mail_queue(kind=RESET, user_ids=ids, request=request)

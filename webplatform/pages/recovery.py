@@ -41,7 +41,8 @@ class _MailThrottle(FailOpen, SimpleRateThrottle):
         super().__init__()
 
     def get_rate(self) -> str:
-        return api_settings.DEFAULT_THROTTLE_RATES[self.scope]  # read now: DRF's class copy is import-time
+        # Read now: DRF keeps a class-level copy made at import, which test settings cannot change.
+        return str(api_settings.DEFAULT_THROTTLE_RATES[self.scope])
 
     def get_cache_key(self, request: Any, view: Any) -> str:
         return self.cache_format % {"scope": self.scope, "ident": self.ident}
