@@ -37,6 +37,7 @@ SYSTEM = "system"
 ACTIONS: dict[str, str] = {
     "account.created": "An account was registered",
     "account.credentials_revoked": "The user signed out everywhere: token and sessions revoked",
+    "account.email_changed": "The user changed their e-mail address (now unconfirmed)",
     "account.email_verified": "The owner of the account's e-mail address confirmed it",
     "account.password_reset": "The password was reset through a link sent to the confirmed address",
     "policy.published": "A new policy version was published for a purpose",

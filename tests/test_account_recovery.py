@@ -191,3 +191,29 @@ def test_a_mail_server_fault_in_embedded_mode_answers_the_same_page(
     with django_capture_on_commit_callbacks(execute=True):
         response = Client().post("/password-reset/", {"email": "mo@example.org"})
     assert response.status_code == 302 and response["Location"] == "/password-reset/sent"
+
+
+def test_changing_the_address_needs_the_password_and_leaves_it_unconfirmed_until_its_link(
+        purposes, django_capture_on_commit_callbacks):
+    user, _ = confirmed_user("noor", "noor@example.org")
+    client = Client()
+    client.force_login(user)
+    # A wrong password changes nothing (and counts against the sign-in limits)
+    refused = client.post("/account", {"action": "email", "email": "new@example.org", "password": "wrong"})
+    assert refused.status_code == 400 and b"That is not your password" in refused.content
+    user.refresh_from_db()
+    assert user.email == "noor@example.org" and Account.objects.get(user=user).email_verified_at is not None
+    # The right password sets it, unconfirmed, and sends its link to the new address only
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/account", {"action": "email", "email": "new@example.org",
+                                            "password": PASSWORD})
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.email == "new@example.org" and Account.objects.get(user=user).email_verified_at is None
+    assert [m.to for m in mail.outbox] == [["new@example.org"]]
+    assert AuditEvent.objects.filter(action="account.email_changed").count() == 1
+    # So a reset asked for the new address sends nothing until it is confirmed
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        Client().post("/password-reset/", {"email": "new@example.org"})
+    assert mail.outbox == []

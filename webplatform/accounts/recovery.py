@@ -17,12 +17,14 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.forms import PasswordResetForm
 from django.contrib.auth.tokens import default_token_generator
 from django.contrib.sites.shortcuts import get_current_site
 from django.core import signing
+from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
+from django.core.validators import validate_email
 from django.db import transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -33,6 +35,7 @@ from governance.audit import audit_append
 from governance.errors import InvalidInput
 from webplatform.taskqueue import ACCOUNT_MAIL, publish
 
+from .lockout import client_address, login_wait
 from .models import Account
 from .services import credentials_revoke_all
 
@@ -91,6 +94,31 @@ def email_verify(*, token: str) -> Any:
             audit_append(action="account.email_verified", actor_id=user.pk, subject_id=user.pk,
                          object_ref="account")
     return user
+
+
+def email_change(*, user: Any, email: str, password: str, request: Any) -> None:
+    """Set a new address (or none) after checking the password; it is unconfirmed until its link is used."""
+    email = get_user_model().objects.normalize_email(email.strip())
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError as exc:
+            raise InvalidInput("Enter a valid e-mail address.",
+                               details={"email": list(exc.messages)}) from exc
+    if login_wait(username=user.get_username(), address=client_address(request)) is not None:
+        raise InvalidInput("Too many wrong passwords from here: try again later.",
+                           details={"password": ["locked"]})
+    # Through the sign-in limits: a borrowed session guesses the password here no faster than at sign-in.
+    if authenticate(request, username=user.get_username(), password=password) is None:
+        raise InvalidInput("That is not your password.", details={"password": ["wrong"]})
+    with transaction.atomic():
+        user.email = email
+        user.save(update_fields=["email"])
+        Account.objects.filter(user=user).update(email_verified_at=None)
+        audit_append(action="account.email_changed", actor_id=user.pk, subject_id=user.pk,
+                     object_ref="account")
+    if email:
+        account_mail_queue(kind=VERIFY, user_ids=[user.pk], request=request)
 
 
 def account_mail_queue(*, kind: str, user_ids: list[int], request: Any) -> None:

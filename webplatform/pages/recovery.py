@@ -17,13 +17,14 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from governance.errors import InvalidInput, MailThrottled
-from webplatform.accounts.access import user_id
 from webplatform.accounts.lockout import client_address
 from webplatform.accounts.models import Account
 from webplatform.accounts.recovery import (
     VERIFY,
     VerifiedAddressResetForm,
     account_mail_queue,
+    email_change,
+    email_verified,
     email_verify,
     password_reset_finish,
     user_by_uid,
@@ -97,15 +98,27 @@ class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
 
 @login_required
 def account(request: HttpRequest) -> HttpResponse:
-    """The account's e-mail address and whether it is confirmed (GET); send the link again (POST)."""
-    user = request.user
-    verified_at = Account.objects.values_list("email_verified_at", flat=True).get(user_id=user_id(request))
-    if request.method == "POST" and user.email and verified_at is None:  # type: ignore[union-attr]
-        _mail_throttle(request, user.email)  # type: ignore[union-attr]
-        account_mail_queue(kind=VERIFY, user_ids=[user_id(request)], request=request)
-        messages.success(request, f"We sent a new confirmation link to {user.email}.")  # type: ignore[union-attr]
+    """The e-mail address and whether it is confirmed (GET); change it, or send its link again (POST)."""
+    user: Any = request.user
+    context: dict[str, Any] = {"errors": {}}
+    if request.method == "POST" and request.POST.get("action") == "email":
+        try:
+            email_change(user=user, email=request.POST.get("email", ""),
+                         password=request.POST.get("password", ""), request=request)
+        except InvalidInput as exc:
+            context["errors"] = exc.details
+            context["message"] = exc.message
+        else:
+            messages.success(request, f"Saved. We sent a confirmation link to {user.email}." if user.email
+                             else "Saved: your account has no e-mail address now.")
+            return redirect("page-account")
+    elif request.method == "POST" and user.email and not email_verified(user):
+        _mail_throttle(request, user.email)
+        account_mail_queue(kind=VERIFY, user_ids=[user.pk], request=request)
+        messages.success(request, f"We sent a new confirmation link to {user.email}.")
         return redirect("page-account")
-    return render(request, "account/account.html", {"verified_at": verified_at})
+    context["verified_at"] = Account.objects.values_list("email_verified_at", flat=True).get(user_id=user.pk)
+    return render(request, "account/account.html", context, status=400 if context["errors"] else 200)
 
 
 def email_verify_page(request: HttpRequest, token: str) -> HttpResponse:
