@@ -217,3 +217,15 @@ def test_changing_the_address_needs_the_password_and_leaves_it_unconfirmed_until
     with django_capture_on_commit_callbacks(execute=True):
         Client().post("/password-reset/", {"email": "new@example.org"})
     assert mail.outbox == []
+
+
+def test_the_reset_page_works_with_its_limit_unapplied_while_the_cache_is_down(purposes):
+    from django.test import override_settings
+
+    from .test_cache_outage import DEAD_CACHE, failures
+
+    before = failures("throttle")
+    with override_settings(CACHES=DEAD_CACHE):  # a real Redis client on a port where nothing listens
+        response = Client().post("/password-reset/", {"email": "anyone@example.org"})
+    assert response.status_code == 302 and response["Location"] == "/password-reset/sent"
+    assert failures("throttle") >= before + 2  # both counters (caller, address asked for) were skipped
