@@ -78,6 +78,6 @@ def _consent_counts() -> dict[str, Any]:
         latest[(record.user_id, record.purpose_id)] = record
     for record in latest.values():
         if record.granted:
-            key = f"{record.purpose.slug}/v{record.policy.version}"
-            active[key] = active.get(key, 0) + 1
+            name = f"{record.purpose.slug}/v{record.policy.version}"
+            active[name] = active.get(name, 0) + 1
     return {"active_now": active, "history": history}

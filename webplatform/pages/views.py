@@ -31,7 +31,7 @@ from governance.training import runs_for_subject
 from webplatform.accounts.access import is_compliance_officer, user_id
 from webplatform.accounts.services import user_register
 from webplatform.jobs.models import JobFailure, JobStatus
-from webplatform.jobs.selectors import jobs_of_photo
+from webplatform.jobs.selectors import job_result_available, jobs_of_photo
 from webplatform.jobs.services import job_create, job_for_owner, job_result_content
 from webplatform.lifecycle import consequences
 from webplatform.lifecycle.consent_changes import consent_change, training_photo_choose, training_photo_get
@@ -134,8 +134,8 @@ def photo(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
     jobs = jobs_of_photo(owner_id=uid, photo_id=item.id)
     asked = next((j for j in jobs if str(j.id) == request.GET.get("job")), None)
     # Only a result that still exists is compared (a withdrawal leaves jobs "done" with nothing to show).
-    compare = asked if asked and asked.result_available else \
-        next((j for j in jobs if j.result_available), None)
+    compare = asked if asked and job_result_available(asked) else \
+        next((j for j in jobs if job_result_available(j)), None)
     # A job still in the queue (a real worker, or the no-script form): the page's script follows it.
     pending = asked if asked and asked.status in (JobStatus.QUEUED, JobStatus.RUNNING) else None
     face_box = getattr(item, "face_box", None)
