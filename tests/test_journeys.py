@@ -79,7 +79,7 @@ def test_the_no_script_age_form_refuses_in_page_words_after_withdrawal(
         _withdraw(trainer, PROCESSING)
     client = browser(trainer)
     page = client.post(f"/photos/{photo.pk}/age", {"target_age": "70"}, follow=True).content.decode()
-    assert "Aging is off: you withdrew permission" in page and "PUT /api" not in page
+    assert "Aging is off: Timeveil no longer has your permission" in page and "PUT /api" not in page
 
 
 # --- 18.14: a photo with no face -----------------------------------------------------------------------
@@ -179,6 +179,18 @@ def test_an_owner_deletion_awaiting_its_retry_is_not_retention_backlog(owner, up
     retention.photo_delete(user_id=owner.pk, photo=photo)
     backlog = next(s for s in retention_chart()["chart"].series if s.name == "backlog")
     assert backlog.values[-1] == 0
+
+
+def test_an_erasure_purge_is_recorded_as_the_erasure_not_as_deadlines(owner, upload,
+                                                                       django_capture_on_commit_callbacks):
+    photo = _photo(owner, upload)
+    result_make(owner_id=owner.pk, photo_id=photo.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        user_erase(user_id=owner.pk)
+    assert not Photo.objects.filter(pk=photo.pk).exists()
+    assert not AuditEvent.objects.filter(action__regex=r"^(photo|result)\.(expired|purged_)").exists()
+    completed = AuditEvent.objects.get(action="erasure.completed")
+    assert completed.actor == "system" and completed.details["counts"]["photo"] == 1
 
 
 # --- 18.6: consent counts outlive erasure --------------------------------------------------------------

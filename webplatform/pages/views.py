@@ -46,7 +46,7 @@ from webplatform.privacy import privacy_report
 from . import selectors
 from .charts import gauge
 
-NO_PROCESSING = ("Aging is off: you withdrew permission to store and transform your photos. "
+NO_PROCESSING = ("Aging is off: Timeveil no longer has your permission to store and transform photos. "
                  "Allow it again from the Consent page to age this photo.")
 AGE_PRESETS = [
     ("Child", 8),
