@@ -170,7 +170,7 @@ def test_the_retention_chart_counts_deadlines_only_not_a_persons_deletion(owner,
     assert AuditEvent.objects.get(action="photo.expired").actor == "system"
 
 
-def test_an_owner_deletion_awaiting_its_retry_is_not_retention_backlog(owner, upload, monkeypatch):
+def test_an_owner_deletion_awaiting_its_retry_is_not_retention_backlog(owner, officer, upload, monkeypatch):
     from webplatform.lifecycle import retention
     from webplatform.pages.selectors import retention_chart
 
@@ -179,6 +179,9 @@ def test_an_owner_deletion_awaiting_its_retry_is_not_retention_backlog(owner, up
     retention.photo_delete(user_id=owner.pk, photo=photo)
     backlog = next(s for s in retention_chart()["chart"].series if s.name == "backlog")
     assert backlog.values[-1] == 0
+    # the report still lists it as due and not yet deleted, saying why
+    assert [b["reason"] for b in compliance_report()["retention"]["backlog"]] == ["owner_deleted"]
+    assert "<td>its owner deleted it</td>" in browser(officer).get("/officer/").content.decode()
 
 
 def test_an_erasure_purge_is_recorded_as_the_erasure_not_as_deadlines(owner, upload,

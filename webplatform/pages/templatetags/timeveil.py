@@ -73,6 +73,14 @@ def pairs(details: Any) -> list[tuple[str, str]]:
 
 
 @register.filter
+def due_reason(code: Any) -> str:
+    """Why an object is due for deletion, in words ('its owner deleted it')."""
+    from webplatform.photos.models import DueReason
+
+    return str(DueReason(code).label) if code in DueReason.values else str(code or "")
+
+
+@register.filter
 def is_officer(user: Any) -> bool:
     """Whether the navigation shows the officer console."""
     from webplatform.accounts.access import is_compliance_officer
