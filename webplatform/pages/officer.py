@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 
 from governance.audit import ACTIONS, audit_verify
 from governance.models import AuditEvent, TrainingRun
-from governance.selectors import audit_events
+from governance.selectors import CONTENT_READS, audit_events
 from webplatform.accounts.access import is_compliance_officer
 from webplatform.lifecycle.report import compliance_report
 
@@ -100,7 +100,7 @@ def _audit_context(request: HttpRequest) -> dict[str, Any]:
                   "reads": f["reads"]}
     events = audit_events(**chosen, newest_first=True)
     hidden = 0 if chosen["reads"] or chosen.get("action") else \
-        audit_events(**{**chosen, "reads": True}).count() - events.count()
+        audit_events(**{**chosen, "reads": True}).filter(action__in=CONTENT_READS).count()
     # The CSV link asks the API for the same events: the same selector behind it, in its own words.
     api = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in chosen.items()
            if v and k != "reads"}
