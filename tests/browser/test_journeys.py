@@ -8,10 +8,10 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 
 from governance.audit import pseudonym
-from governance.consent import TRAINING, consent_set
+from governance.consent import PROCESSING, TRAINING, consent_set
 from tests.lifecycle_support import result_make
 from webplatform.accounts.services import user_register
-from webplatform.lifecycle.consent_changes import training_photo_choose
+from webplatform.lifecycle.consent_changes import consent_change, training_photo_choose
 from webplatform.lifecycle.erasure import user_erase
 from webplatform.lifecycle.retention import photo_delete
 from webplatform.photos.models import Photo
@@ -62,6 +62,24 @@ def test_a_kept_photo_after_withdrawing_processing_shows_only_what_exists(seeded
     p.audit("photo-after-withdrawal")
     p.follow(page.locator("#allow-processing"))
     assert page.get_by_role("heading", name="Allow: Store and transform my photos").is_visible()
+
+
+def test_age_me_refused_mid_visit_says_so_in_page_words(seeded, make_page):
+    # given the photo kept for training, its page open while processing is allowed
+    user, (photo,) = user_with_photos("uma", 1)
+    consent_set(user_id=user.pk, purpose_slug=TRAINING, granted=True, policy_version=1)
+    training_photo_choose(user_id=user.pk, photo_id=str(photo.pk))
+    p = make_page()
+    page = p.page
+    sign_in(p, "uma")
+    p.go(f"/photos/{photo.pk}")
+    # when processing is withdrawn elsewhere (another tab, the app) and "Age me" is pressed here
+    consent_change(user_id=user.pk, purpose_slug=PROCESSING, granted=False, policy_version=None)
+    assert Photo.objects.filter(pk=photo.pk).exists()  # kept for training, so still there to ask about
+    page.get_by_role("button", name="Age me").click()
+    page.wait_for_function("() => /Aging is off/.test(document.querySelector('#progress-text').textContent)")
+    assert "PUT /api" not in page.locator("#progress-text").inner_text()
+    p.console_errors.clear()  # the browser logs the 403 itself
 
 
 def test_the_training_choice_is_the_users_and_an_upload_never_changes_it(seeded, make_page, tmp_path):
