@@ -3,9 +3,13 @@ countdowns, and what the officer's charts and audit trail show."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
+from PIL import Image
 
 from governance.audit import pseudonym
 from governance.consent import PROCESSING, TRAINING, consent_set
@@ -18,7 +22,7 @@ from webplatform.photos.models import Photo
 from webplatform.photos.services import photo_content
 
 from .support import PASSWORD, needs_chromium
-from .test_pages import sign_in, user_with_photos
+from .test_pages import face_jpeg, sign_in, user_with_photos
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 
@@ -27,6 +31,20 @@ def _broken_images(page) -> list[str]:
     """The src of every image on the page that did not load (a deleted result's thumbnail would be one)."""
     return page.evaluate("() => [...document.images].filter(i => i.complete && i.naturalWidth === 0)"
                          ".map(i => i.getAttribute('src'))")
+
+
+def _sky_png(path: Path) -> None:
+    """A photo with no face in it."""
+    Image.new("RGB", (320, 240), (90, 140, 200)).save(path)
+
+
+def _upload_from_page(page, path: Path, write: Callable[[Path], object]) -> str:
+    """Write a file, upload it with the home page's form, and return the new photo's id from its page."""
+    write(path)
+    page.get_by_label("Upload a selfie", exact=False).set_input_files(str(path))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.wait_for_url("**/photos/*")
+    return page.url.rstrip("/").split("/")[-1]
 
 
 def test_a_kept_photo_after_withdrawing_processing_shows_only_what_exists(seeded, make_page):
@@ -88,14 +106,7 @@ def test_the_training_choice_is_the_users_and_an_upload_never_changes_it(seeded,
     p = make_page()
     page = p.page
     sign_in(p, "tia")
-    sky = tmp_path / "sky.png"
-    from PIL import Image
-
-    Image.new("RGB", (320, 240), (90, 140, 200)).save(sky)
-    page.get_by_label("Upload a selfie", exact=False).set_input_files(str(sky))
-    page.get_by_role("button", name="Upload", exact=True).click()
-    page.wait_for_url("**/photos/*")
-    faceless = page.url.rstrip("/").split("/")[-1]
+    faceless = _upload_from_page(page, tmp_path / "sky.png", _sky_png)
 
     # when training is allowed, then nothing is ticked and the photo with no face is not offered
     p.go("/consents")
@@ -108,13 +119,7 @@ def test_the_training_choice_is_the_users_and_an_upload_never_changes_it(seeded,
 
     # when a new portrait is uploaded, then the chosen photo stays the one kept, and the upload keeps 48 hours
     p.go("/")
-    from tests.browser.test_pages import face_jpeg
-
-    portrait = tmp_path / "portrait.jpg"
-    portrait.write_bytes(face_jpeg(seed=9))
-    page.get_by_label("Upload a selfie", exact=False).set_input_files(str(portrait))
-    page.get_by_role("button", name="Upload", exact=True).click()
-    page.wait_for_url("**/photos/*")
+    _upload_from_page(page, tmp_path / "portrait.jpg", lambda path: path.write_bytes(face_jpeg(seed=9)))
     assert "deleted automatically in 48 hours" in page.locator("main").inner_text()
     assert page.locator(".badge", has_text="kept for training").count() == 0
     p.go("/consents")
@@ -143,13 +148,7 @@ def test_a_faceless_photo_shows_one_state_and_downloads_have_readable_names(seed
 
     # a photo with no face: one red state, no green "uploaded" over it, and "Age me" off with the reason
     p.go("/")
-    sky = tmp_path / "sky.png"
-    from PIL import Image
-
-    Image.new("RGB", (320, 240), (90, 140, 200)).save(sky)
-    page.get_by_label("Upload a selfie", exact=False).set_input_files(str(sky))
-    page.get_by_role("button", name="Upload", exact=True).click()
-    page.wait_for_url("**/photos/*")
+    _upload_from_page(page, tmp_path / "sky.png", _sky_png)
     assert page.locator("#no-face").is_visible()
     assert page.locator("#messages .ok, #messages .success").count() == 0
     assert "Photo uploaded" not in page.locator("main").inner_text()
