@@ -135,3 +135,16 @@ def faulty_storage(monkeypatch) -> FaultyStorage:
     storage = FaultyStorage(webplatform.encrypted_store.object_storage())
     monkeypatch.setattr(webplatform.encrypted_store, "object_storage", lambda: storage)
     return storage
+
+
+def training_photo_choose_api(actor, photo: Photo) -> Photo:
+    """The owner chooses this photo for training through the API (PUT /me/training-photo).
+
+    The test images are noise, so intake counts no face and the photo is never offered; the face count is
+    set to one on the row here (detection is tested in tests/inference and by the browser tests' portraits).
+    """
+    Photo.objects.filter(pk=photo.pk).update(face_count=1)
+    response = actor.client.put("/api/v1/me/training-photo", {"photo_id": str(photo.pk)}, format="json")
+    assert response.status_code == 200, response.content
+    photo.refresh_from_db()
+    return photo

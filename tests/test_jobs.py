@@ -127,6 +127,8 @@ def test_other_users_photo_and_job_are_404(owner, other, face_photo, django_capt
 def test_transformation_needs_processing_consent(owner, face_photo):
     # Given a photo kept for training (training consent), which outlives a processing withdrawal
     owner.client.put("/api/v1/me/consents/training", {"granted": True, "policy_version": 1}, format="json")
+    chose = owner.client.put("/api/v1/me/training-photo", {"photo_id": str(face_photo)}, format="json")
+    assert chose.status_code == 200, chose.content  # kept because the owner chose it, never by default
     owner.client.put("/api/v1/me/consents/processing", {"granted": False}, format="json")
     assert owner.client.get(f"/api/v1/photos/{face_photo}").status_code == 200
     # When a transformation is asked for, it is refused: processing consent is gone

@@ -106,10 +106,13 @@ def test_the_list_is_in_the_openapi_schema(anon):
 def test_the_user_chooses_which_photo_is_kept_for_training(
     trainer, upload, clock, django_capture_on_commit_callbacks
 ):
-    # given two photos: the newest is kept for training by default
+    # given two photos (one face each), the newest chosen for training
     older = _photo(trainer, upload)
     clock.advance(hours=1)
     newest = _photo(trainer, upload)
+    Photo.objects.filter(pk__in=[older, newest]).update(face_count=1)  # noise test images: no face found
+    chose = trainer.client.put("/api/v1/me/training-photo", {"photo_id": newest}, format="json")
+    assert chose.status_code == 200, chose.content
     assert trainer.client.get("/api/v1/me/training-photo").json()["photo_id"] == newest
 
     # when the user chooses the older one
@@ -122,7 +125,7 @@ def test_the_user_chooses_which_photo_is_kept_for_training(
     kept, released = Photo.objects.get(pk=older), Photo.objects.get(pk=newest)
     assert kept.kept_for_training and kept.expires_at == kept.created_at + timedelta(days=90)
     assert not released.kept_for_training and released.expires_at == released.created_at + timedelta(hours=48)
-    event = AuditEvent.objects.filter(action="photo.training_chosen").get()
+    event = AuditEvent.objects.filter(action="photo.training_chosen").order_by("seq").last()
     assert event.object_ref == f"photo:{older}" and event.details["released"] == [newest]
     assert trainer.client.get("/api/v1/me/training-photo").json()["photo_id"] == older
 
@@ -147,6 +150,7 @@ def test_a_training_grant_can_name_the_photo_to_keep(owner, upload, clock):
     chosen = _photo(owner, upload)
     clock.advance(minutes=5)
     _photo(owner, upload)
+    Photo.objects.filter(pk=chosen).update(face_count=1)  # the noise test image has no face
     from webplatform.lifecycle.consent_changes import consent_change
 
     consent_change(user_id=owner.pk, purpose_slug=TRAINING, granted=True, policy_version=1,

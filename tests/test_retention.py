@@ -25,6 +25,7 @@ from .lifecycle_support import (
     refs,
     result_make,
     storage_path,
+    training_photo_choose_api,
 )
 from .support import storage_files
 
@@ -64,7 +65,7 @@ def test_original_goes_at_48_hours_not_before(owner, upload, clock):
 
 def test_result_goes_at_its_own_deadline(trainer, upload, clock):
     # given a photo kept for training (so it outlives the result) and a result made an hour later
-    photo = _upload(upload, trainer)
+    photo = training_photo_choose_api(trainer, _upload(upload, trainer))
     clock.advance(hours=1)
     result = result_make(owner_id=trainer.pk, photo_id=photo.pk)
     path = storage_path(result.storage_name)
@@ -87,7 +88,7 @@ def test_result_goes_at_its_own_deadline(trainer, upload, clock):
 
 
 def test_photo_kept_for_training_survives_48_hours_and_goes_at_90_days(trainer, upload, clock):
-    photo = _upload(upload, trainer)
+    photo = training_photo_choose_api(trainer, _upload(upload, trainer))
     assert photo.kept_for_training
     assert photo.expires_at == photo.created_at + timedelta(days=90)
 
@@ -265,7 +266,12 @@ def test_deleting_a_photo_removes_its_results_and_their_ciphertext(owner, upload
     assert not TransformationResult.objects.filter(photo_id=photo.pk).exists()
     assert not TransformationJob.objects.filter(photo_id=photo.pk).exists()
     assert set(storage_files()) == {storage_path(keep.storage_name), storage_path(kept_result.storage_name)}
-    assert sorted(refs("result.expired")) == sorted(f"result:{r.pk}" for r in results)
+    # and the trail names the owner's deletion, not a deadline the system enforced
+    assert refs("result.expired") == refs("photo.expired") == []
+    assert sorted(refs("result.purged_on_request")) == sorted(f"result:{r.pk}" for r in results)
+    assert refs("photo.purged_on_request") == [f"photo:{photo.pk}"]
+    actors = AuditEvent.objects.filter(action__endswith=".purged_on_request").values_list("actor", flat=True)
+    assert set(actors) == {pseudonym(owner.pk)}
     assert owner.client.get(f"/api/v1/photos/{photo.pk}").status_code == 404
 
 

@@ -7,13 +7,15 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 
+from governance.audit import pseudonym
 from governance.consent import PROCESSING, TRAINING, consent_set
+from governance.models import AuditEvent
 from webplatform.jobs import services as job_services
 from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
 from webplatform.lifecycle.retention import retention_enforce
 from webplatform.photos.models import Photo
 
-from .lifecycle_support import job_make, refs, result_make, storage_path
+from .lifecycle_support import job_make, refs, result_make, storage_path, training_photo_choose_api
 from .support import assert_error, storage_files
 
 pytestmark = pytest.mark.usefixtures("empty_storage")
@@ -60,17 +62,22 @@ def test_withdrawing_processing_stops_queued_work_and_deletes_originals_and_resu
     assert not Photo.objects.filter(owner_id=owner.pk).exists()
     assert not TransformationResult.objects.filter(owner_id=owner.pk).exists()
     assert not any(path.exists() for path in files)
-    assert sorted(refs("photo.expired")) == sorted(f"photo:{p.pk}" for p in photos)
+    # and the trail says why, and who: the owner's withdrawal, not a deadline passed by the system
+    assert refs("photo.expired") == refs("result.expired") == []
+    assert sorted(refs("photo.purged_on_withdrawal")) == sorted(f"photo:{p.pk}" for p in photos)
+    assert refs("result.purged_on_withdrawal") == [f"result:{result.pk}"]
+    assert set(AuditEvent.objects.filter(action__endswith=".purged_on_withdrawal")
+               .values_list("actor", flat=True)) == {pseudonym(owner.pk)}
     # and no new upload is accepted
     assert_error(upload(), 403, "consent_required")
 
 
 def test_the_photo_kept_for_training_survives_processing_withdrawal_while_training_stands(
         trainer, upload, clock, django_capture_on_commit_callbacks):
-    # given two photos: the newest is the one kept for training
+    # given two photos: the newest is the one chosen for training
     older = _upload(trainer, upload)
     clock.advance(minutes=1)
-    kept = _upload(trainer, upload)
+    kept = training_photo_choose_api(trainer, _upload(trainer, upload))
     assert Photo.objects.get(pk=kept.pk).kept_for_training
     assert not Photo.objects.get(pk=older.pk).kept_for_training
 
@@ -91,7 +98,7 @@ def test_the_photo_kept_for_training_survives_processing_withdrawal_while_traini
 def test_withdrawing_training_reverts_the_kept_photo_to_the_original_deadline(
         trainer, upload, clock, django_capture_on_commit_callbacks):
     # given a photo kept for training, one hour old
-    photo = _upload(trainer, upload)
+    photo = training_photo_choose_api(trainer, _upload(trainer, upload))
     clock.advance(hours=1)
 
     # when training consent is withdrawn
@@ -111,7 +118,7 @@ def test_withdrawing_training_reverts_the_kept_photo_to_the_original_deadline(
 
 def test_withdrawing_training_deletes_at_once_a_kept_photo_older_than_48_hours(
         trainer, upload, clock, django_capture_on_commit_callbacks):
-    photo = _upload(trainer, upload)
+    photo = training_photo_choose_api(trainer, _upload(trainer, upload))
     clock.advance(hours=72)
     retention_enforce()
     assert Photo.objects.filter(pk=photo.pk).exists()  # held for training past the 48 h
@@ -121,31 +128,50 @@ def test_withdrawing_training_deletes_at_once_a_kept_photo_older_than_48_hours(
 
     assert not Photo.objects.filter(pk=photo.pk).exists()
     assert not storage_path(photo.storage_name).exists()
-    assert refs("photo.expired") == [f"photo:{photo.pk}"]
+    assert refs("photo.purged_on_withdrawal") == [f"photo:{photo.pk}"]
+    assert refs("photo.expired") == []
 
 
-def test_a_later_training_grant_keeps_the_newest_photo_for_90_days(owner, upload, clock,
-                                                                    django_capture_on_commit_callbacks):
+def test_a_training_grant_keeps_only_the_photo_chosen_and_an_upload_never_changes_it(
+        owner, upload, clock, django_capture_on_commit_callbacks):
     # given two photos uploaded without training consent
     first = _upload(owner, upload)
     clock.advance(hours=1)
     newest = _upload(owner, upload)
     assert not newest.kept_for_training
 
-    # when training consent is granted, then the newest photo is kept, until created + 90 days
+    # when training consent is granted without choosing, then no photo is kept (nothing chosen for them)
     with django_capture_on_commit_callbacks(execute=True):
         _consent(owner, TRAINING, True)
-    newest.refresh_from_db()
-    first.refresh_from_db()
-    assert newest.kept_for_training and newest.expires_at == newest.created_at + timedelta(days=90)
-    assert not first.kept_for_training and first.expires_at == first.created_at + timedelta(hours=48)
+    assert not Photo.objects.filter(kept_for_training=True).exists()
+    assert owner.client.get("/api/v1/me/training-photo").json()["photo_id"] is None
 
-    # when a newer photo arrives, then it takes over and the previous one reverts to 48 h
+    # when they choose the older one, then it is kept until created + 90 days, and only it
+    chosen = training_photo_choose_api(owner, first)
+    assert chosen.expires_at == chosen.created_at + timedelta(days=90)
+    newest.refresh_from_db()
+    assert not newest.kept_for_training and newest.expires_at == newest.created_at + timedelta(hours=48)
+
+    # when a newer photo arrives, then the choice stays theirs: the upload keeps its 48 hours
     clock.advance(hours=1)
     latest = _upload(owner, upload)
-    newest.refresh_from_db()
-    assert latest.kept_for_training and latest.expires_at == latest.created_at + timedelta(days=90)
-    assert not newest.kept_for_training and newest.expires_at == newest.created_at + timedelta(hours=48)
+    chosen.refresh_from_db()
+    assert not latest.kept_for_training and latest.expires_at == latest.created_at + timedelta(hours=48)
+    assert chosen.kept_for_training and chosen.expires_at == chosen.created_at + timedelta(days=90)
+    assert owner.client.get("/api/v1/me/training-photo").json()["photo_id"] == str(chosen.pk)
+
+
+def test_a_photo_without_exactly_one_face_is_never_kept_for_training(trainer, upload):
+    # given a photo with no face (the noise test image) and one with two faces
+    faceless = _upload(trainer, upload)
+    crowd = _upload(trainer, upload)
+    Photo.objects.filter(pk=crowd.pk).update(face_count=2)
+
+    # when the owner asks to keep either, then it is refused as unprocessable, and nothing is kept
+    for photo in (faceless, crowd):
+        response = trainer.client.put("/api/v1/me/training-photo", {"photo_id": str(photo.pk)}, format="json")
+        assert_error(response, 422, "not_trainable")
+    assert not Photo.objects.filter(kept_for_training=True).exists()
 
 
 def test_a_training_grant_does_not_revive_a_photo_already_past_its_deadline(

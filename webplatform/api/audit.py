@@ -68,11 +68,20 @@ class AuditFilters(serializers.Serializer):
     subject = serializers.CharField(required=False, max_length=64)
     since = Rfc3339DateTimeField(required=False)
     until = Rfc3339DateTimeField(required=False)
+    reads = serializers.BooleanField(required=False, default=True,
+                                     help_text="false: leave out content reads (photo/result.content_read)")
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs.get("since") and attrs.get("until") and attrs["since"] > attrs["until"]:
+            raise serializers.ValidationError({"since": ["'since' is after 'until': no event can match."]})
+        return attrs
 
 
 @extend_schema(parameters=[
     OpenApiParameter("action", OpenApiTypes.STR), OpenApiParameter("subject", OpenApiTypes.STR),
     OpenApiParameter("since", OpenApiTypes.DATETIME), OpenApiParameter("until", OpenApiTypes.DATETIME),
+    OpenApiParameter("reads", OpenApiTypes.BOOL,
+                     description="false: leave out content reads; subject also matches a pseudonym's start"),
     OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv"],
                      description="csv: every matching event as text/csv, unpaginated"),
 ], responses={200: AuditEventOut(many=True), (200, "text/csv"): OpenApiTypes.STR, 400: ErrorResponse,

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from webplatform.accounts.access import user_id
 from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob
-from webplatform.jobs.selectors import jobs_ahead
+from webplatform.jobs.selectors import job_result_available, jobs_ahead
 from webplatform.jobs.services import job_create, job_for_owner, job_result_content
 from webplatform.photos.models import file_extension
 from webplatform.photos.services import photo_for_owner
@@ -31,6 +31,14 @@ class JobOut(serializers.ModelSerializer):
         help_text="While queued: how many requests (anyone's, counted, never named) are queued or running "
                   "ahead of this one; null once it runs")
 
+    result_available = serializers.SerializerMethodField(
+        help_text="Whether GET .../content can return the result now: false until done, and once the result "
+                  "is deleted (by its owner, a consent withdrawal or its deadline)")
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_result_available(self, job: TransformationJob) -> bool:
+        return job_result_available(job)
+
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_queue_ahead(self, job: TransformationJob) -> int | None:
         return jobs_ahead(job)
@@ -47,6 +55,7 @@ class JobOut(serializers.ModelSerializer):
             "created_at",
             "finished_at",
             "queue_ahead",
+            "result_available",
         ]
 
 
@@ -97,4 +106,5 @@ class TransformationContentApi(APIView):
         """The result image of a finished job (409 while it is not done)."""
         job = job_for_owner(user_id=user_id(request), job_id=job_id)
         data, content_type = job_result_content(user_id=user_id(request), job=job)
-        return private_image_response(data, content_type, f"{job.id}.{file_extension(content_type)}")
+        name = f"timeveil-age-{job.target_age}.{file_extension(content_type)}"  # what a person saves it as
+        return private_image_response(data, content_type, name)

@@ -102,5 +102,5 @@ class PhotoContentApi(APIView):
         """The decrypted image, for its owner only."""
         photo = photo_for_owner(user_id=user_id(request), photo_id=photo_id)
         data = photo_content(user_id=user_id(request), photo=photo)
-        name = f"{photo.id}.{file_extension(photo.content_type)}"
+        name = f"timeveil-original.{file_extension(photo.content_type)}"  # what a person saves it as
         return private_image_response(data, photo.content_type, name)

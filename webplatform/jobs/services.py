@@ -28,6 +28,7 @@ from webplatform.photos.models import Photo
 from webplatform.taskqueue import TRANSFORM, publish
 
 from .models import JobFailure, JobStatus, TransformationJob, TransformationResult
+from .selectors import job_result_available
 
 log = logging.getLogger(__name__)
 SWEEP_BATCH = 500
@@ -68,9 +69,9 @@ def job_publish(*, job_id: uuid.UUID | str) -> bool:
 
 def job_result_content(*, user_id: int, job: TransformationJob) -> tuple[bytes, str]:
     """Decrypt a finished job's result for its owner, audited."""
-    result = getattr(job, "result", None)
-    if job.status != JobStatus.DONE or result is None or result.expires_at <= clock.now():
+    if not job_result_available(job):
         raise Conflict("The transformation has no result to download.", details={"status": job.status})
+    result = job.result
     data = object_get(
         owner_id=result.owner_id, kind=result.KIND, object_id=result.id, name=result.storage_name
     )

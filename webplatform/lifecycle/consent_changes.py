@@ -1,30 +1,41 @@
-"""What a consent change does: a grant, a withdrawal and its effect on data held, the training photo."""
+"""What a consent change does: a grant, a withdrawal and its effect on data held, the training photo.
+
+Each withdrawal rule is a query here (`*_due_on_*`), used both by the withdrawal itself and by
+lifecycle.consequences, which counts what a withdrawal would delete before the user confirms it.
+"""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 
 from governance import clock
 from governance.audit import audit_append
 from governance.consent import PROCESSING, TRAINING, consent_is_active, consent_require, consent_set
-from governance.errors import NotFound
+from governance.errors import NotFound, Unprocessable
 from governance.models import ConsentRecord
 from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob, TransformationResult
-from webplatform.photos.models import Photo
-from webplatform.photos.selectors import photos_live
+from webplatform.photos.models import DueReason, Photo
+from webplatform.photos.selectors import photo_is_trainable
 from webplatform.photos.services import photo_for_owner, training_photo_designate
 
 from . import retention
+
+
+class NotTrainable(Unprocessable):
+    code, message = "not_trainable", "Only a photo with exactly one face can be kept for training."
 
 
 def consent_change(*, user_id: int, purpose_slug: str, granted: bool, policy_version: int | None,
                    training_photo_id: str | None = None) -> ConsentRecord:
     """Record a grant or withdrawal and apply its effect on held data in the same transaction.
 
-    A training grant keeps the photo the user chose (training_photo_id), else their newest one.
+    A training grant keeps only the photo the user chose (training_photo_id); without one, no photo is
+    kept until they choose one.
     """
     with transaction.atomic():
         record = consent_set(user_id=user_id, purpose_slug=purpose_slug, granted=granted,
@@ -35,18 +46,13 @@ def consent_change(*, user_id: int, purpose_slug: str, granted: bool, policy_ver
             training_withdrawn(user_id=user_id)
         elif purpose_slug == TRAINING and granted and training_photo_id:
             training_photo_choose(user_id=user_id, photo_id=training_photo_id)
-        elif purpose_slug == TRAINING and granted:
-            # Only a photo still within its deadline: a grant must not revive one that is already due.
-            newest = photos_live(owner_id=user_id).first()
-            if newest is not None:
-                training_photo_designate(photo=newest)
     # Deadlines that just passed are enforced now, not at the next periodic run.
     transaction.on_commit(lambda: retention.retention_enforce(owner_id=user_id))
     return record
 
 
 def training_photo_choose(*, user_id: int, photo_id: str) -> Photo:
-    """Keep this photo (and only this one) for training; needs active training consent; audited."""
+    """Keep this photo (and only this one) for training; needs active training consent and one face."""
     try:
         photo_uuid = uuid.UUID(str(photo_id))
     except ValueError as exc:  # from a form: the same answer as any photo that is not yours
@@ -55,6 +61,8 @@ def training_photo_choose(*, user_id: int, photo_id: str) -> Photo:
         # 404 first: say nothing of others' photos
         photo = photo_for_owner(user_id=user_id, photo_id=photo_uuid)
         consent_require(user_id=user_id, purpose_slug=TRAINING)
+        if not photo_is_trainable(photo):
+            raise NotTrainable(details={"face_count": photo.face_count})
         previous = [str(pk) for pk in Photo.objects.filter(owner_id=user_id, kept_for_training=True)
                     .exclude(pk=photo.pk).values_list("pk", flat=True)]
         training_photo_designate(photo=photo)
@@ -71,25 +79,51 @@ def training_photo_get(*, user_id: int) -> Photo | None:
             .order_by("-created_at").first())
 
 
-def processing_withdrawn(*, user_id: int) -> None:
-    """Stop queued work; originals and results lose their basis and are due now (training copy aside)."""
-    now = clock.now()
-    TransformationJob.objects.filter(owner_id=user_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.FAILED, error=JobFailure.CONSENT_WITHDRAWN, finished_at=now)
-    TransformationResult.objects.filter(owner_id=user_id, expires_at__gt=now).update(expires_at=now)
+# --- the withdrawal rules -----------------------------------------------------------------------------
+
+def jobs_stopped_on_processing_withdrawal(*, user_id: int) -> QuerySet[TransformationJob]:
+    """Queued aging requests, which a processing withdrawal stops."""
+    return TransformationJob.objects.filter(owner_id=user_id, status=JobStatus.QUEUED)
+
+
+def results_due_on_processing_withdrawal(*, user_id: int, now: datetime) -> QuerySet[TransformationResult]:
+    """Every live result: none is kept for training, so none outlives processing consent."""
+    return TransformationResult.objects.filter(owner_id=user_id, expires_at__gt=now)
+
+
+def photos_due_on_processing_withdrawal(*, user_id: int, now: datetime) -> QuerySet[Photo]:
+    """Every live original but the one kept for training while training consent stands."""
     originals = Photo.objects.filter(owner_id=user_id, expires_at__gt=now)
     if consent_is_active(user_id=user_id, purpose_slug=TRAINING):
         originals = originals.exclude(kept_for_training=True)
-    originals.update(expires_at=now)
+    return originals
+
+
+def photos_due_on_training_withdrawal(*, user_id: int, now: datetime) -> list[Photo]:
+    """Training copies due now once their training basis goes: past the original's retention, or every one
+    of them when processing consent is gone too."""
+    processing = consent_is_active(user_id=user_id, purpose_slug=PROCESSING)
+    return [p for p in Photo.objects.filter(owner_id=user_id, kept_for_training=True, expires_at__gt=now)
+            if not processing or p.created_at + settings.RETENTION_ORIGINAL <= now]
+
+
+def processing_withdrawn(*, user_id: int) -> None:
+    """Stop queued work; originals and results lose their basis and are due now (training copy aside)."""
+    now = clock.now()
+    jobs_stopped_on_processing_withdrawal(user_id=user_id).update(
+        status=JobStatus.FAILED, error=JobFailure.CONSENT_WITHDRAWN, finished_at=now)
+    withdrawn = {"expires_at": now, "due_reason": DueReason.CONSENT_WITHDRAWN}
+    results_due_on_processing_withdrawal(user_id=user_id, now=now).update(**withdrawn)
+    photos_due_on_processing_withdrawal(user_id=user_id, now=now).update(**withdrawn)
 
 
 def training_withdrawn(*, user_id: int) -> None:
     """Copies held only for training fall back to the original's deadline (so may be due now)."""
     now = clock.now()
-    kept = Photo.objects.filter(owner_id=user_id, kept_for_training=True)
-    for photo in kept:
+    due = {p.pk for p in photos_due_on_training_withdrawal(user_id=user_id, now=now)}
+    for photo in Photo.objects.filter(owner_id=user_id, kept_for_training=True):
         photo.kept_for_training = False
-        photo.expires_at = max(now, min(photo.expires_at, photo.created_at + settings.RETENTION_ORIGINAL))
-        if not consent_is_active(user_id=user_id, purpose_slug=PROCESSING):
-            photo.expires_at = now
-        photo.save(update_fields=["kept_for_training", "expires_at"])
+        photo.expires_at = min(photo.expires_at, photo.created_at + settings.RETENTION_ORIGINAL)
+        if photo.pk in due:
+            photo.expires_at, photo.due_reason = now, DueReason.CONSENT_WITHDRAWN
+        photo.save(update_fields=["kept_for_training", "expires_at", "due_reason"])

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count
-from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from governance import clock
 from governance.audit import audit_verify
 from governance.erasure_requests import erasure_status
-from governance.models import ConsentRecord, ErasureRequest, Lineage
+from governance.models import AuditEvent, ConsentRecord, ErasureRequest, Lineage
 from governance.training import lineage_committed_epsilon
 from webplatform.jobs.models import TransformationResult
 from webplatform.photos.models import Photo
 
 from .retention import retention_backlog
+
+# The audit actions a consent change writes, and the event each is counted as.
+CONSENT_EVENTS = {"consent.granted": "granted", "consent.withdrawn": "withdrawn"}
 
 
 def compliance_report(*, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -56,26 +58,26 @@ def _training() -> dict[str, Any]:
 
 
 def _consent_counts() -> dict[str, Any]:
-    """Grants and withdrawals per purpose, policy version and day; and who holds active consent now."""
-    by_day = (ConsentRecord.objects.annotate(day=TruncDate("at"))
-              .values("purpose__slug", "policy__version", "day", "granted")
-              .annotate(n=Count("id")).order_by("day", "purpose__slug", "policy__version"))
-    history = [
-        {
-            "purpose": r["purpose__slug"],
-            "policy_version": r["policy__version"],
-            "day": r["day"].isoformat(),
-            "event": "granted" if r["granted"] else "withdrawn",
-            "count": r["n"],
-        }
-        for r in by_day
-    ]
+    """Grants and withdrawals per purpose, policy version and day; and who holds active consent now.
+
+    The history is counted from the audit trail, which erasure never rewrites: an erased person's consent
+    records are deleted, but their grants and withdrawals still count (a count names nobody).
+    """
+    counts: dict[tuple[str, str, int | None, str], int] = {}
+    events = AuditEvent.objects.filter(action__in=CONSENT_EVENTS).values_list("at", "action", "details")
+    for at, action, details in events.iterator(chunk_size=2000):
+        key = (timezone.localdate(at).isoformat(), str((details or {}).get("purpose", "")),
+               (details or {}).get("policy_version"), CONSENT_EVENTS[action])
+        counts[key] = counts.get(key, 0) + 1
+    history = [{"purpose": purpose, "policy_version": version, "day": day, "event": event, "count": n}
+               for (day, purpose, version, event), n in sorted(counts.items(), key=lambda kv: (
+                   kv[0][0], kv[0][1], kv[0][2] or 0, kv[0][3]))]
     active: dict[str, int] = {}
     latest: dict[tuple[int, int], ConsentRecord] = {}
     for record in ConsentRecord.objects.select_related("purpose", "policy").order_by("at", "pk").iterator():
         latest[(record.user_id, record.purpose_id)] = record
     for record in latest.values():
         if record.granted:
-            key = f"{record.purpose.slug}/v{record.policy.version}"
-            active[key] = active.get(key, 0) + 1
+            name = f"{record.purpose.slug}/v{record.policy.version}"
+            active[name] = active.get(name, 0) + 1
     return {"active_now": active, "history": history}

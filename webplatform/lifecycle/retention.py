@@ -15,7 +15,7 @@ from governance.audit import audit_append, audit_append_many
 from webplatform import metrics
 from webplatform.encrypted_store import StorageUnavailable, object_delete, object_modified, object_names
 from webplatform.jobs.models import TransformationResult
-from webplatform.photos.models import Photo, StoredObject
+from webplatform.photos.models import DueReason, Photo, StoredObject
 
 # Results before photos: a photo's deletion cascades to its results, whose ciphertext must go first.
 HELD_MODELS: tuple[type[StoredObject], ...] = (TransformationResult, Photo)
@@ -79,11 +79,14 @@ def _purge_batch(model: type[StoredObject], *, now: datetime, owner_id: int | No
         audit_append_many(
             [
                 {
-                    "action": f"{model.KIND}.expired",
-                    "actor_id": None,
+                    # Each cause its own action and actor: a chart of expiries counts deadlines only.
+                    "action": f"{o.KIND}.expired" if o.due_reason == DueReason.DEADLINE
+                    else f"{o.KIND}.purged_on_request" if o.due_reason == DueReason.OWNER_DELETED
+                    else f"{o.KIND}.purged_on_withdrawal",
+                    "actor_id": None if o.due_reason == DueReason.DEADLINE else o.owner_id,
                     "subject_id": o.owner_id,
                     "object_ref": o.ref,
-                    "details": {"expires_at": o.expires_at.isoformat()},
+                    "details": {"expires_at": o.expires_at.isoformat(), "reason": o.due_reason},
                 }
                 for o in purged.gone
             ]
@@ -177,7 +180,8 @@ def retention_backlog(*, now: datetime | None = None, limit: int = 100) -> list[
         for obj in expired(model, now=now)[:limit]:
             rows.append({"kind": model.KIND, "id": str(obj.pk), "expires_at": obj.expires_at.isoformat(),
                          "overdue_seconds": int((now - obj.expires_at).total_seconds()),
-                         "deletion_attempts": obj.deletion_attempts, "last_error": obj.last_deletion_error})
+                         "deletion_attempts": obj.deletion_attempts, "last_error": obj.last_deletion_error,
+                         "reason": obj.due_reason})
     return sorted(rows, key=lambda r: r["expires_at"])[:limit]
 
 
@@ -216,8 +220,9 @@ def photo_delete(*, user_id: int, photo: Photo) -> None:
     """Make the photo and its results due now; retention deletes ciphertext then rows once this commits."""
     with transaction.atomic():
         now = clock.now()
-        TransformationResult.objects.filter(photo_id=photo.pk).update(expires_at=now)
-        Photo.objects.filter(pk=photo.pk).update(expires_at=now)
+        deleted = {"expires_at": now, "due_reason": DueReason.OWNER_DELETED}
+        TransformationResult.objects.filter(photo_id=photo.pk).update(**deleted)
+        Photo.objects.filter(pk=photo.pk).update(**deleted)
         audit_append(action="photo.deleted", actor_id=user_id, subject_id=photo.owner_id,
                      object_ref=f"photo:{photo.id}", details={"reason": "owner_request"})
     transaction.on_commit(lambda: retention_enforce(owner_id=photo.owner_id, now=now))

@@ -19,13 +19,15 @@ from django.views.decorators.http import require_POST
 
 from governance.audit import ACTIONS, audit_verify
 from governance.models import AuditEvent, TrainingRun
-from governance.selectors import audit_events
+from governance.selectors import CONTENT_READS, audit_events
 from webplatform.accounts.access import is_compliance_officer
 from webplatform.lifecycle.report import compliance_report
 
 from . import selectors
 
 PAGE_SIZE = 50
+# How a run starts (README's commands table): shown where no run exists yet.
+TRAIN_COMMAND = "manage.py train --target-epsilon E --epochs K"
 
 
 def officer_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -54,13 +56,15 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 class AuditFilterForm(forms.Form):
     action = forms.ChoiceField(required=False, label="Action")
-    subject = forms.CharField(required=False, max_length=64, label="Subject pseudonym")
+    subject = forms.CharField(required=False, max_length=64, label="Subject pseudonym",
+                              help_text="The whole pseudonym or its start, as the table shows it")
     since = forms.DateField(
         required=False, label="From (inclusive)", widget=forms.DateInput(attrs={"type": "date"})
     )
     until = forms.DateField(
         required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"})
     )
+    reads = forms.BooleanField(required=False, label="Show content reads (one per photo or result viewed)")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -70,6 +74,12 @@ class AuditFilterForm(forms.Form):
         retired = [(a, f"{a} (no longer written)") for a in stored if a not in ACTIONS]
         self.fields["action"].choices = [("", "Any action"), *listed, *retired]  # type: ignore[attr-defined]
 
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            self.add_error("since", "“From” is after “To”: no event can match. Swap the dates.")
+        return data
+
 
 def _day_start(day: Any) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))
@@ -78,18 +88,28 @@ def _day_start(day: Any) -> datetime:
 def _audit_context(request: HttpRequest) -> dict[str, Any]:
     """The filtered, paginated events and the matching CSV link."""
     form = AuditFilterForm(request.GET or None)
-    chosen: dict[str, Any] = {}
+    chosen: dict[str, Any] = {"reads": False}  # content reads hidden until asked for
+    if form.is_bound and not form.is_valid():
+        # A filter that cannot match (a bad date, From after To) says so and lists nothing.
+        return {"form": form, "page": None, "query": "", "csv_url": "", "hidden_reads": 0}
     if form.is_valid():
         f = form.cleaned_data
         chosen = {"action": f["action"] or None, "subject": f["subject"] or None,
                   "since": _day_start(f["since"]) if f["since"] else None,  # whole days, both inclusive
-                  "until": _day_start(f["until"]) + timedelta(days=1) if f["until"] else None}
+                  "until": _day_start(f["until"]) + timedelta(days=1) if f["until"] else None,
+                  "reads": f["reads"]}
     events = audit_events(**chosen, newest_first=True)
+    hidden = 0 if chosen["reads"] or chosen.get("action") else \
+        audit_events(**{**chosen, "reads": True}).filter(action__in=CONTENT_READS).count()
     # The CSV link asks the API for the same events: the same selector behind it, in its own words.
-    api = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in chosen.items() if v}
+    api = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in chosen.items()
+           if v and k != "reads"}
+    if not chosen["reads"]:
+        api["reads"] = "false"
     page = Paginator(events, PAGE_SIZE).get_page(request.GET.get("page"))
     query = {k: v for k, v in request.GET.items() if k != "page" and v}
-    return {"form": form, "page": page, "query": urlencode(query),
+    return {"form": form, "page": page, "query": urlencode(query), "hidden_reads": hidden,
+            "show_reads_query": urlencode({**query, "reads": "on"}),
             "csv_url": "/api/v1/audit/events?" + urlencode({**api, "format": "csv"})}
 
 
@@ -111,4 +131,5 @@ def training_runs(request: HttpRequest) -> HttpResponse:
     """Every training run with its cohort, privacy parameters, manifest hash and status."""
     runs = TrainingRun.objects.select_related("lineage").order_by("-created_at")
     page = Paginator(runs, PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "officer/runs.html", {"page": page, "budget_chart": selectors.budget_chart()})
+    return render(request, "officer/runs.html", {"page": page, "budget_chart": selectors.budget_chart(),
+                                                 "train_command": TRAIN_COMMAND})

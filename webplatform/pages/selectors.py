@@ -1,10 +1,9 @@
-"""Reads for the pages: what a confirmation will delete, purpose copy in plain words, chart series."""
+"""Reads for the pages: purpose copy in plain words, policy diffs, chart series (rules: the domain's)."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -12,11 +11,11 @@ from urllib.parse import urlencode
 from django.conf import settings
 
 from governance import clock
-from governance.consent import PROCESSING, TRAINING, consent_is_active
+from governance.consent import PROCESSING, TRAINING
+from governance.erasure_requests import erasure_status
 from governance.models import AuditEvent, ErasureRequest, Lineage, PolicyVersion, RunStatus, TrainingRun
-from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
-from webplatform.photos.models import Photo
-from webplatform.photos.selectors import photos_live
+from webplatform.jobs.models import TransformationResult
+from webplatform.photos.models import DueReason, Photo
 
 from .charts import Chart, Series, bar_chart, line_chart
 
@@ -43,58 +42,6 @@ def purpose_copy(slug: str) -> dict[str, str]:
     """Title, meaning and withdrawal effect of a purpose (a generic text for purposes added later)."""
     return PURPOSE_COPY.get(slug, {"title": slug.replace("_", " ").capitalize(), "meaning": "",
                                    "withdraw": "Data used only for this purpose is deleted."})
-
-
-@dataclass(frozen=True)
-class Consequences:
-    """What an action will delete or stop, counted before the user confirms it."""
-
-    photos: int = 0
-    results: int = 0
-    queued_jobs: int = 0
-    training_photo_kept_days: int | None = None  # the training copy survives, for this many more days
-
-    @property
-    def anything(self) -> bool:
-        return bool(self.photos or self.results or self.queued_jobs)
-
-
-def consequences_of_withdrawal(*, user_id: int, purpose_slug: str) -> Consequences:
-    """Mirror of webplatform.lifecycle.consent_changes: what withdrawing this purpose deletes now."""
-    now = clock.now()
-    photos = photos_live(owner_id=user_id)
-    if purpose_slug == PROCESSING:
-        kept = None
-        if consent_is_active(user_id=user_id, purpose_slug=TRAINING):
-            training = photos.filter(kept_for_training=True).first()
-            photos = photos.exclude(kept_for_training=True)
-            kept = (training.expires_at - now).days if training else None
-        return Consequences(
-            photos=photos.count(),
-            results=TransformationResult.objects.filter(owner_id=user_id, expires_at__gt=now).count(),
-            queued_jobs=TransformationJob.objects.filter(owner_id=user_id, status=JobStatus.QUEUED).count(),
-            training_photo_kept_days=kept)
-    if purpose_slug == TRAINING:
-        processing = consent_is_active(user_id=user_id, purpose_slug=PROCESSING)
-        due = [p for p in photos.filter(kept_for_training=True)
-               if not processing or p.created_at + settings.RETENTION_ORIGINAL <= now]
-        return Consequences(photos=len(due))
-    return Consequences()
-
-
-def consequences_of_photo_delete(photo: Photo) -> Consequences:
-    """The photo itself and every result made from it."""
-    return Consequences(photos=1, results=TransformationResult.objects.filter(
-        photo_id=photo.pk, expires_at__gt=clock.now()).count())
-
-
-def consequences_of_erasure(*, user_id: int) -> Consequences:
-    """Everything the user holds."""
-    now = clock.now()
-    return Consequences(
-        photos=photos_live(owner_id=user_id).count(),
-        results=TransformationResult.objects.filter(owner_id=user_id, expires_at__gt=now).count(),
-        queued_jobs=TransformationJob.objects.filter(owner_id=user_id, status=JobStatus.QUEUED).count())
 
 
 def policy_diff(policy: PolicyVersion) -> list[dict[str, str]] | None:
@@ -171,8 +118,10 @@ def retention_chart() -> dict[str, Any]:
         deadline = _parse((details or {}).get("expires_at"))
         if deadline is not None:
             spans.append((deadline, at))
+    # Only deadlines: an object its owner deleted, or withdrew consent for, is not retention's backlog.
     still_held = [o.expires_at for model in (Photo, TransformationResult)
-                  for o in model.objects.filter(expires_at__lte=now).only("expires_at")]
+                  for o in model.objects.filter(expires_at__lte=now, due_reason=DueReason.DEADLINE)
+                  .only("expires_at")]
     days = _days(min([d for d, _ in deleted] + [d.date() for d, _ in spans], default=today), today)
     backlog: list[float] = []
     for day in days:
@@ -214,7 +163,7 @@ def erasure_chart() -> dict[str, Any]:
     return {"svg": bar_chart(chart), "chart": chart,
             "rows": [{"requested_at": r.requested_at, "deadline": r.deadline, "status": r.status,
                       "completed_at": r.completed_at, "days": round(t, 2),
-                      "overdue": r.status != "done" and now > r.deadline}
+                      "overdue": erasure_status(r)["overdue"]}
                      for r, t in zip(requests, taken, strict=True)]}
 
 

@@ -25,19 +25,21 @@ from governance.consent import (
     purpose_get,
 )
 from governance.erasure_requests import erasure_by_receipt, erasure_status
-from governance.errors import InvalidInput, NotFound, TimeveilError
+from governance.errors import ConsentRequired, InvalidInput, NotFound, TimeveilError
 from governance.models import ConsentRecord, PolicyVersion, Purpose, RunStatus
 from governance.training import runs_for_subject
 from webplatform.accounts.access import is_compliance_officer, user_id
 from webplatform.accounts.recovery import VERIFY, account_mail_queue
 from webplatform.accounts.services import user_register
-from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob
+from webplatform.jobs.models import JobFailure, JobStatus
+from webplatform.jobs.selectors import job_result_available, jobs_of_photo
 from webplatform.jobs.services import job_create, job_for_owner, job_result_content
+from webplatform.lifecycle import consequences
 from webplatform.lifecycle.consent_changes import consent_change, training_photo_choose, training_photo_get
 from webplatform.lifecycle.erasure import user_erase
 from webplatform.lifecycle.retention import photo_delete
 from webplatform.photos.models import Photo
-from webplatform.photos.selectors import photos_live
+from webplatform.photos.selectors import photo_is_trainable, photos_live, photos_trainable
 from webplatform.photos.services import photo_content, photo_create, photo_for_owner
 from webplatform.photos.thumbnails import thumbnail_jpeg
 from webplatform.privacy import privacy_report
@@ -45,6 +47,8 @@ from webplatform.privacy import privacy_report
 from . import selectors
 from .charts import gauge
 
+NO_PROCESSING = ("Aging is off: Timeveil no longer has your permission to store and transform photos. "
+                 "Allow it again from the Consent page to age this photo.")
 AGE_PRESETS = [
     ("Child", 8),
     ("Teen", 16),
@@ -121,7 +125,8 @@ def upload(request: HttpRequest) -> HttpResponse:
     except TimeveilError as exc:
         messages.error(request, exc.message)
         return redirect("home")
-    messages.success(request, "Photo uploaded, stripped of metadata and encrypted.")
+    if photo.face_count != 0:  # a faceless photo's page says so itself: one state, not "uploaded" over it
+        messages.success(request, "Photo uploaded, stripped of metadata and encrypted.")
     return redirect("page-photo", photo_id=photo.id)
 
 
@@ -130,11 +135,11 @@ def photo(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
     """One photo: age it, follow progress, compare before and after, download, list its results."""
     uid = user_id(request)
     item = _photo_or_404(uid, photo_id)
-    jobs = list(TransformationJob.objects.filter(photo=item, owner_id=uid).select_related("result")
-                .order_by("-created_at"))
+    jobs = jobs_of_photo(owner_id=uid, photo_id=item.id)
     asked = next((j for j in jobs if str(j.id) == request.GET.get("job")), None)
-    compare = asked if asked and asked.status == JobStatus.DONE else \
-        next((j for j in jobs if j.status == JobStatus.DONE), None)
+    # Only a result that still exists is compared (a withdrawal leaves jobs "done" with nothing to show).
+    compare = asked if asked and job_result_available(asked) else \
+        next((j for j in jobs if job_result_available(j)), None)
     # A job still in the queue (a real worker, or the no-script form): the page's script follows it.
     pending = asked if asked and asked.status in (JobStatus.QUEUED, JobStatus.RUNNING) else None
     face_box = getattr(item, "face_box", None)
@@ -144,11 +149,15 @@ def photo(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
         box = {"left": 100 * x / item.width, "top": 100 * y / item.height,
                "width": 100 * w / item.width, "height": 100 * h / item.height}
     no_face = getattr(item, "face_count", None) == 0 or any(j.error == JobFailure.NO_FACE for j in jobs)
+    processing = consent_is_active(user_id=uid, purpose_slug=PROCESSING)
     return render(request, "photo.html", {
         "photo": item, "jobs": jobs, "compare": compare, "pending": pending,
         "presets": AGE_PRESETS, "box": json.dumps(box) if box else "", "no_face": no_face,
-        "delete": selectors.consequences_of_photo_delete(item),
+        "delete": consequences.consequences_of_photo_delete(item),
         "training_active": consent_is_active(user_id=uid, purpose_slug=TRAINING),
+        "trainable": photo_is_trainable(item), "processing_active": processing,
+        # Why "Age me" is off, if it is: one reason, the first that applies.
+        "age_blocked": "no_face" if no_face else None if processing else "no_processing",
     })
 
 
@@ -179,6 +188,9 @@ def age(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
         return redirect("page-photo", photo_id=item.id)
     try:
         job = job_create(user_id=uid, photo=item, target_age=target)
+    except ConsentRequired:  # the API's message names an endpoint: the page says it in its own words
+        messages.error(request, NO_PROCESSING)
+        return redirect("page-photo", photo_id=item.id)
     except TimeveilError as exc:
         messages.error(request, exc.message)
         return redirect("page-photo", photo_id=item.id)
@@ -221,7 +233,7 @@ def photo_delete_page(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse
     item = _photo_or_404(uid, photo_id)
     if request.method != "POST":
         return render(request, "confirm_photo_delete.html", {
-            "photo": item, "consequences": selectors.consequences_of_photo_delete(item)})
+            "photo": item, "consequences": consequences.consequences_of_photo_delete(item)})
     photo_delete(user_id=uid, photo=item)
     messages.success(request, "The photo and its results were deleted.")
     return redirect("home")
@@ -252,7 +264,7 @@ def consents(request: HttpRequest) -> HttpResponse:
     records = (
         ConsentRecord.objects.filter(user_id=uid).select_related("purpose", "policy").order_by("-at", "-pk")
     )
-    photos = photos_live(owner_id=uid)
+    photos = photos_trainable(owner_id=uid)  # only photos that may be chosen are offered
     return render(request, "consents.html", {
         "purposes": purposes, "records": records, "photos": photos,
         "training_photo": training_photo_get(user_id=uid),
@@ -277,9 +289,11 @@ def consent_change_page(request: HttpRequest, purpose: str) -> HttpResponse:
         return render(request, "confirm_consent.html", {
             "purpose": {"slug": purpose, **selectors.purpose_copy(purpose)}, "policy": current,
             "granted": granted,
-            "consequences": None if granted else selectors.consequences_of_withdrawal(user_id=uid,
+            "consequences": None if granted else consequences.consequences_of_withdrawal(user_id=uid,
                                                                                         purpose_slug=purpose),
-            "photos": photos_live(owner_id=uid) if granted and purpose == TRAINING else [],
+            "photos": photos_trainable(owner_id=uid) if granted and purpose == TRAINING else [],
+            "training_days": settings.RETENTION_TRAINING.days,
+            "original_hours": int(settings.RETENTION_ORIGINAL.total_seconds() // 3600),
         })
     try:
         consent_change(user_id=uid, purpose_slug=purpose, granted=granted,
@@ -362,7 +376,7 @@ def erase_account(request: HttpRequest) -> HttpResponse:
     uid = user_id(request)
     if request.method != "POST":
         return render(
-            request, "confirm_erase.html", {"consequences": selectors.consequences_of_erasure(user_id=uid)}
+            request, "confirm_erase.html", {"consequences": consequences.consequences_of_erasure(user_id=uid)}
         )
     if request.POST.get("confirm", "").strip().lower() != "erase":
         messages.error(request, "Type the word erase to confirm.")

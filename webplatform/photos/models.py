@@ -15,6 +15,14 @@ def file_extension(content_type: str) -> str:
     return EXTENSIONS.get(content_type, "bin")
 
 
+class DueReason(models.TextChoices):
+    """Why an object became due for deletion: retention writes a different audit action for each."""
+
+    DEADLINE = "deadline", "its retention deadline passed"
+    OWNER_DELETED = "owner_deleted", "its owner deleted it"
+    CONSENT_WITHDRAWN = "consent_withdrawn", "its owner withdrew the consent it was held under"
+
+
 class StoredObject(models.Model):
     """Common shape of every encrypted object a user owns: ciphertext name, deadline, deletion state."""
 
@@ -30,6 +38,8 @@ class StoredObject(models.Model):
     # Retention deletes ciphertext first, then the row; a storage failure leaves the row to retry.
     deletion_attempts = models.PositiveIntegerField(default=0)
     last_deletion_error = models.CharField(max_length=200, blank=True)
+    # Set with expires_at=now by whoever makes it due early; the default is the deadline itself.
+    due_reason = models.CharField(max_length=20, choices=DueReason.choices, default=DueReason.DEADLINE)
 
     KIND = "object"
     objects = models.Manager()  # declared here so code generic over kinds (retention, erasure) type-checks

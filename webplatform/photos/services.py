@@ -11,7 +11,7 @@ from django.db.models import F
 
 from governance import clock
 from governance.audit import audit_append
-from governance.consent import PROCESSING, TRAINING, consent_is_active, consent_require
+from governance.consent import PROCESSING, consent_require
 from governance.errors import NotFound, TimeveilError
 from inference.faces import summarize_faces
 from webplatform import metrics
@@ -51,8 +51,6 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
                 storage_name=name, face_count=faces.count,
                 face_box=faces.box.to_list() if faces.box else None,
             )
-            if consent_is_active(user_id=owner_id, purpose_slug=TRAINING):
-                training_photo_designate(photo=photo)
             audit_append(action="photo.uploaded", actor_id=owner_id, subject_id=owner_id,
                          object_ref=f"photo:{photo_id}", details={"expires_at": photo.expires_at.isoformat()})
     except BaseException:

@@ -33,22 +33,51 @@ def when(value: Any) -> str:
     return f"{moment.day} {moment:%b %Y, %H:%M} {moment.tzname() or ''}".strip()
 
 
+# Under this a countdown is in hours (48 hours reads "48 hours", not a rounded-down "1 day"); from it, days.
+HOURS_BELOW = 2 * 86400
+MINUTES_BELOW = 2 * 3600
+
+
+def countdown(seconds: float) -> str:
+    """A duration as people read it, rounded to the nearest unit: 'in 90 days', 'in 48 hours', 'now'."""
+    if seconds <= 60:
+        return "now"
+    unit, size = (("minute", 60) if seconds < MINUTES_BELOW else ("hour", 3600) if seconds < HOURS_BELOW
+                  else ("day", 86400))
+    n = max(1, int(seconds / size + 0.5))  # half up: 89 days 23 hours is "90 days"
+    return f"in {n} {unit}{'s' if n != 1 else ''}"
+
+
 @register.filter
 def until(value: Any) -> str:
-    """How long from now until a moment, in the largest sensible unit ('in 2 days', 'in 5 hours', 'now')."""
+    """How long from now until a moment, rounded the way people read it ('in 90 days', 'in 48 hours')."""
     moment = _as_datetime(value)
     if moment is None:
         return ""
     from governance import clock
 
-    seconds = (moment - clock.now()).total_seconds()
-    if seconds <= 60:
-        return "now"
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            n = int(seconds // size)
-            return f"in {n} {unit}{'s' if n != 1 else ''}"
-    return "now"
+    return countdown((moment - clock.now()).total_seconds())
+
+
+@register.filter
+def pairs(details: Any) -> list[tuple[str, str]]:
+    """An event's details as (key, readable value) pairs: nested maps as 'k: v, ...', lists joined."""
+    def text(value: Any) -> str:
+        if isinstance(value, dict):
+            return ", ".join(f"{k}: {text(v)}" for k, v in sorted(value.items())) or "—"
+        if isinstance(value, list | tuple):
+            return ", ".join(text(v) for v in value) or "none"
+        return "—" if value is None or value == "" else str(value)
+
+    return [(str(k), text(v)) for k, v in sorted(details.items())] if isinstance(details, dict) else []
+
+
+@register.filter
+def due_reason(code: Any) -> str:
+    """Why an object is due for deletion, in words ('its owner deleted it')."""
+    from webplatform.photos.models import DueReason
+
+    return str(DueReason(code).label) if code in DueReason.values else str(code or "")
 
 
 @register.filter

@@ -80,7 +80,10 @@
       }).then(function (res) {
         if (!res.ok) {
           var err = res.body.error || {};
+          // The API's own words name endpoints: the page says what happened and where to change it.
           fail(err.code === "no_face" ? "No face found in this photo: aging needs a clearly visible face."
+            : err.code === "consent_required" ? "Aging is off: Timeveil no longer has your permission to store "
+              + "and transform photos. Allow it again on the Consent page."
             : (err.message || "The request was refused."));
           return;
         }
