@@ -58,6 +58,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "webplatform.pages.errors.FormBodyErrors",  # a too-large file: a 413 page, not a 500 from the CSRF check
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -204,6 +205,12 @@ SPECTACULAR_SETTINGS = {
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)
 UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=24_000_000)
 UPLOAD_MAX_SIDE = env.int("UPLOAD_MAX_SIDE", default=2048)  # originals are kept at most this many px a side
+# A JPEG that big decodes at 1/2..1/8 scale, so it may name more pixels; a progressive one still holds every
+# coefficient while it decodes: 2 bytes each, 300 MB at 50 Mpx in 4:4:4 (docs/security.md).
+UPLOAD_MAX_JPEG_PIXELS = env.int("UPLOAD_MAX_JPEG_PIXELS", default=50_000_000)
+UPLOAD_MAX_JPEG_SCANS = env.int("UPLOAD_MAX_JPEG_SCANS", default=32)  # libjpeg writes 10 (colour), 18 (CMYK)
+# 8x8 blocks the decoder visits summed over a JPEG's scans (about 50 ns each at worst): the CPU bound
+UPLOAD_MAX_JPEG_BLOCK_VISITS = env.int("UPLOAD_MAX_JPEG_BLOCK_VISITS", default=10_000_000)
 FILE_UPLOAD_HANDLERS = ["webplatform.photos.upload.CappedMemoryUploadHandler"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
