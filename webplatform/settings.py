@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -129,7 +130,15 @@ LOGIN_LIMIT_ACCOUNT_ADDRESS = env.int("LOGIN_LIMIT_ACCOUNT_ADDRESS", default=5) 
 LOGIN_LIMIT_ADDRESS = env.int("LOGIN_LIMIT_ADDRESS", default=30)
 LOGIN_LIMIT_ACCOUNT = env.int("LOGIN_LIMIT_ACCOUNT", default=50)  # waived for addresses that signed in before
 LOGIN_KNOWN_ADDRESS_DAYS = env.int("LOGIN_KNOWN_ADDRESS_DAYS", default=90)
-LOGIN_TRUSTED_PROXIES = env.int("TRUSTED_PROXIES", default=0)  # X-Forwarded-For hops to trust for addresses
+# Proxies whose X-Forwarded-For is believed (accounts/addresses.py): addresses or networks, comma-separated.
+# Every per-address limit (sign-in, DRF throttles, the sign-up page) keys on the client address this gives.
+try:
+    TRUSTED_PROXIES = tuple(ipaddress.ip_network(name, strict=False)
+                            for name in env.list("TRUSTED_PROXIES", default=[]) if name.strip())
+except ValueError as _exc:
+    raise environ.ImproperlyConfigured(
+        "TRUSTED_PROXIES names the proxies in front of Timeveil by address or network, comma-separated "
+        f"(e.g. TRUSTED_PROXIES=10.0.0.5,10.1.0.0/16), not a hop count: {_exc}") from None
 API_TOKEN_LIFETIME = timedelta(days=env.int("API_TOKEN_LIFETIME_DAYS", default=30))
 
 # --- HTTPS and browser policy: on with PRODUCTION=1 (or HTTPS=1), each overridable ------------------------

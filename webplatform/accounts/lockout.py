@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from governance.errors import LoginLocked, SignInUnavailable
 from webplatform import metrics
 
+from .addresses import client_address
 from .confusables import skeleton
 
 timer = time.time  # tests move the clock through this
@@ -47,19 +48,6 @@ def _cache_answering() -> Iterator[None]:
         log.warning("sign-in limits: the shared cache failed: %s", exc)
         metrics.CACHE_FAILURES.labels(use="sign_in").inc()
         raise SignInUnavailable() from exc
-
-
-def client_address(request: Any) -> str:
-    """The caller's address: REMOTE_ADDR, or the client entry of X-Forwarded-For behind trusted proxies."""
-    if request is None:
-        return "unknown"
-    meta = request.META
-    hops = settings.LOGIN_TRUSTED_PROXIES
-    if hops:
-        forwarded = [a.strip() for a in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
-        if len(forwarded) >= hops:
-            return forwarded[-hops]
-    return str(meta.get("REMOTE_ADDR") or "unknown")
 
 
 def _account(username: str) -> str:
