@@ -57,6 +57,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "webplatform.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "webplatform.nostore.NoStoreMiddleware",  # every response below here is private: no-store (issue 19.12)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "webplatform.pages.errors.FormBodyErrors",  # a too-large file: a 413 page, not a 500 from the CSRF check
