@@ -8,6 +8,7 @@ are checked here, not by the database, where PostgreSQL answered a 151-character
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
@@ -49,7 +50,7 @@ def email_problems(email: str) -> list[str]:
     return []
 
 
-def password_problems(password: str, *, user: object) -> list[str]:
+def password_problems(password: str, *, user: Any) -> list[str]:
     """Why this password is refused: missing, too long to hash, or one of AUTH_PASSWORD_VALIDATORS'."""
     if not password:
         return ["Choose a password."]
@@ -62,7 +63,7 @@ def password_problems(password: str, *, user: object) -> list[str]:
     return []
 
 
-def registration_validate(*, username: str, email: str, password: str, user: object) -> None:
+def registration_validate(*, username: str, email: str, password: str, user: Any) -> None:
     """Raise InvalidInput naming every field that is wrong or missing, each with what to do."""
     problems = {"username": username_problems(username), "email": email_problems(email),
                 "password": password_problems(password, user=user)}
