@@ -35,7 +35,8 @@ def erasure_accept(*, user_id: int) -> tuple[ErasureRequest, str]:
         )
         data_key_destroy(user_id=user_id)
         audit_append(action="erasure.accepted", actor_id=user_id, subject_id=user_id,
-                     object_ref=f"erasure:{request.pk}", details={"deadline": request.deadline.isoformat()})
+                     object_ref=f"erasure:{request.public_id}",
+                     details={"deadline": request.deadline.isoformat()})
     return request, receipt
 
 
@@ -83,4 +84,4 @@ def erasure_complete(request: ErasureRequest, *, counts: dict[str, int]) -> None
         request.last_error = ""
         request.save(update_fields=["status", "completed_at", "counts", "user_id", "last_error"])
         audit_append(action="erasure.completed", actor_id=None, subject=request.subject,
-                     object_ref=f"erasure:{request.pk}", details={"counts": counts})
+                     object_ref=f"erasure:{request.public_id}", details={"counts": counts})

@@ -78,6 +78,12 @@ class NoFace(Unprocessable):
     code, message = "no_face", "No face was found in the photo."
 
 
+class ImageTooComplex(Unprocessable):
+    """A JPEG whose scans would cost the decoder far more than any camera's file (photos/jpeg_scans.py)."""
+
+    code, message = "image_too_complex", "The image would take too long to decode."
+
+
 class Throttled(TimeveilError):
     status, code, message = 429, "throttled", "Too many requests; slow down."
 

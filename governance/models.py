@@ -100,6 +100,8 @@ class ErasureRequest(models.Model):
     """The tombstone an erasure leaves: pseudonym, times, counts. The receipt is stored only as a hash."""
 
     receipt_sha256 = models.CharField(max_length=64, unique=True)
+    # What audit events and reports call the request: the row number would count erasures in the open.
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     subject = models.CharField(max_length=64)  # pseudonym: links to audit events, not to a person
     user_id = models.BigIntegerField(null=True)  # what to purge; cleared once the purge is done
     status = models.CharField(max_length=10, choices=ErasureStatus.choices, default=ErasureStatus.ACCEPTED)

@@ -171,3 +171,21 @@ def face_jpeg(seed: int = 4, age: float = 30) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(photo).save(buffer, format="JPEG", quality=95)
     return buffer.getvalue()
+
+
+def many_scans_jpeg(side: int = 4800, scans: int = 15_000) -> bytes:
+    """A valid progressive greyscale JPEG whose last scan (with its Huffman table) is repeated to `scans`.
+
+    The recipe of issue 19.6: at 4800 px and 15,000 scans it is about 800 KB and took 25 s of CPU to decode,
+    as the decoder walks every block once per scan.
+    """
+    buffer = io.BytesIO()
+    Image.new("L", (side, side), 128).save(buffer, format="JPEG", progressive=True, quality=90)
+    data = buffer.getvalue()
+    assert data.endswith(b"\xff\xd9")
+    last_sos = data.rfind(b"\xff\xda")
+    # The table the last scan uses sits right before it (libjpeg writes one DHT per progressive scan).
+    last_dht = data.rfind(b"\xff\xc4", 0, last_sos)
+    scan = data[last_dht:-2]
+    existing = data.count(b"\xff\xda")
+    return data[:-2] + scan * (scans - existing) + b"\xff\xd9"

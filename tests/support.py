@@ -58,8 +58,10 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
 
 
 def var_files() -> set[Path]:
-    """Every file under TIMEVEIL_VAR_DIR (database, keyring, objects, anything else written there)."""
-    return {p for p in Path(settings.VAR_DIR).rglob("*") if p.is_file()}
+    """Every file under TIMEVEIL_VAR_DIR (database, keyring, objects, anything else written there) but the
+    embedded cache's own files under var/cache/, which every request's rate-limit count rewrites."""
+    cache = Path(settings.VAR_DIR) / "cache"
+    return {p for p in Path(settings.VAR_DIR).rglob("*") if p.is_file() and cache not in p.parents}
 
 
 @dataclass(frozen=True)

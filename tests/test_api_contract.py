@@ -168,3 +168,14 @@ def test_metrics_count_uploads_and_refusals(owner, upload, client, settings):
     assert upload(b"").status_code == 400
     assert value("timeveil_uploads_total") == accepted + 1
     assert value('timeveil_uploads_refused_total{code="invalid"}') == refused + 1
+
+
+def test_schema_documents_the_422s_a_client_must_handle(tmp_path):
+    # Issue 19.14: aging a photo with no face answers 422 no_face; an over-complex JPEG upload 422 too
+    path = tmp_path / "schema.yaml"
+    call_command("spectacular", "--file", str(path), stderr=io.StringIO())
+    paths = yaml.safe_load(path.read_text())["paths"]
+    aging = paths["/api/v1/photos/{photo_id}/transformations"]["post"]["responses"]["422"]
+    upload = paths["/api/v1/photos"]["post"]["responses"]["422"]
+    assert "no_face" in aging["description"] and "image_too_complex" in upload["description"]
+    assert aging["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")

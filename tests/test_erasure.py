@@ -368,3 +368,17 @@ def test_an_accepted_erasure_forgets_the_keyed_name_at_once(owner):
     response = owner.client.delete("/api/v1/me")
     assert response.status_code == 202
     assert Account.objects.get(user_id=owner.user.pk).name_key is None  # before the purge runs
+
+
+def test_officers_see_erasures_under_opaque_ids_not_row_numbers(make_actor, officer):
+    # Issue 19.13: the audit trail and the report said erasure:1, erasure:2 (how many people left, in order)
+    for name in ("leaver1", "leaver2"):
+        assert make_actor(name).client.delete("/api/v1/me").status_code == 202
+    for request in ErasureRequest.objects.all():
+        erasure_purge(request_id=request.pk)  # idempotent: done already if the purge ran on commit
+    refs = set(AuditEvent.objects.filter(action__startswith="erasure.").values_list("object_ref", flat=True))
+    ids = {str(r.public_id) for r in ErasureRequest.objects.all()}
+    assert refs == {f"erasure:{i}" for i in ids} and len(ids) == 2
+    report = officer.client.get("/api/v1/compliance/report").json()
+    assert {e["id"] for e in report["erasures"]} == ids
+    assert not any(ref.split(":")[1].isdigit() for ref in refs)

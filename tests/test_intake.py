@@ -7,12 +7,14 @@ from functools import cache
 
 import numpy as np
 import pytest
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import override_settings
+from django.test import Client, override_settings
 from PIL import Image
 
 from governance.errors import PayloadTooLarge
 from webplatform.photos.intake import sanitize
+from webplatform.photos.jpeg_scans import jpeg_work
 
 from .images import (
     COMMENT,
@@ -22,6 +24,7 @@ from .images import (
     gps_jpeg,
     icc_jpeg,
     image_bytes,
+    many_scans_jpeg,
     png_bomb,
     rotated_jpeg,
     zip_payload,
@@ -331,3 +334,74 @@ def test_a_failure_after_storing_leaves_no_ciphertext_behind(owner, upload, monk
     assert_error(response, 500, "server_error")
     assert b"audit store down" not in response.content
     assert_nothing_left_behind(before)
+
+
+# --- decoder work (issue 19.6) and large phone photos (issue 18.10) -------------------------------------
+
+def test_a_jpeg_with_more_scans_than_encoders_write_is_refused(upload):
+    # Given a small progressive JPEG whose last scan is repeated to 33 (libjpeg writes 10 for colour)
+    before = State.take()
+    response = upload(many_scans_jpeg(side=64, scans=33))
+    # Then it is refused from its headers with a clear 422, and nothing is stored
+    assert_error(response, 422, "image_too_complex")
+    assert_nothing_left_behind(before)
+
+
+def test_a_jpeg_whose_scans_visit_too_many_blocks_is_refused(upload):
+    # 12 scans of a 512 px greyscale image visit 12 * 4096 blocks: over a budget of 40,000, under 32 scans
+    data = many_scans_jpeg(side=512, scans=12)
+    with override_settings(UPLOAD_MAX_JPEG_BLOCK_VISITS=40_000):
+        assert_error(upload(data), 422, "image_too_complex")
+    with override_settings(UPLOAD_MAX_JPEG_BLOCK_VISITS=50_000):
+        assert upload(data).status_code == 201
+
+
+def test_jpeg_work_counts_scans_and_blocks_from_the_headers():
+    # Pillow's progressive colour JPEG (libjpeg's 10 scans), 4:2:0: 4 luma blocks and 2 chroma per MCU
+    progressive = image_bytes("JPEG", size=(64, 48), progressive=True)
+    work = jpeg_work(progressive, max_scans=32)
+    assert work.scans == 10
+    assert work.block_visits == sum([48 + 12 * 2, 48, 12, 12, 48, 48, 48 + 12 * 2, 12, 12, 48])
+    assert jpeg_work(image_bytes("JPEG"), max_scans=32).scans == 1  # baseline, interleaved
+    # A thumbnail is a whole JPEG inside an APP segment: its scans are skipped with the segment
+    inner = image_bytes("JPEG", progressive=True)
+    outer = image_bytes("JPEG")
+    nested = outer[:2] + b"\xff\xe1" + (len(inner) + 2).to_bytes(2, "big") + inner + outer[2:]
+    assert jpeg_work(nested, max_scans=32).scans == 1
+    # Counting stops once past the limit: a 15,000-scan file costs no more to refuse than a 33-scan one
+    assert jpeg_work(many_scans_jpeg(side=16, scans=1000), max_scans=32).scans == 33
+
+
+def test_a_30_megapixel_phone_photo_is_accepted_at_reduced_scale(upload):
+    # Given a 6700x4500 JPEG (30 Mpx, over the 24 Mpx full-decode cap) of a few MB
+    buffer = io.BytesIO()
+    Image.new("RGB", (6700, 4500), (150, 120, 100)).save(buffer, format="JPEG", quality=90)
+    response = upload(buffer.getvalue())
+    # Then it is decoded with libjpeg's draft scaling (1/4 here), within 3/4 of UPLOAD_MAX_SIDE
+    assert response.status_code == 201, response.content
+    assert (response.json()["width"], response.json()["height"]) == (1675, 1125)
+
+
+def test_a_jpeg_past_the_decompression_bound_is_refused(upload):
+    # 8200x6200 is 50.8 Mpx: over UPLOAD_MAX_JPEG_PIXELS (50 Mpx), refused from the header
+    buffer = io.BytesIO()
+    Image.new("L", (8200, 6200), 128).save(buffer, format="JPEG", quality=50)
+    response = upload(buffer.getvalue())
+    assert_error(response, 413, "too_large")
+    assert response.json()["error"]["details"]["max_pixels"] == 50_000_000
+
+
+def test_a_too_large_file_on_the_page_is_a_413_page_with_the_user_still_signed_in(owner):
+    # Given a signed-in browser (CSRF enforced, as a real one is: the CSRF check reads the form first)
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(owner.user)
+    browser.get("/")
+    token = browser.cookies["csrftoken"].value
+    data = b"\xff\xd8\xff\xe0" + bytes(settings.UPLOAD_MAX_BYTES)
+    # When it posts a file past UPLOAD_MAX_BYTES from the upload form
+    response = browser.post("/upload", {"file": named(data, "big.jpg"), "csrfmiddlewaretoken": token})
+    # Then it gets a 413 page saying the limit, and the header still shows it signed in
+    assert response.status_code == 413
+    page = response.content.decode()
+    assert f"larger than {settings.UPLOAD_MAX_BYTES} bytes" in page
+    assert "Sign out" in page and "Sign in" not in page

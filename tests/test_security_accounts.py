@@ -21,12 +21,14 @@ from governance.consent import PROCESSING, consent_set
 from governance.models import AuditEvent, DataKey
 from webplatform.accounts.confusables import skeleton
 from webplatform.accounts.models import Account
+from webplatform.accounts.services import username_key
 
 from .images import image_bytes
 from .support import assert_error, named
 
 PASSWORD = "correct-Horse-battery-staple-9"
 backfill = importlib.import_module("webplatform.accounts.migrations.0002_account").backfill
+rekey = importlib.import_module("webplatform.accounts.migrations.0004_security_skeleton_uts39").rekey
 
 
 def register(username: str):
@@ -37,17 +39,38 @@ def register(username: str):
 
 
 @pytest.mark.parametrize("look_alike", [
-    "аdmin",       # Cyrillic а
-    "αdmin",       # Greek alpha
     "ADMİN",       # Latin capital I with dot above
     "ａｄｍｉｎ",  # fullwidth, folded by NFKC
-    "adm1n", "admln", "ADMIN", "аdmіn",  # digit one, l for i, case, two Cyrillic letters
+    "adm1n", "admln", "ADMIN",  # digit one, l for i, case
+    "ɑdmin",       # Latin alpha (issue 19.10)
+    "ᴀᴅᴍɪɴ",       # Latin small capitals
+    "ꓮꓓꓟꓲꓠ",       # Lisu, all of it one script
+    "𝐚𝐝𝐦𝐢𝐧",       # mathematical bold
 ])
 def test_a_look_alike_of_a_taken_username_is_409(purposes, look_alike):
     assert register("admin").status_code == 201
     error = assert_error(register(look_alike), 409, "conflict")
     assert error["details"] == {"username": ["taken"]}
     assert get_user_model().objects.count() == 1
+
+
+@pytest.mark.parametrize("mixed", [
+    "аdmin",  # Cyrillic а
+    "αdmin",  # Greek alpha
+    "аdmіn",  # two Cyrillic letters
+    "օwner",  # Armenian o (issue 19.10)
+    "ⲁdmin",  # Coptic alpha
+    "Ꭺdmin",  # Cherokee A
+])
+def test_a_name_mixing_scripts_is_refused_whatever_is_taken(purposes, mixed):
+    error = assert_error(register(mixed), 400, "invalid")
+    assert "one script" in error["details"]["username"][0]
+    assert not get_user_model().objects.exists()
+
+
+def test_names_of_one_script_and_scripts_written_together_are_fine(purposes):
+    for name in ("Ζωή", "Мария", "José.García", "山田たろう", "김민수", "user_01"):
+        assert register(name).status_code == 201, name
 
 
 @pytest.mark.parametrize("distinct", ["admiral", "admins", "badmin", "adm-in"])
@@ -60,6 +83,9 @@ def test_skeletons_fold_width_case_script_and_marks():
     assert skeleton("ＡＤＭＩＮ") == skeleton("admin") == skeleton("аdmіn") == skeleton("ádmin")
     assert skeleton("rnary") == skeleton("mary")
     assert skeleton("bob") != skeleton("bab")
+    # Unicode's full confusables data: Armenian, Cherokee and Lisu look-alikes of Latin letters
+    assert skeleton("օwner") == skeleton("owner")
+    assert skeleton("ꭺdmin") == skeleton("Ꭺdmin") == skeleton("admin")
 
 
 def test_the_name_key_in_the_database_is_not_the_name(purposes):
@@ -91,6 +117,26 @@ def test_existing_users_get_accounts_from_the_migration_and_old_look_alikes_keep
     accounts = {a.user.username: a for a in Account.objects.select_related("user")}
     assert set(accounts) == {"admin", "аdmin", "carol"}
     assert accounts["admin"].name_key and accounts["аdmin"].name_key is None and accounts["carol"].name_key
+
+
+def test_the_skeleton_migration_rekeys_every_account_and_keeps_old_look_alikes_working(purposes):
+    # Given accounts keyed by the old hand-table skeleton, two of them distinct then and alike now (Latin
+    # alpha was not in the old table): the keys stored are whatever the old skeleton gave
+    for name in ("alice", "bob", "ɑlice-tmp"):
+        register(name)
+    get_user_model().objects.filter(username="ɑlice-tmp").update(username="ɑlice")
+    for n, account in enumerate(Account.objects.order_by("pk")):
+        Account.objects.filter(pk=account.pk).update(name_key=f"{n:064x}")
+    # When the data migration runs
+    rekey(apps, None)
+    # Then each account holds its name's new key, and of the new look-alikes only the older one does
+    keys = {a.user.username: a.name_key for a in Account.objects.select_related("user")}
+    assert keys == {"alice": username_key("alice"), "bob": username_key("bob"), "ɑlice": None}
+    assert username_key("ɑlice") == username_key("alice")
+    # And neither name can be registered again, while the newer account still signs in
+    assert_error(register("ALICE"), 409, "conflict")
+    signed_in = APIClient().post("/api/v1/auth/token", {"username": "ɑlice", "password": PASSWORD})
+    assert signed_in.status_code == 200
 
 
 # --- every user gets a data key, createsuperuser included -----------------------------------------------

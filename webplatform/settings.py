@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -56,8 +57,10 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "webplatform.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "webplatform.nostore.NoStoreMiddleware",  # every response below here is private: no-store (issue 19.12)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "webplatform.pages.errors.FormBodyErrors",  # a too-large file: a 413 page, not a 500 from the CSRF check
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -98,7 +101,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://timeveil")}
+# Sign-in counters and rate limits must be shared by every web process and counted atomically (`incr`):
+# Redis at scale (CACHE_URL); by default a file-backed SQLite cache under var/ that every gunicorn worker of
+# one machine shares, with no extra service (a per-process memory cache let a locked-out password through
+# in 5 of 8 tries under `make run`).
+if "CACHE_URL" in env.ENVIRON:
+    CACHES = {"default": env.cache("CACHE_URL")}
+else:
+    CACHES = {"default": {
+        "BACKEND": "diskcache.DjangoCache",
+        "LOCATION": str(VAR_DIR / "cache"),
+        "SHARDS": 4,
+        "DATABASE_TIMEOUT": 0.5,  # seconds a writer waits for another process's write before retrying
+        "OPTIONS": {"size_limit": 256 * 1024 * 1024},
+    }}
 
 # --- auth ---------------------------------------------------------------------------------------------
 PASSWORD_HASHERS = [
@@ -128,7 +144,15 @@ LOGIN_LIMIT_ACCOUNT_ADDRESS = env.int("LOGIN_LIMIT_ACCOUNT_ADDRESS", default=5) 
 LOGIN_LIMIT_ADDRESS = env.int("LOGIN_LIMIT_ADDRESS", default=30)
 LOGIN_LIMIT_ACCOUNT = env.int("LOGIN_LIMIT_ACCOUNT", default=50)  # waived for addresses that signed in before
 LOGIN_KNOWN_ADDRESS_DAYS = env.int("LOGIN_KNOWN_ADDRESS_DAYS", default=90)
-LOGIN_TRUSTED_PROXIES = env.int("TRUSTED_PROXIES", default=0)  # X-Forwarded-For hops to trust for addresses
+# Proxies whose X-Forwarded-For is believed (accounts/addresses.py): addresses or networks, comma-separated.
+# Every per-address limit (sign-in, DRF throttles, the sign-up page) keys on the client address this gives.
+try:
+    TRUSTED_PROXIES = tuple(ipaddress.ip_network(name, strict=False)
+                            for name in env.list("TRUSTED_PROXIES", default=[]) if name.strip())
+except ValueError as _exc:
+    raise environ.ImproperlyConfigured(
+        "TRUSTED_PROXIES names the proxies in front of Timeveil by address or network, comma-separated "
+        f"(e.g. TRUSTED_PROXIES=10.0.0.5,10.1.0.0/16), not a hop count: {_exc}") from None
 API_TOKEN_LIFETIME = timedelta(days=env.int("API_TOKEN_LIFETIME_DAYS", default=30))
 
 # --- e-mail: password reset and address verification (webplatform/accounts/recovery.py) ----------------
@@ -221,6 +245,12 @@ SPECTACULAR_SETTINGS = {
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)
 UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=24_000_000)
 UPLOAD_MAX_SIDE = env.int("UPLOAD_MAX_SIDE", default=2048)  # originals are kept at most this many px a side
+# A JPEG that big decodes at 1/2..1/8 scale, so it may name more pixels; a progressive one still holds every
+# coefficient while it decodes: 2 bytes each, 300 MB at 50 Mpx in 4:4:4 (docs/security.md).
+UPLOAD_MAX_JPEG_PIXELS = env.int("UPLOAD_MAX_JPEG_PIXELS", default=50_000_000)
+UPLOAD_MAX_JPEG_SCANS = env.int("UPLOAD_MAX_JPEG_SCANS", default=32)  # libjpeg writes 10 (colour), 18 (CMYK)
+# 8x8 blocks the decoder visits summed over a JPEG's scans (about 50 ns each at worst): the CPU bound
+UPLOAD_MAX_JPEG_BLOCK_VISITS = env.int("UPLOAD_MAX_JPEG_BLOCK_VISITS", default=10_000_000)
 FILE_UPLOAD_HANDLERS = ["webplatform.photos.upload.CappedMemoryUploadHandler"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
@@ -369,8 +399,8 @@ def production_problems() -> list[str]:
     if "ALLOWED_HOSTS" not in env.ENVIRON:
         problems.append("ALLOWED_HOSTS is not set: set it to the public host names, "
                         "e.g. ALLOWED_HOSTS=timeveil.example")
-    if CACHES["default"]["BACKEND"].endswith(("LocMemCache", "DummyCache")):
-        problems.append("CACHE_URL is not a shared cache: throttles would count per process; set "
+    if CACHES["default"]["BACKEND"].endswith(("LocMemCache", "DummyCache", "DjangoCache")):
+        problems.append("CACHE_URL is not a shared cache: throttles would count per process or host; set "
                         "CACHE_URL=redis://host:6379/1")
     if CELERY_TASK_ALWAYS_EAGER:
         problems.append("CELERY_BROKER_URL is not set: jobs would run inside web requests; set "

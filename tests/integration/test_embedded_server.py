@@ -6,10 +6,12 @@ file, keyring, objects), with the production password hasher (argon2). Clients a
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -87,3 +89,25 @@ def test_static_files_are_served_by_the_real_server(embedded_server):
     with urllib.request.urlopen(base_url + asset, timeout=10) as response:
         assert response.status == 200 and int(response.headers["Content-Length"]) > 1000
         assert "max-age" in response.headers.get("Cache-Control", "")
+
+
+def post_json(url: str, body: dict) -> int:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_a_sign_in_lockout_holds_across_the_servers_workers(embedded_server):
+    # Issue 18.4: each worker had counted in its own memory, so the right password still worked 5 times of 8
+    # after a lockout. The embedded default cache is one file cache under var/ that both workers share.
+    base_url, log = embedded_server
+    account = {"username": "lockme", "password": "a-Long-passphrase-42"}
+    assert post_json(f"{base_url}/api/v1/auth/register", account) == 201
+    for _ in range(5):  # LOGIN_LIMIT_ACCOUNT_ADDRESS wrong passwords, each on its own connection
+        assert post_json(f"{base_url}/api/v1/auth/token", {**account, "password": "wrong-password-1"}) == 401
+    statuses = [post_json(f"{base_url}/api/v1/auth/token", account) for _ in range(8)]
+    assert statuses == [429] * 8, (statuses, errors_logged(log))

@@ -1,33 +1,65 @@
-"""Username skeletons: two names that look alike on screen get the same skeleton (NFKC, case, homoglyphs).
+"""Username skeletons (Unicode TS #39) and the one-script rule: names that look alike compare equal.
 
-A small vendored subset of Unicode TR39's confusables for the scripts a Latin-looking name is usually
-forged from (Cyrillic, Greek, a few Latin and digit look-alikes). No pinned PyPI package fits:
-`confusable_homoglyphs` detects mixed scripts but computes no skeleton to index and compare. Because names
-are compared case-insensitively, a lower-case letter maps to the Latin letter its upper case resembles
-too (Cyrillic `в`, whose capital is `В`, maps to `b`).
+The data is Unicode's own confusables.txt and Scripts.txt as shipped by `confusable-homoglyphs` (3.3.1, MIT,
+pinned): no hand table. That package stores each confusable pair in both directions; every pair joins a
+source character to its prototype, so each connected group holds one prototype (the multi-character one,
+or the one the others all point at), and the skeleton maps every member of the group to it.
+
+skeleton(name) = NFKC, a small capital to its letter (a capital drawn small reads as the letter once case is
+ignored), case fold, each character to its group's prototype, NFD, case fold again (prototypes include
+capitals), combining marks dropped, and the pairs a case-insensitive reader confuses: `i`/`l`, `rn`/`m`.
+Changing this function changes stored name keys: migrate them (accounts/migrations/*_security_skeleton_*).
 """
 
 from __future__ import annotations
 
 import unicodedata
+from functools import cache
 
-_HOMOGLYPHS = {
-    # Cyrillic
-    "а": "a", "в": "b", "е": "e", "ё": "e", "з": "3", "к": "k", "м": "m", "н": "h", "о": "o", "п": "n",
-    "р": "p", "с": "c", "т": "t", "у": "y", "х": "x", "ь": "b", "ѕ": "s", "і": "i", "ї": "i", "ј": "j",
-    "ԁ": "d", "ԛ": "q", "ԝ": "w", "ү": "y", "һ": "h", "ӏ": "l", "ɡ": "g",
-    # Greek
-    "α": "a", "β": "b", "γ": "y", "ε": "e", "ζ": "z", "η": "n", "ι": "i", "κ": "k", "μ": "m", "ν": "v",
-    "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ϲ": "c", "ϳ": "j", "ς": "c",
-    # Latin and digits that pass for other letters
-    "ı": "i", "ł": "l", "ɩ": "i", "ƅ": "b", "0": "o", "1": "l", "|": "l", "5": "s",
-}
-_TABLE = str.maketrans(_HOMOGLYPHS)
+from confusable_homoglyphs import categories
+from confusable_homoglyphs.confusables import confusables_data
+
+# Scripts that are written together (UTS #39's "highly restrictive" sets); any other mix is refused.
+_MIXES_ALLOWED = ({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}, {"LATIN", "HAN", "BOPOMOFO"},
+                  {"LATIN", "HAN", "HANGUL"})
+_NEUTRAL = {"COMMON", "INHERITED"}  # digits, punctuation, combining marks: part of any script
+
+
+@cache
+def _prototypes() -> dict[str, str]:
+    """Each confusable character -> its group's prototype (a character or a short sequence)."""
+    mapping: dict[str, str] = {}
+    for char, pairs in confusables_data.items():
+        if len(char) != 1:
+            continue  # sequences are only ever prototypes
+        targets = [p["c"] for p in pairs]
+        if len(targets) == 1 and (len(targets[0]) > 1 or len(confusables_data.get(targets[0], [])) > 1
+                                  or targets[0] < char):
+            # A source points at one prototype; a pair of two single characters keeps the smaller one
+            mapping[char] = targets[0]
+    return mapping
 
 
 def skeleton(name: str) -> str:
-    """The comparison form of a username: NFKC, case-folded, homoglyphs mapped, combining marks dropped."""
-    folded = unicodedata.normalize("NFKC", name).casefold().translate(_TABLE)
-    bare = "".join(c for c in unicodedata.normalize("NFD", folded) if not unicodedata.combining(c))
-    # "i" and "l" are the classic pair; "rn" reads as "m" in most fonts.
+    """The comparison form of a username: equal for names a reader cannot tell apart."""
+    folded = "".join(_small_capital(c) for c in unicodedata.normalize("NFKC", name)).casefold()
+    for _ in range(2):  # a prototype may be a capital, whose lower case has a prototype of its own
+        mapped = "".join(_prototypes().get(c, c) for c in unicodedata.normalize("NFD", folded))
+        folded = unicodedata.normalize("NFD", mapped).casefold()
+    bare = "".join(c for c in folded if not unicodedata.combining(c))
     return bare.replace("i", "l").replace("rn", "m")
+
+
+def _small_capital(char: str) -> str:
+    name = unicodedata.name(char, "")
+    if name.startswith("LATIN LETTER SMALL CAPITAL ") and len(letter := name.rsplit(" ", 1)[1]) == 1:
+        return letter.lower()
+    return char
+
+
+def mixed_scripts(name: str) -> list[str]:
+    """The scripts of a name that mixes scripts not written together (empty: one script, or a usual mix)."""
+    scripts = {categories.alias(c) for c in name} - _NEUTRAL
+    if len(scripts) <= 1 or any(scripts <= allowed for allowed in _MIXES_ALLOWED):
+        return []
+    return sorted(s.title() for s in scripts)

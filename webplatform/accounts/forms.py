@@ -8,7 +8,10 @@ from typing import Any
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
-from .lockout import client_address, login_wait
+from governance.errors import LoginLocked
+
+from .addresses import client_address
+from .lockout import login_wait
 
 
 class SignInForm(AuthenticationForm):
@@ -24,6 +27,13 @@ class SignInForm(AuthenticationForm):
         if username:
             wait = login_wait(username=username, address=client_address(self.request))
             if wait is not None:
-                raise ValidationError(self.error_messages["locked"], code="locked",
-                                      params={"minutes": math.ceil(wait / 60)})
-        return super().clean()
+                raise self._locked(wait)
+        try:
+            return super().clean()
+        except LoginLocked as exc:  # the attempt found no place (a parallel burst): no password was checked
+            raise self._locked(exc.retry_after) from exc
+
+    def _locked(self, wait: float) -> ValidationError:
+        # The same time the API's Retry-After gives, rounded up to whole minutes.
+        return ValidationError(self.error_messages["locked"], code="locked",
+                               params={"minutes": math.ceil(wait / 60)})

@@ -14,21 +14,20 @@ from django.conf import settings
 from django.contrib.auth import SESSION_KEY, authenticate, get_user_model
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractUser
-from django.contrib.auth.password_validation import validate_password
 from django.contrib.sessions.models import Session
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from governance.audit import audit_append
-from governance.errors import Conflict, InvalidInput, NotAuthenticated
+from governance.errors import Conflict, NotAuthenticated
 from governance.keys import data_key_create, get_keyring
 from governance.models import DataKey
 
 from .confusables import skeleton
 from .lockout import login_refusal
 from .models import Account
+from .validation import registration_validate
 
 
 @lru_cache(maxsize=4)
@@ -54,11 +53,8 @@ def account_create(*, user: Any) -> Account:
 def user_register(*, username: str, password: str, email: str = "") -> tuple[AbstractUser, str]:
     """Create an end user with a fresh data key and an API token; returns (user, token key)."""
     User = get_user_model()
-    candidate = User(username=username, email=email)
-    try:
-        validate_password(password, user=candidate)
-    except ValidationError as exc:
-        raise InvalidInput("The password is too weak.", details={"password": list(exc.messages)}) from exc
+    registration_validate(username=username, email=email, password=password,
+                          user=User(username=username, email=email))
     taken = Conflict("That username is taken.", details={"username": ["taken"]})
     # Hashed before the transaction: argon2 takes 100+ ms, and SQLite holds its write lock from BEGIN.
     password_hash = make_password(password)

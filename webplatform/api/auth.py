@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from webplatform.accounts.access import user_id
 from webplatform.accounts.recovery import VERIFY, account_mail_queue
 from webplatform.accounts.services import credentials_revoke_all, public_id, token_obtain, user_register
+from webplatform.accounts.validation import EMAIL_MAX, PASSWORD_MAX, USERNAME_MAX, USERNAME_MIN
 
 from .errors import ErrorResponse
 
@@ -22,9 +23,13 @@ class RegisterApi(APIView):
     throttle_scope = "auth"
 
     class Input(serializers.Serializer):
-        username = serializers.RegexField(r"^[\w.@+-]{3,150}$", max_length=150)
-        password = serializers.CharField(max_length=128, trim_whitespace=False)
-        email = serializers.EmailField(required=False, allow_blank=True, default="")
+        # Checked by accounts.validation, the sign-up page's validator too; the lengths here bound the body.
+        username = serializers.CharField(
+            max_length=USERNAME_MAX, allow_blank=True,
+            help_text=f"{USERNAME_MIN}-{USERNAME_MAX} letters, digits or . @ + - _, in one script")
+        password = serializers.CharField(max_length=PASSWORD_MAX, allow_blank=True, trim_whitespace=False)
+        email = serializers.CharField(max_length=EMAIL_MAX, required=False, allow_blank=True, default="",
+                                      help_text="an e-mail address, or empty")
 
     class Output(serializers.Serializer):
         id = serializers.UUIDField(help_text="opaque public id (not the sequential key)")

@@ -79,8 +79,10 @@ class TransformationListCreateApi(generics.ListAPIView):
         """That photo's jobs with their target ages and status, newest first, paginated."""
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=Input, responses={202: JobOut, 400: ErrorResponse, 401: ErrorResponse,
-                                             403: ErrorResponse, 404: ErrorResponse})
+    @extend_schema(request=Input, responses={
+        202: JobOut, 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 404: ErrorResponse,
+        422: OpenApiResponse(ErrorResponse, description="`no_face`: the photo has no face to age (known from "
+                                                          "its upload)")})
     def post(self, request: Request, photo_id: str) -> Response:
         """Age or rejuvenate a photo to target_age (1..100); poll the returned job."""
         data = self.Input(data=request.data)

@@ -68,7 +68,10 @@ class PhotoListCreateApi(generics.ListAPIView):
 
     @extend_schema(request={"multipart/form-data": Input},
                    responses={201: PhotoOut, 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse,
-                              413: ErrorResponse, 415: ErrorResponse})
+                              413: ErrorResponse, 415: ErrorResponse,
+                              422: OpenApiResponse(ErrorResponse, description=(
+                                  "`image_too_complex`: a JPEG with more scans, or scans visiting more "
+                                  "blocks, than any camera or encoder writes (docs/security.md)"))})
     def post(self, request: Request) -> Response:
         """Upload a selfie (JPEG, PNG or WebP); needs active `processing` consent."""
         upload = request.FILES.get("file")

@@ -30,8 +30,9 @@ def compliance_report(*, extra: dict[str, Any] | None = None) -> dict[str, Any]:
             "backlog": retention_backlog(now=now),
             "held": {"photo": Photo.objects.count(), "result": TransformationResult.objects.count()},
         },
-        "erasures": [{"id": r.pk, **erasure_status(r), "attempts": r.attempts, "last_error": r.last_error,
-                      "counts": r.counts} for r in ErasureRequest.objects.order_by("requested_at")],
+        "erasures": [{"id": str(r.public_id), **erasure_status(r), "attempts": r.attempts,
+                      "last_error": r.last_error, "counts": r.counts}
+                     for r in ErasureRequest.objects.order_by("requested_at")],
         "consent": _consent_counts(),
         "audit": {"ok": chain.ok, "events_checked": chain.events_checked,
                   "first_bad_seq": chain.first_bad_seq},

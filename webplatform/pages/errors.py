@@ -65,15 +65,43 @@ class TimeveilErrorPages:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
-        if not isinstance(exc, TimeveilError):
+        return error_response(request, exc) if isinstance(exc, TimeveilError) else None
+
+
+def error_response(request: HttpRequest, exc: TimeveilError) -> HttpResponse:
+    """The error's page (or JSON for API clients), with its status and headers such as Retry-After."""
+    response: HttpResponse
+    if _wants_json(request):
+        body = api_errors.error_body(exc.code, exc.message, exc.details)
+        response = JsonResponse(body, status=exc.status)
+    else:
+        title = "Try again shortly" if exc.status == 503 else "That did not work"
+        response = _page(request, exc.status, title, exc.message)
+    for name, value in api_errors.timeveil_headers(exc).items():
+        response[name] = value
+    return response
+
+
+class FormBodyErrors:
+    """Middleware before CsrfViewMiddleware: parse a page's form body first, so a too-large file gets a 413.
+
+    The CSRF check reads request.POST in its process_view, where an exception is not a view's and would
+    leave as a 500 (with a signed-out header). Reading it here turns the upload handler's PayloadTooLarge
+    into its page while the signed-in user is known. API views parse their own bodies (DRF's handler).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view: Callable, args: tuple,
+                     kwargs: dict) -> HttpResponse | None:
+        if request.method != "POST" or request.path.startswith("/api/"):
             return None
-        response: HttpResponse
-        if _wants_json(request):
-            body = api_errors.error_body(exc.code, exc.message, exc.details)
-            response = JsonResponse(body, status=exc.status)
-        else:
-            title = "Try again shortly" if exc.status == 503 else "That did not work"
-            response = _page(request, exc.status, title, exc.message)
-        for name, value in api_errors.timeveil_headers(exc).items():
-            response[name] = value
-        return response
+        try:
+            request.POST  # noqa: B018 - parsing is the point
+        except TimeveilError as exc:
+            return error_response(request, exc)
+        return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
@@ -12,6 +12,7 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.core.validators import MaxValueValidator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -62,7 +63,9 @@ class AuditFilterForm(forms.Form):
         required=False, label="From (inclusive)", widget=forms.DateInput(attrs={"type": "date"})
     )
     until = forms.DateField(
-        required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"})
+        required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"}),
+        # The filter ends the next midnight, which must exist: 9999-12-31 had overflowed into a 500.
+        validators=[MaxValueValidator(date.max - timedelta(days=1), "Choose a day before 9999-12-31.")],
     )
     reads = forms.BooleanField(required=False, label="Show content reads (one per photo or result viewed)")
 
@@ -116,7 +119,8 @@ def _audit_context(request: HttpRequest) -> dict[str, Any]:
 @officer_required
 def audit(request: HttpRequest) -> HttpResponse:
     """The audit trail as a table: filters, pagination, CSV, verification."""
-    return render(request, "officer/audit.html", _audit_context(request))
+    context = _audit_context(request)
+    return render(request, "officer/audit.html", context, status=400 if context["form"].errors else 200)
 
 
 @officer_required

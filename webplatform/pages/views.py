@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
 
 from django.conf import settings
@@ -31,6 +32,7 @@ from governance.training import runs_for_subject
 from webplatform.accounts.access import is_compliance_officer, user_id
 from webplatform.accounts.recovery import VERIFY, account_mail_queue
 from webplatform.accounts.services import user_register
+from webplatform.api.throttling import signup_page_wait
 from webplatform.jobs.models import JobFailure, JobStatus
 from webplatform.jobs.selectors import job_result_available, jobs_of_photo
 from webplatform.jobs.services import job_create, job_for_owner, job_result_content
@@ -90,6 +92,14 @@ def signup(request: HttpRequest) -> HttpResponse:
         return render(request, "signup.html", context)
     values = {k: request.POST.get(k, "").strip() for k in ("username", "email")}
     context["values"] = values
+    # The API's registration limit, same bucket: each try costs an Argon2 hash, and "taken" tells names.
+    wait = signup_page_wait(request)
+    if wait is not None:
+        seconds = math.ceil(wait)
+        context["message"] = f"Too many sign-ups from this address. Try again in {seconds} seconds."
+        response = render(request, "signup.html", context, status=429)
+        response["Retry-After"] = str(seconds)
+        return response
     try:
         user, _ = user_register(username=values["username"], password=request.POST.get("password", ""),
                                 email=values["email"])

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from governance.errors import CorruptImage, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from governance.errors import (
+    CorruptImage,
+    ImageTooComplex,
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+
+from .jpeg_scans import jpeg_work
 
 # Magic numbers: the declared name and Content-Type are never trusted.
 _SIGNATURES = (
@@ -20,6 +28,17 @@ _SIGNATURES = (
 _OUTPUT = {"JPEG": ("JPEG", "image/jpeg"), "WEBP": ("JPEG", "image/jpeg"), "PNG": ("PNG", "image/png")}
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 ORIENTATION = 0x0112  # the EXIF tag
+
+
+@dataclass(frozen=True)
+class JpegLimits:
+    """What one JPEG may cost to decode, read from its headers first (docs/security.md says why each)."""
+
+    # A JPEG 1.5 x max_side or wider decodes at 1/2..1/8 scale (DCT scaling), so its header may name this
+    # many pixels (None: the common cap). A progressive one still holds its coefficients while decoding.
+    max_pixels: int | None = None
+    max_scans: int = 32  # libjpeg writes 10 scans for colour and 18 for CMYK; cameras write 1
+    max_block_visits: int = 10_000_000  # 8x8 blocks visited summed over the scans: at most ~0.5 s of CPU
 
 
 @dataclass(frozen=True)
@@ -44,7 +63,8 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def sanitize(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int | None = None) -> CleanImage:
+def sanitize(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int | None = None,
+             jpeg: JpegLimits = JpegLimits()) -> CleanImage:
     """Validate and rebuild an uploaded image so only its pixels survive, at most max_side px a side."""
     if not data:
         raise InvalidInput("The file is empty.", details={"file": ["empty"]})
@@ -54,7 +74,9 @@ def sanitize(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int | No
     fmt = sniff(data)
     if fmt is None:
         raise UnsupportedMediaType(details={"accepted": ["image/jpeg", "image/png", "image/webp"]})
-    image = _decode(data, fmt, max_pixels, max_side)
+    if fmt == "JPEG":
+        _jpeg_work_check(data, jpeg)
+    image = _decode(data, fmt, max_pixels, max_side, jpeg.max_pixels)
     if max_side and max(image.size) > max_side:
         # The model never needs more, and fewer pixels kept is less personal data held.
         image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=2.0)
@@ -63,7 +85,18 @@ def sanitize(data: bytes, *, max_bytes: int, max_pixels: int, max_side: int | No
     return _reencode(_to_srgb(image), fmt)
 
 
-def _decode(data: bytes, fmt: str, max_pixels: int, max_side: int | None = None) -> Image.Image:
+def _jpeg_work_check(data: bytes, limits: JpegLimits) -> None:
+    """Refuse a JPEG whose scans would cost the decoder more than any real camera's or encoder's file."""
+    work = jpeg_work(data, max_scans=limits.max_scans)
+    if work.scans > limits.max_scans or work.block_visits > limits.max_block_visits:
+        raise ImageTooComplex(
+            f"The JPEG has {work.scans} scans visiting {work.block_visits} blocks in all; the limits are "
+            f"{limits.max_scans} scans and {limits.max_block_visits} blocks. Save it again as a plain JPEG.",
+            details={"max_scans": limits.max_scans, "max_block_visits": limits.max_block_visits})
+
+
+def _decode(data: bytes, fmt: str, max_pixels: int, max_side: int | None = None,
+            jpeg_max_pixels: int | None = None) -> Image.Image:
     # Pillow's own bomb check warns at MAX_IMAGE_PIXELS; make that an error, and check our cap from the
     # header before a single pixel is decompressed.
     with warnings.catch_warnings():
@@ -71,6 +104,10 @@ def _decode(data: bytes, fmt: str, max_pixels: int, max_side: int | None = None)
         try:
             image = Image.open(io.BytesIO(data), formats=[fmt])
             width, height = image.size
+            # Drafted at 1/2 scale or less (below), a JPEG holds a quarter of its pixels once decoded.
+            drafted = fmt == "JPEG" and max_side and max(width, height) >= 1.5 * max_side
+            if drafted and jpeg_max_pixels:
+                max_pixels = max(max_pixels, jpeg_max_pixels)
             if width * height > max_pixels:
                 raise PayloadTooLarge(
                     f"The image is {width}x{height} pixels; the limit is {max_pixels} pixels.",

@@ -17,7 +17,7 @@ from inference.faces import summarize_faces
 from webplatform import metrics
 from webplatform.encrypted_store import object_delete, object_get, object_put
 
-from .intake import sanitize
+from .intake import JpegLimits, sanitize
 from .models import Photo
 
 
@@ -35,7 +35,10 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
     try:
         consent_require(user_id=owner_id, purpose_slug=PROCESSING)
         image = sanitize(data, max_bytes=settings.UPLOAD_MAX_BYTES, max_pixels=settings.UPLOAD_MAX_PIXELS,
-                         max_side=settings.UPLOAD_MAX_SIDE)
+                         max_side=settings.UPLOAD_MAX_SIDE, jpeg=JpegLimits(
+                             max_pixels=settings.UPLOAD_MAX_JPEG_PIXELS,
+                             max_scans=settings.UPLOAD_MAX_JPEG_SCANS,
+                             max_block_visits=settings.UPLOAD_MAX_JPEG_BLOCK_VISITS))
     except TimeveilError as exc:
         metrics.UPLOADS_REFUSED.labels(exc.code).inc()
         raise
