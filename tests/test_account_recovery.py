@@ -183,13 +183,13 @@ def test_registering_through_the_api_with_an_address_sends_the_confirmation_link
 
 def test_a_mail_server_fault_in_embedded_mode_answers_the_same_page(
         purposes, settings, django_capture_on_commit_callbacks):
-    confirmed_user("mo", "mo@example.org")
+    confirmed_user("moe", "moe@example.org")
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     with socket.socket() as probe:  # a port nothing listens on: the connection is refused
         probe.bind(("127.0.0.1", 0))
         settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", probe.getsockname()[1]
     with django_capture_on_commit_callbacks(execute=True):
-        response = Client().post("/password-reset/", {"email": "mo@example.org"})
+        response = Client().post("/password-reset/", {"email": "moe@example.org"})
     assert response.status_code == 302 and response["Location"] == "/password-reset/sent"
 
 
