@@ -302,3 +302,43 @@ def test_a_key_service_blip_during_a_job_is_retried_not_a_failure(owner, upload,
                                    format="json").json()["id"]
     job = TransformationJob.objects.get(pk=job_id)
     assert (job.status, job.attempts, len(calls)) == (JobStatus.DONE, 2, 2)
+
+
+@pytest.mark.django_db(transaction=True)  # the failed queries must not poison a test-wide transaction
+def test_a_job_whose_database_went_away_is_retried_never_dropped(owner, upload, monkeypatch,
+                                                                 django_capture_on_commit_callbacks):
+    from celery.exceptions import Retry
+    from django.db import OperationalError, connection
+
+    from webplatform.jobs import services
+    from webplatform.jobs.tasks import transform_task
+
+    photo_id = upload(face_jpeg()).json()["id"]
+    monkeypatch.setattr(services, "publish", lambda name, *args: True)  # the message is with a worker
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = owner.client.post(f"/api/v1/photos/{photo_id}/transformations", {"target_age": 30},
+                                   format="json").json()["id"]
+
+    # Given a worker whose every query fails as a cut database does (job_run's and job_release's alike);
+    # the delayed retry Celery would publish to the broker is recorded instead (no broker in this test)
+    retries: list[dict] = []
+
+    def retry(**options):
+        retries.append(options)
+        return Retry("retry", options.get("exc"), options.get("countdown"))
+
+    monkeypatch.setattr(transform_task, "retry", retry)
+
+    def refuse(execute, sql, params, many, context):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    # When the task runs as on a worker (not eager) and meets that database
+    with connection.execute_wrapper(refuse), pytest.raises(Retry):
+        transform_task(job_id)
+
+    # Then it asked for a retry late enough for its claim to take the job back, and failed nothing
+    assert len(retries) == 1 and retries[0]["countdown"] >= settings.JOB_STALE_SECONDS
+    assert _status(job_id) == (JobStatus.QUEUED, "")
+    # and the retry, once the database answers, runs the job
+    transform_task(job_id)
+    assert _status(job_id) == (JobStatus.DONE, "")

@@ -311,10 +311,14 @@ EMBEDDED_SCHEDULER = env.bool("EMBEDDED_SCHEDULER", default=False)
 JOB_HEARTBEAT_SECONDS = env.float("JOB_HEARTBEAT_SECONDS", default=10)  # the worker of a running job beats
 JOB_STALE_SECONDS = env.float("JOB_STALE_SECONDS", default=60)  # no beat for this long: the worker is dead
 JOB_SWEEP_SECONDS = env.float("JOB_SWEEP_SECONDS", default=30)  # the sweeper / dispatcher runs this often
-JOB_REPUBLISH_SECONDS = env.float("JOB_REPUBLISH_SECONDS", default=600)  # queued this long: publish again
+# Queued this long since its last publish: publish again. The bound on a lost message (a broker restarted
+# without persistence): republished within JOB_REPUBLISH_SECONDS + JOB_SWEEP_SECONDS. A job merely waiting
+# behind a backlog gets a spare message, which its claim drops once the job has run.
+JOB_REPUBLISH_SECONDS = env.float("JOB_REPUBLISH_SECONDS", default=60)
 JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=5)
 JOB_RETRY_BASE_SECONDS = env.float("JOB_RETRY_BASE_SECONDS", default=5)  # backoff: base * 2**retry
 STORAGE_RETRY_AFTER_SECONDS = env.int("STORAGE_RETRY_AFTER_SECONDS", default=5)
+DATABASE_RETRY_AFTER_SECONDS = env.int("DATABASE_RETRY_AFTER_SECONDS", default=5)  # database down
 ORPHAN_GRACE_SECONDS = env.int("ORPHAN_GRACE_SECONDS", default=3600)  # stored with no row this long: deleted
 CELERY_BEAT_SCHEDULE["sweep-jobs"] = {"task": "webplatform.jobs.tasks.jobs_sweep_task",
                                       "schedule": JOB_SWEEP_SECONDS}
