@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -342,3 +343,56 @@ def test_a_job_whose_database_went_away_is_retried_never_dropped(owner, upload, 
     # and the retry, once the database answers, runs the job
     transform_task(job_id)
     assert _status(job_id) == (JobStatus.DONE, "")
+
+
+@contextmanager
+def file_size_limit(max_bytes: int) -> Iterator[None]:
+    """A real short write: the OS refuses to grow any file past max_bytes (EFBIG), as a full disk does."""
+    import resource
+    import signal
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing us
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_a_save_cut_short_by_the_disk_leaves_no_partial_file(owner, upload, empty_storage):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.support import storage_files
+
+    noise = np.random.default_rng(7).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=95)  # noise: ciphertext well past 64 KiB
+
+    # When the disk takes only the first 64 KiB of the ciphertext
+    with file_size_limit(64 * 1024):
+        response = upload(buffer.getvalue())
+
+    # Then the client is told to come back, and neither the object nor a partial file is left behind
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "storage_unavailable"
+    assert storage_files() == []
+    assert Photo.objects.count() == 0
+    # and a save that fits lands whole, under its own name
+    assert upload().status_code == 201
+    assert [p.name for p in storage_files()] == [Photo.objects.get().storage_name.split("/")[-1]]
+
+
+def test_readiness_probes_storage_without_writing(client, empty_storage):
+    from tests.support import storage_files
+
+    # A probe that wrote left its object behind whenever the delete did not follow (on a full disk, a
+    # 0-byte file each time); this one reads, so not even its folder appears
+    with file_size_limit(0):
+        assert client.get("/readyz").json()["checks"]["storage"] == "ok"
+    root = Path(settings.STORAGES["objects"]["OPTIONS"]["location"])
+    assert storage_files() == [] and not (root / "readyz").exists()

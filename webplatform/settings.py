@@ -229,7 +229,7 @@ if STORAGE_BACKEND == "s3":
     }
 elif STORAGE_BACKEND == "filesystem":
     _objects = {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "BACKEND": "webplatform.atomic_storage.AtomicFileSystemStorage",  # a failed save leaves no file
         "OPTIONS": {"location": str(VAR_DIR / "objects"), "file_permissions_mode": 0o600},
     }
 else:
