@@ -281,6 +281,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Training has its own queue: a run takes hours, and must neither block inference nor be redelivered as one.
 CELERY_TASK_ROUTES = {"webplatform.jobs.tasks.transform_task": {"queue": "gpu"},
+                      # the runs' sweeper must not wait behind a run: exact names win over the pattern
+                      "webplatform.training.tasks.runs_sweep_task": {"queue": "default"},
                       "webplatform.training.tasks.*": {"queue": "training"}}
 
 # --- inference ----------------------------------------------------------------------------------------
@@ -322,6 +324,13 @@ DATABASE_RETRY_AFTER_SECONDS = env.int("DATABASE_RETRY_AFTER_SECONDS", default=5
 ORPHAN_GRACE_SECONDS = env.int("ORPHAN_GRACE_SECONDS", default=3600)  # stored with no row this long: deleted
 CELERY_BEAT_SCHEDULE["sweep-jobs"] = {"task": "webplatform.jobs.tasks.jobs_sweep_task",
                                       "schedule": JOB_SWEEP_SECONDS}
+# Training runs: the worker beats while a run trains; the sweeper fails a run whose beat is this stale (its
+# epsilon stays spent, it never runs again), and republishes a queued run's message after this long.
+TRAINING_HEARTBEAT_SECONDS = env.float("TRAINING_HEARTBEAT_SECONDS", default=30)
+TRAINING_STALE_SECONDS = env.float("TRAINING_STALE_SECONDS", default=300)
+TRAINING_REPUBLISH_SECONDS = env.float("TRAINING_REPUBLISH_SECONDS", default=600)
+CELERY_BEAT_SCHEDULE["sweep-training-runs"] = {"task": "webplatform.training.tasks.runs_sweep_task",
+                                               "schedule": JOB_SWEEP_SECONDS}
 # Redis redelivers a message a killed worker held (acks_late) after this many seconds.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("BROKER_VISIBILITY_TIMEOUT", default=3600)}
 

@@ -21,6 +21,7 @@ JOBS_SWEEP = "webplatform.jobs.tasks.jobs_sweep_task"
 ERASURE_PURGE = "webplatform.lifecycle.tasks.erasure_purge_task"
 RETENTION = "webplatform.lifecycle.tasks.retention_enforce_task"
 TRAINING = "webplatform.training.tasks.training_task"
+RUNS_SWEEP = "webplatform.training.tasks.runs_sweep_task"
 
 # What a publish may raise when the broker is down or refuses: connection errors surface as kombu's
 # OperationalError; a socket error can escape before kombu wraps it.
