@@ -249,6 +249,8 @@ def test_the_sweep_and_retention_tasks_are_on_the_periodic_schedule():
     assert {JOBS_SWEEP, RETENTION} <= scheduled
     assert settings.CELERY_TASK_ROUTES["webplatform.training.tasks.*"] == {"queue": "training"}
     assert timedelta(seconds=settings.JOB_STALE_SECONDS) < timedelta(minutes=2)
+    # The documented bound on a lost message (README): republished within 90 s, not 10 minutes
+    assert settings.JOB_REPUBLISH_SECONDS + settings.JOB_SWEEP_SECONDS <= 90
 
 
 @pytest.mark.django_db(transaction=True)
