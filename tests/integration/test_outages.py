@@ -29,6 +29,7 @@ from django.db import connection
 from tests.integration.faultproxy import FaultProxy
 from tests.integration.loadflow import PASSWORD, Client, LoadReport, run_flows, wait_until_serving
 from tests.test_jobs import face_jpeg
+from tests.test_training_run import _small_cohort, consenting_users  # noqa: F401 - fixtures
 from webplatform.celery import app as celery_app
 from webplatform.jobs.models import JobStatus, TransformationJob
 from webplatform.jobs.services import jobs_sweep
@@ -237,3 +238,70 @@ def test_a_broker_restarted_without_its_messages_strands_no_job(stack):
             time.sleep(0.5)
     assert set(TransformationJob.objects.filter(pk__in=job_ids).values_list("status", flat=True)) == {
         JobStatus.DONE}
+
+
+@pytest.fixture
+def training_worker(tmp_path, settings):
+    """A real `training` queue worker on the broker db, started by the test; this process publishes there."""
+    from tests.integration.test_worker import Worker
+
+    broker_url = f"redis://127.0.0.1:6379/{BROKER_DB}"
+    redis.Redis(db=BROKER_DB).flushdb()
+    saved = {k: celery_app.conf[k] for k in ("broker_url", "task_always_eager")}
+    celery_app.conf.update(broker_url=broker_url, task_always_eager=False)
+    _reset_pools()
+    worker = Worker()
+    worker.env.update(TIMEVEIL_TEST_BROKER=broker_url, CELERY_BROKER_URL=broker_url,
+                      TRAINING_HEARTBEAT_SECONDS="0.5")
+    settings.TRAINING_STALE_SECONDS = 3.0
+    yield worker
+    worker.stop()
+    celery_app.conf.update(saved)
+    _reset_pools()
+    redis.Redis(db=BROKER_DB).flushdb()
+
+
+def start_training_worker(worker) -> None:
+    worker.process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "webplatform", "worker", "-Q", "training", "--pool", "solo",
+         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
+        cwd=ROOT, env=worker.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_run_queued_while_the_broker_is_down_then_its_worker_killed_ends_failed_with_its_budget_spent(
+        consenting_users, training_worker):  # noqa: F811 - the imported fixture
+    from django.core.management import call_command
+
+    from governance.models import AuditEvent, RunStatus, TrainingRun
+    from governance.training import WORKER_LOST
+    from tests.integration.test_worker import wait_for
+    from webplatform.training.services import runs_sweep
+
+    # Given `train --queue` while the broker refuses connections: the run is reserved, not sent
+    celery_app.conf.update(broker_url="redis://127.0.0.1:9/0")
+    _reset_pools()
+    call_command("train", "--target-epsilon", "2", "--epochs", "1", "--batch-size", "4", "--queue")
+    run = TrainingRun.objects.get()
+    assert (run.status, run.published_at) == (RunStatus.RESERVED, None)
+
+    # When the broker is back, the sweeper sends it and a training worker starts it
+    celery_app.conf.update(broker_url=training_worker.env["CELERY_BROKER_URL"])
+    _reset_pools()
+    start_training_worker(training_worker)
+    assert runs_sweep()["published"] == 1
+    wait_for(lambda: TrainingRun.objects.get(pk=run.pk).status == RunStatus.RUNNING, timeout=120, every=0.05)
+
+    # and the worker is killed mid-run
+    training_worker.kill()
+
+    # Then once its heartbeat is stale the sweeper ends the run as failed, its budget spent, audited
+    wait_for(lambda: runs_sweep()["failed"], timeout=30, every=0.5)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.error.startswith(WORKER_LOST)
+    assert run.epsilon_spent == run.epsilon_reserved
+    assert AuditEvent.objects.filter(action="training.finished", object_ref=f"run:{run.id}",
+                                     details__reason=WORKER_LOST).count() == 1
+    # and it is never executed again: a new worker and another sweep leave it failed
+    start_training_worker(training_worker)
+    assert runs_sweep() == {"failed": 0, "published": 0, "unpublished": 0}
+    assert TrainingRun.objects.get(pk=run.pk).status == RunStatus.FAILED
