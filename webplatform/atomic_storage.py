@@ -25,7 +25,7 @@ class AtomicFileSystemStorage(FileSystemStorage):
         partial: str | None = None
         temporary = f"{name}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
         try:
-            partial = super()._save(temporary, content)
+            partial = super()._save(temporary, content)  # type: ignore[misc]  # django-stubs omit _save
             while True:
                 try:
                     os.link(self.path(partial), self.path(name))  # never replaces an existing object

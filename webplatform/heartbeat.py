@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from django.db import DatabaseError, connection
 
@@ -13,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def heartbeat(beat: Callable[[], None], *, every: float, name: str) -> Iterator[None]:
+def heartbeat(beat: Callable[[], Any], *, every: float, name: str) -> Iterator[None]:
     """While the block runs, call `beat` (one UPDATE) every `every` seconds from a side thread."""
     stop = threading.Event()
 
