@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import logging
 import uuid
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
@@ -28,7 +27,6 @@ from webplatform.taskqueue import TRANSFORM, publish
 
 from .models import JobFailure, JobStatus, TransformationJob, TransformationResult
 
-log = logging.getLogger(__name__)
 SWEEP_BATCH = 500
 
 
