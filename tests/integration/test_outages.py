@@ -208,6 +208,7 @@ def test_postgres_cut_for_8_seconds_answers_503_never_500_and_strands_no_job(sta
         stack.db_proxy.mode = "pass"
         flows.join()
     report = results[0]
+    print("postgres cut:", report.summary())  # the figures, with -s
 
     # Then clients saw 503s with Retry-After while it was down, and nothing else went wrong
     assert report.unavailable > 0, report.summary()
