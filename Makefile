@@ -26,6 +26,7 @@ var: $(VAR_DIR)/secret_key
 
 # A real server: gunicorn threads (runserver's backlog of 10 resets connections under load), static files
 # collected once and served by whitenoise, the periodic sweeper and retention in each worker process.
+# Timeouts, graceful shutdown, keep-alive and backlog: gunicorn.conf.py, which gunicorn reads from here.
 WEB_WORKERS ?= 2
 WEB_THREADS ?= 16
 
@@ -34,7 +35,7 @@ run: setup var
 	$(PY) manage.py bootstrap --demo
 	$(PY) manage.py collectstatic --noinput -v 0
 	EMBEDDED_SCHEDULER=1 .venv/bin/gunicorn webplatform.wsgi -b $(HOST) -w $(WEB_WORKERS) --threads $(WEB_THREADS) \
-		--timeout 120 --backlog 2048 --access-logfile -
+		--access-logfile -
 
 lint: setup
 	.venv/bin/ruff check .

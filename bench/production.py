@@ -12,6 +12,8 @@ Phases: clean load at each --users, then at 16 users each fault during the load:
   s3_lost_reply   S3 stores PUTs but the response is lost, 10 s (orphans for the reconciler)
   gpu_kill        the gpu worker is killed -9, restarted after 10 s
   broker_down     the broker (Redis) is unreachable for 20 s
+  pg_down         PostgreSQL is unreachable (a TCP proxy cut) for 15 s: 503 with Retry-After, never 500
+  broker_restart  the broker restarts without persistence: unreachable 3 s, every message lost
 After each phase: every acknowledged upload was readable (0 lost), every job finished within 2 minutes of
 recovery, no ciphertext without a row once the reconciler has run, and the audit chain verifies.
 """
@@ -40,7 +42,7 @@ from tests.integration.loadflow import run_flows, wait_until_serving  # noqa: E4
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "timeveil_bench"
 BUCKET = "timeveil-bench"
-FAULTS = ("s3_down", "s3_lost_reply", "gpu_kill", "broker_down")
+FAULTS = ("s3_down", "s3_lost_reply", "gpu_kill", "broker_down", "pg_down", "broker_restart")
 
 
 def free_port() -> int:
@@ -71,6 +73,7 @@ class Stack:
         self.aws = f"http://{host}:{port}"
         self.s3_proxy = FaultProxy((host, int(port)))
         self.broker_proxy = FaultProxy(("127.0.0.1", 6379))
+        self.db_proxy = FaultProxy(("127.0.0.1", 5432))
         os.environ.update(
             AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
         )
@@ -82,7 +85,7 @@ class Stack:
             **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))},
             "PRODUCTION": "1", "DEBUG": "0", "SECRET_KEY": "bench-" + uuid.uuid4().hex * 2,
             "ALLOWED_HOSTS": "127.0.0.1,localhost", "TIMEVEIL_VAR_DIR": str(workdir / "var"),
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:{self.db_proxy.port}/{DB_NAME}",
             "CELERY_BROKER_URL": f"redis://127.0.0.1:{self.broker_proxy.port}/12",
             "CACHE_URL": "redis://127.0.0.1:6379/11",
             "EMAIL_URL": "dummymail://",  # production refuses the console backend; the bench sends no mail
@@ -153,6 +156,7 @@ class Stack:
                 os.killpg(process.pid, signal.SIGKILL)
         self.s3_proxy.close()
         self.broker_proxy.close()
+        self.db_proxy.close()
         self.moto.stop()
 
     def bucket_keys(self) -> set[str]:
@@ -254,6 +258,17 @@ def inject(stack: Stack, fault: str, started: threading.Event) -> None:
     elif fault == "broker_down":
         stack.broker_proxy.mode = "down"
         time.sleep(20)
+        stack.broker_proxy.mode = "pass"
+    elif fault == "pg_down":
+        stack.db_proxy.mode = "down"
+        time.sleep(15)
+        stack.db_proxy.mode = "pass"
+    elif fault == "broker_restart":
+        import redis
+
+        stack.broker_proxy.mode = "down"
+        redis.Redis(db=12).flushdb()  # a restart without persistence: every queued message is gone
+        time.sleep(3)
         stack.broker_proxy.mode = "pass"
 
 

@@ -164,6 +164,12 @@ class TrainingRun(models.Model):
     parent_version = models.CharField(max_length=80, blank=True)
     metrics = models.JSONField(default=dict)
     error = models.CharField(max_length=200, blank=True)
+    # Bumped by the process training the run; gone stale, its worker died and the sweeper fails the run.
+    heartbeat_at = models.DateTimeField(null=True)
+    # A queued run's outbox (`train --queue`): what to train, and when it was last handed to the broker.
+    # None for a run trained in the process that reserved it.
+    queued_request = models.JSONField(null=True)
+    published_at = models.DateTimeField(null=True)
 
     class Meta:
         ordering = ["created_at"]

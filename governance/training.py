@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -275,8 +276,8 @@ def run_start(run: TrainingRun) -> TrainingRun:
         if locked.status != RunStatus.RESERVED:
             raise Conflict(f"Run {run.id} is {locked.status}, not reserved: it cannot be executed (again). "
                            "Reserve a new run instead.", details={"status": locked.status})
-        locked.status = RunStatus.RUNNING
-        locked.save(update_fields=["status"])
+        locked.status, locked.heartbeat_at = RunStatus.RUNNING, clock.now()
+        locked.save(update_fields=["status", "heartbeat_at"])
         audit_append(action="training.started", actor_id=None, subject="training", object_ref=f"run:{run.id}")
     run.status = RunStatus.RUNNING
     return run
@@ -300,6 +301,36 @@ def run_finish(run: TrainingRun, *, model_version: str = "", metrics: dict[str, 
                      object_ref=f"run:{run.id}",
                      details={"status": run.status, "epsilon_spent": run.epsilon_spent,
                               "model_version": model_version})
+
+
+WORKER_LOST = "worker_lost"  # the error prefix of a run whose worker stopped heartbeating
+
+
+def run_beat(run_id: uuid.UUID) -> None:
+    """The training process is alive: bump a running run's heartbeat."""
+    TrainingRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(heartbeat_at=clock.now())
+
+
+def run_fail_stale(run_id: uuid.UUID, *, stale_before: datetime) -> bool:
+    """RUNNING -> FAILED when the heartbeat is older than `stale_before`: its worker died mid-run.
+
+    The whole reservation stays spent (the data may have been touched) and the run is never executed again
+    (run_start admits RESERVED only). False when it finished or beat again meanwhile.
+    """
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id, status=RunStatus.RUNNING).first()
+        if run is None or (run.heartbeat_at is not None and run.heartbeat_at >= stale_before):
+            return False
+        run.status, run.epsilon_spent, run.finished_at = RunStatus.FAILED, run.epsilon_reserved, clock.now()
+        seen = f"since {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC" if run.heartbeat_at else "ever"
+        run.error = (f"{WORKER_LOST}: the training worker stopped (no heartbeat {seen}); its epsilon stays "
+                     "spent and the run is never executed again")[:200]
+        run.save(update_fields=["status", "epsilon_spent", "finished_at", "error"])
+        audit_append(action="training.finished", actor_id=None, subject="training",
+                     object_ref=f"run:{run.id}",
+                     details={"status": run.status, "epsilon_spent": run.epsilon_spent, "model_version": "",
+                              "reason": WORKER_LOST})
+    return True
 
 
 def privacy_audit_record(*, code_version: str, passed: bool, report: dict[str, Any]) -> PrivacyAudit:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from governance.keys import get_keyring
 from webplatform.encrypted_store import object_storage
+
+STORAGE_PROBE_NAME = "readyz/probe"  # never written
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -24,9 +23,9 @@ def _check_database() -> None:
 
 
 def _check_storage() -> None:
-    storage = object_storage()
-    name = storage.save(f"readyz/{uuid.uuid4().hex}", ContentFile(b"probe"))
-    storage.delete(name)
+    # A read, not a write: probes that wrote left an object behind whenever the delete did not follow.
+    # Asking for a name that is never stored reaches the store (S3: a HEAD, answered 404) and writes nothing.
+    object_storage().exists(STORAGE_PROBE_NAME)
 
 
 def _check_broker() -> None:

@@ -276,7 +276,7 @@ if STORAGE_BACKEND == "s3":
     }
 elif STORAGE_BACKEND == "filesystem":
     _objects = {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "BACKEND": "webplatform.atomic_storage.AtomicFileSystemStorage",  # a failed save leaves no file
         "OPTIONS": {"location": str(VAR_DIR / "objects"), "file_permissions_mode": 0o600},
     }
 else:
@@ -328,6 +328,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Training has its own queue: a run takes hours, and must neither block inference nor be redelivered as one.
 CELERY_TASK_ROUTES = {"webplatform.jobs.tasks.transform_task": {"queue": "gpu"},
+                      # the runs' sweeper must not wait behind a run: exact names win over the pattern
+                      "webplatform.training.tasks.runs_sweep_task": {"queue": "default"},
                       "webplatform.training.tasks.*": {"queue": "training"}}
 
 # --- inference ----------------------------------------------------------------------------------------
@@ -358,13 +360,24 @@ EMBEDDED_SCHEDULER = env.bool("EMBEDDED_SCHEDULER", default=False)
 JOB_HEARTBEAT_SECONDS = env.float("JOB_HEARTBEAT_SECONDS", default=10)  # the worker of a running job beats
 JOB_STALE_SECONDS = env.float("JOB_STALE_SECONDS", default=60)  # no beat for this long: the worker is dead
 JOB_SWEEP_SECONDS = env.float("JOB_SWEEP_SECONDS", default=30)  # the sweeper / dispatcher runs this often
-JOB_REPUBLISH_SECONDS = env.float("JOB_REPUBLISH_SECONDS", default=600)  # queued this long: publish again
+# Queued this long since its last publish: publish again. The bound on a lost message (a broker restarted
+# without persistence): republished within JOB_REPUBLISH_SECONDS + JOB_SWEEP_SECONDS. A job merely waiting
+# behind a backlog gets a spare message, which its claim drops once the job has run.
+JOB_REPUBLISH_SECONDS = env.float("JOB_REPUBLISH_SECONDS", default=60)
 JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=5)
 JOB_RETRY_BASE_SECONDS = env.float("JOB_RETRY_BASE_SECONDS", default=5)  # backoff: base * 2**retry
 STORAGE_RETRY_AFTER_SECONDS = env.int("STORAGE_RETRY_AFTER_SECONDS", default=5)
+DATABASE_RETRY_AFTER_SECONDS = env.int("DATABASE_RETRY_AFTER_SECONDS", default=5)  # database down
 ORPHAN_GRACE_SECONDS = env.int("ORPHAN_GRACE_SECONDS", default=3600)  # stored with no row this long: deleted
 CELERY_BEAT_SCHEDULE["sweep-jobs"] = {"task": "webplatform.jobs.tasks.jobs_sweep_task",
                                       "schedule": JOB_SWEEP_SECONDS}
+# Training runs: the worker beats while a run trains; the sweeper fails a run whose beat is this stale (its
+# epsilon stays spent, it never runs again), and republishes a queued run's message after this long.
+TRAINING_HEARTBEAT_SECONDS = env.float("TRAINING_HEARTBEAT_SECONDS", default=30)
+TRAINING_STALE_SECONDS = env.float("TRAINING_STALE_SECONDS", default=300)
+TRAINING_REPUBLISH_SECONDS = env.float("TRAINING_REPUBLISH_SECONDS", default=600)
+CELERY_BEAT_SCHEDULE["sweep-training-runs"] = {"task": "webplatform.training.tasks.runs_sweep_task",
+                                               "schedule": JOB_SWEEP_SECONDS}
 # Redis redelivers a message a killed worker held (acks_late) after this many seconds.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("BROKER_VISIBILITY_TIMEOUT", default=3600)}
 

@@ -22,6 +22,7 @@ ERASURE_PURGE = "webplatform.lifecycle.tasks.erasure_purge_task"
 RETENTION = "webplatform.lifecycle.tasks.retention_enforce_task"
 TRAINING = "webplatform.training.tasks.training_task"
 ACCOUNT_MAIL = "webplatform.accounts.tasks.account_mail_task"
+RUNS_SWEEP = "webplatform.training.tasks.runs_sweep_task"
 
 # What a publish may raise when the broker is down or refuses: connection errors surface as kombu's
 # OperationalError; a socket error can escape before kombu wraps it.

@@ -67,3 +67,4 @@ def test_upload_read_delete_over_s3(s3, owner, upload, django_capture_on_commit_
 
 def test_readyz_checks_s3(s3, client):
     assert client.get("/readyz").json()["checks"]["storage"] == "ok"
+    assert bucket_keys(s3) == []  # the probe reads: it leaves no readyz/ object behind

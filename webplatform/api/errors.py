@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework import serializers
@@ -44,6 +46,33 @@ class ErrorResponse(serializers.Serializer):
     error = ErrorBody()
 
 
+class DatabaseUnavailable(TimeveilError):
+    """The database did not answer (refused, cut, restarting): transient, so come back, never a 500."""
+
+    status, code = 503, "database_unavailable"
+    message = "The service is briefly unavailable; try again shortly."
+
+    @property
+    def retry_after(self) -> int:
+        return int(settings.DATABASE_RETRY_AFTER_SECONDS)
+
+
+# What a database that cannot be reached raises: OperationalError when connecting or mid-query (the server
+# went away), InterfaceError on a connection already broken by that. A bug (IntegrityError, ProgrammingError)
+# is neither, and stays a 500.
+DATABASE_FAULTS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+
+
+def as_timeveil_error(exc: BaseException | None) -> TimeveilError | None:
+    """The client-visible error for `exc`: itself, a DatabaseUnavailable for a database fault, else None."""
+    if isinstance(exc, TimeveilError):
+        return exc
+    if isinstance(exc, DATABASE_FAULTS):
+        log.warning("database unavailable: %s", exc)
+        return DatabaseUnavailable()
+    return None
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
@@ -56,11 +85,11 @@ def timeveil_headers(exc: TimeveilError) -> dict[str, str]:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's EXCEPTION_HANDLER: every exception a view raises leaves as the JSON error shape."""
-    if isinstance(exc, TimeveilError):
-        if exc.status >= 500:
-            log.error("server-side failure %s: %s", exc.code, exc.message)
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status,
-                        headers=timeveil_headers(exc))
+    if (known := as_timeveil_error(exc)) is not None:
+        if known.status >= 500:
+            log.error("server-side failure %s: %s", known.code, known.message)
+        return Response(error_body(known.code, known.message, known.details), status=known.status,
+                        headers=timeveil_headers(known))
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "Not found."), status=404)
     if isinstance(exc, DjangoPermissionDenied):
@@ -119,5 +148,23 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
     return _django_error(404, "not_found", "Not found.")
 
 
+def in_flight_error() -> TimeveilError | None:
+    """For handler500: the client-visible error behind the exception being handled, if there is one.
+
+    Django calls handler500 inside its `except` block, so an error raised outside any view (the session
+    saved by middleware, the user looked up by it) is still in sys.exc_info() here.
+    """
+    return as_timeveil_error(sys.exc_info()[1])
+
+
+def timeveil_json(exc: TimeveilError) -> JsonResponse:
+    response = JsonResponse(error_body(exc.code, exc.message, exc.details), status=exc.status)
+    for name, value in timeveil_headers(exc).items():
+        response[name] = value
+    return response
+
+
 def server_error(request: HttpRequest) -> JsonResponse:
+    if (known := in_flight_error()) is not None:
+        return timeveil_json(known)
     return _django_error(500, "server_error", "Something went wrong on our side.")

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import io
-import logging
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
 import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from PIL import Image
 
@@ -24,13 +21,13 @@ from governance.errors import Conflict, IntegrityFailure, NoFace, NotFound
 from governance.keyring import KeyringUnavailable
 from webplatform import metrics
 from webplatform.encrypted_store import StorageUnavailable, object_delete, object_get, object_put
+from webplatform.heartbeat import heartbeat
 from webplatform.photos.models import Photo
 from webplatform.taskqueue import TRANSFORM, publish
 
 from .models import JobFailure, JobStatus, TransformationJob, TransformationResult
 from .selectors import job_result_available
 
-log = logging.getLogger(__name__)
 SWEEP_BATCH = 500
 
 
@@ -154,29 +151,12 @@ def _stale_before(now: datetime) -> datetime:
     return now - timedelta(seconds=settings.JOB_STALE_SECONDS)
 
 
-@contextmanager
-def _heartbeat(job_id: uuid.UUID) -> Iterator[None]:
+def _heartbeat(job_id: uuid.UUID) -> AbstractContextManager[None]:
     """While the block runs, bump the job's heartbeat every JOB_HEARTBEAT_SECONDS from a side thread."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        try:
-            while not stop.wait(settings.JOB_HEARTBEAT_SECONDS):
-                try:
-                    TransformationJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
-                        heartbeat_at=clock.now())
-                except DatabaseError:  # a missed beat at worst lets the sweeper requeue the job
-                    log.warning("heartbeat of job %s failed", job_id, exc_info=True)
-        finally:
-            connection.close()  # this thread's own connection
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    return heartbeat(
+        lambda: TransformationJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+            heartbeat_at=clock.now()),
+        every=settings.JOB_HEARTBEAT_SECONDS, name=f"job {job_id}")
 
 
 def job_release(*, job_id: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Task, shared_task
 from django.conf import settings
 from django.db import DatabaseError
@@ -12,6 +14,8 @@ from webplatform.taskqueue import BROKER_ERRORS
 
 from .models import JobFailure
 from .services import job_fail, job_release, job_run, jobs_sweep
+
+log = logging.getLogger(__name__)
 
 # Transient: the database, the object store or the broker hiccupped. Anything else is a bug and fails loudly.
 TRANSIENT: tuple[type[BaseException], ...] = (DatabaseError, OSError, StorageUnavailable, KeyringUnavailable,
@@ -29,6 +33,16 @@ def _code(exc: BaseException) -> JobFailure:
     return JobFailure.QUEUE_UNAVAILABLE
 
 
+def _release(job_id: str) -> bool:
+    """Put the job back in the queue; False when the database is what failed and cannot take it back."""
+    try:
+        job_release(job_id=job_id)
+    except DatabaseError:
+        log.warning("job %s could not be released: the database did not answer", job_id, exc_info=True)
+        return False
+    return True
+
+
 # acks_late + reject_on_worker_lost (settings): a worker killed mid-job leaves the message to redeliver; the
 # sweeper requeues the job once its heartbeat is stale, whichever comes first; job_run finishes it once.
 @shared_task(bind=True, acks_late=True, max_retries=settings.JOB_MAX_ATTEMPTS - 1)
@@ -38,15 +52,22 @@ def transform_task(self: Task, job_id: str) -> None:
         job_run(job_id=job_id)
     except TRANSIENT as exc:
         if self.request.retries >= (self.max_retries or 0):
+            # If the database is what failed, this raises: the job stays running or queued in its row, and
+            # the sweeper ends or republishes it (JOB_STALE_SECONDS, JOB_REPUBLISH_SECONDS).
             job_fail(job_id=job_id, code=_code(exc))
             return
-        job_release(job_id=job_id)
+        released = _release(job_id)
         if self.request.is_eager:  # embedded mode has no broker to hold a delayed retry: try again now
-            self.apply(args=(job_id,), retries=self.request.retries + 1, throw=True)
-            return
-        raise self.retry(
-            exc=exc, countdown=min(300, settings.JOB_RETRY_BASE_SECONDS * 2**self.request.retries)
-        ) from exc
+            if released:
+                self.apply(args=(job_id,), retries=self.request.retries + 1, throw=True)
+            return  # not released: the row still says queued or running, and the sweeper takes it back
+        countdown = min(300, settings.JOB_RETRY_BASE_SECONDS * 2**self.request.retries)
+        if not released:
+            # The job may still read `running` with the heartbeat of this attempt: the retry's claim takes
+            # it back only once that heartbeat is stale, so it waits that long. Never acknowledged without
+            # a live message: the retry is one.
+            countdown = max(countdown, settings.JOB_STALE_SECONDS)
+        raise self.retry(exc=exc, countdown=countdown) from exc
 
 
 @shared_task

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 
 from governance.errors import TimeveilError
@@ -16,7 +16,7 @@ def _wants_json(request: HttpRequest) -> bool:
     return request.path.startswith("/api/") or ("application/json" in accept and "text/html" not in accept)
 
 
-def _page(request: HttpRequest, status: int, title: str, message: str) -> HttpResponse:
+def _page(request: HttpRequest | None, status: int, title: str, message: str) -> HttpResponse:
     body: str
     try:
         body = render_to_string("error.html", {"status": status, "title": title, "message": message},
@@ -47,6 +47,8 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 def server_error(request: HttpRequest) -> HttpResponse:
     if _wants_json(request):
         return api_errors.server_error(request)
+    if (known := api_errors.in_flight_error()) is not None:  # the database down outside a view: a 503 page
+        return error_response(request, known)
     return _page(request, 500, "Something went wrong", "Something went wrong on our side. Please try again.")
 
 
@@ -65,18 +67,19 @@ class TimeveilErrorPages:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
-        return error_response(request, exc) if isinstance(exc, TimeveilError) else None
+        known = api_errors.as_timeveil_error(exc)  # a TimeveilError, or the database down
+        return None if known is None else error_response(request, known)
 
 
 def error_response(request: HttpRequest, exc: TimeveilError) -> HttpResponse:
     """The error's page (or JSON for API clients), with its status and headers such as Retry-After."""
-    response: HttpResponse
     if _wants_json(request):
-        body = api_errors.error_body(exc.code, exc.message, exc.details)
-        response = JsonResponse(body, status=exc.status)
-    else:
-        title = "Try again shortly" if exc.status == 503 else "That did not work"
-        response = _page(request, exc.status, title, exc.message)
+        return api_errors.timeveil_json(exc)
+    title = "Try again shortly" if exc.status == 503 else "That did not work"
+    # With the database down the page renders without the request: its context processors would ask the
+    # database for the user.
+    database_down = isinstance(exc, api_errors.DatabaseUnavailable)
+    response = _page(None if database_down else request, exc.status, title, exc.message)
     for name, value in api_errors.timeveil_headers(exc).items():
         response[name] = value
     return response

@@ -13,24 +13,29 @@ import hashlib
 import io
 import math
 import random
+import uuid
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 from django.conf import settings
+from django.db.models import Q
 from PIL import Image
 
 from governance import clock
 from governance.audit import audit_append
 from governance.errors import Conflict, IntegrityFailure, InvalidInput, TimeveilError
-from governance.models import PrivacyAudit, TrainingRun
+from governance.models import PrivacyAudit, RunStatus, TrainingRun
 from governance.training import (
     ManifestItem,
     ancestry_epsilon,
     privacy_audit_passed,
     privacy_audit_record,
     run_ancestry,
+    run_beat,
     run_entries,
+    run_fail_stale,
     run_finish,
     run_reserve,
     run_start,
@@ -38,8 +43,10 @@ from governance.training import (
     users_with_budget,
 )
 from webplatform.encrypted_store import object_get
+from webplatform.heartbeat import heartbeat
 from webplatform.models_registry import model_registry
 from webplatform.photos.models import Photo
+from webplatform.taskqueue import TRAINING, publish
 
 PRIVACY_UNIT = ("one person: at most one photo per account, no photo showing more than one face, and an "
                 "image held by several accounts used once; a person with several accounts and different "
@@ -217,14 +224,21 @@ def _load_faces(run: TrainingRun, size: int) -> TrainingFaces:
 def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: bool = True) -> TrainingRun:
     """Train a RESERVED run under DP (once: any other state is refused), register the version with its
     card."""
+    registry = model_registry()
+    run = run_start(run)  # Conflict unless RESERVED; from here the reservation is spent whatever happens
+    # The beat says this process still trains the run; once it stops, runs_sweep fails the run.
+    with heartbeat(lambda: run_beat(run.id), every=settings.TRAINING_HEARTBEAT_SECONDS, name=f"run {run.id}"):
+        return _train(run, request, registry, progress=progress)
+
+
+def _train(run: TrainingRun, request: RunRequest, registry: Any, *, progress: bool) -> TrainingRun:
+    """The body of a started run: fine-tune under DP, register the version, finish the run either way."""
     from inference.age_estimator import AgeEstimator
     from inference.dp import DPConfig, train_dp
     from inference.dp.audit import code_version
     from inference.model import AgeGenerator
     from inference.quality import benchmark, heldout_pairs
 
-    registry = model_registry()
-    run = run_start(run)  # Conflict unless RESERVED; from here the reservation is spent whatever happens
     try:
         if not run.parent_version:
             raise InvalidInput("No promoted base model to fine-tune; run `manage.py train_base` first.")
@@ -269,6 +283,46 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
         run_finish(run, error=f"{type(exc).__name__}: {exc}")
         raise
     return run
+
+
+def training_run_queue(run: TrainingRun, request: RunRequest) -> bool:
+    """Hand a reserved run to the training workers through its row, the outbox; False if the broker is down.
+
+    Refused by the broker, the run stays reserved with its request, and runs_sweep publishes it once the
+    broker answers.
+    """
+    TrainingRun.objects.filter(pk=run.pk, status=RunStatus.RESERVED).update(queued_request=asdict(request))
+    return training_run_publish(run_id=run.pk)
+
+
+def training_run_publish(*, run_id: uuid.UUID) -> bool:
+    """Send a queued run's message (its id only); a duplicate is harmless: run_start admits a run once."""
+    TrainingRun.objects.filter(pk=run_id, status=RunStatus.RESERVED).update(published_at=clock.now())
+    if publish(TRAINING, str(run_id)):
+        return True
+    TrainingRun.objects.filter(pk=run_id, status=RunStatus.RESERVED).update(published_at=None)
+    return False
+
+
+def runs_sweep(*, now: datetime | None = None) -> dict[str, int]:
+    """Fail running runs whose worker stopped heartbeating; publish queued runs that have no live message."""
+    now = now or clock.now()
+    counts = {"failed": 0, "published": 0, "unpublished": 0}
+    stale_before = now - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
+    stale = TrainingRun.objects.filter(status=RunStatus.RUNNING).filter(
+        Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True))
+    for run_id in list(stale.values_list("pk", flat=True)):
+        counts["failed"] += run_fail_stale(run_id, stale_before=stale_before)
+    republish_before = now - timedelta(seconds=settings.TRAINING_REPUBLISH_SECONDS)
+    pending = list(TrainingRun.objects.filter(status=RunStatus.RESERVED, queued_request__isnull=False).filter(
+        Q(published_at__isnull=True) | Q(published_at__lt=republish_before)).order_by("created_at")
+        .values_list("pk", flat=True))
+    for run_id in pending:
+        if not training_run_publish(run_id=run_id):
+            break  # the broker is down: the next sweep tries again
+        counts["published"] += 1
+    counts["unpublished"] = len(pending) - counts["published"]
+    return counts
 
 
 def privacy_audit_run(*, claims: list[float], config: Any = None) -> PrivacyAudit:

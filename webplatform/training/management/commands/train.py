@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from governance.errors import TimeveilError
-from webplatform.taskqueue import TRAINING, publish
-from webplatform.training.services import RunRequest, training_run_create, training_run_execute
+from webplatform.training.services import (
+    RunRequest,
+    training_run_create,
+    training_run_execute,
+    training_run_queue,
+)
 
 
 class Command(BaseCommand):
@@ -42,9 +45,12 @@ class Command(BaseCommand):
                           f"epsilon {run.epsilon_reserved:.3f} reserved at delta {run.delta:.1e}, "
                           f"noise {run.noise_multiplier:.3f}, {run.steps} steps")
         if options["queue"]:
-            if not publish(TRAINING, str(run.id), asdict(request)):
-                raise CommandError(f"the broker did not answer: run {run.id} was not queued")
-            self.stdout.write("queued on the training queue")
+            if training_run_queue(run, request):
+                self.stdout.write("queued on the training queue")
+            else:  # the run's row is its outbox: the sweeper sends it once the broker answers
+                self.stdout.write(self.style.WARNING(
+                    f"the broker did not answer: run {run.id} stays reserved and is sent to the training "
+                    "queue by the sweeper once the broker is back"))
             return
         try:
             run = training_run_execute(run, request)
