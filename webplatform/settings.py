@@ -316,6 +316,12 @@ JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=5)
 JOB_RETRY_BASE_SECONDS = env.float("JOB_RETRY_BASE_SECONDS", default=5)  # backoff: base * 2**retry
 STORAGE_RETRY_AFTER_SECONDS = env.int("STORAGE_RETRY_AFTER_SECONDS", default=5)
 ORPHAN_GRACE_SECONDS = env.int("ORPHAN_GRACE_SECONDS", default=3600)  # stored with no row this long: deleted
+# Fair queue (webplatform/jobs/dispatch.py): jobs per person published or running at once (set it to the
+# gpu worker slots of the cluster so one person alone can fill them), jobs per person waiting before a
+# request is refused with 429 queue_full, and the Retry-After it carries.
+JOB_INFLIGHT_PER_PERSON = env.int("JOB_INFLIGHT_PER_PERSON", default=2)
+JOB_QUEUED_PER_PERSON = env.int("JOB_QUEUED_PER_PERSON", default=20)
+JOB_QUEUE_FULL_RETRY_AFTER_SECONDS = env.int("JOB_QUEUE_FULL_RETRY_AFTER_SECONDS", default=30)
 CELERY_BEAT_SCHEDULE["sweep-jobs"] = {"task": "webplatform.jobs.tasks.jobs_sweep_task",
                                       "schedule": JOB_SWEEP_SECONDS}
 # Redis redelivers a message a killed worker held (acks_late) after this many seconds.
