@@ -3,8 +3,9 @@
 The broker's queue is first in, first out. Handing it every job at once would make the 51st request wait for
 the first 50. So a job row stays *held* (queued, `published_at` unset) until its owner has fewer than
 `JOB_INFLIGHT_PER_PERSON` jobs *in flight* (published and waiting, or running). When one of a person's jobs
-ends, their next held job is published, behind whatever others published meanwhile: with one worker slot
-and the default of 2, a newcomer's job starts after at most 2 of a busy person's. A sweep (beat) dispatches
+ends, the worker (tasks.py's post-run hook) publishes their next held job, behind whatever others published
+meanwhile: with one worker slot and the default of 2, a newcomer's job starts after at most 2 of a busy
+person's. A sweep (beat) dispatches
 every person's held jobs, one round at a time in the order each person first waited (round-robin).
 
 In embedded mode (eager tasks) every request runs its own job in its own thread: nothing is shared, so
@@ -13,23 +14,19 @@ nothing is held.
 
 from __future__ import annotations
 
-import logging
 import uuid
-from typing import Any
+from collections.abc import Callable
 
-from celery.signals import task_postrun
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.db.models import Min, Q
 
 from governance import clock
 from governance.errors import QueueFull
 from webplatform.celery import app
-from webplatform.taskqueue import TRANSFORM
 
 from .models import JobStatus, TransformationJob
 
-log = logging.getLogger(__name__)
 DISPATCH_OWNERS = 500  # people served per sweep; the next sweep serves the rest
 
 
@@ -42,7 +39,7 @@ def _held() -> Q:
     return Q(status=JobStatus.QUEUED, published_at__isnull=True)
 
 
-def _per_person_cap() -> int | None:
+def per_person_cap() -> int | None:
     """How many of one person's jobs may be in flight; None (no cap) when tasks run in the request."""
     return None if app.conf.task_always_eager else settings.JOB_INFLIGHT_PER_PERSON
 
@@ -57,7 +54,7 @@ def job_queue_check(*, user_id: int) -> None:
 
 def _reserve(owner_id: int) -> list[uuid.UUID]:
     """Stamp the owner's oldest held jobs as published, up to their free slots; the ids, oldest first."""
-    cap = _per_person_cap()
+    cap = per_person_cap()
     with transaction.atomic():
         # Lock the owner's queued rows (fixed order against deadlocks): two dispatchers for one person take
         # turns, so the second counts what the first published and the cap holds.
@@ -82,11 +79,10 @@ def _round_robin(batches: list[list[uuid.UUID]]) -> list[uuid.UUID]:
     return order
 
 
-def jobs_dispatch(*, owner_id: int | None = None) -> dict[str, int]:
+def jobs_dispatch(*, publish: Callable[..., bool], owner_id: int | None = None) -> dict[str, int]:
     """Publish held jobs that fit their owner's in-flight cap (one owner's, or everyone's, longest waiting
-    first), round-robin between people. If the broker refuses, the rest stay held for the next sweep."""
-    from .services import job_publish
-
+    first), round-robin between people, with `publish(job_id=...)` (services.job_publish). If the broker
+    refuses, the rest stay held for the next sweep."""
     held = TransformationJob.objects.filter(_held())
     if owner_id is not None:
         held = held.filter(owner_id=owner_id)
@@ -95,23 +91,10 @@ def jobs_dispatch(*, owner_id: int | None = None) -> dict[str, int]:
     order = _round_robin([_reserve(owner) for owner in owners])
     counts = {"published": 0, "unpublished": 0}
     for index, job_id in enumerate(order):
-        if not job_publish(job_id=job_id):  # the broker is down; job_publish unstamped this one
+        if not publish(job_id=job_id):  # the broker is down; job_publish unstamped this one
             rest = order[index + 1:]
             TransformationJob.objects.filter(pk__in=rest, status=JobStatus.QUEUED).update(published_at=None)
             counts["unpublished"] = len(rest) + 1
             break
         counts["published"] += 1
     return counts
-
-
-@task_postrun.connect
-def _dispatch_after_job(*, sender: Any = None, args: tuple = (), **_: Any) -> None:
-    """A transformation ended (done, failed or released for a retry): its owner may have a slot free."""
-    if getattr(sender, "name", None) != TRANSFORM or _per_person_cap() is None or not args:
-        return
-    try:
-        owner_id = TransformationJob.objects.filter(pk=args[0]).values_list("owner_id", flat=True).first()
-        if owner_id is not None:
-            jobs_dispatch(owner_id=owner_id)
-    except DatabaseError:  # the sweeper dispatches what this missed
-        log.warning("dispatch after job %s failed", args[0], exc_info=True)

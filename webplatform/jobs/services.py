@@ -55,7 +55,7 @@ def job_create(*, user_id: int, photo: Photo, target_age: int) -> Transformation
         audit_append(action="job.created", actor_id=user_id, subject_id=user_id, object_ref=f"job:{job.id}",
                      details={"photo": str(photo.id), "target_age": target_age})
         # Published when its owner has a free slot, fairly between people (dispatch.py).
-        transaction.on_commit(lambda: jobs_dispatch(owner_id=user_id))
+        transaction.on_commit(lambda: jobs_dispatch(owner_id=user_id, publish=job_publish))
     return job
 
 
@@ -228,7 +228,7 @@ def jobs_sweep(*, now: datetime | None = None) -> dict[str, int]:
         counts["published"] += 1
     counts["unpublished"] = len(job_ids) - counts["published"]
     if counts["unpublished"] == 0:  # held jobs (never published, or refused): fairly, within each cap
-        dispatched = jobs_dispatch()
+        dispatched = jobs_dispatch(publish=job_publish)
         counts["published"] += dispatched["published"]
         counts["unpublished"] += dispatched["unpublished"]
     return counts
