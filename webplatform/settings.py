@@ -341,6 +341,10 @@ DP_USER_EPSILON_CAP = env.float("DP_USER_EPSILON_CAP", default=10.0)
 DP_MIN_PARTICIPANTS = env.int("DP_MIN_PARTICIPANTS", default=100)
 # Std of the Gaussian noise on each run's released participant count (sensitivity 1, accounted per run).
 DP_COUNT_NOISE = env.float("DP_COUNT_NOISE", default=10.0)
+# DP-SGD over this many local processes (Opacus DPDDP; gloo on CPUs, nccl with one GPU a process): the
+# same run and epsilon, the noise added once (inference/dp/distributed.py). 1: in the worker's own process.
+DP_TRAIN_PROCESSES = env.int("DP_TRAIN_PROCESSES", default=1)
+DP_TRAIN_BACKEND = env.str("DP_TRAIN_BACKEND", default="gloo")
 
 # --- production mode (PRODUCTION=1): refuse to start on settings that are only safe on one laptop -------
 PRODUCTION = env.bool("PRODUCTION", default=False)

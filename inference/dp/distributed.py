@@ -29,7 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
 from torch import nn
+
+if TYPE_CHECKING:
+    from .training import DPResult
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def plain_key(key: str) -> str:
 
 def _rank_main(rank: int, ranks: Ranks, rendezvous: str, results: Any, kwargs: dict[str, Any]) -> None:
     """One rank: join the group, train, and (rank 0) send back the result with the model as arrays."""
-    from .training import train_dp  # here: training imports this module for its hooks
+    from .training import train_dp
 
     torch.set_num_threads(ranks.threads or max(1, (os.cpu_count() or 1) // ranks.processes))
     dist.init_process_group(ranks.backend, init_method=rendezvous, rank=rank, world_size=ranks.processes)
@@ -84,17 +87,22 @@ def _rank_main(rank: int, ranks: Ranks, rendezvous: str, results: Any, kwargs: d
         result = train_dp(**{**kwargs, "config": config, "progress": progress})
         if rank == 0:
             state = {k: v.detach().cpu().numpy() for k, v in result.model.state_dict().items()}
-            results.put((state, dataclasses.replace(result, model=None)))
+            # The weights as arrays: a module's tensors would be shared memory that dies with this rank.
+            fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)
+                      if f.name != "model"}
+            results.put((state, fields))
     finally:
         dist.destroy_process_group()
 
 
-def train_dp_ranks(*, ranks: Ranks, **train_dp_kwargs: Any) -> Any:
+def train_dp_ranks(*, ranks: Ranks, **train_dp_kwargs: Any) -> DPResult:
     """`train_dp` (same arguments) over `ranks.processes` local processes; rank 0's DPResult.
 
     The faces travel to the ranks through the processes' pipes, never through a file; `on_step`, if given,
     must be a module-level function (it is sent to each rank).
     """
+    from .training import DPResult  # training imports this module for its hooks
+
     model = train_dp_kwargs["model"]
     results = mp.get_context("spawn").Queue()
     deadline = time.monotonic() + ranks.timeout_s
@@ -120,7 +128,7 @@ def train_dp_ranks(*, ranks: Ranks, **train_dp_kwargs: Any) -> Any:
                     process.kill()
     if got is None:
         raise RuntimeError("the ranks ended without rank 0's result")
-    state, result = got
+    state, fields = got
     out = type(model)(model.config)
     out.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
-    return dataclasses.replace(result, model=out.eval())
+    return DPResult(model=out.eval(), **fields)

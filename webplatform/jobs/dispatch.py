@@ -73,7 +73,7 @@ def _reserve(owner_id: int) -> list[uuid.UUID]:
 
 def _round_robin(batches: list[list[uuid.UUID]]) -> list[uuid.UUID]:
     """Each person's first job, then each person's second, ...: the order the broker should hold them in."""
-    order = []
+    order: list[uuid.UUID] = []
     for turn in range(max((len(b) for b in batches), default=0)):
         order.extend(b[turn] for b in batches if turn < len(b))
     return order
