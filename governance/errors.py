@@ -88,6 +88,17 @@ class Throttled(TimeveilError):
     status, code, message = 429, "throttled", "Too many requests; slow down."
 
 
+class QueueFull(Throttled):
+    """One person already has the most transformations a person may have waiting (JOB_QUEUED_PER_PERSON)."""
+
+    code, message = "queue_full", ("You already have as many transformations waiting as one person may; "
+                                   "try again when some have finished.")
+
+    def __init__(self, *, retry_after: int, details: dict[str, Any]) -> None:
+        self.retry_after = retry_after
+        super().__init__(details=details)
+
+
 class LoginLocked(Throttled):
     """Too many failed sign-ins for this account or address; `retry_after` seconds until the next try."""
 

@@ -369,6 +369,12 @@ JOB_RETRY_BASE_SECONDS = env.float("JOB_RETRY_BASE_SECONDS", default=5)  # backo
 STORAGE_RETRY_AFTER_SECONDS = env.int("STORAGE_RETRY_AFTER_SECONDS", default=5)
 DATABASE_RETRY_AFTER_SECONDS = env.int("DATABASE_RETRY_AFTER_SECONDS", default=5)  # database down
 ORPHAN_GRACE_SECONDS = env.int("ORPHAN_GRACE_SECONDS", default=3600)  # stored with no row this long: deleted
+# Fair queue (webplatform/jobs/dispatch.py): jobs per person published or running at once (set it to the
+# gpu worker slots of the cluster so one person alone can fill them), jobs per person waiting before a
+# request is refused with 429 queue_full, and the Retry-After it carries.
+JOB_INFLIGHT_PER_PERSON = env.int("JOB_INFLIGHT_PER_PERSON", default=2)
+JOB_QUEUED_PER_PERSON = env.int("JOB_QUEUED_PER_PERSON", default=20)
+JOB_QUEUE_FULL_RETRY_AFTER_SECONDS = env.int("JOB_QUEUE_FULL_RETRY_AFTER_SECONDS", default=30)
 CELERY_BEAT_SCHEDULE["sweep-jobs"] = {"task": "webplatform.jobs.tasks.jobs_sweep_task",
                                       "schedule": JOB_SWEEP_SECONDS}
 # Training runs: the worker beats while a run trains; the sweeper fails a run whose beat is this stale (its
@@ -395,6 +401,10 @@ DP_USER_EPSILON_CAP = env.float("DP_USER_EPSILON_CAP", default=10.0)
 DP_MIN_PARTICIPANTS = env.int("DP_MIN_PARTICIPANTS", default=100)
 # Std of the Gaussian noise on each run's released participant count (sensitivity 1, accounted per run).
 DP_COUNT_NOISE = env.float("DP_COUNT_NOISE", default=10.0)
+# DP-SGD over this many local processes (Opacus DPDDP; gloo on CPUs, nccl with one GPU a process): the
+# same run and epsilon, the noise added once (inference/dp/distributed.py). 1: in the worker's own process.
+DP_TRAIN_PROCESSES = env.int("DP_TRAIN_PROCESSES", default=1)
+DP_TRAIN_BACKEND = env.str("DP_TRAIN_BACKEND", default="gloo")
 
 # --- production mode (PRODUCTION=1): refuse to start on settings that are only safe on one laptop -------
 PRODUCTION = env.bool("PRODUCTION", default=False)

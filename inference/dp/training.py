@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from inference.model import AgeGenerator
 
+from . import distributed as ddp
 from .accounting import _check_accountant, _check_delta, _check_run, _epsilon, epsilon_for
 from .samplers import BookKeepingModule, install_ghost_conv, install_hooks_conv
 
@@ -247,13 +248,15 @@ def make_private(*, module: nn.Module, dataset: TensorDataset, config: DPConfig,
     """
     # Poisson sampling at exactly the public rate q (Opacus' make_private would resample at 1/k)
     loader = DPDataLoader(dataset, sample_rate=config.sample_rate,
-                          generator=_secret_generator(torch.device("cpu")))
+                          generator=_secret_generator(torch.device("cpu")),
+                          distributed=ddp.active())  # several ranks: each samples its shard (distributed.py)
     expected = config.expected_batch_size or config.sample_rate * len(dataset)
     opacus_mode, install = GRAD_SAMPLE_MODES[config.grad_sample_mode]
     with warnings.catch_warnings():
         # our generators are seeded secretly
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         engine = PrivacyEngine(accountant=config.accountant, secure_mode=False)
+    module = ddp.wrap(module)  # DPDDP when several ranks run: all start from rank 0's weights
     wrapped: Any
     if opacus_mode == "bookkeeping":
         wrapped = BookKeepingModule(module, config.max_grad_norm)
@@ -264,7 +267,8 @@ def make_private(*, module: nn.Module, dataset: TensorDataset, config: DPConfig,
     optimizer = engine._prepare_optimizer(
         optimizer=torch.optim.Adam(wrapped.parameters(), lr=config.lr),
         noise_multiplier=config.noise_multiplier, max_grad_norm=config.max_grad_norm,
-        expected_batch_size=expected, noise_generator=_secret_generator(device),
+        expected_batch_size=ddp.share_of_batch(expected), noise_generator=_secret_generator(device),
+        distributed=ddp.active(),  # noise on rank 0 only, then all_reduce (distributed.py)
         grad_sample_mode="ghost" if opacus_mode in NOISE_ON_GRAD else opacus_mode)
     optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=config.sample_rate))
     criterion: Any = objective
@@ -356,8 +360,7 @@ class PrivateTrainer:
 
     def plain_model(self, like: AgeGenerator) -> AgeGenerator:
         """A fresh CPU copy of the trained generator without Opacus' wrapper, hooks or per-sample state."""
-        state = {k.removeprefix("_module."): v.detach().cpu().clone()
-                 for k, v in self.module.state_dict().items()}
+        state = {ddp.plain_key(k): v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
         out = type(like)(like.config)
         out.load_state_dict(state)
         return out.eval()

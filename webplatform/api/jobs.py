@@ -82,9 +82,15 @@ class TransformationListCreateApi(generics.ListAPIView):
     @extend_schema(request=Input, responses={
         202: JobOut, 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 404: ErrorResponse,
         422: OpenApiResponse(ErrorResponse, description="`no_face`: the photo has no face to age (known from "
-                                                          "its upload)")})
+                                                          "its upload)"),
+        429: OpenApiResponse(ErrorResponse, description="`queue_full`: this person already has "
+                             "JOB_QUEUED_PER_PERSON transformations waiting (with `Retry-After`); "
+                             "or `throttled`")})
     def post(self, request: Request, photo_id: str) -> Response:
-        """Age or rejuvenate a photo to target_age (1..100); poll the returned job."""
+        """Age or rejuvenate a photo to target_age (1..100); poll the returned job.
+
+        A person may have a bounded number waiting (429 `queue_full` past it); jobs start fairly between
+        people, not first come first served."""
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
         photo = photo_for_owner(user_id=user_id(request), photo_id=photo_id)

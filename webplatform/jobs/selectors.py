@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from django.db.models import Q
+
 from governance import clock
 
 from .models import JobStatus, TransformationJob
@@ -14,6 +16,9 @@ def jobs_ahead(job: TransformationJob) -> int | None:
     position to show while it waits, instead of a bar that only measures time. Counted, never named."""
     if job.status != JobStatus.QUEUED:
         return None
+    if job.published_at is not None:  # in the broker's queue (dispatch.py): behind what was published before
+        earlier = Q(status=JobStatus.QUEUED, published_at__lt=job.published_at)
+        return TransformationJob.objects.filter(Q(status=JobStatus.RUNNING) | earlier).count()
     return TransformationJob.objects.filter(status__in=(JobStatus.QUEUED, JobStatus.RUNNING),
                                             created_at__lt=job.created_at).count()
 

@@ -25,6 +25,7 @@ from webplatform.heartbeat import heartbeat
 from webplatform.photos.models import Photo
 from webplatform.taskqueue import TRANSFORM, publish
 
+from .dispatch import job_queue_check, jobs_dispatch
 from .models import JobFailure, JobStatus, TransformationJob, TransformationResult
 from .selectors import job_result_available
 
@@ -45,12 +46,14 @@ def job_create(*, user_id: int, photo: Photo, target_age: int) -> Transformation
     if photo.face_count == 0:  # known since upload: refuse now rather than fail on the worker
         raise NoFace("No face was found in this photo, so there is nothing to age. Try a photo where your "
                      "face is clearly visible, facing the camera.")
+    job_queue_check(user_id=user_id)
     with transaction.atomic():
         job = TransformationJob.objects.create(owner_id=user_id, photo=photo, target_age=target_age,
                                                created_at=clock.now())
         audit_append(action="job.created", actor_id=user_id, subject_id=user_id, object_ref=f"job:{job.id}",
                      details={"photo": str(photo.id), "target_age": target_age})
-        transaction.on_commit(lambda: job_publish(job_id=job.id))
+        # Published when its owner has a free slot, fairly between people (dispatch.py).
+        transaction.on_commit(lambda: jobs_dispatch(owner_id=user_id, publish=job_publish))
     return job
 
 
@@ -197,14 +200,18 @@ def jobs_sweep(*, now: datetime | None = None) -> dict[str, int]:
             )
             counts["requeued"] += 1
     republish_before = now - timedelta(seconds=settings.JOB_REPUBLISH_SECONDS)
-    pending = TransformationJob.objects.filter(status=JobStatus.QUEUED).filter(
-        Q(published_at__isnull=True) | Q(published_at__lt=republish_before)).order_by("created_at")
+    pending = TransformationJob.objects.filter(status=JobStatus.QUEUED, published_at__lt=republish_before
+                                               ).order_by("created_at")
     job_ids = list(pending.values_list("pk", flat=True)[:SWEEP_BATCH])
     for job_id in job_ids:
         if not job_publish(job_id=job_id):
             break  # the broker is down: the next sweep tries again
         counts["published"] += 1
     counts["unpublished"] = len(job_ids) - counts["published"]
+    if counts["unpublished"] == 0:  # held jobs (never published, or refused): fairly, within each cap
+        dispatched = jobs_dispatch(publish=job_publish)
+        counts["published"] += dispatched["published"]
+        counts["unpublished"] += dispatched["unpublished"]
     return counts
 
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Task, shared_task
+from celery.signals import task_postrun
 from django.conf import settings
 from django.db import DatabaseError
 
 from governance.keyring import KeyringUnavailable
 from webplatform.encrypted_store import StorageUnavailable
-from webplatform.taskqueue import BROKER_ERRORS
+from webplatform.taskqueue import BROKER_ERRORS, TRANSFORM
 
-from .models import JobFailure
-from .services import job_fail, job_release, job_run, jobs_sweep
+from .dispatch import jobs_dispatch, per_person_cap
+from .models import JobFailure, TransformationJob
+from .services import job_fail, job_publish, job_release, job_run, jobs_sweep
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +77,17 @@ def transform_task(self: Task, job_id: str) -> None:
 def jobs_sweep_task() -> dict[str, int]:
     """The periodic dispatcher: requeue jobs of dead workers, publish queued jobs with no live message."""
     return jobs_sweep()
+
+
+@task_postrun.connect
+def _dispatch_after_job(*, sender: Any = None, args: tuple = (), **_: Any) -> None:
+    """A transformation ended (done, failed or released for a retry): publish its owner's next held job
+    (fair dispatch, dispatch.py). Kept out of transform_task so that its error paths stay its own."""
+    if getattr(sender, "name", None) != TRANSFORM or per_person_cap() is None or not args:
+        return
+    try:
+        owner_id = TransformationJob.objects.filter(pk=args[0]).values_list("owner_id", flat=True).first()
+        if owner_id is not None:
+            jobs_dispatch(owner_id=owner_id, publish=job_publish)
+    except DatabaseError:  # the sweeper dispatches what this missed
+        log.warning("dispatch after job %s failed", args[0], exc_info=True)

@@ -259,8 +259,9 @@ def _train(run: TrainingRun, request: RunRequest, registry: Any, *, progress: bo
                           expected_batch_size=max(1.0, run.sample_rate * run.participants), lr=request.lr)
         pairs = heldout_pairs(8, size=model.config.image_size)  # synthetic, public: scoring them is free
         before = benchmark(model, estimator, pairs)
-        result = train_dp(model=model, faces=data.faces, source_ages=data.ages, renders=data.renders,
-                          render_ages=data.render_ages, config=config, progress=progress)
+        result = _dp_trainer(train_dp)(model=model, faces=data.faces, source_ages=data.ages,
+                                       renders=data.renders, render_ages=data.render_ages, config=config,
+                                       progress=progress)
         metrics = {"before": before, "after": benchmark(result.model.eval(), estimator, pairs)}
         epsilon, delta = ancestry_epsilon(run)
         version = registry.register(result.model, model.config, {
@@ -353,3 +354,16 @@ def model_promote(*, version: str, actor_id: int | None = None) -> None:
     except RegistryError as exc:
         raise InvalidInput(str(exc)) from exc
     audit_append(action="model.promoted", actor_id=actor_id, subject="model", object_ref=f"model:{version}")
+
+
+def _dp_trainer(train_dp: Any) -> Any:
+    """train_dp in this process, or over DP_TRAIN_PROCESSES local ranks (Opacus DPDDP,
+    inference/dp/distributed.py): the same run, accounted once, the noise added once."""
+    if settings.DP_TRAIN_PROCESSES <= 1:
+        return train_dp
+    from functools import partial
+
+    from inference.dp.distributed import Ranks, train_dp_ranks
+
+    return partial(train_dp_ranks, ranks=Ranks(processes=settings.DP_TRAIN_PROCESSES,
+                                               backend=settings.DP_TRAIN_BACKEND))
