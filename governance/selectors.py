@@ -6,13 +6,24 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
-from .models import AuditEvent
+from .models import AuditEvent, AuditHead
+
+
+def audit_head_seq() -> int:
+    """The chain head's seq (0 when there is no head): no event past it is part of the chain."""
+    return AuditHead.objects.filter(pk=1).values_list("seq", flat=True).first() or 0
 
 
 def audit_events(*, action: str | None = None, subject: str | None = None, since: datetime | None = None,
-                 until: datetime | None = None, newest_first: bool = False) -> QuerySet[AuditEvent]:
-    """Events matching every filter given: `since` inclusive, `until` exclusive; oldest first unless asked."""
-    events = AuditEvent.objects.order_by("-seq" if newest_first else "seq")
+                 until: datetime | None = None, newest_first: bool = False, before_seq: int | None = None,
+                 after_seq: int | None = None) -> QuerySet[AuditEvent]:
+    """Events matching every filter given: `since` inclusive, `until` exclusive; oldest first unless asked.
+
+    Only the chain up to its head: a row stored past the head was planted by a database writer (or left by
+    a head moved back), is never shown as an event, and verification reports it (`past_head`).
+    `before_seq` / `after_seq` bound the seq for keyset pages (each filter has an index ending in seq).
+    """
+    events = AuditEvent.objects.filter(seq__lte=audit_head_seq()).order_by("-seq" if newest_first else "seq")
     if action:
         events = events.filter(action=action)
     if subject:
@@ -21,4 +32,8 @@ def audit_events(*, action: str | None = None, subject: str | None = None, since
         events = events.filter(at__gte=since)
     if until:
         events = events.filter(at__lt=until)
+    if before_seq is not None:
+        events = events.filter(seq__lt=before_seq)
+    if after_seq is not None:
+        events = events.filter(seq__gt=after_seq)
     return events

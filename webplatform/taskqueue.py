@@ -20,6 +20,7 @@ TRANSFORM = "webplatform.jobs.tasks.transform_task"
 JOBS_SWEEP = "webplatform.jobs.tasks.jobs_sweep_task"
 ERASURE_PURGE = "webplatform.lifecycle.tasks.erasure_purge_task"
 RETENTION = "webplatform.lifecycle.tasks.retention_enforce_task"
+AUDIT_VERIFY = "webplatform.lifecycle.tasks.audit_verify_task"
 TRAINING = "webplatform.training.tasks.training_task"
 
 # What a publish may raise when the broker is down or refuses: connection errors surface as kombu's

@@ -10,10 +10,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.db.models import Count
+from django.db.models.fields.json import KT
+from django.db.models.functions import Substr, TruncDate
 
 from governance import clock
 from governance.consent import PROCESSING, TRAINING, consent_is_active
 from governance.models import AuditEvent, ErasureRequest, Lineage, PolicyVersion, RunStatus, TrainingRun
+from governance.selectors import audit_head_seq
 from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
 from webplatform.photos.models import Photo
 from webplatform.photos.selectors import photos_live
@@ -154,31 +158,35 @@ def retention_chart() -> dict[str, Any]:
 
     The backlog is rebuilt from the audit trail: each *.expired event carries the deadline it was deleted
     after, so an object was in the backlog from its deadline until that event; objects past their deadline
-    and still held are in it now.
+    and still held are in it now. All counted in SQL, per day (a few dozen rows, whatever the history):
+    since a deadline never follows its deletion, the deleted objects in the backlog at a day's end are those
+    whose deadline came by then less those deleted by then.
     """
     now = clock.now()
     today = now.date()
     window_start = datetime.combine(today - timedelta(days=29), time.min, tzinfo=now.tzinfo)
-    events = list(
-        AuditEvent.objects.filter(
-            action__in=["photo.expired", "result.expired"], at__gte=window_start
-        ).values_list("at", "action", "details")
-    )
-    deleted: dict[tuple[date, str], int] = {}
-    spans = []  # (deadline, deleted at)
-    for at, action, details in events:
-        deleted[(at.date(), action)] = deleted.get((at.date(), action), 0) + 1
-        deadline = _parse((details or {}).get("expires_at"))
-        if deadline is not None:
-            spans.append((deadline, at))
-    still_held = [o.expires_at for model in (Photo, TransformationResult)
-                  for o in model.objects.filter(expires_at__lte=now).only("expires_at")]
-    days = _days(min([d for d, _ in deleted] + [d.date() for d, _ in spans], default=today), today)
-    backlog: list[float] = []
-    for day in days:
-        end = min(datetime.combine(day + timedelta(days=1), time.min, tzinfo=now.tzinfo), now)
-        backlog.append(sum(1 for deadline, gone in spans if deadline <= end < gone)
-                       + sum(1 for deadline in still_held if deadline <= end))
+    expired = AuditEvent.objects.filter(action__in=["photo.expired", "result.expired"], at__gte=window_start,
+                                        seq__lte=audit_head_seq())
+    deleted = {(row["day"], row["action"]): row["n"] for row in
+               expired.annotate(day=TruncDate("at")).values("day", "action").annotate(n=Count("seq"))}
+    # The deadline as stored (ISO 8601 in UTC): its first ten characters are its day.
+    timed = expired.annotate(deadline_day=Substr(KT("details__expires_at"), 1, 10)).exclude(
+        deadline_day__isnull=True)
+    deadlines = _by_day(
+        timed.values("deadline_day").annotate(n=Count("seq")).values_list("deadline_day", "n"))
+    gone = _by_day((row["day"].isoformat(), row["n"])
+                   for row in timed.annotate(day=TruncDate("at")).values("day").annotate(n=Count("seq")))
+    held = _by_day((row["day"].isoformat(), row["n"]) for model in (Photo, TransformationResult)
+                   for row in model.objects.filter(expires_at__lte=now).annotate(day=TruncDate("expires_at"))
+                   .values("day").annotate(n=Count("pk")))
+    days = _days(min([d for d, _ in deleted] + list(deadlines), default=today), today)
+
+    def upto(counts: dict[date, int], day: date) -> int:
+        return sum(n for d, n in counts.items() if d <= day)
+
+    # Today ends now: every deletion so far is before it, so only what is still held counts.
+    backlog: list[float] = [
+        (upto(deadlines, day) - upto(gone, day) if day < today else 0) + upto(held, day) for day in days]
     chart = Chart("retention-chart", "Retention: deletions per day and the backlog",
                   "Photos and results deleted each day because their retention deadline passed, and how many "
                   "objects were past their deadline but not yet deleted at the end of each day.",
@@ -192,11 +200,16 @@ def retention_chart() -> dict[str, Any]:
     return {"svg": bar_chart(chart), "chart": chart}
 
 
-def _parse(value: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
+def _by_day(rows: Any) -> dict[date, int]:
+    """(ISO day text, count) rows as a dict by date; text that is no date is skipped."""
+    counts: dict[date, int] = {}
+    for text, n in rows:
+        try:
+            day = date.fromisoformat(str(text))
+        except ValueError:
+            continue
+        counts[day] = counts.get(day, 0) + n
+    return counts
 
 
 def erasure_chart() -> dict[str, Any]:
