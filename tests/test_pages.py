@@ -364,3 +364,18 @@ def test_the_audit_trail_pages_by_seq_without_counting_history(officer):
         client.get(f"/officer/audit?before={older.group(1)}&action=keys.rotated")
     sql = " ".join(q["sql"].upper() for q in queries.captured_queries if "AUDITEVENT" in q["sql"].upper())
     assert "COUNT(" not in sql and "OFFSET" not in sql
+
+
+def test_the_action_filter_lists_stored_actions_no_longer_written(officer):
+    from governance.audit import audit_append
+    from governance.selectors import audit_stored_actions
+
+    for action in ("keys.rotated", "model.promoted", "keys.rotated"):
+        audit_append(action=action, actor_id=None)
+    # As an older release wrote it
+    AuditEvent.objects.filter(action="model.promoted").update(action="photo.retired_action")
+    stored = audit_stored_actions()
+    assert stored == sorted(set(AuditEvent.objects.values_list("action", flat=True)))
+    assert {"keys.rotated", "photo.retired_action"} <= set(stored) and "model.promoted" not in stored
+    page = browser(officer).get("/officer/audit").content.decode()
+    assert "photo.retired_action (no longer written)" in page

@@ -19,8 +19,8 @@ from django.views.decorators.http import require_POST
 
 from governance.audit import ACTIONS, audit_verify_recent
 from governance.audit_results import audit_full_latest
-from governance.models import AuditEvent, TrainingRun
-from governance.selectors import audit_events
+from governance.models import TrainingRun
+from governance.selectors import audit_events, audit_stored_actions
 from webplatform.accounts.access import is_compliance_officer
 from webplatform.lifecycle.report import compliance_report
 
@@ -69,7 +69,7 @@ class AuditFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         # The vocabulary with its meanings, then any stored action it no longer lists (still filterable).
         listed = [(a, f"{a} — {meaning}") for a, meaning in sorted(ACTIONS.items())]
-        stored = AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()
+        stored = audit_stored_actions()
         retired = [(a, f"{a} (no longer written)") for a in stored if a not in ACTIONS]
         self.fields["action"].choices = [("", "Any action"), *listed, *retired]  # type: ignore[attr-defined]
 
