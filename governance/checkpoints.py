@@ -122,9 +122,12 @@ def checkpoint_all(*, key: bytes) -> Iterator[Checkpoint]:
     """Every checkpoint held, in storage order (the file's lines; S3's keys, ascending): what a full
     verification holds against the chain."""
     if settings.AUDIT_CHECKPOINT_S3_BUCKET:
+        # Every version: a seq checkpointed again after a rollback is a new version of the same key, and an
+        # object-locked bucket (always versioned) keeps the first one, which the conflict check needs.
         client = _s3()
-        for name in _s3_keys(client):
-            body = client.get_object(Bucket=settings.AUDIT_CHECKPOINT_S3_BUCKET, Key=name)["Body"].read()
+        for name, version in _s3_versions(client):
+            body = client.get_object(Bucket=settings.AUDIT_CHECKPOINT_S3_BUCKET, Key=name,
+                                     **({"VersionId": version} if version else {}))["Body"].read()
             if (checkpoint := _parse(key, body, "the S3 bucket")) is not None:
                 yield checkpoint
         return
@@ -173,6 +176,16 @@ def _s3_keys(client: Any) -> Iterator[str]:
     for page in pages:
         for item in page.get("Contents", []):
             yield item["Key"]
+
+
+def _s3_versions(client: Any) -> Iterator[tuple[str, str | None]]:
+    """(key, version id) of every stored version; an unversioned bucket lists each key once (id "null")."""
+    pages = client.get_paginator("list_object_versions").paginate(
+        Bucket=settings.AUDIT_CHECKPOINT_S3_BUCKET, Prefix=settings.AUDIT_CHECKPOINT_S3_PREFIX)
+    for page in pages:
+        for item in page.get("Versions", []):
+            version = item.get("VersionId")
+            yield item["Key"], None if version in (None, "null") else version
 
 
 def _s3_newest() -> bytes | None:

@@ -68,3 +68,19 @@ def test_truncation_and_wipe_are_found_against_the_s3_checkpoint(chain, bucket):
     AuditEvent.objects.all().delete()
     AuditHead.objects.all().delete()
     assert audit_verify().reason == "wiped"
+
+
+def test_a_rollback_followed_by_use_is_found_in_the_locked_versions(chain, owner, bucket,
+                                                                    django_capture_on_commit_callbacks):
+    # Given a database writer who cuts the newest 2 events and moves the head back
+    AuditEvent.objects.filter(seq__gt=chain - 2).delete()
+    last = AuditEvent.objects.get(seq=chain - 2)
+    AuditHead.objects.filter(pk=1).update(seq=chain - 2, hash=last.hash)
+    # When use goes on: the re-used seqs' checkpoints are PUT again under the same keys
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(2):
+            assert owner.client.post("/api/v1/photos", {"file": named(image_bytes(), "a.jpg")},
+                                     format="multipart").status_code == 201
+    # Then the locked older versions still hold the first hashes, and the full verification reads them
+    report = audit_verify()
+    assert (report.ok, report.reason, report.first_bad_seq) == (False, "checkpoint_conflict", chain - 1)
