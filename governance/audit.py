@@ -361,7 +361,7 @@ def _verify(signed: _Signed, *, start: int | None, progress: Callable[[int], Non
                          checkpoints_checked=counted["checkpoints"], checkpoint_lag=lag.events,
                          full=start is None)
     if lag.too_old:
-        return replace(report, ok=False, reason="checkpoint_lag", first_bad_seq=cp_seq + 1)
+        return replace(report, ok=False, reason="checkpoint_lag", first_bad_seq=signed.newest.seq + 1)
     return report
 
 
