@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from . import clock
+from .audit_rollups import rollup_add
 from .checkpoints import (
     Checkpoint,
     CheckpointForged,
@@ -159,6 +160,7 @@ def audit_append_many(entries: list[dict[str, Any]]) -> list[AuditEvent]:
             prev_hash = _event_hash(**fields, key=key)
             events.append(AuditEvent(**fields, hash=prev_hash))
         AuditEvent.objects.bulk_create(events)
+        rollup_add(events)
         head.seq, head.hash = seq, prev_hash
         head.save(update_fields=["seq", "hash"])
         # After the outermost commit, never before: a checkpoint must name a state the database reached.

@@ -94,6 +94,21 @@ class AuditEvent(models.Model):
                    models.Index(fields=["action", "at"], name="audit_action_at")]
 
 
+class AuditDaily(models.Model):
+    """Per-day counts of some audit actions, kept in the append's transaction (audit_rollups), so charts read
+    a row per day instead of every event: `kind` "at" counts events by their day, "deadline" by the day of
+    the deadline their details name, "gone" those same events by their own day. A chart's source, never
+    evidence: the chain stays the record."""
+
+    day = models.DateField()
+    action = models.CharField(max_length=64)
+    kind = models.CharField(max_length=16)
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "action", "day"], name="audit_daily_key")]
+
+
 class AuditVerification(models.Model):
     """The stored result of one full chain verification (the scheduled job's), signed with the checkpoint
     key so a database writer cannot plant an "intact" result; pages show the newest instead of re-walking."""

@@ -5,19 +5,18 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db.models import Count
-from django.db.models.fields.json import KT
-from django.db.models.functions import Substr, TruncDate
+from django.db.models.functions import TruncDate
 
 from governance import clock
+from governance.audit_rollups import rollup_counts
 from governance.consent import PROCESSING, TRAINING, consent_is_active
-from governance.models import AuditEvent, ErasureRequest, Lineage, PolicyVersion, RunStatus, TrainingRun
-from governance.selectors import audit_head_seq
+from governance.models import ErasureRequest, Lineage, PolicyVersion, RunStatus, TrainingRun
 from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
 from webplatform.photos.models import Photo
 from webplatform.photos.selectors import photos_live
@@ -158,32 +157,30 @@ def retention_chart() -> dict[str, Any]:
 
     The backlog is rebuilt from the audit trail: each *.expired event carries the deadline it was deleted
     after, so an object was in the backlog from its deadline until that event; objects past their deadline
-    and still held are in it now. All counted in SQL, per day (a few dozen rows, whatever the history):
-    since a deadline never follows its deletion, the deleted objects in the backlog at a day's end are those
-    whose deadline came by then less those deleted by then.
+    and still held are in it now. Read from the per-day roll-ups kept as those events are appended (a row
+    per day, whatever the history): since a deadline never follows its deletion, the deleted objects in the
+    backlog at a day's end are those whose deadline came by then less those deleted by then.
     """
     now = clock.now()
     today = now.date()
-    window_start = datetime.combine(today - timedelta(days=29), time.min, tzinfo=now.tzinfo)
-    expired = AuditEvent.objects.filter(action__in=["photo.expired", "result.expired"], at__gte=window_start,
-                                        seq__lte=audit_head_seq())
-    deleted = {(row["day"], row["action"]): row["n"] for row in
-               expired.annotate(day=TruncDate("at")).values("day", "action").annotate(n=Count("seq"))}
-    # The deadline as stored (ISO 8601 in UTC): its first ten characters are its day.
-    timed = expired.annotate(deadline_day=Substr(KT("details__expires_at"), 1, 10)).exclude(
-        deadline_day__isnull=True)
-    deadlines = _by_day(
-        timed.values("deadline_day").annotate(n=Count("seq")).values_list("deadline_day", "n"))
-    gone = _by_day((row["day"].isoformat(), row["n"])
-                   for row in timed.annotate(day=TruncDate("at")).values("day").annotate(n=Count("seq")))
+    window_start = today - timedelta(days=29)
+    actions = ["photo.expired", "result.expired"]
+    deleted = rollup_counts("at", actions=actions, since=window_start)
+    deadlines = _summed(rollup_counts("deadline", actions=actions))
+    gone = _summed(rollup_counts("gone", actions=actions))
     held = _by_day((row["day"].isoformat(), row["n"]) for model in (Photo, TransformationResult)
                    for row in model.objects.filter(expires_at__lte=now).annotate(day=TruncDate("expires_at"))
                    .values("day").annotate(n=Count("pk")))
-    days = _days(min([d for d, _ in deleted] + list(deadlines), default=today), today)
 
     def upto(counts: dict[date, int], day: date) -> int:
         return sum(n for d, n in counts.items() if d <= day)
 
+    # The chart starts at the first deletion or deadline of an object deleted within the window.
+    before = window_start - timedelta(days=1)
+    overdue_before = upto(deadlines, before) > upto(gone, before)
+    starts = [d for d, _ in deleted] + [d for d in deadlines if d >= window_start] + (
+        [window_start] if overdue_before else [])
+    days = _days(min(starts, default=today), today)
     # Today ends now: every deletion so far is before it, so only what is still held counts.
     backlog: list[float] = [
         (upto(deadlines, day) - upto(gone, day) if day < today else 0) + upto(held, day) for day in days]
@@ -198,6 +195,14 @@ def retention_chart() -> dict[str, Any]:
                    Series("backlog", backlog, colour="#a4161a")],
                   y_label="objects")
     return {"svg": bar_chart(chart), "chart": chart}
+
+
+def _summed(counts: dict[tuple[date, str], int]) -> dict[date, int]:
+    """(day, action) counts summed over actions."""
+    out: dict[date, int] = {}
+    for (day, _), n in counts.items():
+        out[day] = out.get(day, 0) + n
+    return out
 
 
 def _by_day(rows: Any) -> dict[date, int]:
