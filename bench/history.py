@@ -55,6 +55,7 @@ def grow_chain(to: int, *, batch: int = 5000) -> None:
 
     from governance import clock
     from governance.audit import GENESIS, _event_hash, chain_key, checkpoint_key, pseudonym
+    from governance.audit_rollups import rollup_add
     from governance.checkpoints import _signature, checkpoint_path
     from governance.models import AuditEvent, AuditHead
 
@@ -86,9 +87,28 @@ def grow_chain(to: int, *, batch: int = 5000) -> None:
                 lines.append(f'{{"seq":{seq},"hash":"{prev}","at":"{stamp}",'
                              f'"mac":"{_signature(cp_key, seq, prev, stamp)}"}}\n')
             with transaction.atomic():
-                AuditEvent.objects.bulk_create(rows, batch_size=batch)
+                _insert(rows, batch)
+                rollup_add(rows)  # what audit_append_many keeps with each append
                 AuditHead.objects.filter(pk=1).update(seq=seq, hash=prev)
             checkpoints.writelines(lines)
+
+
+def _insert(rows: list, batch: int) -> None:
+    """Bulk insert: COPY on PostgreSQL (ten times bulk_create's speed), bulk_create elsewhere."""
+    import json
+
+    from django.db import connection
+
+    from governance.models import AuditEvent
+
+    if connection.vendor != "postgresql":
+        AuditEvent.objects.bulk_create(rows, batch_size=batch)
+        return
+    columns = ["seq", "at", "action", "actor", "subject", "object_ref", "details", "prev_hash", "hash"]
+    with connection.cursor() as cursor, cursor.cursor.copy(
+            f"COPY governance_auditevent ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([json.dumps(row.details) if c == "details" else getattr(row, c) for c in columns])
 
 
 def main() -> None:
