@@ -52,6 +52,8 @@ ACTIONS: dict[str, str] = {
     "consent.withdrawn": "Consent to a purpose was withdrawn",
     "photo.uploaded": "A photo was uploaded and stored encrypted",
     "photo.content_read": "A photo's content was decrypted for its owner",
+    "photo.library_shown": "The owner's photo library was shown: one event for the thumbnails of the photos "
+                           "it lists (details.photos), each decrypted for the owner when the page loads them",
     "photo.content_read_failed": "Reading a photo's content failed (destroyed key or tampered ciphertext)",
     "photo.training_chosen": "The owner chose the photo kept for training",
     "photo.deleted": "The owner deleted a photo (retention removes it and its results)",

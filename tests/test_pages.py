@@ -379,3 +379,29 @@ def test_the_action_filter_lists_stored_actions_no_longer_written(officer):
     assert {"keys.rotated", "photo.retired_action"} <= set(stored) and "model.promoted" not in stored
     page = browser(officer).get("/officer/audit").content.decode()
     assert "photo.retired_action (no longer written)" in page
+
+
+def test_the_library_records_one_read_event_a_view_not_one_a_thumbnail(owner, other, upload, settings):
+    for _ in range(3):
+        _photo(owner, upload)
+    client = browser(owner)
+    reads = AuditEvent.objects.filter(action__in=["photo.content_read", "photo.library_shown"])
+    before = reads.count()
+    page = client.get("/").content.decode()
+    shown = AuditEvent.objects.filter(action="photo.library_shown").get()
+    assert len(shown.details["photos"]) == 3 and reads.count() == before + 1
+    urls = [u.replace("&amp;", "&") for u in re.findall(r'src="(/photos/[^"]+/thumb\?grant=[^"]+)"', page)]
+    assert len(urls) == 3
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
+    assert reads.count() == before + 1  # the three thumbnails are the one event's
+    # A thumbnail without a grant, with another photo's grant, or another person's, is audited on its own
+    first, second = urls[0].split("?")[0], urls[1].split("?")[1]
+    assert client.get(first).status_code == 200
+    assert client.get(f"{first}?{second}").status_code == 200
+    assert reads.count() == before + 3
+    assert browser(other).get(urls[0]).status_code == 404  # not theirs: the grant opens nothing
+    # An expired grant is no grant
+    settings.PHOTO_THUMB_GRANT_SECONDS = -1
+    assert client.get(urls[0]).status_code == 200 and reads.count() == before + 4

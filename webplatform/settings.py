@@ -308,6 +308,8 @@ CELERY_BEAT_SCHEDULE = {
     "enforce-retention": {"task": "webplatform.lifecycle.tasks.retention_enforce_task",
                           "schedule": RETENTION_INTERVAL_SECONDS},
 }
+# A library page's thumbnail grants (one audit event a page view, not one a thumbnail) last this long.
+PHOTO_THUMB_GRANT_SECONDS = env.int("PHOTO_THUMB_GRANT_SECONDS", default=300)
 # The full audit chain verification (every link and checkpoint); pages show its stored result.
 AUDIT_VERIFY_INTERVAL_SECONDS = env.int("AUDIT_VERIFY_INTERVAL_SECONDS", default=3600)
 CELERY_BEAT_SCHEDULE["verify-audit-chain"] = {"task": "webplatform.lifecycle.tasks.audit_verify_task",
