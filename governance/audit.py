@@ -282,7 +282,7 @@ def audit_verify_recent() -> ChainReport:
     of history; what lies before it is the scheduled full verification's (audit_results)."""
     key = checkpoint_key()
     try:
-        signed = _signed(checkpoint_tail(key=key))
+        signed = _signed(checkpoint_tail(key=key, near=_head_seq()))
     except CheckpointForged:
         log.error("audit checkpoint with a bad signature", exc_info=True)
         return ChainReport(ok=False, events_checked=0, reason="checkpoint_forged", full=False)
@@ -369,6 +369,10 @@ def _verify(signed: _Signed, *, start: int | None, progress: Callable[[int], Non
     return report
 
 
+def _head_seq() -> int:
+    return AuditHead.objects.filter(pk=1).values_list("seq", flat=True).first() or 0
+
+
 def _past_head(fail: Callable[[str, int | None], ChainReport]) -> ChainReport | None:
     """A row stored past the head: never a committed append (rows and head commit together, so reading the
     highest row before the head sees the head at or past it), so planted, or left by a head moved back."""
@@ -392,7 +396,7 @@ def checkpoint_lag(*, head_seq: int | None = None, checkpoint: Checkpoint | None
     events that wait longer than the bound mean checkpoints are failing (a full or read-only store)."""
     if head_seq is None:
         head_seq = AuditHead.objects.filter(pk=1).values_list("seq", flat=True).first() or 0
-        checkpoint = checkpoint_latest(key=checkpoint_key())
+        checkpoint = checkpoint_latest(key=checkpoint_key(), near=head_seq)
     anchored = checkpoint.seq if checkpoint else 0
     if head_seq <= anchored:
         return Lag(events=0, seconds=0.0, too_old=False)

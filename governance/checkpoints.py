@@ -85,24 +85,25 @@ def _file_append(line: str) -> None:
 TAIL_BYTES = 64 * 1024
 
 
-def checkpoint_latest(*, key: bytes) -> Checkpoint | None:
+def checkpoint_latest(*, key: bytes, near: int | None = None) -> Checkpoint | None:
     """The checkpoint with the highest sequence, or None when none was ever written.
 
     Lines land in commit-callback order, which can differ from sequence order across processes, so the
     newest is the highest seq among the file's last lines (read from its end, not the whole file). A torn
     last line (a crash mid-write) is skipped; a whole line with a bad signature raises CheckpointForged.
+    `near`: a seq the newest is likely close to (the head), so S3 lists only the keys after it.
     """
     if settings.AUDIT_CHECKPOINT_S3_BUCKET:
-        raw = _s3_newest()
+        raw = _s3_newest(near)
         return None if raw is None else _parse(key, raw, "the S3 bucket")
     return max(checkpoint_tail(key=key), key=lambda c: c.seq, default=None)
 
 
-def checkpoint_tail(*, key: bytes, tail_bytes: int = TAIL_BYTES) -> list[Checkpoint]:
+def checkpoint_tail(*, key: bytes, tail_bytes: int = TAIL_BYTES, near: int | None = None) -> list[Checkpoint]:
     """The newest checkpoints: those in the file's last `tail_bytes` (whole lines only), or in S3 the last
     objects by seq. What the incremental verification holds against the chain's end."""
     if settings.AUDIT_CHECKPOINT_S3_BUCKET:
-        newest = _s3_newest()
+        newest = _s3_newest(near)
         return [] if newest is None or (c := _parse(key, newest, "the S3 bucket")) is None else [c]
     path = checkpoint_path()
     if not path.exists():
@@ -170,9 +171,16 @@ def _s3_put(seq: int, line: str) -> None:
                      Key=f"{settings.AUDIT_CHECKPOINT_S3_PREFIX}{seq:020d}.json", Body=line.encode(), **lock)
 
 
-def _s3_keys(client: Any) -> Iterator[str]:
+# How far below `near` the S3 listing starts: the newest checkpoint trails the head by the commits in flight.
+S3_NEAR_MARGIN = 1000
+
+
+def _s3_keys(client: Any, after: int | None = None) -> Iterator[str]:
+    """Checkpoint keys in ascending seq order (zero-padded names), from just past seq `after` if given."""
+    prefix = settings.AUDIT_CHECKPOINT_S3_PREFIX
+    start = {} if after is None else {"StartAfter": f"{prefix}{max(after, 0):020d}"}
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=settings.AUDIT_CHECKPOINT_S3_BUCKET,
-                                                            Prefix=settings.AUDIT_CHECKPOINT_S3_PREFIX)
+                                                            Prefix=prefix, **start)
     for page in pages:
         for item in page.get("Contents", []):
             yield item["Key"]
@@ -188,10 +196,15 @@ def _s3_versions(client: Any) -> Iterator[tuple[str, str | None]]:
             yield item["Key"], None if version in (None, "null") else version
 
 
-def _s3_newest() -> bytes | None:
-    """The body of the checkpoint object with the highest seq (keys list in ascending order)."""
+def _s3_newest(near: int | None = None) -> bytes | None:
+    """The body of the checkpoint object with the highest seq (keys list in ascending order): listing from
+    S3_NEAR_MARGIN below `near` when given (a few keys, not every checkpoint ever written), else all."""
     client = _s3()
-    newest = max(_s3_keys(client), default=None)
+    newest = None
+    if near is not None:
+        newest = max(_s3_keys(client, after=near - S3_NEAR_MARGIN), default=None)
+    if newest is None:
+        newest = max(_s3_keys(client), default=None)
     if newest is None:
         return None
     return bytes(client.get_object(Bucket=settings.AUDIT_CHECKPOINT_S3_BUCKET, Key=newest)["Body"].read())

@@ -7,7 +7,7 @@ import uuid
 import boto3
 import pytest
 
-from governance.audit import audit_verify, checkpoint_key
+from governance.audit import audit_verify, audit_verify_recent, checkpoint_key
 from governance.checkpoints import checkpoint_latest, checkpoint_path
 from governance.models import AuditEvent, AuditHead
 from tests.images import image_bytes
@@ -50,6 +50,10 @@ def test_checkpoints_go_to_s3_as_locked_objects_and_the_chain_verifies(chain, bu
     assert checkpoint_latest(key=checkpoint_key()).seq == chain
     report = audit_verify()
     assert report.ok and report.checkpoint_seq == chain
+    # The pages' check lists only the keys near the head, and finds the same newest checkpoint
+    assert checkpoint_latest(key=checkpoint_key(), near=chain).seq == chain
+    recent = audit_verify_recent()
+    assert recent.ok and recent.checkpoint_seq == chain and not recent.full
 
 
 def test_a_locked_checkpoint_cannot_be_deleted(chain, bucket):
@@ -65,6 +69,7 @@ def test_truncation_and_wipe_are_found_against_the_s3_checkpoint(chain, bucket):
     last = AuditEvent.objects.get(seq=chain - 1)
     AuditHead.objects.filter(pk=1).update(seq=chain - 1, hash=last.hash)
     assert audit_verify().reason == "truncated"
+    assert audit_verify_recent().reason == "truncated"
     AuditEvent.objects.all().delete()
     AuditHead.objects.all().delete()
     assert audit_verify().reason == "wiped"

@@ -73,7 +73,7 @@ def home(request: HttpRequest) -> HttpResponse:
         # One audit event for every thumbnail the page lists; each image URL carries its grant.
         seq = photo_library_shown(user_id=uid, photos=photos)
         for photo in photos:
-            photo.thumb_grant = grant_sign(user_id=uid, photo_id=photo.id, event_seq=seq)
+            photo.thumb_grant = grant_sign(user_id=uid, photo_id=photo.id, event_seq=seq)  # type: ignore[attr-defined]  # for the template
     states = {s["purpose"]: s for s in consent_states(user_id=uid)}
     return render(request, "photos.html", {
         "photos": photos, "can_upload": states.get(PROCESSING, {}).get("active", False),
