@@ -148,7 +148,7 @@ def audit_append_many(entries: list[dict[str, Any]]) -> list[AuditEvent]:
     key = chain_key()
     with transaction.atomic():
         head = _locked_head()
-        seq, prev_hash, events = _next_free(head), head.hash, []
+        seq, prev_hash, events = _next_free(head, len(entries)), head.hash, []
         for entry in entries:
             seq += 1
             fields = {
@@ -178,13 +178,18 @@ def _checkpoint_committed(seq: int, head_hash: str) -> None:
         log.exception("could not write the audit checkpoint for seq %s", seq)
 
 
-def _next_free(head: AuditHead) -> int:
-    """The seq to append after: the head, or past rows a database writer planted beyond it (appending on top
-    of them would fail every audited request; verification reports them as `past_head` / `broken_link`)."""
-    highest = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
-    if highest > head.seq:
-        log.error("audit rows past the head (seq %s > head %s): appending after them", highest, head.seq)
-    return max(head.seq, highest)
+def _next_free(head: AuditHead, count: int) -> int:
+    """The seq to append after: the head, unless rows a database writer planted occupy the seqs this append
+    needs (inserting on top of them would fail every audited request): then past those. Such rows fall inside
+    the chain, where verification names the first as `broken_link`; rows planted further out stay past the
+    head, never listed, reported as `past_head`."""
+    base = head.seq
+    while (blocking := AuditEvent.objects.filter(seq__gt=base, seq__lte=base + count).order_by("-seq")
+           .values_list("seq", flat=True).first()) is not None:
+        log.error("audit rows planted past the head (seq %s, head %s): appending after them",
+                  blocking, head.seq)
+        base = blocking
+    return base
 
 
 def _locked_head() -> AuditHead:

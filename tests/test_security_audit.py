@@ -271,16 +271,18 @@ def _plant(seq: int) -> None:
                               details={}, prev_hash="0" * 64, hash="1" * 64)
 
 
-def test_a_row_far_past_the_head_is_never_listed_and_fails_verification(chain, officer):
+def test_a_row_far_past_the_head_is_never_listed_and_fails_verification(chain, owner, officer):
     planted = chain + 10**6
     _plant(planted)
+    _use(owner)  # appends go on at the head, leaving the planted row past it
+    length = chain + 1
     listed = officer.client.get("/api/v1/audit/events", {"limit": 1000}).json()
-    assert planted not in {e["seq"] for e in listed["results"]} and listed["count"] == chain
+    assert planted not in {e["seq"] for e in listed["results"]} and listed["count"] == length
     csv_text = b"".join(officer.client.get("/api/v1/audit/events", {"format": "csv"}).streaming_content)
     assert b"planted" not in csv_text
     page = _page(officer, "/officer/audit")
     assert page.status_code == 200 and b"planted" not in page.content
-    assert verify(officer) == {"ok": False, "events_checked": chain, "first_bad_seq": planted,
+    assert verify(officer) == {"ok": False, "events_checked": length, "first_bad_seq": planted,
                                "reason": "past_head", "checkpoint_seq": chain}
     assert audit.audit_verify_recent().reason == "past_head"
 
