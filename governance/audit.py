@@ -13,18 +13,28 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from array import array
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from . import clock
-from .checkpoints import CheckpointForged, checkpoint_latest, checkpoint_write
+from .audit_rollups import rollup_add
+from .checkpoints import (
+    Checkpoint,
+    CheckpointForged,
+    checkpoint_all,
+    checkpoint_latest,
+    checkpoint_tail,
+    checkpoint_write,
+)
 from .models import AuditEvent, AuditHead
 
 log = logging.getLogger(__name__)
@@ -45,6 +55,8 @@ ACTIONS: dict[str, str] = {
     "consent.withdrawn": "Consent to a purpose was withdrawn",
     "photo.uploaded": "A photo was uploaded and stored encrypted",
     "photo.content_read": "A photo's content was decrypted for its owner",
+    "photo.library_shown": "The owner's photo library was shown: one event for the thumbnails of the photos "
+                           "it lists (details.photos), each decrypted for the owner when the page loads them",
     "photo.content_read_failed": "Reading a photo's content failed (destroyed key or tampered ciphertext)",
     "photo.training_chosen": "The owner chose the photo kept for training",
     "photo.deleted": "The owner deleted a photo (retention removes it and its results)",
@@ -143,7 +155,7 @@ def audit_append_many(entries: list[dict[str, Any]]) -> list[AuditEvent]:
     key = chain_key()
     with transaction.atomic():
         head = _locked_head()
-        seq, prev_hash, events = head.seq, head.hash, []
+        seq, prev_hash, events = _next_free(head, len(entries)), head.hash, []
         for entry in entries:
             seq += 1
             fields = {
@@ -157,6 +169,7 @@ def audit_append_many(entries: list[dict[str, Any]]) -> list[AuditEvent]:
             prev_hash = _event_hash(**fields, key=key)
             events.append(AuditEvent(**fields, hash=prev_hash))
         AuditEvent.objects.bulk_create(events)
+        rollup_add(events)
         head.seq, head.hash = seq, prev_hash
         head.save(update_fields=["seq", "hash"])
         # After the outermost commit, never before: a checkpoint must name a state the database reached.
@@ -170,6 +183,20 @@ def _checkpoint_committed(seq: int, head_hash: str) -> None:
         checkpoint_write(key=checkpoint_key(), seq=seq, head_hash=head_hash)
     except Exception:  # a full disk, an S3 outage: the commit stands; verification shows the gap if it lasts
         log.exception("could not write the audit checkpoint for seq %s", seq)
+
+
+def _next_free(head: AuditHead, count: int) -> int:
+    """The seq to append after: the head, unless rows a database writer planted occupy the seqs this append
+    needs (inserting on top of them would fail every audited request): then past those. Such rows fall inside
+    the chain, where verification names the first as `broken_link`; rows planted further out stay past the
+    head, never listed, reported as `past_head`."""
+    base = head.seq
+    while (blocking := AuditEvent.objects.filter(seq__gt=base, seq__lte=base + count).order_by("-seq")
+           .values_list("seq", flat=True).first()) is not None:
+        log.error("audit rows planted past the head (seq %s, head %s): appending after them",
+                  blocking, head.seq)
+        base = blocking
+    return base
 
 
 def _locked_head() -> AuditHead:
@@ -192,68 +219,200 @@ class ChainReport:
     first_bad_seq: int | None = None
     reason: str | None = None  # see REASONS
     checkpoint_seq: int | None = None  # the newest signed checkpoint compared against, if any
+    checkpoints_checked: int = 0  # signed checkpoints held against the chain
+    checkpoint_lag: int = 0  # events past the newest checkpoint (not yet anchored outside the database)
+    full: bool = True  # False: only the chain's end was checked (audit_verify_recent)
 
 
 REASONS = {
     "broken_link": "an event's sequence, previous-hash link or keyed hash does not verify",
     "head_missing": "events exist but the chain head row is gone",
     "head_mismatch": "the chain head does not match the last event (events cut from the end)",
-    "truncated": "the newest signed checkpoint is past the end of the chain",
+    "past_head": "events are stored past the chain head (rows planted, or the head moved back)",
+    "truncated": "a signed checkpoint is past the end of the chain",
     "wiped": "a signed checkpoint exists but the chain is empty",
-    "checkpoint_mismatch": "the event at the checkpoint's sequence is not the one that was signed",
+    "checkpoint_mismatch": "the event at a checkpoint's sequence is not the one that was signed",
+    "checkpoint_conflict": "two signed checkpoints name different hashes for one sequence (a rollback)",
     "checkpoint_forged": "a checkpoint line's signature does not verify",
+    "checkpoint_lag": "events stayed unanchored by any checkpoint past AUDIT_CHECKPOINT_MAX_LAG_SECONDS",
     "no_checkpoint": "events exist but no signed checkpoint was ever written (AUDIT_REQUIRE_CHECKPOINT)",
 }
 
 
-def audit_verify(*, progress: Callable[[int], None] | None = None) -> ChainReport:
-    """Recompute every keyed link, then hold the chain and its head against the newest signed checkpoint."""
+@dataclass(frozen=True)
+class _Signed:
+    """Checkpoints as sorted arrays (40 bytes each, so a million fit in 40 MB), and what they disagree on."""
+
+    seqs: np.ndarray  # ascending
+    hashes: bytes  # 32 raw bytes per checkpoint, in the order of `seqs`
+    conflicts: frozenset[int]  # seqs signed with two different hashes
+    newest: Checkpoint | None
+
+    def hash_at(self, i: int) -> bytes:
+        return self.hashes[32 * i:32 * i + 32]
+
+
+def _signed(checkpoints: Iterable[Checkpoint]) -> _Signed:
+    seqs, raw, newest = array("q"), bytearray(), None
+    for checkpoint in checkpoints:
+        seqs.append(checkpoint.seq)
+        raw += _raw_hash(checkpoint.hash)
+        if newest is None or checkpoint.seq > newest.seq:
+            newest = checkpoint
+    unsorted = np.frombuffer(seqs, dtype=np.int64) if seqs else np.zeros(0, dtype=np.int64)
+    order = np.argsort(unsorted, kind="stable")
+    ordered = b"".join(raw[32 * int(i):32 * int(i) + 32] for i in order)
+    sorted_seqs = unsorted[order]
+    conflicts = {int(sorted_seqs[i]) for i in np.nonzero(sorted_seqs[1:] == sorted_seqs[:-1])[0]
+                 if ordered[32 * i:32 * i + 32] != ordered[32 * (i + 1):32 * (i + 2)]}
+    return _Signed(sorted_seqs, ordered, frozenset(conflicts), newest)
+
+
+def _raw_hash(text: str) -> bytes:
     try:
-        checkpoint = checkpoint_latest(key=checkpoint_key())
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    return raw if len(raw) == 32 else b"\xff" * 32  # matches no event (event hashes are 64 hex digits)
+
+
+def audit_verify(*, progress: Callable[[int], None] | None = None) -> ChainReport:
+    """Every keyed link from the first event to the head, every signed checkpoint held against the chain
+    (and against each other), rows past the head, and the checkpoint lag. Linear in events + checkpoints."""
+    key = checkpoint_key()
+    try:
+        signed = _signed(checkpoint_all(key=key))
     except CheckpointForged:
         log.error("audit checkpoint with a bad signature", exc_info=True)
         return ChainReport(ok=False, events_checked=0, reason="checkpoint_forged")
-    cp_seq = checkpoint.seq if checkpoint else None
+    return _verify(signed, start=None, progress=progress)
 
-    def fail(reason: str, checked: int, bad: int | None) -> ChainReport:
-        return ChainReport(
-            ok=False, events_checked=checked, first_bad_seq=bad, reason=reason, checkpoint_seq=cp_seq
-        )
 
-    # Checkpoint, then head, then events: each is read no later than what it must not be ahead of, so
+def audit_verify_recent() -> ChainReport:
+    """The chain's end only: from the oldest of the newest checkpoints (checkpoint_tail, a few hundred) to the
+    head, each of those checkpoints held against the chain. Cost: the events since that checkpoint, not all
+    of history; what lies before it is the scheduled full verification's (audit_results)."""
+    key = checkpoint_key()
+    try:
+        signed = _signed(checkpoint_tail(key=key, near=_head_seq()))
+    except CheckpointForged:
+        log.error("audit checkpoint with a bad signature", exc_info=True)
+        return ChainReport(ok=False, events_checked=0, reason="checkpoint_forged", full=False)
+    start = int(signed.seqs[0]) if len(signed.seqs) else None
+    if start is None and settings.AUDIT_REQUIRE_CHECKPOINT and AuditEvent.objects.exists():
+        return ChainReport(ok=False, events_checked=0, reason="no_checkpoint", full=False)
+    return _verify(signed, start=start, progress=None)
+
+
+def _verify(signed: _Signed, *, start: int | None, progress: Callable[[int], None] | None) -> ChainReport:
+    """Walk the links from `start` (a signed checkpoint's seq; None: the first event) to the head."""
+    cp_seq = signed.newest.seq if signed.newest else None
+    counted = {"checked": 0, "checkpoints": 0}
+
+    def fail(reason: str, bad: int | None) -> ChainReport:
+        return ChainReport(ok=False, events_checked=counted["checked"], first_bad_seq=bad, reason=reason,
+                           checkpoint_seq=cp_seq, checkpoints_checked=counted["checkpoints"],
+                           full=start is None)
+
+    # Checkpoints, then head, then events: each is read no later than what it must not be ahead of, so
     # appends committing while this runs are simply not looked at (they are past the head read here).
     head = AuditHead.objects.filter(pk=1).first()
-    events = AuditEvent.objects.order_by("seq")
+    if start is not None and head is not None and start > head.seq:
+        return fail("truncated", head.seq + 1)  # every recent checkpoint is past the head: the end was cut
+    if head is None:
+        start = None  # head_missing or wiped: the whole walk tells which
+    events = AuditEvent.objects.order_by("seq").values_list(
+        "seq", "at", "action", "actor", "subject", "object_ref", "details", "prev_hash", "hash")
     if head is not None:
         events = events.filter(seq__lte=head.seq)
-    key, prev_hash, expected_seq, checked, hash_at_checkpoint = chain_key(), GENESIS, 1, 0, None
-    for event in events.iterator(chunk_size=2000):
-        recomputed = _event_hash(seq=event.seq, at=event.at, action=event.action, actor=event.actor,
-                                 subject=event.subject, object_ref=event.object_ref, details=event.details,
-                                 prev_hash=event.prev_hash, key=key)
-        if event.seq != expected_seq or event.prev_hash != prev_hash or not hmac.compare_digest(event.hash,
-                                                                                                  recomputed):
-            return fail("broken_link", checked, expected_seq)
-        if event.seq == cp_seq:
-            hash_at_checkpoint = event.hash
-        prev_hash, expected_seq, checked = event.hash, expected_seq + 1, checked + 1
-        if progress and checked % 1000 == 0:
+    if start is not None:
+        events = events.filter(seq__gte=start)
+    key, seqs, n = chain_key(), signed.seqs, len(signed.seqs)
+    prev_hash: str | None = GENESIS if start is None else None  # from a checkpoint: its signed hash binds it
+    expected_seq, k, last_seq = start or 1, 0, 0
+    for seq, at, action, actor, subject, object_ref, details, event_prev, event_hash in events.iterator(
+            chunk_size=2000):
+        recomputed = _event_hash(seq=seq, at=at, action=action, actor=actor, subject=subject,
+                                 object_ref=object_ref, details=details, prev_hash=event_prev, key=key)
+        linked = prev_hash is None or event_prev == prev_hash
+        if seq != expected_seq or not linked or not hmac.compare_digest(event_hash, recomputed):
+            return fail("broken_link", expected_seq)
+        while k < n and seqs[k] < seq:
+            k += 1  # signed for a seq below the walk's start
+        while k < n and seqs[k] == seq:
+            if seq in signed.conflicts:
+                return fail("checkpoint_conflict", seq)
+            if not hmac.compare_digest(signed.hash_at(k), _raw_hash(event_hash)):
+                return fail("checkpoint_mismatch", seq)
+            counted["checkpoints"] += 1
+            k += 1
+        prev_hash, expected_seq, last_seq = event_hash, seq + 1, seq
+        counted["checked"] += 1
+        if progress and counted["checked"] % 1000 == 0:
             progress(1000)
+    checked = counted["checked"]
     if checked == 0 and (head is None or head.seq == 0):
-        if checkpoint is not None and checkpoint.seq > 0:
-            return fail("wiped", 0, 1)
-        return ChainReport(ok=True, events_checked=0, checkpoint_seq=cp_seq)
+        if cp_seq is not None and cp_seq > 0:
+            return fail("wiped", 1)
+        return _past_head(fail) or ChainReport(ok=True, events_checked=0, checkpoint_seq=cp_seq,
+                                               full=start is None)
     if head is None:
-        return fail("head_missing", checked, checked + 1)
-    if head.seq != checked or head.hash != prev_hash:
+        return fail("head_missing", last_seq + 1)
+    if head.seq != last_seq or head.hash != prev_hash:
         # Events were deleted from the end: the head remembers how long the chain was.
-        return fail("head_mismatch", checked, min(head.seq, checked) + 1)
-    if checkpoint is None:
+        return fail("head_mismatch", min(head.seq, last_seq) + 1)
+    if k < n:
+        # Cut from the end with the head moved back to match: only the checkpoints outside remember.
+        if any(int(s) in signed.conflicts for s in seqs[k:]):
+            return fail("checkpoint_conflict", int(min(s for s in seqs[k:] if int(s) in signed.conflicts)))
+        return fail("truncated", last_seq + 1)
+    if (planted := _past_head(fail)) is not None:
+        return planted
+    if signed.newest is None:
         if settings.AUDIT_REQUIRE_CHECKPOINT:
-            return fail("no_checkpoint", checked, None)
-    elif checkpoint.seq > checked:
-        # Cut from the end with the head moved back to match: only the checkpoint outside remembers.
-        return fail("truncated", checked, checked + 1)
-    elif hash_at_checkpoint != checkpoint.hash:
-        return fail("checkpoint_mismatch", checked, checkpoint.seq)
-    return ChainReport(ok=True, events_checked=checked, checkpoint_seq=cp_seq)
+            return fail("no_checkpoint", None)
+        return ChainReport(ok=True, events_checked=checked, full=start is None)
+    lag = checkpoint_lag(head_seq=head.seq, checkpoint=signed.newest)
+    report = ChainReport(ok=True, events_checked=checked, checkpoint_seq=cp_seq,
+                         checkpoints_checked=counted["checkpoints"], checkpoint_lag=lag.events,
+                         full=start is None)
+    if lag.too_old:
+        return replace(report, ok=False, reason="checkpoint_lag", first_bad_seq=signed.newest.seq + 1)
+    return report
+
+
+def _head_seq() -> int:
+    return AuditHead.objects.filter(pk=1).values_list("seq", flat=True).first() or 0
+
+
+def _past_head(fail: Callable[[str, int | None], ChainReport]) -> ChainReport | None:
+    """A row stored past the head: never a committed append (rows and head commit together, so reading the
+    highest row before the head sees the head at or past it), so planted, or left by a head moved back."""
+    highest = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
+    head = AuditHead.objects.filter(pk=1).values_list("seq", flat=True).first() or 0
+    if highest is not None and highest > head:
+        first = AuditEvent.objects.filter(seq__gt=head).order_by("seq").values_list("seq", flat=True).first()
+        return fail("past_head", first)
+    return None
+
+
+@dataclass(frozen=True)
+class Lag:
+    events: int  # events past the newest checkpoint
+    seconds: float  # how long the oldest of them has waited for a checkpoint (0 when none waits)
+    too_old: bool  # seconds > AUDIT_CHECKPOINT_MAX_LAG_SECONDS
+
+
+def checkpoint_lag(*, head_seq: int | None = None, checkpoint: Checkpoint | None = None) -> Lag:
+    """How far the signed checkpoints trail the head. Commits racing this read are a few events and fresh;
+    events that wait longer than the bound mean checkpoints are failing (a full or read-only store)."""
+    if head_seq is None:
+        head_seq = AuditHead.objects.filter(pk=1).values_list("seq", flat=True).first() or 0
+        checkpoint = checkpoint_latest(key=checkpoint_key(), near=head_seq)
+    anchored = checkpoint.seq if checkpoint else 0
+    if head_seq <= anchored:
+        return Lag(events=0, seconds=0.0, too_old=False)
+    oldest = AuditEvent.objects.filter(seq=anchored + 1).values_list("at", flat=True).first()
+    waited = max(0.0, (clock.now() - oldest).total_seconds()) if oldest else 0.0
+    return Lag(events=head_seq - anchored, seconds=waited,
+               too_old=waited > settings.AUDIT_CHECKPOINT_MAX_LAG_SECONDS)

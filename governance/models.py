@@ -78,9 +78,9 @@ class AuditEvent(models.Model):
 
     seq = models.BigIntegerField(primary_key=True)
     at = models.DateTimeField(db_index=True)
-    action = models.CharField(max_length=64, db_index=True)
+    action = models.CharField(max_length=64)
     actor = models.CharField(max_length=64, db_index=True)
-    subject = models.CharField(max_length=64, db_index=True)
+    subject = models.CharField(max_length=64)
     object_ref = models.CharField(max_length=128, blank=True)
     details = models.JSONField(default=dict)
     prev_hash = models.CharField(max_length=64)
@@ -88,6 +88,41 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["seq"]
+        # The trail's filters, each with seq so one index serves the filter and the keyset page order.
+        indexes = [models.Index(fields=["action", "seq"], name="audit_action_seq"),
+                   models.Index(fields=["subject", "seq"], name="audit_subject_seq"),
+                   models.Index(fields=["action", "at"], name="audit_action_at")]
+
+
+class AuditDaily(models.Model):
+    """Per-day counts of some audit actions, kept in the append's transaction (audit_rollups), so charts read
+    a row per day instead of every event: `kind` "at" counts events by their day, "deadline" by the day of
+    the deadline their details name, "gone" those same events by their own day. A chart's source, never
+    evidence: the chain stays the record."""
+
+    day = models.DateField()
+    action = models.CharField(max_length=64)
+    kind = models.CharField(max_length=16)
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "action", "day"], name="audit_daily_key")]
+
+
+class AuditVerification(models.Model):
+    """The stored result of one full chain verification (the scheduled job's), signed with the checkpoint
+    key so a database writer cannot plant an "intact" result; pages show the newest instead of re-walking."""
+
+    at = models.DateTimeField()
+    ok = models.BooleanField()
+    reason = models.CharField(max_length=32, blank=True)
+    first_bad_seq = models.BigIntegerField(null=True)
+    events_checked = models.BigIntegerField()
+    verified_through = models.BigIntegerField()  # the head seq the walk ended at
+    checkpoint_seq = models.BigIntegerField(null=True)
+    checkpoints_checked = models.BigIntegerField()
+    seconds = models.FloatField()
+    mac = models.CharField(max_length=64)
 
 
 class ErasureStatus(models.TextChoices):

@@ -60,7 +60,7 @@ def test_readyz_all_ok(anon, db):
     assert response.status_code == 200
     assert response.json() == {
         "ok": True,
-        "checks": dict.fromkeys(("database", "storage", "broker", "keyring"), "ok"),
+        "checks": dict.fromkeys(("database", "storage", "broker", "keyring", "audit_checkpoints"), "ok"),
     }
 
 
@@ -81,7 +81,7 @@ def test_readyz_503_names_broken_storage(anon, db, monkeypatch):
     assert body["checks"]["storage"].startswith("failed")
     assert "disk on fire" not in response.content.decode()  # the probe names the check, not internals
     assert {k: v for k, v in body["checks"].items() if k != "storage"} == dict.fromkeys(
-        ("database", "broker", "keyring"), "ok")
+        ("database", "broker", "keyring", "audit_checkpoints"), "ok")
 
 
 @pytest.mark.parametrize("check", ["database", "broker", "keyring"])

@@ -192,3 +192,14 @@ def test_an_object_that_is_no_image_is_still_exported_shown_by_its_full_file(mak
     assert "thumbnail" not in entry
     assert f"thumbnails/results/{odd.pk}.jpg" not in archive.namelist()
     assert f'<img src="results/{odd.pk}.jpg"' in archive.read("index.html").decode()
+
+
+def test_a_row_planted_past_the_head_is_not_exported_as_an_event(make_actor):
+    owner = make_actor("exporter", consents=(PROCESSING,))
+    head = AuditEvent.objects.order_by("-seq").first()
+    AuditEvent.objects.create(seq=head.seq + 10**6, at=head.at, action="photo.deleted", actor="planted",
+                              subject=pseudonym(owner.pk), object_ref="planted", details={},
+                              prev_hash="0" * 64, hash="1" * 64)
+    _response, chunks = _export(owner)
+    events = json.loads(zipfile.ZipFile(io.BytesIO(b"".join(chunks))).read("audit_events.json"))
+    assert events and all(e["object_ref"] != "planted" for e in events)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from django.conf import settings
@@ -301,6 +301,26 @@ def test_the_retention_chart_counts_deletions_and_the_backlog_from_the_audit_tra
     assert today() == {"photos deleted": 1, "results deleted": 0, "backlog": 0}
 
 
+def test_the_retention_backlog_of_past_days_is_counted_in_sql(owner, upload, clock):
+    from datetime import datetime
+
+    from webplatform.lifecycle.retention import retention_enforce
+    from webplatform.pages.selectors import retention_chart
+
+    clock.to(datetime.combine(clock.now.date() - timedelta(days=6), datetime.min.time(), tzinfo=UTC)
+             + timedelta(hours=12))
+    _photo(owner, upload)  # deadline: noon, day 2
+    clock.advance(days=1)
+    _photo(owner, upload)  # deadline: noon, day 3
+    clock.advance(days=3)  # day 4: both deleted now, after a day and two days overdue
+    retention_enforce()
+    clock.advance(days=1)  # day 5
+    series = {s.name: s.values for s in retention_chart()["chart"].series}
+    # Days 0..5: A overdue at the end of day 2, A and B at the end of day 3, none once deleted on day 4
+    assert series["backlog"] == [1, 2, 0, 0]  # from day 2, the first deadline
+    assert series["photos deleted"] == [0, 0, 2, 0]
+
+
 def test_the_officer_dashboard_draws_its_four_charts_server_side(officer, owner, upload):
     _photo(owner, upload)
     page = browser(officer).get("/officer/").content.decode()
@@ -320,3 +340,72 @@ def test_a_consent_form_without_an_explicit_choice_changes_nothing(owner, upload
     assert response.status_code == 400 and b"<html" in response.content.lower()
     assert Photo.objects.get(pk=photo.pk).expires_at > timezone.now()  # nothing withdrawn, nothing deleted
     assert not ConsentRecord.objects.filter(user=owner.user, granted=False).exists()
+
+
+def test_the_audit_trail_pages_by_seq_without_counting_history(officer):
+    from governance.audit import audit_append_many
+    from webplatform.pages.officer import PAGE_SIZE
+
+    audit_append_many([{"action": "keys.rotated", "actor_id": None}] * (2 * PAGE_SIZE + 5))
+    newest = AuditEvent.objects.order_by("-seq").first().seq
+    client = browser(officer)
+
+    def seqs(page: str) -> list[int]:
+        return [int(s) for s in re.findall(r'<tr><td class="num">(\d+)</td>', page)]
+
+    first = client.get("/officer/audit").content.decode()
+    assert seqs(first)[0] == newest and len(seqs(first)) == PAGE_SIZE and "← Newer" not in first
+    older = re.search(r'href="\?before=(\d+)" rel="next"', first)
+    second = client.get(f"/officer/audit?before={older.group(1)}").content.decode()
+    assert seqs(second)[0] == seqs(first)[-1] - 1 and len(seqs(second)) == PAGE_SIZE
+    newer = re.search(r'href="\?after=(\d+)" rel="prev"', second)
+    assert seqs(client.get(f"/officer/audit?after={newer.group(1)}").content.decode()) == seqs(first)
+    # Keyset pages: no COUNT and no OFFSET over the history
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        client.get(f"/officer/audit?before={older.group(1)}&action=keys.rotated")
+    sql = " ".join(q["sql"].upper() for q in queries.captured_queries if "AUDITEVENT" in q["sql"].upper())
+    assert "COUNT(" not in sql and "OFFSET" not in sql
+
+
+def test_the_action_filter_lists_stored_actions_no_longer_written(officer):
+    from governance.audit import audit_append
+    from governance.selectors import audit_stored_actions
+
+    for action in ("keys.rotated", "model.promoted", "keys.rotated"):
+        audit_append(action=action, actor_id=None)
+    # As an older release wrote it
+    AuditEvent.objects.filter(action="model.promoted").update(action="photo.retired_action")
+    stored = audit_stored_actions()
+    assert stored == sorted(set(AuditEvent.objects.values_list("action", flat=True)))
+    assert {"keys.rotated", "photo.retired_action"} <= set(stored) and "model.promoted" not in stored
+    page = browser(officer).get("/officer/audit").content.decode()
+    assert "photo.retired_action (no longer written)" in page
+
+
+def test_the_library_records_one_read_event_a_view_not_one_a_thumbnail(owner, other, upload, settings):
+    for _ in range(3):
+        _photo(owner, upload)
+    client = browser(owner)
+    reads = AuditEvent.objects.filter(action__in=["photo.content_read", "photo.library_shown"])
+    before = reads.count()
+    page = client.get("/").content.decode()
+    shown = AuditEvent.objects.filter(action="photo.library_shown").get()
+    assert len(shown.details["photos"]) == 3 and reads.count() == before + 1
+    urls = [u.replace("&amp;", "&") for u in re.findall(r'src="(/photos/[^"]+/thumb\?grant=[^"]+)"', page)]
+    assert len(urls) == 3
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
+    assert reads.count() == before + 1  # the three thumbnails are the one event's
+    # A thumbnail without a grant, with another photo's grant, or another person's, is audited on its own
+    first, second = urls[0].split("?")[0], urls[1].split("?")[1]
+    assert client.get(first).status_code == 200
+    assert client.get(f"{first}?{second}").status_code == 200
+    assert reads.count() == before + 3
+    assert browser(other).get(urls[0]).status_code == 404  # not theirs: the grant opens nothing
+    # An expired grant is no grant
+    settings.PHOTO_THUMB_GRANT_SECONDS = -1
+    assert client.get(urls[0]).status_code == 200 and reads.count() == before + 4

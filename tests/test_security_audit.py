@@ -23,10 +23,14 @@ from .support import named
 reanchor = importlib.import_module("governance.migrations.0004_audit_chain_keyed").reanchor
 
 
-def verify(officer) -> dict:
+def verify(officer, *, counts: bool = False) -> dict:
+    """The API's verification; without `counts`, less the checkpoint counts (asserted where they matter)."""
     response = officer.client.get("/api/v1/audit/verify")
     assert response.status_code == 200
-    return response.json()
+    body = response.json()
+    if not counts:
+        body.pop("checkpoints_checked"), body.pop("checkpoint_lag")
+    return body
 
 
 @pytest.fixture
@@ -96,11 +100,17 @@ def test_rewriting_an_event_and_recomputing_every_later_hash_is_found(chain, off
     assert (report["ok"], report["first_bad_seq"], report["reason"]) == (False, target, "broken_link")
 
 
+def _signed_seqs() -> list[int]:
+    return sorted({json.loads(line)["seq"] for line in checkpoint_path().read_text().splitlines()})
+
+
 def test_a_rewrite_even_with_the_chain_key_is_found_by_the_checkpoint(chain, officer):
     # Given an attacker who somehow holds the chain key but cannot write the checkpoint store
-    _rewrite_from(chain // 2, key=audit.chain_key())
-    # Then every link verifies, but the event at the checkpoint's seq is not the one that was signed
-    assert verify(officer) == {"ok": False, "events_checked": chain, "first_bad_seq": chain,
+    target = chain // 2
+    _rewrite_from(target, key=audit.chain_key())
+    # Then every link verifies, but the first checkpoint at or after the edit names another event
+    first_signed = min(s for s in _signed_seqs() if s >= target)
+    assert verify(officer) == {"ok": False, "events_checked": first_signed - 1, "first_bad_seq": first_signed,
                                "reason": "checkpoint_mismatch", "checkpoint_seq": chain}
 
 
@@ -199,3 +209,161 @@ def test_the_migration_refuses_to_bless_a_legacy_chain_that_is_already_broken(ch
     AuditEvent.objects.filter(seq=3).update(details={"tampered": True})
     with pytest.raises(RuntimeError, match="already broken at seq 3"):
         reanchor(apps, None)
+
+
+# --- issue 19: every checkpoint counts, rows past the head, checkpoint lag, CSV cells ------------------
+
+
+def _page(officer, path: str):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(officer.user)
+    return client.get(path)
+
+
+def _use(owner, times: int = 1) -> None:
+    """Normal use that appends and commits (so its checkpoints are written): a photo read per time."""
+    photo_id = AuditEvent.objects.filter(action="photo.uploaded").first().object_ref.split(":")[1]
+    for _ in range(times):
+        assert owner.client.get(f"/api/v1/photos/{photo_id}/content").status_code == 200
+
+
+def test_a_rollback_followed_by_normal_use_never_verifies(chain, owner, officer,
+                                                          django_capture_on_commit_callbacks):
+    # Given a database writer who deletes the newest 3 events and moves the head back (a restored backup
+    # looks the same)
+    AuditEvent.objects.filter(seq__gt=chain - 3).delete()
+    _set_head(chain - 3)
+    # When normal use goes on past the old length, each commit writing its checkpoint
+    with django_capture_on_commit_callbacks(execute=True):
+        _use(owner, times=4)
+    assert AuditEvent.objects.order_by("-seq").first().seq > chain
+    # Then the newest checkpoint matches the chain, but the file holds two hashes for the re-used seqs
+    report = verify(officer)
+    assert (report["ok"], report["reason"], report["first_bad_seq"]) == (
+        False, "checkpoint_conflict", chain - 2)
+    # And the chain's end, what the dashboard checks on each load, says so too
+    recent = audit.audit_verify_recent()
+    assert (recent.ok, recent.reason, recent.first_bad_seq) == (False, "checkpoint_conflict", chain - 2)
+    # And verify_audit fails (a CommandError: `manage.py verify_audit` exits 1)
+    with pytest.raises(CommandError, match="checkpoint_conflict"):
+        call_command("verify_audit", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_every_checkpoint_is_held_against_the_chain_not_only_the_newest(chain, officer):
+    # Given an intact chain, every signed checkpoint is compared with the event at its seq
+    body = verify(officer, counts=True)
+    assert body["ok"] and body["checkpoints_checked"] == len(_signed_seqs()) > 1
+    assert body["checkpoint_lag"] == 0
+    # When an older checkpoint's event is re-linked with the key (the newest one left as it was)
+    older = _signed_seqs()[-2]
+    _rewrite_from(older, key=audit.chain_key())
+    AuditHead.objects.filter(pk=1).update(hash=AuditEvent.objects.get(seq=chain).hash)
+    # Then that older checkpoint fails it
+    report = verify(officer)
+    assert (report["ok"], report["first_bad_seq"]) == (False, older)
+
+
+def _plant(seq: int) -> None:
+    AuditEvent.objects.create(seq=seq, at=AuditEvent.objects.get(seq=1).at, action="photo.deleted",
+                              actor="planted", subject="planted", object_ref="=HYPERLINK(\"http://x\")",
+                              details={}, prev_hash="0" * 64, hash="1" * 64)
+
+
+def test_a_row_far_past_the_head_is_never_listed_and_fails_verification(chain, owner, officer):
+    planted = chain + 10**6
+    _plant(planted)
+    _use(owner)  # appends go on at the head, leaving the planted row past it
+    length = chain + 1
+    listed = officer.client.get("/api/v1/audit/events", {"limit": 1000}).json()
+    assert planted not in {e["seq"] for e in listed["results"]} and listed["count"] == length
+    csv_text = b"".join(officer.client.get("/api/v1/audit/events", {"format": "csv"}).streaming_content)
+    assert b"planted" not in csv_text
+    page = _page(officer, "/officer/audit")
+    assert page.status_code == 200 and b"planted" not in page.content
+    assert verify(officer) == {"ok": False, "events_checked": length, "first_bad_seq": planted,
+                               "reason": "past_head", "checkpoint_seq": chain}
+    assert audit.audit_verify_recent().reason == "past_head"
+
+
+def test_a_row_planted_at_head_plus_one_breaks_no_request(chain, owner, officer):
+    # Given a row a database writer planted where the next append would go
+    _plant(chain + 1)
+    # Then audited requests still answer (the append goes after it), and verification names the row
+    _use(owner)
+    assert AuditEvent.objects.filter(seq=chain + 2, action="photo.content_read").exists()
+    report = verify(officer)
+    assert (report["ok"], report["reason"], report["first_bad_seq"]) == (False, "broken_link", chain + 1)
+
+
+def test_checkpoints_that_stop_being_written_show_as_lag(
+        chain, owner, officer, clock, monkeypatch, settings, django_capture_on_commit_callbacks):
+    from governance import checkpoints
+
+    # Given a checkpoint store that fails (a full disk cannot be made here, so its error is raised)
+    def disk_full(line: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "_file_append", disk_full)
+    with django_capture_on_commit_callbacks(execute=True):
+        _use(owner, times=2)
+    # Then fresh unanchored events are commits in flight: reported, not yet a finding
+    assert verify(officer, counts=True)["checkpoint_lag"] == 2 and verify(officer)["ok"]
+    # But once they wait past the bound, verification, /readyz and the metric say so
+    clock.advance(seconds=settings.AUDIT_CHECKPOINT_MAX_LAG_SECONDS + 1)
+    report = verify(officer)
+    assert (report["ok"], report["reason"], report["first_bad_seq"]) == (False, "checkpoint_lag", chain + 1)
+    ready = officer.client.get("/readyz").json()
+    assert ready["checks"]["audit_checkpoints"].startswith("failed") and not ready["ok"]
+    from webplatform import metrics
+
+    assert metrics.AUDIT_CHECKPOINT_LAG_EVENTS.collect()[0].samples[0].value == 2
+    waited = metrics.AUDIT_CHECKPOINT_LAG_SECONDS.collect()[0].samples[0].value
+    assert waited > settings.AUDIT_CHECKPOINT_MAX_LAG_SECONDS
+    dashboard = _page(officer, "/officer/")
+    assert b"Checkpoints failing" in dashboard.content and b"checkpoint lag 2 events" in dashboard.content
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised(owner, officer):
+    from webplatform.api.audit import csv_cell
+
+    for start in ("=", "+", "-", "@", "\t", "\r"):
+        assert csv_cell(f"{start}HYPERLINK(1)") == f"'{start}HYPERLINK(1)"
+    assert csv_cell("photo:1") == "photo:1" and csv_cell(12) == "12"
+    audit_append(action="keys.rotated", actor_id=None, object_ref='=HYPERLINK("http://x","y")')
+    csv_text = b"".join(officer.client.get("/api/v1/audit/events", {"format": "csv"}).streaming_content)
+    assert b"'=HYPERLINK" in csv_text and b",=HYPERLINK" not in csv_text
+
+
+def test_the_scheduled_full_verification_is_stored_signed_and_shown(chain, officer):
+    from django.conf import settings as conf
+
+    from governance.audit_results import audit_full_latest
+    from governance.models import AuditVerification
+    from webplatform.lifecycle.scheduler import schedule
+    from webplatform.taskqueue import AUDIT_VERIFY, publish
+
+    # The job is on both schedules (Celery beat and the embedded thread)
+    assert AUDIT_VERIFY in schedule()
+    assert any(e["task"] == AUDIT_VERIFY for e in conf.CELERY_BEAT_SCHEDULE.values())
+    # When it runs, its result is stored and the dashboard shows it
+    publish(AUDIT_VERIFY)
+    full = audit_full_latest()
+    assert full.ok and full.verified_through == chain and full.events_checked == chain
+    assert b"through sequence " + str(chain).encode() in _page(officer, "/officer/").content
+    # A database writer cannot plant an "intact" result: an unsigned row is not shown
+    AuditVerification.objects.update(ok=False)
+    assert audit_full_latest() is None
+
+
+def test_the_newest_checkpoint_is_read_from_the_end_of_a_long_file(db):
+    key = checkpoint_key()
+    for seq in range(1, 3001):
+        checkpoint_write(key=key, seq=seq, head_hash=f"{seq:064x}")
+    assert checkpoint_path().stat().st_size > 4 * 64 * 1024
+    # A forged line far from the end is never read by the newest-checkpoint path (only the full walk)
+    lines = checkpoint_path().read_text().splitlines()
+    lines[0] = lines[0].replace('"mac":"', '"mac":"0')
+    checkpoint_path().write_text("\n".join(lines) + "\n")
+    assert checkpoint_latest(key=key).seq == 3000

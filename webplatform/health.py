@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
+from governance.audit import checkpoint_lag
 from governance.keys import get_keyring
 from webplatform.encrypted_store import object_storage
 
@@ -37,8 +38,19 @@ def _check_broker() -> None:
         conn.ensure_connection(max_retries=1, timeout=2)
 
 
+class CheckpointLagging(Exception):
+    """Audit events have waited past AUDIT_CHECKPOINT_MAX_LAG_SECONDS for a checkpoint."""
+
+
+def _check_audit_checkpoints() -> None:
+    """Checkpoint writes that fail (a full or read-only store) leave events cuttable unnoticed: say so."""
+    lag = checkpoint_lag()
+    if lag.too_old:
+        raise CheckpointLagging(f"{lag.events} events unanchored for {lag.seconds:.0f} s")
+
+
 CHECKS = {"database": _check_database, "storage": _check_storage, "broker": _check_broker,
-          "keyring": lambda: get_keyring().check()}
+          "keyring": lambda: get_keyring().check(), "audit_checkpoints": _check_audit_checkpoints}
 
 
 def readyz(request: HttpRequest) -> JsonResponse:

@@ -9,7 +9,9 @@ import hmac
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django_prometheus.exports import ExportToDjangoView
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from governance.audit import checkpoint_lag
 
 UPLOADS = Counter("timeveil_uploads_total", "Photos accepted (encrypted and stored).")
 UPLOADS_REFUSED = Counter("timeveil_uploads_refused_total", "Uploads refused, by error code.", ["code"])
@@ -26,6 +28,24 @@ ERASURES = Counter("timeveil_erasures_total", "Erasure requests, by stage.", ["s
 CACHE_FAILURES = Counter("timeveil_cache_failures_total",
                          "Calls to the shared cache that failed, by what made them (throttle, sign_in).",
                          ["use"])
+
+AUDIT_CHECKPOINT_LAG_EVENTS = Gauge("timeveil_audit_checkpoint_lag_events",
+                                    "Audit events past the newest signed checkpoint (read at scrape time).")
+AUDIT_CHECKPOINT_LAG_SECONDS = Gauge(
+    "timeveil_audit_checkpoint_lag_seconds",
+    "How long the oldest unanchored audit event has waited for a checkpoint; alert past "
+    "AUDIT_CHECKPOINT_MAX_LAG_SECONDS.")
+
+
+def _lag_now(field: str) -> float:
+    try:
+        return float(getattr(checkpoint_lag(), field))
+    except Exception:  # a scrape reports what it can; an unreadable store shows as NaN, not a failed scrape
+        return float("nan")
+
+
+AUDIT_CHECKPOINT_LAG_EVENTS.set_function(lambda: _lag_now("events"))
+AUDIT_CHECKPOINT_LAG_SECONDS.set_function(lambda: _lag_now("seconds"))
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

@@ -299,6 +299,9 @@ AUDIT_CHECKPOINT_DIR = Path(env.str("AUDIT_CHECKPOINT_DIR", default=str(VAR_DIR 
 AUDIT_CHECKPOINT_FSYNC = env.bool("AUDIT_CHECKPOINT_FSYNC", default=False)
 # Events with no checkpoint at all fail verification (the store was lost or never written).
 AUDIT_REQUIRE_CHECKPOINT = env.bool("AUDIT_REQUIRE_CHECKPOINT", default=True)
+# An event no checkpoint anchors for longer than this means checkpoint writes fail (full or read-only store):
+# verification, /readyz and the officer dashboard report it (docs/audit.md).
+AUDIT_CHECKPOINT_MAX_LAG_SECONDS = env.float("AUDIT_CHECKPOINT_MAX_LAG_SECONDS", default=60)
 # Or one object per checkpoint in S3 (credentials from the AWS_* environment / instance role), locked in
 # COMPLIANCE mode for AUDIT_CHECKPOINT_S3_RETAIN_DAYS when the bucket has object lock.
 AUDIT_CHECKPOINT_S3_BUCKET = env.str("AUDIT_CHECKPOINT_S3_BUCKET", default="")
@@ -354,6 +357,12 @@ CELERY_BEAT_SCHEDULE = {
     "enforce-retention": {"task": "webplatform.lifecycle.tasks.retention_enforce_task",
                           "schedule": RETENTION_INTERVAL_SECONDS},
 }
+# A library page's thumbnail grants (one audit event a page view, not one a thumbnail) last this long.
+PHOTO_THUMB_GRANT_SECONDS = env.int("PHOTO_THUMB_GRANT_SECONDS", default=300)
+# The full audit chain verification (every link and checkpoint); pages show its stored result.
+AUDIT_VERIFY_INTERVAL_SECONDS = env.int("AUDIT_VERIFY_INTERVAL_SECONDS", default=3600)
+CELERY_BEAT_SCHEDULE["verify-audit-chain"] = {"task": "webplatform.lifecycle.tasks.audit_verify_task",
+                                              "schedule": AUDIT_VERIFY_INTERVAL_SECONDS}
 EMBEDDED_SCHEDULER = env.bool("EMBEDDED_SCHEDULER", default=False)
 
 # --- jobs that never strand: heartbeats, a sweeper, the job row as outbox -------------------------------

@@ -190,7 +190,7 @@ def test_the_officer_reads_true_counts_and_a_trail_that_can_be_searched(seeded, 
     # content reads are hidden by default, counted, and shown on request
     p.go("/officer/audit")
     assert page.locator("#events td", has_text="photo.content_read").count() == 0
-    hidden = page.locator("#event-count").inner_text()
+    hidden = page.locator("#hidden-reads").inner_text()
     assert "content read" in hidden and "hidden" in hidden
     p.follow(page.locator("#show-reads"))
     assert page.locator("#events td", has_text="photo.content_read").count() > 0

@@ -7,7 +7,7 @@ import uuid
 import boto3
 import pytest
 
-from governance.audit import audit_verify, checkpoint_key
+from governance.audit import audit_verify, audit_verify_recent, checkpoint_key
 from governance.checkpoints import checkpoint_latest, checkpoint_path
 from governance.models import AuditEvent, AuditHead
 from tests.images import image_bytes
@@ -50,6 +50,10 @@ def test_checkpoints_go_to_s3_as_locked_objects_and_the_chain_verifies(chain, bu
     assert checkpoint_latest(key=checkpoint_key()).seq == chain
     report = audit_verify()
     assert report.ok and report.checkpoint_seq == chain
+    # The pages' check lists only the keys near the head, and finds the same newest checkpoint
+    assert checkpoint_latest(key=checkpoint_key(), near=chain).seq == chain
+    recent = audit_verify_recent()
+    assert recent.ok and recent.checkpoint_seq == chain and not recent.full
 
 
 def test_a_locked_checkpoint_cannot_be_deleted(chain, bucket):
@@ -65,6 +69,23 @@ def test_truncation_and_wipe_are_found_against_the_s3_checkpoint(chain, bucket):
     last = AuditEvent.objects.get(seq=chain - 1)
     AuditHead.objects.filter(pk=1).update(seq=chain - 1, hash=last.hash)
     assert audit_verify().reason == "truncated"
+    assert audit_verify_recent().reason == "truncated"
     AuditEvent.objects.all().delete()
     AuditHead.objects.all().delete()
     assert audit_verify().reason == "wiped"
+
+
+def test_a_rollback_followed_by_use_is_found_in_the_locked_versions(chain, owner, bucket,
+                                                                    django_capture_on_commit_callbacks):
+    # Given a database writer who cuts the newest 2 events and moves the head back
+    AuditEvent.objects.filter(seq__gt=chain - 2).delete()
+    last = AuditEvent.objects.get(seq=chain - 2)
+    AuditHead.objects.filter(pk=1).update(seq=chain - 2, hash=last.hash)
+    # When use goes on: the re-used seqs' checkpoints are PUT again under the same keys
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(2):
+            assert owner.client.post("/api/v1/photos", {"file": named(image_bytes(), "a.jpg")},
+                                     format="multipart").status_code == 201
+    # Then the locked older versions still hold the first hashes, and the full verification reads them
+    report = audit_verify()
+    assert (report.ok, report.reason, report.first_bad_seq) == (False, "checkpoint_conflict", chain - 1)

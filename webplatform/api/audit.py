@@ -48,15 +48,25 @@ class CsvRenderer(BaseRenderer):
         return json.dumps(data).encode()  # only reached for errors, which finalize_response turns to JSON
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """The cell as text, with a leading quote when a spreadsheet would read it as a formula (OWASP)."""
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def audit_csv_rows(events: Iterable[AuditEvent]) -> Iterator[str]:
     """The header, then one CSV line per event (details as compact JSON), built one row at a time."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     for event in events:
-        writer.writerow([event.seq, event.at.isoformat(), event.action, event.actor, event.subject,
-                         event.object_ref, json.dumps(event.details, sort_keys=True, separators=(",", ":")),
-                         event.prev_hash, event.hash])
+        writer.writerow([csv_cell(v) for v in (
+            event.seq, event.at.isoformat(), event.action, event.actor, event.subject, event.object_ref,
+            json.dumps(event.details, sort_keys=True, separators=(",", ":")), event.prev_hash, event.hash)])
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -130,6 +140,8 @@ class VerifyOut(serializers.Serializer):
                                      help_text="why verification failed (absent when ok)")
     checkpoint_seq = serializers.IntegerField(allow_null=True,
                                               help_text="the newest signed checkpoint compared against")
+    checkpoints_checked = serializers.IntegerField(help_text="signed checkpoints held against the chain")
+    checkpoint_lag = serializers.IntegerField(help_text="events past the newest checkpoint")
 
 
 class AuditVerifyApi(APIView):
@@ -137,10 +149,12 @@ class AuditVerifyApi(APIView):
 
     @extend_schema(responses={200: VerifyOut, 401: ErrorResponse, 403: ErrorResponse})
     def get(self, request: Request) -> Response:
-        """Recompute the keyed chain and hold it against the newest signed checkpoint."""
+        """Recompute the keyed chain and hold it against every signed checkpoint (linear in history)."""
         report = audit_verify()
         body: dict = {"ok": report.ok, "events_checked": report.events_checked,
-                      "checkpoint_seq": report.checkpoint_seq}
+                      "checkpoint_seq": report.checkpoint_seq,
+                      "checkpoints_checked": report.checkpoints_checked,
+                      "checkpoint_lag": report.checkpoint_lag}
         if report.first_bad_seq is not None:
             body["first_bad_seq"] = report.first_bad_seq
         if report.reason is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from governance.audit_results import audit_verify_full_and_record
+
 from .erasure import PurgeIncomplete, erasure_purge, erasures_pending
 from .retention import orphans_reconcile, retention_enforce
 
@@ -29,3 +31,11 @@ def retention_enforce_task() -> dict:
         except PurgeIncomplete:
             pass  # counted on the tombstone; the next run tries again
     return {"deleted": report.deleted, "failed": report.failed, "orphans_deleted": orphans_reconcile()}
+
+
+@shared_task
+def audit_verify_task() -> dict:
+    """The periodic full verification of the audit chain; its signed result is what pages show."""
+    row = audit_verify_full_and_record()
+    return {"ok": row.ok, "reason": row.reason, "first_bad_seq": row.first_bad_seq,
+            "verified_through": row.verified_through}

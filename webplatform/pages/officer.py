@@ -18,13 +18,15 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from governance.audit import ACTIONS, audit_verify
-from governance.models import AuditEvent, TrainingRun
-from governance.selectors import CONTENT_READS, audit_events
+from governance.audit import ACTIONS, audit_verify_recent
+from governance.audit_results import audit_full_latest
+from governance.models import TrainingRun
+from governance.selectors import CONTENT_READS, audit_events, audit_stored_actions
 from webplatform.accounts.access import is_compliance_officer
 from webplatform.lifecycle.report import compliance_report
 
 from . import selectors
+from .keyset import keyset_page
 
 PAGE_SIZE = 50
 # How a run starts (README's commands table): shown where no run exists yet.
@@ -49,7 +51,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     """Headline numbers and the four charts; pseudonymous data only, never image content."""
     report = compliance_report()
     return render(request, "officer/dashboard.html", {
-        "report": report, "consent_chart": selectors.consent_chart(report["consent"]["history"]),
+        "report": report, "full_verification": audit_full_latest(),
+        "consent_chart": selectors.consent_chart(report["consent"]["history"]),
         "retention_chart": selectors.retention_chart(), "erasure_chart": selectors.erasure_chart(),
         "budget_chart": selectors.budget_chart(),
     })
@@ -73,7 +76,7 @@ class AuditFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         # The vocabulary with its meanings, then any stored action it no longer lists (still filterable).
         listed = [(a, f"{a} — {meaning}") for a, meaning in sorted(ACTIONS.items())]
-        stored = AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()
+        stored = audit_stored_actions()
         retired = [(a, f"{a} (no longer written)") for a in stored if a not in ACTIONS]
         self.fields["action"].choices = [("", "Any action"), *listed, *retired]  # type: ignore[attr-defined]
 
@@ -109,11 +112,18 @@ def _audit_context(request: HttpRequest) -> dict[str, Any]:
            if v and k != "reads"}
     if not chosen["reads"]:
         api["reads"] = "false"
-    page = Paginator(events, PAGE_SIZE).get_page(request.GET.get("page"))
-    query = {k: v for k, v in request.GET.items() if k != "page" and v}
+    page = keyset_page(events, before=_seq_param(request, "before"), after=_seq_param(request, "after"),
+                       size=PAGE_SIZE)
+    query = {k: v for k, v in request.GET.items() if k not in ("page", "before", "after") and v}
     return {"form": form, "page": page, "query": urlencode(query), "hidden_reads": hidden,
             "show_reads_query": urlencode({**query, "reads": "on"}),
             "csv_url": "/api/v1/audit/events?" + urlencode({**api, "format": "csv"})}
+
+
+def _seq_param(request: HttpRequest, name: str) -> int | None:
+    """A keyset bound from the query (a sequence number); anything else is ignored: the newest page."""
+    raw = request.GET.get(name, "")
+    return int(raw) if raw.isdigit() and len(raw) <= 18 else None
 
 
 @officer_required
@@ -126,8 +136,11 @@ def audit(request: HttpRequest) -> HttpResponse:
 @officer_required
 @require_POST
 def audit_verify_page(request: HttpRequest) -> HttpResponse:
-    """Recompute the chain now and show the answer above the table."""
-    return render(request, "officer/audit.html", {**_audit_context(request), "verification": audit_verify()})
+    """Check the chain's end now, and show it above the table with the newest full verification (the
+    scheduled job's: a full walk is linear in history, too long for a request at scale)."""
+    return render(request, "officer/audit.html", {**_audit_context(request),
+                                                  "verification": audit_verify_recent(),
+                                                  "full_verification": audit_full_latest()})
 
 
 @officer_required

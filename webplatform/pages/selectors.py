@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.db.models import Count
+from django.db.models.functions import TruncDate
 
 from governance import clock
+from governance.audit_rollups import rollup_counts
 from governance.consent import PROCESSING, TRAINING
 from governance.erasure_requests import erasure_status
-from governance.models import AuditEvent, ErasureRequest, Lineage, PolicyVersion, RunStatus, TrainingRun
+from governance.models import ErasureRequest, Lineage, PolicyVersion, RunStatus, TrainingRun
 from webplatform.jobs.models import TransformationResult
 from webplatform.photos.models import DueReason, Photo
 
@@ -101,33 +104,35 @@ def retention_chart() -> dict[str, Any]:
 
     The backlog is rebuilt from the audit trail: each *.expired event carries the deadline it was deleted
     after, so an object was in the backlog from its deadline until that event; objects past their deadline
-    and still held are in it now.
+    and still held are in it now. Read from the per-day roll-ups kept as those events are appended (a row
+    per day, whatever the history): since a deadline never follows its deletion, the deleted objects in the
+    backlog at a day's end are those whose deadline came by then less those deleted by then.
     """
     now = clock.now()
     today = now.date()
-    window_start = datetime.combine(today - timedelta(days=29), time.min, tzinfo=now.tzinfo)
-    events = list(
-        AuditEvent.objects.filter(
-            action__in=["photo.expired", "result.expired"], at__gte=window_start
-        ).values_list("at", "action", "details")
-    )
-    deleted: dict[tuple[date, str], int] = {}
-    spans = []  # (deadline, deleted at)
-    for at, action, details in events:
-        deleted[(at.date(), action)] = deleted.get((at.date(), action), 0) + 1
-        deadline = _parse((details or {}).get("expires_at"))
-        if deadline is not None:
-            spans.append((deadline, at))
-    # Only deadlines: an object its owner deleted, or withdrew consent for, is not retention's backlog.
-    still_held = [o.expires_at for model in (Photo, TransformationResult)
-                  for o in model.objects.filter(expires_at__lte=now, due_reason=DueReason.DEADLINE)
-                  .only("expires_at")]
-    days = _days(min([d for d, _ in deleted] + [d.date() for d, _ in spans], default=today), today)
-    backlog: list[float] = []
-    for day in days:
-        end = min(datetime.combine(day + timedelta(days=1), time.min, tzinfo=now.tzinfo), now)
-        backlog.append(sum(1 for deadline, gone in spans if deadline <= end < gone)
-                       + sum(1 for deadline in still_held if deadline <= end))
+    window_start = today - timedelta(days=29)
+    actions = ["photo.expired", "result.expired"]
+    deleted = rollup_counts("at", actions=actions, since=window_start)
+    deadlines = _summed(rollup_counts("deadline", actions=actions))
+    gone = _summed(rollup_counts("gone", actions=actions))
+    held = _by_day((row["day"].isoformat(), row["n"]) for model in (Photo, TransformationResult)
+                   # Only deadlines: an object its owner deleted, or withdrew consent for, is not the backlog.
+                   for row in model.objects.filter(expires_at__lte=now, due_reason=DueReason.DEADLINE)
+                   .annotate(day=TruncDate("expires_at"))
+                   .values("day").annotate(n=Count("pk")))
+
+    def upto(counts: dict[date, int], day: date) -> int:
+        return sum(n for d, n in counts.items() if d <= day)
+
+    # The chart starts at the first deletion or deadline of an object deleted within the window.
+    before = window_start - timedelta(days=1)
+    overdue_before = upto(deadlines, before) > upto(gone, before)
+    starts = [d for d, _ in deleted] + [d for d in deadlines if d >= window_start] + (
+        [window_start] if overdue_before else [])
+    days = _days(min(starts, default=today), today)
+    # Today ends now: every deletion so far is before it, so only what is still held counts.
+    backlog: list[float] = [
+        (upto(deadlines, day) - upto(gone, day) if day < today else 0) + upto(held, day) for day in days]
     chart = Chart("retention-chart", "Retention: deletions per day and the backlog",
                   "Photos and results deleted each day because their retention deadline passed, and how many "
                   "objects were past their deadline but not yet deleted at the end of each day.",
@@ -141,11 +146,24 @@ def retention_chart() -> dict[str, Any]:
     return {"svg": bar_chart(chart), "chart": chart}
 
 
-def _parse(value: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
+def _summed(counts: dict[tuple[date, str], int]) -> dict[date, int]:
+    """(day, action) counts summed over actions."""
+    out: dict[date, int] = {}
+    for (day, _), n in counts.items():
+        out[day] = out.get(day, 0) + n
+    return out
+
+
+def _by_day(rows: Any) -> dict[date, int]:
+    """(ISO day text, count) rows as a dict by date; text that is no date is skipped."""
+    counts: dict[date, int] = {}
+    for text, n in rows:
+        try:
+            day = date.fromisoformat(str(text))
+        except ValueError:
+            continue
+        counts[day] = counts.get(day, 0) + n
+    return counts
 
 
 def erasure_chart() -> dict[str, Any]:

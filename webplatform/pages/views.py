@@ -42,12 +42,19 @@ from webplatform.lifecycle.erasure import user_erase
 from webplatform.lifecycle.retention import photo_delete
 from webplatform.photos.models import Photo
 from webplatform.photos.selectors import photo_is_trainable, photos_live, photos_trainable
-from webplatform.photos.services import photo_content, photo_create, photo_for_owner
+from webplatform.photos.services import (
+    photo_content,
+    photo_content_unaudited,
+    photo_create,
+    photo_for_owner,
+    photo_library_shown,
+)
 from webplatform.photos.thumbnails import thumbnail_jpeg
 from webplatform.privacy import privacy_report
 
 from . import selectors
 from .charts import gauge
+from .thumb_grants import grant_sign, grant_valid
 
 NO_PROCESSING = ("Aging is off: Timeveil no longer has your permission to store and transform photos. "
                  "Allow it again from the Consent page to age this photo.")
@@ -68,7 +75,12 @@ def home(request: HttpRequest) -> HttpResponse:
     if is_compliance_officer(request.user):
         return redirect("officer-dashboard")
     uid = user_id(request)
-    photos = photos_live(owner_id=uid)
+    photos = list(photos_live(owner_id=uid))
+    if photos:
+        # One audit event for every thumbnail the page lists; each image URL carries its grant.
+        seq = photo_library_shown(user_id=uid, photos=photos)
+        for photo in photos:
+            photo.thumb_grant = grant_sign(user_id=uid, photo_id=photo.id, event_seq=seq)  # type: ignore[attr-defined]  # for the template
     states = {s["purpose"]: s for s in consent_states(user_id=uid)}
     return render(request, "photos.html", {
         "photos": photos, "can_upload": states.get(PROCESSING, {}).get("active", False),
@@ -217,10 +229,13 @@ def _private_jpeg(data: bytes) -> HttpResponse:
 
 @login_required
 def photo_thumb(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
-    """A small JPEG of the owner's photo, decrypted for this response only (the read is audited)."""
+    """A small JPEG of the owner's photo, decrypted for this response only (the read is audited: by the
+    library page's one event when the URL carries its grant, else by an event of its own)."""
     uid = user_id(request)
-    data = photo_content(user_id=uid, photo=_photo_or_404(uid, photo_id))
-    return _private_jpeg(data)
+    photo = _photo_or_404(uid, photo_id)
+    if grant_valid(request.GET.get("grant"), user_id=uid, photo_id=photo.id):
+        return _private_jpeg(photo_content_unaudited(photo=photo))
+    return _private_jpeg(photo_content(user_id=uid, photo=photo))
 
 
 @login_required

@@ -83,6 +83,26 @@ def photo_content(*, user_id: int, photo: Photo) -> bytes:
     return bytes(data)
 
 
+def photo_library_shown(*, user_id: int, photos: list[Photo]) -> int:
+    """One audit event for a library page's thumbnails (issue 23: not one per thumbnail); returns its seq,
+    which the page's thumbnail grants name (webplatform.pages.thumb_grants)."""
+    event = audit_append(action="photo.library_shown", actor_id=user_id, subject_id=user_id,
+                         object_ref="library", details={"photos": [str(p.id) for p in photos]})
+    return event.seq
+
+
+def photo_content_unaudited(*, photo: Photo) -> bytes:
+    """Decrypt a photo whose read an earlier event already records (a library thumbnail under a grant).
+    A failure is still audited: the attempt on a destroyed key or tampered ciphertext is worth a record."""
+    try:
+        return bytes(object_get(owner_id=photo.owner_id, kind=Photo.KIND, object_id=photo.id,
+                                name=photo.storage_name))
+    except TimeveilError as exc:
+        audit_append(action="photo.content_read_failed", actor_id=photo.owner_id, subject_id=photo.owner_id,
+                     object_ref=f"photo:{photo.id}", details={"error": exc.code})
+        raise
+
+
 def training_photo_designate(*, photo: Photo) -> None:
     """Keep one photo per user for training (RETENTION_TRAINING); an earlier one gets the normal deadline."""
     Photo.objects.filter(owner_id=photo.owner_id, kept_for_training=True).exclude(pk=photo.pk).update(
