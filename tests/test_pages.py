@@ -51,6 +51,20 @@ def test_visitors_get_a_landing_page_that_says_what_happens_to_a_photo(purposes)
     assert "Sign up" in page and "Store and transform my photos" in page
 
 
+def test_every_page_states_the_retention_periods_the_settings_enforce(owner, upload, settings):
+    # The periods a person reads come from the settings: a deployment that keeps photos 24 hours never
+    # promises 48 (the landing page, the upload form, the results caption and the training consent's words).
+    settings.RETENTION_ORIGINAL, settings.RETENTION_RESULT = timedelta(hours=24), timedelta(hours=12)
+    photo = _photo(owner, upload)
+    client = browser(owner)
+    pages = {path: text(client.get(path)) for path in ("/", f"/photos/{photo.id}", "/consents")}
+    assert "after 24 hours" in pages["/"]  # the upload form, on a signed-in person's start page
+    assert "deleted 12 hours after they are made" in pages[f"/photos/{photo.id}"]
+    assert "normal 24 hours" in pages["/consents"]
+    assert "after 24 hours" in text(Client().get("/"))  # the landing page a visitor sees
+    assert not [path for path, page in pages.items() if "48 hours" in page]
+
+
 def test_sign_up_records_only_the_consents_ticked(purposes):
     client = Client()
     response = client.post("/signup", {"username": "nina", "password": PASSWORD, "consent_processing": "1",

@@ -36,15 +36,19 @@ PURPOSE_COPY: dict[str, dict[str, str]] = {
         "meaning": "One photo of yours, which you choose, may be used to train the model, only under "
                    "differential privacy, which bounds what any model can reveal about you.",
         "withdraw": "Later training runs leave you out and the photo kept for training is deleted (at once "
-                    "if it is older than the normal 48 hours). Models already trained are not rewound.",
+                    "if it is older than the normal {original_hours} hours). Models already trained are not "
+                    "rewound.",
     },
 }
 
 
 def purpose_copy(slug: str) -> dict[str, str]:
     """Title, meaning and withdrawal effect of a purpose (a generic text for purposes added later)."""
-    return PURPOSE_COPY.get(slug, {"title": slug.replace("_", " ").capitalize(), "meaning": "",
+    copy = PURPOSE_COPY.get(slug, {"title": slug.replace("_", " ").capitalize(), "meaning": "",
                                    "withdraw": "Data used only for this purpose is deleted."})
+    # The periods come from the settings, so the words never promise another period than the one enforced.
+    hours = round(settings.RETENTION_ORIGINAL.total_seconds() / 3600)
+    return {key: text.format(original_hours=hours) for key, text in copy.items()}
 
 
 def policy_diff(policy: PolicyVersion) -> list[dict[str, str]] | None:

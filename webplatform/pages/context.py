@@ -1,0 +1,18 @@
+"""What every page's template may say about retention: the periods the settings enforce, never a literal."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+
+
+def retention(request: HttpRequest) -> dict[str, Any]:
+    return {"retention": {"original_hours": _hours(settings.RETENTION_ORIGINAL),
+                          "result_hours": _hours(settings.RETENTION_RESULT)}}
+
+
+def _hours(period: timedelta) -> int:
+    return round(period.total_seconds() / 3600)
