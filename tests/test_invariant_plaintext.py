@@ -22,6 +22,7 @@ from PIL import Image
 
 from governance.crypto import MAGIC
 from governance.keys import object_decrypt
+from webplatform.atomic_storage import PARTIAL_SUFFIX
 from webplatform.photos.models import Photo
 
 from .support import named, storage_files, walk_files
@@ -264,11 +265,16 @@ def test_a_large_upload_writes_nothing_but_ciphertext_to_disk(owner, settings):
         lambda: responses.append(owner.client.post("/api/v1/photos", {"file": named(data, "big.png")},
                                                    format="multipart")))
 
-    # Then it was accepted, and the only file written is its ciphertext in the object store
+    # Then it was accepted, and the only file written is its ciphertext in the object store: written under a
+    # temporary name beside it (webplatform/atomic_storage.py), linked into place, and the temporary gone
     assert responses[0].status_code == 201, responses[0].content[:300]
     objects_root = os.path.realpath(settings.STORAGES["objects"]["OPTIONS"]["location"])
     photo = Photo.objects.get(pk=responses[0].json()["id"])
-    assert [os.path.realpath(p) for p in written] == [os.path.join(objects_root, photo.storage_name)]
+    final = os.path.join(objects_root, photo.storage_name)
+    assert len(written) == 1
+    temporary = os.path.realpath(written[0])
+    assert temporary.startswith(final + ".") and temporary.endswith(PARTIAL_SUFFIX)
+    assert os.path.exists(final) and not os.path.exists(temporary)
 
 
 def test_the_upload_handler_stops_reading_past_the_cap(settings):
