@@ -131,6 +131,9 @@ class RunStatus(models.TextChoices):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # never executed again: a new run is a new reservation
+    # Refused after its noisy participant count was drawn: no training, but the count was released, so it
+    # charges the count's epsilon to every person counted (their ledgers, not the lineage's: no model).
+    REFUSED = "refused"
 
 
 class TrainingRun(models.Model):

@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -119,22 +120,23 @@ def run_ancestry(version: str) -> list[TrainingRun]:
 
 
 def _lineage_runs(lineage: Lineage, parent_version: str = "") -> list[TrainingRun]:
-    """Every run of the lineage (any status: a reservation counts) and every run in the parent's ancestry."""
-    runs = {r.pk: r for r in run_ancestry(parent_version)}
-    runs.update({r.pk: r for r in lineage.runs.all()})
+    """Every model-training run of the lineage (any status but refused: a reservation counts), and the
+    whole ancestry of every model the lineage fine-tuned (`parent_version` too): what the lineage's models
+    may reveal. The reservation and the compliance report compose this same set."""
+    own = list(lineage.runs.exclude(status=RunStatus.REFUSED))
+    parents = {r.parent_version for r in own} | {parent_version}
+    runs = {r.pk: r for p in sorted(parents) for r in run_ancestry(p)}
+    runs.update({r.pk: r for r in own})
     return sorted(runs.values(), key=lambda r: r.created_at)
 
 
 def lineage_committed_epsilon(lineage: Lineage) -> float:
     """The lineage's runs, with the ancestry of each model they fine-tuned, composed as reservation
     checks them."""
-    parents = set(lineage.runs.values_list("parent_version", flat=True))
-    runs = {r.pk: r for p in parents for r in run_ancestry(p)}
-    runs.update({r.pk: r for r in lineage.runs.all()})
+    runs = _lineage_runs(lineage)
     if not runs:
         return 0.0
-    return composed_epsilon(list(runs.values()),
-                            delta=min([lineage.delta, *(r.delta for r in runs.values())]))
+    return composed_epsilon(runs, delta=min([lineage.delta, *(r.delta for r in runs)]))
 
 
 def ancestry_epsilon(run: TrainingRun) -> tuple[float, float]:
@@ -180,10 +182,11 @@ def subjects_epsilon(subjects: list[str], extra: list[Step] | None = None,
 
 
 def users_with_budget(user_ids: list[int]) -> set[int]:
-    """Those of these users whose ledger has not yet reached DP_USER_EPSILON_CAP."""
+    """Those of these users whose ledger stays within DP_USER_EPSILON_CAP after one more noisy count (at
+    DP_DELTA): counting them is itself a release, charged even if the run is then refused."""
     by_subject = {pseudonym(u): u for u in user_ids}
-    spent = subjects_epsilon(list(by_subject))
-    return {u for s, u in by_subject.items() if spent[s] < settings.DP_USER_EPSILON_CAP}
+    spent = subjects_epsilon(list(by_subject), [(settings.DP_COUNT_NOISE, 1.0, 1)], settings.DP_DELTA)
+    return {u for s, u in by_subject.items() if spent[s] <= settings.DP_USER_EPSILON_CAP}
 
 
 def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float, delta: float,
@@ -195,12 +198,13 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
     Refused when fewer than DP_MIN_PARTICIPANTS people are in it, when the lineage's ledger (its runs and
     the parent's ancestry, composed with this run) would pass the lineage cap, or when any participant's
     ledger would pass DP_USER_EPSILON_CAP. Every item is re-checked against the consent ledger inside the
-    transaction. `participants` is the noisy count the plan was made from; the exact count is len(items).
+    transaction. `participants` is the noisy count the plan was made from (the floor applies to it); the
+    exact count is len(items).
     """
     if not items:
         raise InvalidInput("No eligible photos: nobody with training consent has a photo within retention.")
-    if len(items) < settings.DP_MIN_PARTICIPANTS:
-        # Says neither the count nor how far below: only that the floor was not met.
+    if participants < settings.DP_MIN_PARTICIPANTS:
+        # On the released count, never the exact one; says neither the count nor how far below.
         raise CohortTooSmall(f"A DP training run needs at least {settings.DP_MIN_PARTICIPANTS} "
                              "eligible people; wait until more have opted in (DP_MIN_PARTICIPANTS).",
                              details={"minimum": settings.DP_MIN_PARTICIPANTS})
@@ -248,6 +252,37 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
     return run
 
 
+def count_release_charge(*, lineage_name: str, items: list[ManifestItem], participants: int,
+                         count_noise: float, delta: float, epsilon: float, accountant: str) -> TrainingRun:
+    """Record a refused run: its noisy count was released, so every person it counted is charged for it.
+
+    No training happened: the row's DP-SGD entry has 0 steps, and the lineage's models are not charged.
+    """
+    entries = [{"subject": pseudonym(i.user_id), "photo_id": str(i.photo_id),
+                "consent_record_id": str(i.consent_record_id)} for i in items]
+    with transaction.atomic():
+        lineage = lineage_get_or_create(lineage_name)
+        list(Lineage.objects.select_for_update().order_by("pk").values_list("pk", flat=True))  # ledger lock
+        now = clock.now()
+        run = TrainingRun.objects.create(
+            lineage=lineage, status=RunStatus.REFUSED, created_at=now, finished_at=released_time(now),
+            manifest_sha256=manifest_sha256(entries), participants=participants, count_noise=count_noise,
+            sample_rate=1.0, noise_multiplier=0.0, max_grad_norm=0.0, steps=0, delta=delta,
+            accountant=accountant, epsilon_reserved=epsilon, epsilon_spent=epsilon)
+        ManifestEntry.objects.bulk_create([ManifestEntry(run=run, **e) for e in entries])
+        audit_append(action="training.refused", actor_id=None, subject="training", object_ref=f"run:{run.id}",
+                     details={"participants_released": participants, "epsilon": epsilon, "delta": delta,
+                              "lineage": lineage.name})
+    return run
+
+
+def released_time(at: datetime) -> datetime:
+    """A run's finishing time as shown: rounded down to DP_RUN_TIME_GRANULARITY, so its duration (linear
+    in the number of faces loaded) is not shown to the second."""
+    step = settings.DP_RUN_TIME_GRANULARITY.total_seconds()
+    return datetime.fromtimestamp(at.timestamp() // step * step, tz=at.tzinfo)
+
+
 def _check_consents(items: list[ManifestItem]) -> None:
     active = {c.user_id: c.consent_record_id for c in training_candidates()}
     users = [i.user_id for i in items]
@@ -293,7 +328,7 @@ def run_finish(run: TrainingRun, *, model_version: str = "", metrics: dict[str, 
         run.status = RunStatus.FAILED if error else RunStatus.SUCCEEDED
         run.epsilon_spent = run.epsilon_reserved
         run.model_version, run.metrics, run.error = model_version, metrics or {}, error[:200]
-        run.finished_at = clock.now()
+        run.finished_at = released_time(clock.now())
         run.save(update_fields=["status", "epsilon_spent", "model_version", "metrics", "error",
                                 "finished_at"])
         audit_append(action="training.finished", actor_id=None, subject="training",

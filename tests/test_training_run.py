@@ -54,8 +54,8 @@ def test_short_dp_run_registers_a_version_with_its_privacy_card(consenting_users
     users, outsiders = consenting_users
     request = RunRequest(epochs=1, target_epsilon=2.0, batch_size=4, lr=1e-4)
     seeds: list[int] = []
-    real = dp.training.fresh_seed
-    monkeypatch.setattr(dp.training, "fresh_seed", lambda: seeds.append(real()) or seeds[-1])  # a spy
+    real = dp.randomness.fresh_key
+    monkeypatch.setattr(dp.randomness, "fresh_key", lambda: seeds.append(real()) or seeds[-1])  # a spy
 
     # Given a reserved run over exactly the consenting users
     run = training_run_create(request)

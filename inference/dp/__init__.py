@@ -14,6 +14,7 @@ from .accounting import (
     epsilon_for,
     noise_for_epsilon,
 )
+from .randomness import KEY_BITS, PoissonSampler, SecretStream
 from .samplers import (
     MATERIALISE_CHUNK,
     compute_conv2d_grad_sample,
@@ -31,15 +32,15 @@ from .training import (
     DPObjective,
     DPResult,
     PrivateTrainer,
-    fresh_seed,
     register_grad_sample_mode,
     train_dp,
 )
 
 __all__ = [
-    "ACCOUNTANTS", "DEFAULT_GRAD_SAMPLE_MODE", "GRAD_SAMPLE_MODES", "MATERIALISE_CHUNK",
+    "ACCOUNTANTS", "DEFAULT_GRAD_SAMPLE_MODE", "GRAD_SAMPLE_MODES", "KEY_BITS", "MATERIALISE_CHUNK",
+    "PoissonSampler", "SecretStream",
     "PRV_MAX_POINTS", "DPConfig", "DPObjective", "DPResult", "PrivateTrainer", "Step", "compose_epsilon",
     "compute_conv2d_grad_sample", "compute_conv2d_norm_sample", "compute_group_norm_norm_sample",
-    "conv2d_weight_per_sample", "conv2d_weight_sq_norms", "epsilon_for", "fresh_seed", "install_ghost_conv",
+    "conv2d_weight_per_sample", "conv2d_weight_sq_norms", "epsilon_for", "install_ghost_conv",
     "install_hooks_conv", "noise_for_epsilon", "register_grad_sample_mode", "train_dp",
 ]

@@ -104,9 +104,13 @@ def epsilon_for(*, noise_multiplier: float, sample_rate: float, steps: int, delt
 
 
 def noise_for_epsilon(*, target_epsilon: float, sample_rate: float, steps: int, delta: float,
-                      accountant: str = "prv") -> float:
+                      accountant: str = "prv", extra: list[Step] | tuple[Step, ...] = ()) -> float:
     """The noise multiplier whose run spends at most target_epsilon, and within 0.01 of it (Opacus'
-    search)."""
+    search).
+
+    `extra`: what else the same release spends (a run's noisy participant count): the run's steps composed
+    with it stay within target_epsilon, so the target is the whole release's.
+    """
     if not (isinstance(target_epsilon, int | float) and math.isfinite(target_epsilon)
             and target_epsilon > 0):
         raise ValueError(f"target_epsilon={target_epsilon!r} must be a finite number > 0, e.g. 1, 4 or 8")
@@ -115,11 +119,16 @@ def noise_for_epsilon(*, target_epsilon: float, sample_rate: float, steps: int, 
         raise ValueError("steps=0 spends nothing at any noise: ask for a run of at least one step")
     _check_delta(delta)
     _check_accountant(accountant)
+    for entry in extra:
+        _check_run(*entry)
+    if extra and _epsilon(list(extra), delta, accountant) >= target_epsilon:
+        raise ValueError(f"target_epsilon={target_epsilon} leaves nothing for training once {list(extra)} "
+                         "is spent: raise the target")
     # Opacus' get_noise_multiplier search (double sigma from 20 until under budget, then bisect to within
     # 0.01 epsilon, answering the upper end), over this module's epsilon: PRV can need gigabytes at the
     # low-noise points it probes, and _epsilon falls back to RDP there instead.
     def eps(sigma: float) -> float:
-        return _epsilon([(sigma, sample_rate, int(steps))], delta, accountant)
+        return _epsilon([(sigma, sample_rate, int(steps)), *extra], delta, accountant)
 
     low, high, eps_high = 0.0, 10.0, math.inf
     while eps_high > target_epsilon:
