@@ -290,7 +290,7 @@ def _check_consents(items: list[ManifestItem]) -> None:
         raise Conflict("A manifest may hold at most one photo per user.")
     hashes = [i.content_sha256 for i in items if i.content_sha256]
     if len(set(hashes)) != len(hashes):
-        raise Conflict("A manifest may hold an image only once, whichever account uploaded it.")
+        raise Conflict("A manifest may hold an exact pixel copy only once, whichever account uploaded it.")
     stale = [i.user_id for i in items if active.get(i.user_id) != i.consent_record_id]
     if stale:
         raise Conflict("Training consent changed while the manifest was built; build it again.",
@@ -345,9 +345,3 @@ def privacy_audit_record(*, code_version: str, passed: bool, report: dict[str, A
         audit_append(action="training.privacy_audit", actor_id=None, subject="training",
                      object_ref=f"dp-code:{code_version[:16]}", details={"passed": passed})
     return audit
-
-
-def privacy_audit_passed(code_version: str) -> bool:
-    """Whether this DP code version's newest audit passed."""
-    newest = PrivacyAudit.objects.filter(code_version=code_version).order_by("-at", "-pk").first()
-    return bool(newest and newest.passed)

@@ -145,7 +145,15 @@ def test_the_privacy_report_composes_every_run_that_held_the_person_and_states_t
     assert [r["run_id"] for r in report["runs"]] == [str(a.id), str(b.id)]
     assert report["total_epsilon"] == pytest.approx(composed(a, b))
     assert report["total_epsilon"] < a.epsilon_reserved + b.epsilon_reserved  # composed, not summed
-    assert "one person" in report["unit"] and "one person" in report["explanation"]
+    # And the words claim no more than is proven: the unit is an account's photo, not a person; (epsilon,
+    # delta) is not "except with probability delta"; the adaptive-composition figure stands beside the total
+    assert "one account's photo, not you as a person" in report["unit"]
+    assert "exact pixel copy" in report["unit"] and report["unit"] in report["explanation"]
+    assert "except with probability" not in report["explanation"]
+    history = [step for r in (a, b) for step in run_history(r)]
+    assert report["filter_epsilon"] == pytest.approx(dp.accounting.filter_epsilon(
+        history=history, delta=report["total_delta"], order=report["filter_order"]))
+    assert report["filter_epsilon"] >= report["total_epsilon"] and "Rényi" in report["explanation"]
     assert second.client.get("/api/v1/me/privacy").json()["total_epsilon"] == pytest.approx(composed(a))
 
 

@@ -335,6 +335,8 @@ DP_USER_EPSILON_CAP = env.float("DP_USER_EPSILON_CAP", default=10.0)
 DP_MIN_PARTICIPANTS = env.int("DP_MIN_PARTICIPANTS", default=100)
 # Std of the Gaussian noise on each run's released participant count (sensitivity 1, accounted per run).
 DP_COUNT_NOISE = env.float("DP_COUNT_NOISE", default=10.0)
+# The Rényi order of the adaptive-composition figure shown beside each person's PRV total (docs/training.md).
+DP_FILTER_ORDER = env.float("DP_FILTER_ORDER", default=4.0)
 # A run's finished_at is shown rounded down to this: its duration grows with the number of faces loaded.
 DP_RUN_TIME_GRANULARITY = timedelta(hours=env.int("DP_RUN_TIME_GRANULARITY_HOURS", default=24))
 

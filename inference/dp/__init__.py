@@ -1,9 +1,9 @@
 """Differentially private fine-tuning: accounting (what a run spends), samplers (per-sample gradients),
 training.
 
-Privacy unit: one row of `faces`, one person. Governance puts at most one photo per account in a run,
-refuses photos showing more than one face and drops identical images held by several accounts; a person
-with several accounts and different photos is still counted once per account (docs/training.md).
+Privacy unit: one row of `faces`, one account's photo. Governance puts at most one photo per account in a
+run, refuses photos showing more than one face and drops exact pixel copies held by several accounts; a
+re-encoded copy, or a person with several accounts, is counted once per account (docs/training.md).
 """
 
 from .accounting import (

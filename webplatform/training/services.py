@@ -1,8 +1,9 @@
 """A DP training run end to end: eligible set → noisy count and plan → budget reservation → DP fine-tune →
 version.
 
-The privacy unit is a person: one photo per account, none showing more than one face, and an image held by
-several accounts enters once. What leaves a run (model, card, API rows) is either DP-accounted or public:
+The privacy unit is an account's photo: one photo per account, none showing more than one face, and an exact
+pixel copy held by several accounts enters a run once (a re-encoded copy, or one person's other accounts, do
+not: docs/training.md). What leaves a run (model, card, API rows) is either DP-accounted or public:
 the participant count is released with Gaussian noise and the plan is made from that noisy count, so the
 sample rate, steps and delta it fixes reveal nothing further; losses and batch statistics are not kept.
 """
@@ -12,8 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
@@ -21,13 +21,12 @@ from PIL import Image
 
 from governance import clock
 from governance.audit import audit_append
-from governance.errors import CohortTooSmall, Conflict, IntegrityFailure, InvalidInput, TimeveilError
+from governance.errors import CohortTooSmall, IntegrityFailure, InvalidInput, TimeveilError
 from governance.models import PrivacyAudit, TrainingRun
 from governance.training import (
     ManifestItem,
     ancestry_epsilon,
     count_release_charge,
-    privacy_audit_passed,
     privacy_audit_record,
     run_ancestry,
     run_entries,
@@ -41,9 +40,9 @@ from webplatform.encrypted_store import object_get
 from webplatform.models_registry import model_registry
 from webplatform.photos.models import Photo
 
-PRIVACY_UNIT = ("one person: at most one photo per account, no photo showing more than one face, and an "
-                "image held by several accounts used once; a person with several accounts and different "
-                "photos of themselves is counted once per account")
+PRIVACY_UNIT = ("one account's photo: at most one photo per account, no photo showing more than one face, "
+                "and an exact pixel copy held by several accounts used once per run; a re-encoded or edited "
+                "copy, or one person's different photos in several accounts, count as different people")
 
 
 @dataclass(frozen=True)
@@ -160,7 +159,7 @@ def run_plan(request: RunRequest, participants: int) -> RunPlan:
         raise CohortTooSmall(f"A DP training run needs at least {settings.DP_MIN_PARTICIPANTS} "
                              "eligible people; wait until more have opted in (DP_MIN_PARTICIPANTS).",
                              details={"minimum": settings.DP_MIN_PARTICIPANTS})
-    sample_rate = min(1.0, request.batch_size / participants)  # Poisson at exactly this rate
+    sample_rate = min(1.0, request.batch_size / max(participants, 1))  # Poisson at exactly this rate
     steps = max(1, math.ceil(request.epochs / sample_rate))
     delta = run_delta(participants)
     accountant, count = settings.DP_ACCOUNTANT, (settings.DP_COUNT_NOISE, 1.0, 1)
@@ -318,31 +317,33 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
     return run
 
 
-def privacy_audit_run(*, claims: list[float], config: Any = None) -> PrivacyAudit:
-    """Audit the DP code empirically at each claimed epsilon (inference.dp.audit) and record the verdict."""
-    from inference.dp.audit import AuditConfig, audit_one_run, code_version
+def privacy_audit_run() -> PrivacyAudit:
+    """Audit the DP code empirically at the pinned settings (inference.dp.audit.audit: linear canaries at
+    each pinned claim, and the clipping probe through the shipped generator), record the verdict, and keep
+    it in the registry as the certificate promotion needs."""
+    from inference.dp.audit import audit, code_version
+    from inference.model import AgeGenerator
+    from inference.registry import SHIPPED, ModelRegistry
 
-    config = config or AuditConfig()
-    results = [audit_one_run(claimed_epsilon=claim, config=config) for claim in claims]
-    report = {"config": asdict(config), "results": [r.to_dict() for r in results]}
-    return privacy_audit_record(code_version=code_version(), passed=all(r.passed for r in results),
-                                report=report)
+    # The generator DP training fine-tunes, with trained weights: a fresh one passes gradient to its last
+    # layer only, and the probe would cover nothing else.
+    model, _ = ModelRegistry(SHIPPED).load_promoted()
+    if not isinstance(model, AgeGenerator):
+        raise InvalidInput("The shipped promoted model is not a generator: the clipping probe needs one.")
+    version = code_version()
+    report = {"code_version": version, **audit(model=model)}
+    recorded = privacy_audit_record(code_version=version, passed=report["passed"], report=report)
+    model_registry().record_audit(report)
+    return recorded
 
 
 def model_promote(*, version: str, actor_id: int | None = None) -> None:
     """Make a version the promoted one (the next DP fine-tune starts from it; jobs are served by the aging
-    layers); a DP version must carry its privacy fields and audited DP code."""
-    from inference.registry import PRIVACY_FIELDS, RegistryError
+    layers). The registry refuses a DP version without its privacy fields or a passing audit of its code."""
+    from inference.registry import RegistryError
 
-    card = model_registry().card(version) if version in model_registry().list_versions() else {}
-    missing = [f for f in PRIVACY_FIELDS if card.get(f) is None]
-    if card.get("dp") and not missing and not privacy_audit_passed(str(card.get("dp_code_version", ""))):
-        raise Conflict(f"{version} was trained with DP code that has not passed "
-                       "`manage.py audit_privacy`; run the audit on that code version (or retrain with "
-                       "audited code) before promoting it.",
-                       details={"dp_code_version": card.get("dp_code_version")})
     try:
-        model_registry().promote(version, require_privacy_fields=True)
+        model_registry().promote(version)
     except RegistryError as exc:
         raise InvalidInput(str(exc)) from exc
     audit_append(action="model.promoted", actor_id=actor_id, subject="model", object_ref=f"model:{version}")
