@@ -86,7 +86,7 @@ def noisy_optimizer(dp_engine: PrivacyEngine, optimizer: torch.optim.Optimizer, 
     cls = type(dp_optimizer)
     keyed = _KEYED.setdefault(cls, type(f"Keyed{cls.__name__}", (KeyedNoise, cls), {}))
     dp_optimizer.__class__ = keyed  # same object and state, add_noise drawn from the stream
-    dp_optimizer.noise_stream = stream  # type: ignore[attr-defined]
+    dp_optimizer.noise_stream = stream
     return dp_optimizer
 
 
