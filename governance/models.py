@@ -165,6 +165,9 @@ class TrainingRun(models.Model):
     parent_version = models.CharField(max_length=80, blank=True)
     metrics = models.JSONField(default=dict)
     error = models.CharField(max_length=200, blank=True)
+    # The lineage's composed epsilon with this run, computed once at reservation under the ledger lock (a
+    # run's epsilon never changes); null on refused runs (no model) and on rows from before it was stored.
+    lineage_epsilon_after = models.FloatField(null=True)
 
     class Meta:
         ordering = ["created_at"]
@@ -177,6 +180,9 @@ class ManifestEntry(models.Model):
     subject = models.CharField(max_length=64, db_index=True)  # pseudonym: survives erasure like the audit
     photo_id = models.UUIDField()
     consent_record_id = models.UUIDField()
+    # The subject's composed epsilon over every run that held them, this one included, computed once at
+    # reservation under the ledger lock; pages read it instead of composing. Null on rows from before.
+    epsilon_after = models.FloatField(null=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "subject"], name="one_photo_per_user_per_run")]

@@ -152,12 +152,25 @@ def runs_for_subject(user_id: int) -> list[TrainingRun]:
     return list(TrainingRun.objects.filter(pk__in=run_ids).select_related("lineage").order_by("created_at"))
 
 
+def subject_running_epsilon(user_id: int) -> list[tuple[TrainingRun, float | None]]:
+    """Each run that held this user, oldest first, with their composed epsilon after it as stored at its
+    reservation (None on rows from before it was stored)."""
+    entries = (ManifestEntry.objects.filter(subject=pseudonym(user_id)).select_related("run__lineage")
+               .order_by("run__created_at", "run__pk"))
+    return [(e.run, e.epsilon_after) for e in entries]
+
+
 def user_committed_epsilon(user_id: int) -> tuple[float, float]:
-    """(epsilon, delta) of everything released about this user: all their runs composed."""
-    runs = runs_for_subject(user_id)
-    if not runs:
+    """(epsilon, delta) of everything released about this user: all their runs composed (read as stored at
+    the newest reservation; composed again only for rows from before it was stored)."""
+    held = subject_running_epsilon(user_id)
+    if not held:
         return 0.0, 0.0
+    runs = [run for run, _ in held]
     delta = min(r.delta for r in runs)
+    stored = held[-1][1]
+    if stored is not None and all(after is not None for _, after in held):
+        return stored, delta
     return composed_epsilon(runs, delta=delta), delta
 
 
@@ -243,8 +256,11 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
             lineage=lineage, created_at=clock.now(), manifest_sha256=manifest_sha256(entries),
             participants=participants, count_noise=count_noise, sample_rate=sample_rate,
             noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, steps=steps, delta=delta,
-            accountant=accountant, epsilon_reserved=epsilon, parent_version=parent_version)
-        ManifestEntry.objects.bulk_create([ManifestEntry(run=run, **e) for e in entries])
+            accountant=accountant, epsilon_reserved=epsilon, parent_version=parent_version,
+            lineage_epsilon_after=total)
+        # Each person's total with this run, composed above under the lock: stored once, read by pages
+        ManifestEntry.objects.bulk_create([ManifestEntry(run=run, epsilon_after=ledgers[e["subject"]], **e)
+                                           for e in entries])
         audit_append(action="training.reserved", actor_id=None, subject="training",
                      object_ref=f"run:{run.id}",
                      details={"manifest_sha256": run.manifest_sha256, "participants_released": participants,
@@ -263,13 +279,15 @@ def count_release_charge(*, lineage_name: str, items: list[ManifestItem], partic
     with transaction.atomic():
         lineage = lineage_get_or_create(lineage_name)
         list(Lineage.objects.select_for_update().order_by("pk").values_list("pk", flat=True))  # ledger lock
+        ledgers = subjects_epsilon([e["subject"] for e in entries], [(count_noise, 1.0, 1)], delta)
         now = clock.now()
         run = TrainingRun.objects.create(
             lineage=lineage, status=RunStatus.REFUSED, created_at=now, finished_at=released_time(now),
             manifest_sha256=manifest_sha256(entries), participants=participants, count_noise=count_noise,
             sample_rate=1.0, noise_multiplier=0.0, max_grad_norm=0.0, steps=0, delta=delta,
             accountant=accountant, epsilon_reserved=epsilon, epsilon_spent=epsilon)
-        ManifestEntry.objects.bulk_create([ManifestEntry(run=run, **e) for e in entries])
+        ManifestEntry.objects.bulk_create([ManifestEntry(run=run, epsilon_after=ledgers[e["subject"]], **e)
+                                           for e in entries])
         audit_append(action="training.refused", actor_id=None, subject="training", object_ref=f"run:{run.id}",
                      details={"participants_released": participants, "epsilon": epsilon, "delta": delta,
                               "lineage": lineage.name})

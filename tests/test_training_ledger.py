@@ -11,11 +11,13 @@ from unittest.mock import patch
 
 import pytest
 from django.db import connection, connections
+from django.test import Client
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from PIL import Image
 
+from governance import training as governance_training
 from governance.errors import BudgetExceeded, CohortTooSmall, Conflict, InvalidInput
 from governance.models import RunStatus, TrainingRun
 from governance.training import (
@@ -286,6 +288,26 @@ def test_a_refused_plan_names_nothing_derived_from_the_count(settings):
     with pytest.raises(InvalidInput) as refused:
         run_plan(RunRequest(target_epsilon=1e-9, batch_size=16, epochs=1), 37)
     assert not any(c.isdigit() for c in refused.value.message)  # no sample rate, steps or delta
+
+
+def test_each_persons_and_lineages_total_is_stored_at_reservation_and_pages_read_it(people, monkeypatch):
+    first, _ = people(2)
+    everyone = eligible_items()
+    a = finish(reserve(everyone, noise=1.0))
+    b = reserve([i for i in everyone if i.user_id == first.pk], noise=3.0)
+    assert b.lineage_epsilon_after == pytest.approx(composed(a, b))
+    # When nothing can compose any more, the privacy page still answers from the stored figures
+    def no_accountant(history, delta):
+        raise AssertionError("a page composed again")
+
+    monkeypatch.setattr(governance_training, "composer", no_accountant)
+    report = first.client.get("/api/v1/me/privacy").json()
+    assert report["total_epsilon"] == pytest.approx(composed(a, b))
+    assert [r["total_after"] for r in report["runs"]] == pytest.approx([composed(a), composed(a, b)])
+    page = Client()
+    page.force_login(first.user)
+    response = page.get("/privacy")
+    assert response.status_code == 200 and f"{composed(a, b):.2f}" in response.content.decode()
 
 
 def test_a_runs_finishing_time_is_shown_at_the_configured_granularity(people, settings):

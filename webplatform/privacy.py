@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 
-from governance.training import run_history, runs_for_subject, user_committed_epsilon
+from governance.training import run_history, subject_running_epsilon, user_committed_epsilon
 
 UNIT = ("What Timeveil protects is one account's photo, not you as a person: a run uses at most one photo "
         "per account and never a photo showing more than one face, and an exact pixel copy held by several "
@@ -18,11 +18,13 @@ UNIT = ("What Timeveil protects is one account's photo, not you as a person: a r
 
 def privacy_report(user_id: int) -> dict[str, Any]:
     """Runs whose manifests held the user, epsilon and delta each, and all of them composed."""
-    runs = runs_for_subject(user_id)
+    held = subject_running_epsilon(user_id)
+    runs = [run for run, _ in held]
     cap = settings.DP_USER_EPSILON_CAP
+    # total_after: your composed total after that run, stored when it was reserved (None on old rows)
     rows = [{"run_id": str(r.id), "finished_at": r.finished_at.isoformat() if r.finished_at else None,
              "status": r.status, "model_version": r.model_version, "lineage": r.lineage.name,
-             "epsilon": r.epsilon_reserved, "delta": r.delta} for r in runs]
+             "epsilon": r.epsilon_reserved, "delta": r.delta, "total_after": after} for r, after in held]
     if not runs:
         return {"runs": [], "total_epsilon": 0.0, "total_delta": 0.0, "filter_epsilon": 0.0,
                 "filter_order": settings.DP_FILTER_ORDER, "epsilon_cap": cap, "unit": UNIT,

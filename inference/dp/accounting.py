@@ -188,5 +188,7 @@ def filter_epsilon(*, history: list[Step], delta: float, order: float = FILTER_O
         return math.inf
     rdp = sum(float(np.sum(compute_rdp(q=q, noise_multiplier=s, steps=k, orders=[order])))
               for s, q, k in entries)
-    epsilon, _ = get_privacy_spent(orders=[order], rdp=[rdp], delta=delta)
+    with warnings.catch_warnings():  # one order is the point here, not a range to choose from
+        warnings.filterwarnings("ignore", message="Optimal order is the")
+        epsilon, _ = get_privacy_spent(orders=[order], rdp=[rdp], delta=delta)
     return float(epsilon)

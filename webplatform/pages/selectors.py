@@ -247,7 +247,12 @@ def budget_chart() -> dict[str, Any]:
     values: dict[int, list[float]] = {}
     for lineage in lineages:
         own = [r for r in runs if r.lineage_id == lineage.pk]
-        totals = dict(zip((r.pk for r in own), running_epsilon(own, delta=lineage.delta), strict=True))
+        # the lineage's totals stored at each reservation; composed here only for rows from before that
+        model_runs = [r for r in own if r.status != RunStatus.REFUSED]
+        if all(r.lineage_epsilon_after is not None for r in model_runs):
+            totals = {r.pk: round(float(r.lineage_epsilon_after or 0.0), 3) for r in model_runs}
+        else:
+            totals = dict(zip((r.pk for r in own), running_epsilon(own, delta=lineage.delta), strict=True))
         current, values[lineage.pk] = 0.0, []
         for run in runs:  # carry the lineage's total across other lineages' runs
             current = totals.get(run.pk, current)
@@ -262,9 +267,14 @@ def budget_chart() -> dict[str, Any]:
     return {"svg": line_chart(chart), "chart": chart}
 
 
-def user_epsilon_chart(runs: list[TrainingRun], *, cap: float) -> dict[str, Any]:
-    """The user's epsilon per run and all their runs so far composed (the figure their cap applies to)."""
-    totals = running_epsilon(runs, delta=min((r.delta for r in runs), default=None))
+def user_epsilon_chart(runs: list[TrainingRun], *, cap: float,
+                       stored: list[float | None] | None = None) -> dict[str, Any]:
+    """The user's epsilon per run and all their runs so far composed (the figure their cap applies to):
+    the totals the ledger stored at each reservation when every run has one, else composed here."""
+    if stored is not None and all(t is not None for t in stored):
+        totals = [round(float(t or 0.0), 3) for t in stored]
+    else:
+        totals = running_epsilon(runs, delta=min((r.delta for r in runs), default=None))
     labels = [_label((r.finished_at or r.created_at).date()) for r in runs]
     chart = Chart("epsilon-chart", "Your privacy loss over training runs",
                   "Epsilon of each training run that used your photo, and all of them so far composed.",
