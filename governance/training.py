@@ -132,7 +132,10 @@ def _lineage_runs(lineage: Lineage, parent_version: str = "") -> list[TrainingRu
 
 def lineage_committed_epsilon(lineage: Lineage) -> float:
     """The lineage's runs, with the ancestry of each model they fine-tuned, composed as reservation
-    checks them."""
+    checks them: the newest reservation's stored total (that set cannot change since), else composed."""
+    newest = lineage.runs.exclude(status=RunStatus.REFUSED).order_by("-created_at", "-pk").first()
+    if newest is not None and newest.lineage_epsilon_after is not None:
+        return newest.lineage_epsilon_after
     runs = _lineage_runs(lineage)
     if not runs:
         return 0.0
