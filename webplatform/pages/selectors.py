@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -14,6 +13,7 @@ from django.conf import settings
 from governance import clock
 from governance.consent import PROCESSING, TRAINING, consent_is_active
 from governance.models import AuditEvent, ErasureRequest, Lineage, PolicyVersion, RunStatus, TrainingRun
+from governance.training import composed_epsilon
 from webplatform.jobs.models import JobStatus, TransformationJob, TransformationResult
 from webplatform.photos.models import Photo
 from webplatform.photos.selectors import photos_live
@@ -218,26 +218,10 @@ def erasure_chart() -> dict[str, Any]:
                      for r, t in zip(requests, taken, strict=True)]}
 
 
-def run_epsilon(run: TrainingRun) -> float:
-    """What a run counts against the budget by basic composition: spent once finished, reserved until then."""
-    if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
-        return float(run.epsilon_spent or 0.0)
-    return float(run.epsilon_reserved)
-
-
 def running_epsilon(runs: list[TrainingRun], delta: float | None = None) -> list[float]:
-    """Epsilon of the first 1, 2, ... n runs together, composed the way the budget ledger composes them."""
-    # The accountant's composition when the ledger has it; else basic composition, also an upper bound.
-    compose: Callable[..., float] | None
-    try:
-        from governance.training import composed_epsilon as compose
-    except ImportError:
-        compose = None
-    totals, basic = [], 0.0
-    for k, run in enumerate(runs):
-        basic += run_epsilon(run)
-        totals.append(round(compose(runs[:k + 1], delta=delta) if compose is not None else basic, 3))
-    return totals
+    """Epsilon of the first 1, 2, ... n runs together, composed as the ledger composes them: only for rows
+    from before the ledger stored its totals at reservation (one accountant call per prefix)."""
+    return [round(composed_epsilon(runs[:k + 1], delta=delta), 3) for k in range(len(runs))]
 
 
 def budget_chart() -> dict[str, Any]:
