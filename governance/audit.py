@@ -80,6 +80,7 @@ ACTIONS: dict[str, str] = {
     "training.reserved": "A DP training run froze its manifest and reserved its epsilon",
     "training.started": "A DP training run started",
     "training.finished": "A DP training run finished (succeeded or failed)",
+    "training.refused": "A DP training run was refused after its noisy count was drawn; the count is charged",
     "training.privacy_audit": "An empirical privacy audit of the DP code was recorded",
     "model.trained": "A model version was trained without users' data (synthetic or a folder)",
     "model.promoted": "A model version was promoted to serve",

@@ -168,6 +168,9 @@ class RunStatus(models.TextChoices):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # never executed again: a new run is a new reservation
+    # Refused after its noisy participant count was drawn: no training, but the count was released, so it
+    # charges the count's epsilon to every person counted (their ledgers, not the lineage's: no model).
+    REFUSED = "refused"
 
 
 class TrainingRun(models.Model):
@@ -205,6 +208,9 @@ class TrainingRun(models.Model):
     # None for a run trained in the process that reserved it.
     queued_request = models.JSONField(null=True)
     published_at = models.DateTimeField(null=True)
+    # The lineage's composed epsilon with this run, computed once at reservation under the ledger lock (a
+    # run's epsilon never changes); null on refused runs (no model) and on rows from before it was stored.
+    lineage_epsilon_after = models.FloatField(null=True)
 
     class Meta:
         ordering = ["created_at"]
@@ -217,6 +223,9 @@ class ManifestEntry(models.Model):
     subject = models.CharField(max_length=64, db_index=True)  # pseudonym: survives erasure like the audit
     photo_id = models.UUIDField()
     consent_record_id = models.UUIDField()
+    # The subject's composed epsilon over every run that held them, this one included, computed once at
+    # reservation under the ledger lock; pages read it instead of composing. Null on rows from before.
+    epsilon_after = models.FloatField(null=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "subject"], name="one_photo_per_user_per_run")]

@@ -120,22 +120,26 @@ def run_ancestry(version: str) -> list[TrainingRun]:
 
 
 def _lineage_runs(lineage: Lineage, parent_version: str = "") -> list[TrainingRun]:
-    """Every run of the lineage (any status: a reservation counts) and every run in the parent's ancestry."""
-    runs = {r.pk: r for r in run_ancestry(parent_version)}
-    runs.update({r.pk: r for r in lineage.runs.all()})
+    """Every model-training run of the lineage (any status but refused: a reservation counts), and the
+    whole ancestry of every model the lineage fine-tuned (`parent_version` too): what the lineage's models
+    may reveal. The reservation and the compliance report compose this same set."""
+    own = list(lineage.runs.exclude(status=RunStatus.REFUSED))
+    parents = {r.parent_version for r in own} | {parent_version}
+    runs = {r.pk: r for p in sorted(parents) for r in run_ancestry(p)}
+    runs.update({r.pk: r for r in own})
     return sorted(runs.values(), key=lambda r: r.created_at)
 
 
 def lineage_committed_epsilon(lineage: Lineage) -> float:
     """The lineage's runs, with the ancestry of each model they fine-tuned, composed as reservation
-    checks them."""
-    parents = set(lineage.runs.values_list("parent_version", flat=True))
-    runs = {r.pk: r for p in parents for r in run_ancestry(p)}
-    runs.update({r.pk: r for r in lineage.runs.all()})
+    checks them: the newest reservation's stored total (that set cannot change since), else composed."""
+    newest = lineage.runs.exclude(status=RunStatus.REFUSED).order_by("-created_at", "-pk").first()
+    if newest is not None and newest.lineage_epsilon_after is not None:
+        return newest.lineage_epsilon_after
+    runs = _lineage_runs(lineage)
     if not runs:
         return 0.0
-    return composed_epsilon(list(runs.values()),
-                            delta=min([lineage.delta, *(r.delta for r in runs.values())]))
+    return composed_epsilon(runs, delta=min([lineage.delta, *(r.delta for r in runs)]))
 
 
 def ancestry_epsilon(run: TrainingRun) -> tuple[float, float]:
@@ -151,12 +155,25 @@ def runs_for_subject(user_id: int) -> list[TrainingRun]:
     return list(TrainingRun.objects.filter(pk__in=run_ids).select_related("lineage").order_by("created_at"))
 
 
+def subject_running_epsilon(user_id: int) -> list[tuple[TrainingRun, float | None]]:
+    """Each run that held this user, oldest first, with their composed epsilon after it as stored at its
+    reservation (None on rows from before it was stored)."""
+    entries = (ManifestEntry.objects.filter(subject=pseudonym(user_id)).select_related("run__lineage")
+               .order_by("run__created_at", "run__pk"))
+    return [(e.run, e.epsilon_after) for e in entries]
+
+
 def user_committed_epsilon(user_id: int) -> tuple[float, float]:
-    """(epsilon, delta) of everything released about this user: all their runs composed."""
-    runs = runs_for_subject(user_id)
-    if not runs:
+    """(epsilon, delta) of everything released about this user: all their runs composed (read as stored at
+    the newest reservation; composed again only for rows from before it was stored)."""
+    held = subject_running_epsilon(user_id)
+    if not held:
         return 0.0, 0.0
+    runs = [run for run, _ in held]
     delta = min(r.delta for r in runs)
+    stored = held[-1][1]
+    if stored is not None and all(after is not None for _, after in held):
+        return stored, delta
     return composed_epsilon(runs, delta=delta), delta
 
 
@@ -181,10 +198,11 @@ def subjects_epsilon(subjects: list[str], extra: list[Step] | None = None,
 
 
 def users_with_budget(user_ids: list[int]) -> set[int]:
-    """Those of these users whose ledger has not yet reached DP_USER_EPSILON_CAP."""
+    """Those of these users whose ledger stays within DP_USER_EPSILON_CAP after one more noisy count (at
+    DP_DELTA): counting them is itself a release, charged even if the run is then refused."""
     by_subject = {pseudonym(u): u for u in user_ids}
-    spent = subjects_epsilon(list(by_subject))
-    return {u for s, u in by_subject.items() if spent[s] < settings.DP_USER_EPSILON_CAP}
+    spent = subjects_epsilon(list(by_subject), [(settings.DP_COUNT_NOISE, 1.0, 1)], settings.DP_DELTA)
+    return {u for s, u in by_subject.items() if spent[s] <= settings.DP_USER_EPSILON_CAP}
 
 
 def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float, delta: float,
@@ -196,12 +214,13 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
     Refused when fewer than DP_MIN_PARTICIPANTS people are in it, when the lineage's ledger (its runs and
     the parent's ancestry, composed with this run) would pass the lineage cap, or when any participant's
     ledger would pass DP_USER_EPSILON_CAP. Every item is re-checked against the consent ledger inside the
-    transaction. `participants` is the noisy count the plan was made from; the exact count is len(items).
+    transaction. `participants` is the noisy count the plan was made from (the floor applies to it); the
+    exact count is len(items).
     """
     if not items:
         raise InvalidInput("No eligible photos: nobody with training consent has a photo within retention.")
-    if len(items) < settings.DP_MIN_PARTICIPANTS:
-        # Says neither the count nor how far below: only that the floor was not met.
+    if participants < settings.DP_MIN_PARTICIPANTS:
+        # On the released count, never the exact one; says neither the count nor how far below.
         raise CohortTooSmall(f"A DP training run needs at least {settings.DP_MIN_PARTICIPANTS} "
                              "eligible people; wait until more have opted in (DP_MIN_PARTICIPANTS).",
                              details={"minimum": settings.DP_MIN_PARTICIPANTS})
@@ -240,13 +259,49 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
             lineage=lineage, created_at=clock.now(), manifest_sha256=manifest_sha256(entries),
             participants=participants, count_noise=count_noise, sample_rate=sample_rate,
             noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, steps=steps, delta=delta,
-            accountant=accountant, epsilon_reserved=epsilon, parent_version=parent_version)
-        ManifestEntry.objects.bulk_create([ManifestEntry(run=run, **e) for e in entries])
+            accountant=accountant, epsilon_reserved=epsilon, parent_version=parent_version,
+            lineage_epsilon_after=total)
+        # Each person's total with this run, composed above under the lock: stored once, read by pages
+        ManifestEntry.objects.bulk_create([ManifestEntry(run=run, epsilon_after=ledgers[e["subject"]], **e)
+                                           for e in entries])
         audit_append(action="training.reserved", actor_id=None, subject="training",
                      object_ref=f"run:{run.id}",
                      details={"manifest_sha256": run.manifest_sha256, "participants_released": participants,
                               "epsilon": epsilon, "delta": delta, "lineage": lineage.name})
     return run
+
+
+def count_release_charge(*, lineage_name: str, items: list[ManifestItem], participants: int,
+                         count_noise: float, delta: float, epsilon: float, accountant: str) -> TrainingRun:
+    """Record a refused run: its noisy count was released, so every person it counted is charged for it.
+
+    No training happened: the row's DP-SGD entry has 0 steps, and the lineage's models are not charged.
+    """
+    entries = [{"subject": pseudonym(i.user_id), "photo_id": str(i.photo_id),
+                "consent_record_id": str(i.consent_record_id)} for i in items]
+    with transaction.atomic():
+        lineage = lineage_get_or_create(lineage_name)
+        list(Lineage.objects.select_for_update().order_by("pk").values_list("pk", flat=True))  # ledger lock
+        ledgers = subjects_epsilon([e["subject"] for e in entries], [(count_noise, 1.0, 1)], delta)
+        now = clock.now()
+        run = TrainingRun.objects.create(
+            lineage=lineage, status=RunStatus.REFUSED, created_at=now, finished_at=released_time(now),
+            manifest_sha256=manifest_sha256(entries), participants=participants, count_noise=count_noise,
+            sample_rate=1.0, noise_multiplier=0.0, max_grad_norm=0.0, steps=0, delta=delta,
+            accountant=accountant, epsilon_reserved=epsilon, epsilon_spent=epsilon)
+        ManifestEntry.objects.bulk_create([ManifestEntry(run=run, epsilon_after=ledgers[e["subject"]], **e)
+                                           for e in entries])
+        audit_append(action="training.refused", actor_id=None, subject="training", object_ref=f"run:{run.id}",
+                     details={"participants_released": participants, "epsilon": epsilon, "delta": delta,
+                              "lineage": lineage.name})
+    return run
+
+
+def released_time(at: datetime) -> datetime:
+    """A run's finishing time as shown: rounded down to DP_RUN_TIME_GRANULARITY, so its duration (linear
+    in the number of faces loaded) is not shown to the second."""
+    step = settings.DP_RUN_TIME_GRANULARITY.total_seconds()
+    return datetime.fromtimestamp(at.timestamp() // step * step, tz=at.tzinfo)
 
 
 def _check_consents(items: list[ManifestItem]) -> None:
@@ -256,7 +311,7 @@ def _check_consents(items: list[ManifestItem]) -> None:
         raise Conflict("A manifest may hold at most one photo per user.")
     hashes = [i.content_sha256 for i in items if i.content_sha256]
     if len(set(hashes)) != len(hashes):
-        raise Conflict("A manifest may hold an image only once, whichever account uploaded it.")
+        raise Conflict("A manifest may hold an exact pixel copy only once, whichever account uploaded it.")
     stale = [i.user_id for i in items if active.get(i.user_id) != i.consent_record_id]
     if stale:
         raise Conflict("Training consent changed while the manifest was built; build it again.",
@@ -294,7 +349,7 @@ def run_finish(run: TrainingRun, *, model_version: str = "", metrics: dict[str, 
         run.status = RunStatus.FAILED if error else RunStatus.SUCCEEDED
         run.epsilon_spent = run.epsilon_reserved
         run.model_version, run.metrics, run.error = model_version, metrics or {}, error[:200]
-        run.finished_at = clock.now()
+        run.finished_at = released_time(clock.now())
         run.save(update_fields=["status", "epsilon_spent", "model_version", "metrics", "error",
                                 "finished_at"])
         audit_append(action="training.finished", actor_id=None, subject="training",
@@ -341,9 +396,3 @@ def privacy_audit_record(*, code_version: str, passed: bool, report: dict[str, A
         audit_append(action="training.privacy_audit", actor_id=None, subject="training",
                      object_ref=f"dp-code:{code_version[:16]}", details={"passed": passed})
     return audit
-
-
-def privacy_audit_passed(code_version: str) -> bool:
-    """Whether this DP code version's newest audit passed."""
-    newest = PrivacyAudit.objects.filter(code_version=code_version).order_by("-at", "-pk").first()
-    return bool(newest and newest.passed)

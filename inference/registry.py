@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from inference.age_estimator import AgeEstimator, EstimatorConfig
+from inference.dp.version import certifies
 from inference.model import AgeGenerator, GeneratorConfig
 
-WEIGHTS, CARD, PROMOTED = "weights.safetensors", "card.json", "promoted"
+WEIGHTS, CARD, PROMOTED, AUDITS = "weights.safetensors", "card.json", "promoted", "audits"
 SHIPPED = Path(__file__).resolve().parent / "weights"  # the registry committed with the code
 VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a plain directory name: no paths, no traversal
 # The fields a differentially private run must record before its model may serve (DESIGN.md flow 3).
@@ -177,25 +178,60 @@ class ModelRegistry:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return model.to(device).eval(), card
 
-    def promote(self, version: str, *, require_privacy_fields: bool = True) -> None:
-        """Make `version` the one that serves; a DP card must carry every privacy field unless told not to."""
+    def record_audit(self, report: dict[str, Any]) -> None:
+        """Keep a privacy audit's report (inference.dp.audit.audit, with its code_version) as the certificate
+        promotion reads; a failed or under-powered audit is kept too, and certifies nothing."""
+        folder = self.root / AUDITS
+        folder.mkdir(parents=True, exist_ok=True)
+        name = str(report.get("code_version", ""))
+        if not re.fullmatch(r"[0-9a-f]{64}", name):
+            raise RegistryError(f"an audit report needs the SHA-256 code_version it audited, got {name!r}")
+        _write_atomically(folder / f"{name}.json", json.dumps(report, sort_keys=True, default=str) + "\n")
+
+    def audited(self, card: dict[str, Any]) -> bool:
+        """Whether a DP card's dp_code_version holds a passing audit at the pinned settings (non-DP: True)."""
+        if not card.get("dp"):
+            return True
+        code = str(card.get("dp_code_version") or "")
+        if not re.fullmatch(r"[0-9a-f]{64}", code):
+            return False
+        try:
+            certificate = json.loads((self.root / AUDITS / f"{code}.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return False
+        return certifies(certificate, code)
+
+    def promote(self, version: str) -> None:
+        """Make `version` the one that serves. A DP version must carry every privacy field and a passing
+        privacy audit of the code it was trained with, at the pinned settings; nothing bypasses it."""
         card = self.card(version)
         self._verified_weights(version, card)
         missing = [f for f in PRIVACY_FIELDS if card.get(f) is None]
-        if require_privacy_fields and card.get("dp") and missing:
+        if card.get("dp") and missing:
             raise RegistryError(
                 f"model version {version} is a DP model whose card lacks {', '.join(missing)}: "
                 "record them from the training run before promoting it"
             )
+        self._check_audited(version, card)
         _write_atomically(self.root / PROMOTED, version + "\n")
 
+    def _check_audited(self, version: str, card: dict[str, Any]) -> None:
+        if not self.audited(card):
+            raise RegistryError(
+                f"model version {version} was trained with DP code {str(card.get('dp_code_version'))[:16]} "
+                "that has not passed `manage.py audit_privacy` at its pinned settings: audit that code (or "
+                "retrain with audited code) before promoting it"
+            )
+
     def promoted_version(self) -> str | None:
-        """The version that serves, or None if none was promoted."""
+        """The version that serves, or None if none was promoted; a DP version without a passing audit is
+        refused here too, however the pointer was written."""
         try:
             version = (self.root / PROMOTED).read_text().strip()
         except FileNotFoundError:
             return None
         self._dir(version)
+        self._check_audited(version, self.card(version))
         return version
 
     def load_promoted(self, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -7,16 +7,18 @@ import io
 import itertools
 import statistics
 import threading
+from unittest.mock import patch
 
 import pytest
-from django.core.management import CommandError, call_command
 from django.db import connection, connections
+from django.test import Client
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from PIL import Image
 
-from governance.errors import BudgetExceeded, CohortTooSmall, Conflict
+from governance import training as governance_training
+from governance.errors import BudgetExceeded, CohortTooSmall, Conflict, InvalidInput
 from governance.models import RunStatus, TrainingRun
 from governance.training import (
     ManifestItem,
@@ -27,11 +29,19 @@ from governance.training import (
     run_reserve,
     run_start,
     training_candidates,
+    user_committed_epsilon,
 )
 from inference import dp
 from tests.lifecycle_support import photo_make
 from webplatform.photos.models import Photo
-from webplatform.training.services import RunRequest, eligible_items, released_count, training_run_execute
+from webplatform.training.services import (
+    RunRequest,
+    eligible_items,
+    released_count,
+    run_plan,
+    training_run_create,
+    training_run_execute,
+)
 
 _colours = itertools.count(1)
 
@@ -137,7 +147,15 @@ def test_the_privacy_report_composes_every_run_that_held_the_person_and_states_t
     assert [r["run_id"] for r in report["runs"]] == [str(a.id), str(b.id)]
     assert report["total_epsilon"] == pytest.approx(composed(a, b))
     assert report["total_epsilon"] < a.epsilon_reserved + b.epsilon_reserved  # composed, not summed
-    assert "one person" in report["unit"] and "one person" in report["explanation"]
+    # And the words claim no more than is proven: the unit is an account's photo, not a person; (epsilon,
+    # delta) is not "except with probability delta"; the adaptive-composition figure stands beside the total
+    assert "one account's photo, not you as a person" in report["unit"]
+    assert "exact pixel copy" in report["unit"] and report["unit"] in report["explanation"]
+    assert "except with probability" not in report["explanation"]
+    history = [step for r in (a, b) for step in run_history(r)]
+    assert report["filter_epsilon"] == pytest.approx(dp.accounting.filter_epsilon(
+        history=history, delta=report["total_delta"], order=report["filter_order"]))
+    assert report["filter_epsilon"] >= report["total_epsilon"] and "Rényi" in report["explanation"]
     assert second.client.get("/api/v1/me/privacy").json()["total_epsilon"] == pytest.approx(composed(a))
 
 
@@ -230,9 +248,91 @@ def test_a_cohort_below_the_minimum_is_refused_with_a_clear_error(people, settin
     assert refused.value.status == 409 and refused.value.code == "cohort_too_small"
     # the count stays private
     assert "at least 3" in refused.value.message and "2" not in refused.value.message
-    with pytest.raises(CommandError, match="cohort_too_small"):
-        call_command("train", "--target-epsilon", "2", "--epochs", "1", "--batch-size", "1")
     assert TrainingRun.objects.count() == 0
+
+
+def test_the_floor_applies_to_the_released_count_and_a_refusal_after_it_is_charged(people, settings):
+    first, second = people(2)
+    settings.DP_MIN_PARTICIPANTS, settings.DP_COUNT_NOISE = 3, 0.1  # the released count is 2 (5 sigma)
+    request = RunRequest(target_epsilon=2.0, batch_size=1)
+    # When a run is asked for below the floor, it is refused without a figure derived from the count
+    with pytest.raises(CohortTooSmall) as refused:
+        training_run_create(request)
+    assert not any(c.isdigit() for c in refused.value.message.replace("3", ""))
+    # But the noisy count was drawn and released: the refusal charges it to both people, not the lineage
+    (charge,) = TrainingRun.objects.all()
+    assert charge.status == RunStatus.REFUSED and charge.steps == 0 and charge.participants == 2
+    count_epsilon = dp.epsilon_for(noise_multiplier=0.1, sample_rate=1.0, steps=1, delta=charge.delta)
+    for person in (first, second):
+        assert user_committed_epsilon(person.pk)[0] == pytest.approx(count_epsilon)
+    assert lineage_committed_epsilon(charge.lineage) == 0.0
+    # And repeated attempts spend budgets instead of averaging free counts: past the cap nobody is counted
+    settings.DP_USER_EPSILON_CAP = 1.5 * count_epsilon
+    with pytest.raises(InvalidInput, match="No eligible photos"):
+        training_run_create(request)
+    # The floor is on the released count, never the exact one (the count's noise is random: fixed here)
+    settings.DP_USER_EPSILON_CAP, settings.DP_COUNT_NOISE = 1000.0, 10.0
+    with patch("webplatform.training.services.released_count", return_value=3):
+        assert training_run_create(request).status == RunStatus.RESERVED
+
+
+def test_a_target_epsilon_covers_the_whole_release_count_included(settings):
+    settings.DP_COUNT_NOISE = 10.0
+    plan = run_plan(RunRequest(target_epsilon=2.0, batch_size=16, epochs=1), 200)
+    assert 2.0 - dp.accounting.EPSILON_TOLERANCE - 1e-9 <= plan.epsilon <= 2.0
+    assert plan.epsilon == pytest.approx(dp.compose_epsilon(
+        history=[(plan.noise_multiplier, plan.sample_rate, plan.steps), (10.0, 1.0, 1)], delta=plan.delta))
+
+
+def test_a_refused_plan_names_nothing_derived_from_the_count(settings):
+    with pytest.raises(InvalidInput) as refused:
+        run_plan(RunRequest(target_epsilon=1e-9, batch_size=16, epochs=1), 37)
+    assert not any(c.isdigit() for c in refused.value.message)  # no sample rate, steps or delta
+
+
+def test_each_persons_and_lineages_total_is_stored_at_reservation_and_pages_read_it(people, monkeypatch):
+    first, _ = people(2)
+    everyone = eligible_items()
+    a = finish(reserve(everyone, noise=1.0))
+    b = reserve([i for i in everyone if i.user_id == first.pk], noise=3.0)
+    assert b.lineage_epsilon_after == pytest.approx(composed(a, b))
+    # When nothing can compose any more, the privacy page still answers from the stored figures
+    def no_accountant(history, delta):
+        raise AssertionError("a page composed again")
+
+    monkeypatch.setattr(governance_training, "composer", no_accountant)
+    report = first.client.get("/api/v1/me/privacy").json()
+    assert report["total_epsilon"] == pytest.approx(composed(a, b))
+    assert [r["total_after"] for r in report["runs"]] == pytest.approx([composed(a), composed(a, b)])
+    page = Client()
+    page.force_login(first.user)
+    response = page.get("/privacy")
+    assert response.status_code == 200 and f"{composed(a, b):.2f}" in response.content.decode()
+
+
+def test_a_runs_finishing_time_is_shown_at_the_configured_granularity(people, settings):
+    people(1)
+    run = finish(reserve(eligible_items()))
+    step = settings.DP_RUN_TIME_GRANULARITY.total_seconds()
+    assert run.finished_at.timestamp() % step == 0
+    assert TrainingRun.objects.get(pk=run.pk).finished_at == run.finished_at
+
+
+def test_reservation_and_compliance_report_compose_the_same_ancestries(people, settings):
+    # Given lineage b, whose first run fine-tuned a-dp-1 (epsilon about 4.3), and a second parent-less run
+    people(2)
+    items = eligible_items()
+    a = finish(reserve(items, noise=1.0, lineage="a"), version="a-dp-1")
+    settings.DP_EPSILON_CAP = 5.5
+    b1 = finish(reserve(items, noise=6.0, lineage="b", parent="a-dp-1"), version="b-dp-1")
+    # When b's next run starts from another model, it still composes the ancestry of b's earlier parent
+    with pytest.raises(BudgetExceeded) as refused:
+        reserve(items, noise=1.0, lineage="b")
+    total = dp.compose_epsilon(history=run_history(a) + run_history(b1) + [(1.0, 0.1, 20), (10.0, 1.0, 1)],
+                               delta=1e-6)
+    assert refused.value.details["total"] == pytest.approx(total)
+    # And the compliance report's committed figure is the reservation's
+    assert refused.value.details["committed"] == pytest.approx(lineage_committed_epsilon(b1.lineage))
 
 
 def test_the_released_count_carries_gaussian_noise_of_the_configured_scale(settings):

@@ -1,9 +1,9 @@
 """Differentially private fine-tuning: accounting (what a run spends), samplers (per-sample gradients),
 training.
 
-Privacy unit: one row of `faces`, one person. Governance puts at most one photo per account in a run,
-refuses photos showing more than one face and drops identical images held by several accounts; a person
-with several accounts and different photos is still counted once per account (docs/training.md).
+Privacy unit: one row of `faces`, one account's photo. Governance puts at most one photo per account in a
+run, refuses photos showing more than one face and drops exact pixel copies held by several accounts; a
+re-encoded copy, or a person with several accounts, is counted once per account (docs/training.md).
 """
 
 from .accounting import (
@@ -14,6 +14,7 @@ from .accounting import (
     epsilon_for,
     noise_for_epsilon,
 )
+from .randomness import KEY_BITS, PoissonSampler, SecretStream
 from .samplers import (
     MATERIALISE_CHUNK,
     compute_conv2d_grad_sample,
@@ -31,15 +32,15 @@ from .training import (
     DPObjective,
     DPResult,
     PrivateTrainer,
-    fresh_seed,
     register_grad_sample_mode,
     train_dp,
 )
 
 __all__ = [
-    "ACCOUNTANTS", "DEFAULT_GRAD_SAMPLE_MODE", "GRAD_SAMPLE_MODES", "MATERIALISE_CHUNK",
+    "ACCOUNTANTS", "DEFAULT_GRAD_SAMPLE_MODE", "GRAD_SAMPLE_MODES", "KEY_BITS", "MATERIALISE_CHUNK",
+    "PoissonSampler", "SecretStream",
     "PRV_MAX_POINTS", "DPConfig", "DPObjective", "DPResult", "PrivateTrainer", "Step", "compose_epsilon",
     "compute_conv2d_grad_sample", "compute_conv2d_norm_sample", "compute_group_norm_norm_sample",
-    "conv2d_weight_per_sample", "conv2d_weight_sq_norms", "epsilon_for", "fresh_seed", "install_ghost_conv",
+    "conv2d_weight_per_sample", "conv2d_weight_sq_norms", "epsilon_for", "install_ghost_conv",
     "install_hooks_conv", "noise_for_epsilon", "register_grad_sample_mode", "train_dp",
 ]

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 from opacus.accountants import PRVAccountant, create_accountant
 from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
+from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from opacus.accountants.utils import MAX_SIGMA
 
 Step = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps)
@@ -104,9 +105,13 @@ def epsilon_for(*, noise_multiplier: float, sample_rate: float, steps: int, delt
 
 
 def noise_for_epsilon(*, target_epsilon: float, sample_rate: float, steps: int, delta: float,
-                      accountant: str = "prv") -> float:
+                      accountant: str = "prv", extra: list[Step] | tuple[Step, ...] = ()) -> float:
     """The noise multiplier whose run spends at most target_epsilon, and within 0.01 of it (Opacus'
-    search)."""
+    search).
+
+    `extra`: what else the same release spends (a run's noisy participant count): the run's steps composed
+    with it stay within target_epsilon, so the target is the whole release's.
+    """
     if not (isinstance(target_epsilon, int | float) and math.isfinite(target_epsilon)
             and target_epsilon > 0):
         raise ValueError(f"target_epsilon={target_epsilon!r} must be a finite number > 0, e.g. 1, 4 or 8")
@@ -115,11 +120,16 @@ def noise_for_epsilon(*, target_epsilon: float, sample_rate: float, steps: int, 
         raise ValueError("steps=0 spends nothing at any noise: ask for a run of at least one step")
     _check_delta(delta)
     _check_accountant(accountant)
+    for entry in extra:
+        _check_run(*entry)
+    if extra and _epsilon(list(extra), delta, accountant) >= target_epsilon:
+        raise ValueError(f"target_epsilon={target_epsilon} leaves nothing for training once {list(extra)} "
+                         "is spent: raise the target")
     # Opacus' get_noise_multiplier search (double sigma from 20 until under budget, then bisect to within
     # 0.01 epsilon, answering the upper end), over this module's epsilon: PRV can need gigabytes at the
     # low-noise points it probes, and _epsilon falls back to RDP there instead.
     def eps(sigma: float) -> float:
-        return _epsilon([(sigma, sample_rate, int(steps))], delta, accountant)
+        return _epsilon([(sigma, sample_rate, int(steps)), *extra], delta, accountant)
 
     low, high, eps_high = 0.0, 10.0, math.inf
     while eps_high > target_epsilon:
@@ -155,3 +165,30 @@ def compose_epsilon(*, history: list[Step], delta: float, accountant: str = "prv
             raise ValueError(f"history[{i}]={entry!r} is not a (noise_multiplier, sample_rate, steps) triple")
         _check_run(*entry)
     return _epsilon([(float(s), float(q), int(k)) for s, q, k in history], delta, accountant)
+
+
+# Rényi filter (Feldman & Zrnic 2021): at an order fixed in advance, RDP composes under fully adaptive choice
+# of each run's parameters and participants, so a cap checked on this sum is a valid privacy filter. PRV's
+# composition above is proven for a history fixed in advance; a person's runs are not (q, T and delta come
+# from noisy counts, and who is in a run depends on the ledger). The order suits budgets of a few to ten
+# at delta 1e-6 at the noise levels this platform plans (DP_FILTER_ORDER in settings picks another).
+FILTER_ORDER = 4.0
+
+
+def filter_epsilon(*, history: list[Step], delta: float, order: float = FILTER_ORDER) -> float:
+    """Epsilon at `delta` of a history composed at one fixed Rényi order: the figure a Rényi filter at that
+    order caps, valid for adaptively chosen runs (an upper bound, looser than PRV's)."""
+    _check_delta(delta)
+    entries = [(float(s), float(q), int(k)) for s, q, k in history if int(k) > 0]
+    for entry in entries:
+        _check_run(*entry)
+    if not entries:
+        return 0.0
+    if any(s == 0.0 for s, _, _ in entries):
+        return math.inf
+    rdp = sum(float(np.sum(compute_rdp(q=q, noise_multiplier=s, steps=k, orders=[order])))
+              for s, q, k in entries)
+    with warnings.catch_warnings():  # one order is the point here, not a range to choose from
+        warnings.filterwarnings("ignore", message="Optimal order is the")
+        epsilon, _ = get_privacy_spent(orders=[order], rdp=[rdp], delta=delta)
+    return float(epsilon)

@@ -9,15 +9,20 @@ epsilon lower bound at 95% confidence. A sound implementation never shows a lowe
 The same guesses on a no-noise control must reach the test's maximum against the canaries actually drawn
 (the test has the power to see a leak), and the noise multiplier and sample rate are measured from the
 gradients and compared with the plan.
+
+The linear canaries test the noise, the sampling and the accounting; they never pass a Conv2d or a
+GroupNorm. `clipping_probe` covers those: people sent one at a time through the real generator and
+make_private with no noise and a loss scaled far past the clip, so each person's contribution to the update
+must be exactly C, and every layer type with parameters must carry part of it (a conv-norm bug that halves
+Conv2d's norms lets a contribution reach about 2C). `audit` runs both at the pinned settings.
 """
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,10 +31,19 @@ from scipy import stats
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from inference.model import AgeGenerator
+
 from .accounting import epsilon_for, noise_for_epsilon
-from .training import GRAD_SAMPLE_MODES, NOISE_ON_GRAD, DPConfig, make_private
+from .training import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, NOISE_ON_GRAD, DPConfig, make_private
+from .version import MINIMUMS, PINNED_CLAIMS, code_version
+
+__all__ = ["PINNED_CLAIMS", "AuditConfig", "AuditResult", "ProbeResult", "audit", "audit_one_run",
+           "clipping_probe", "code_version", "epsilon_lower_bound", "meets_minimums", "p_value"]
 
 CANARY_SCALE = 10.0  # canary input norm in units of the clip: every canary gradient is clipped to exactly C
+PROBE_LOSS_SCALE = 1e4  # the probe's loss multiplier: every person's gradient is far past the clip
+PROBE_TOLERANCE = 1e-5  # relative: a clipped contribution is C up to float32 rounding (about 1e-7 measured)
+PROBE_MIN_SHARE = 1e-3  # each layer type must carry at least this share of some contribution to be covered
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,7 @@ class AuditConfig:
     guesses: int = 100  # r: r/2 "in" guesses (top scores) and r/2 "out" guesses (bottom scores)
     confidence: float = 0.95
     max_grad_norm: float = 1.0
+    probe_people: int = 4  # people sent one at a time through the real generator by clipping_probe
 
 
 @dataclass
@@ -67,13 +82,14 @@ class AuditResult:
         return {**asdict(self), "passed": self.passed}
 
 
-def code_version() -> str:
-    """SHA-256 of the DP code (this package's sources): the version an audit passes and a model is
-    trained with."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+PINNED = AuditConfig()  # the defaults are the pinned settings: a certificate needs at least these
+
+
+def meets_minimums(config: AuditConfig, claims: list[float]) -> bool:
+    """Whether an audit at these settings can certify code (version.MINIMUMS and PINNED_CLAIMS)."""
+    fields = asdict(config)
+    return (set(PINNED_CLAIMS) <= set(claims) and all(fields[k] >= v for k, v in MINIMUMS.items())
+            and config.delta <= PINNED.delta)
 
 
 def p_value(*, m: int, r: int, v: int, epsilon: float, delta: float) -> float:
@@ -223,3 +239,93 @@ def audit_one_run(*, claimed_epsilon: float, config: AuditConfig = AuditConfig()
                                f"not the test's maximum {result.max_lower_bound:.3f}: the audit cannot see "
                                "a leak")
     return result
+
+
+@dataclass
+class ProbeResult:
+    max_grad_norm: float
+    contributions: list[float]  # each person's contribution to the update (L2), C when clipping is right
+    layer_types: dict[str, float]  # each parameterised layer type: the largest share of a contribution
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with `passed`."""
+        return {**asdict(self), "passed": self.passed}
+
+
+class _ProbeLoss(nn.Module):
+    """Per-person L1 to a target, scaled far past the clip; `reduction` as DPObjective's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reduction = "mean"
+
+    def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        per_sample = (out - target).abs().mean(dim=(1, 2, 3)) * PROBE_LOSS_SCALE
+        return per_sample.mean() if self.reduction == "mean" else per_sample
+
+
+def clipping_probe(model: AgeGenerator, *, people: int = PINNED.probe_people,
+                   max_grad_norm: float = PINNED.max_grad_norm,
+                   grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE) -> ProbeResult:
+    """Each person's clipped contribution through the real generator and make_private, without noise."""
+    rng = np.random.default_rng()
+    size = model.config.image_size
+    images = torch.from_numpy(rng.integers(0, 256, (people, 3, size, size)).astype(np.float32) / 127.5 - 1)
+    targets = torch.from_numpy(rng.integers(0, 256, (people, 3, size, size)).astype(np.float32) / 127.5 - 1)
+    ages = torch.from_numpy(rng.uniform(5, 90, people).astype(np.float32))
+    module = copy.deepcopy(model).cpu().train()
+    owner = {id(p): type(m).__name__ for m in module.modules() for p in m.parameters(recurse=False)
+             if p.requires_grad}
+    config = DPConfig(noise_multiplier=0.0, max_grad_norm=max_grad_norm, sample_rate=0.5, steps=people,
+                      delta=1e-5, expected_batch_size=1.0, lr=1e-12, grad_sample_mode=grad_sample_mode)
+    parts = make_private(module=module, dataset=TensorDataset(images), config=config, objective=_ProbeLoss(),
+                         device=torch.device("cpu"))
+    seen: list[dict[str, float]] = []
+    hook = parts.optimizer.step_hook
+
+    def capture(optimizer: Any) -> None:  # after clipping, (no) noise and the division by 1
+        squares: dict[str, float] = {}
+        for p in optimizer.params:
+            kind = owner[id(p)]
+            squares[kind] = squares.get(kind, 0.0) + float(p.grad.detach().double().square().sum())
+        seen.append(squares)
+        hook(optimizer)
+
+    parts.optimizer.step_hook = capture
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        warnings.filterwarnings("ignore", message="noise_multiplier=0")
+        for i in range(people):  # one person a step: the update is that person's clipped gradient
+            parts.criterion(parts.module(images[i:i + 1], ages[i:i + 1]), targets[i:i + 1]).backward()
+            parts.optimizer.step()
+            parts.optimizer.zero_grad(set_to_none=True)
+    contributions = [math.sqrt(sum(s.values())) for s in seen]
+    kinds = sorted(set(owner.values()))
+    shares = {k: max((math.sqrt(s.get(k, 0.0)) / c if c else 0.0) for s, c in zip(seen, contributions,
+                                                                                  strict=True))
+              for k in kinds}
+    result = ProbeResult(max_grad_norm=max_grad_norm, contributions=contributions, layer_types=shares)
+    off = [c for c in contributions if abs(c - max_grad_norm) > PROBE_TOLERANCE * max_grad_norm]
+    if off:
+        result.failures.append(f"{len(off)} of {people} people contributed {max(off, key=abs):.4f}, not the "
+                               f"clip {max_grad_norm}: per-person clipping is wrong")
+    silent = [k for k, share in shares.items() if share < PROBE_MIN_SHARE]
+    if silent:
+        result.failures.append(f"no contribution reached {', '.join(silent)}: the probe does not cover them")
+    return result
+
+
+def audit(*, model: AgeGenerator, claims: tuple[float, ...] = PINNED_CLAIMS,
+          config: AuditConfig = PINNED) -> dict[str, Any]:
+    """The linear-canary audit at each claim and the clipping probe through `model`; JSON-ready, with
+    `passed` and whether these settings may certify the code (`certifying`)."""
+    results = [audit_one_run(claimed_epsilon=claim, config=config) for claim in claims]
+    probe = clipping_probe(model, people=config.probe_people, max_grad_norm=config.max_grad_norm)
+    return {"config": asdict(config), "claims": list(claims), "results": [r.to_dict() for r in results],
+            "clipping_probe": probe.to_dict(), "certifying": meets_minimums(config, list(claims)),
+            "passed": all(r.passed for r in results) and probe.passed}

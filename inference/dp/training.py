@@ -1,8 +1,8 @@
 """DP-SGD fine-tuning of the age generator (Opacus): the run's config, the private trainer, `train_dp`.
 
-Randomness is secret: every PrivateTrainer draws fresh seeds for Poisson sampling, noise and the
-objective's coins from the OS CSPRNG (`secrets`), keeps them only inside its torch generators and never
-returns, logs or stores them. The generators are not themselves CSPRNGs (see docs/training.md).
+Randomness is secret: every PrivateTrainer draws Poisson sampling, noise and the objective's coins from
+streams keyed with 128 fresh bits from the OS CSPRNG (randomness.SecretStream), never torch's generator
+(whose CPU seed keeps 32 bits); the keys live only inside the streams, never returned, logged or stored.
 
 Nothing derived from the private data leaves as a figure to publish: the sample rate and the divisor of
 the noisy gradient sum (the expected batch size) are public inputs, never functions of N; `DPResult.metrics`
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-import secrets
 import time
 import warnings
 from collections.abc import Callable
@@ -22,16 +21,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from opacus import PrivacyEngine
-from opacus.data_loader import DPDataLoader
+from opacus.accountants import IAccountant
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from inference.model import AgeGenerator
 
 from . import distributed as ddp
+from . import opacus_adapter
 from .accounting import _check_accountant, _check_delta, _check_run, _epsilon, epsilon_for
+from .randomness import SecretStream
 from .samplers import BookKeepingModule, install_ghost_conv, install_hooks_conv
 
 # Book-keeping clipping (samplers.BookKeepingModule): measured with bench/train.py on the small generator at
@@ -96,11 +96,6 @@ def register_grad_sample_mode(name: str, opacus_mode: str,
                               install: Callable[[Any], None] | None = None) -> None:
     """Make another grad-sample mode selectable (bench/ uses this for Opacus' stock modes)."""
     GRAD_SAMPLE_MODES[name] = (opacus_mode, install)
-
-
-def fresh_seed() -> int:
-    """A 63-bit seed from the OS CSPRNG; callers keep it in a generator and nowhere else."""
-    return secrets.randbits(63)
 
 
 def _check_config(config: DPConfig, n: int) -> None:
@@ -196,11 +191,6 @@ def _to_model(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return (images.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()
 
 
-def _secret_generator(device: torch.device) -> torch.Generator:
-    """A torch generator seeded from the OS CSPRNG; the seed exists only inside it."""
-    return torch.Generator(device=device).manual_seed(fresh_seed())
-
-
 class _ClippedLoss:
     """What BookKeepingLoss returns: `.backward()` runs book-keeping clipping instead of autograd's
     backward."""
@@ -231,10 +221,10 @@ class PrivateParts:
     """What DP-SGD needs around a module: its wrapper, the noisy optimizer, the Poisson loader, the loss."""
 
     module: nn.Module
-    optimizer: Any  # an Opacus DPOptimizer (or its fast-gradient-clipping variant)
-    loader: DPDataLoader
+    optimizer: Any  # an Opacus DPOptimizer (or its fast-gradient-clipping variant), noise keyed
+    loader: DataLoader  # Poisson batches at exactly config.sample_rate, drawn from a SecretStream
     criterion: Any  # the objective, or a wrapper whose result's .backward() clips (ghost, bookkeeping)
-    engine: PrivacyEngine  # holds the accountant whose history records every step
+    accountant: IAccountant  # its history records every step
 
 
 def make_private(*, module: nn.Module, dataset: TensorDataset, config: DPConfig, objective: nn.Module,
@@ -242,43 +232,38 @@ def make_private(*, module: nn.Module, dataset: TensorDataset, config: DPConfig,
     """Wrap a module for DP-SGD as training runs it: the one code path the trainer and the privacy audit
     share.
 
-    Poisson sampling at exactly config.sample_rate and Gaussian noise, both from generators seeded from the
-    OS CSPRNG; per-sample clipping to max_grad_norm; the noisy sum divided by the public expected batch size;
-    every step recorded by the accountant at (noise_multiplier, sample_rate).
+    Poisson sampling at exactly config.sample_rate and Gaussian noise, each from its own SecretStream (a
+    fresh 128-bit key); per-sample clipping to max_grad_norm; the noisy sum divided by the public expected
+    batch size; every step recorded by the accountant at (noise_multiplier, sample_rate).
     """
     # Poisson sampling at exactly the public rate q (Opacus' make_private would resample at 1/k)
-    loader = DPDataLoader(dataset, sample_rate=config.sample_rate,
-                          generator=_secret_generator(torch.device("cpu")),
-                          distributed=ddp.active())  # several ranks: each samples its shard (distributed.py)
+    loader = opacus_adapter.poisson_loader(dataset, sample_rate=config.sample_rate, stream=SecretStream(),
+                                           distributed=ddp.active())  # several ranks: each samples its shard
     expected = config.expected_batch_size or config.sample_rate * len(dataset)
     opacus_mode, install = GRAD_SAMPLE_MODES[config.grad_sample_mode]
-    with warnings.catch_warnings():
-        # our generators are seeded secretly
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = PrivacyEngine(accountant=config.accountant, secure_mode=False)
+    engine = opacus_adapter.engine(config.accountant)
     module = ddp.wrap(module)  # DPDDP when several ranks run: all start from rank 0's weights
     wrapped: Any
     if opacus_mode == "bookkeeping":
         wrapped = BookKeepingModule(module, config.max_grad_norm)
-    else:
-        wrapped = engine._prepare_model(module, max_grad_norm=config.max_grad_norm,
-                                        grad_sample_mode=opacus_mode)  # ghost clips inside the module
-        wrapped.forbid_grad_accumulation()  # Poisson batches: one backward per step
-    optimizer = engine._prepare_optimizer(
-        optimizer=torch.optim.Adam(wrapped.parameters(), lr=config.lr),
+    else:  # ghost clips inside the module
+        wrapped = opacus_adapter.wrap_module(engine, module, max_grad_norm=config.max_grad_norm,
+                                             opacus_mode=opacus_mode)
+    optimizer = opacus_adapter.noisy_optimizer(
+        engine, torch.optim.Adam(wrapped.parameters(), lr=config.lr),
         noise_multiplier=config.noise_multiplier, max_grad_norm=config.max_grad_norm,
-        expected_batch_size=ddp.share_of_batch(expected), noise_generator=_secret_generator(device),
+        expected_batch_size=ddp.share_of_batch(expected), stream=SecretStream(),
         distributed=ddp.active(),  # noise on rank 0 only, then all_reduce (distributed.py)
-        grad_sample_mode="ghost" if opacus_mode in NOISE_ON_GRAD else opacus_mode)
+        opacus_mode="ghost" if opacus_mode in NOISE_ON_GRAD else opacus_mode)
     optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=config.sample_rate))
     criterion: Any = objective
     if opacus_mode == "bookkeeping":
         criterion = BookKeepingLoss(wrapped, objective)
     elif opacus_mode == "ghost":
-        criterion = engine._prepare_criterion(module=wrapped, optimizer=optimizer, criterion=objective)
+        criterion = opacus_adapter.ghost_criterion(engine, wrapped, optimizer, objective)
     if install is not None:
         install(wrapped)
-    return PrivateParts(wrapped, optimizer, loader, criterion, engine)
+    return PrivateParts(wrapped, optimizer, loader, criterion, engine.accountant)
 
 
 class PrivateTrainer:
@@ -293,7 +278,7 @@ class PrivateTrainer:
         _check_config(config, len(faces))
         self.config, self.mode = config, config.grad_sample_mode
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.rng = _secret_generator(torch.device("cpu"))  # the recon coin and which rendering teaches
+        self.coins = SecretStream()  # the recon coin and which rendering teaches
         generator = copy.deepcopy(model).to(self.device).train()
         self.objective = objective if objective is not None else DPObjective()
         # One row per person: their face, its age, and its teacher renderings travel together.
@@ -304,7 +289,7 @@ class PrivateTrainer:
         parts = make_private(module=generator, dataset=dataset, config=config, objective=self.objective,
                              device=self.device)
         self.module, self.optimizer, self.loader = parts.module, parts.optimizer, parts.loader
-        self.criterion, self.engine = parts.criterion, parts.engine
+        self.criterion, self.accountant = parts.criterion, parts.accountant
         self.batches = iter(self.loader)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -324,8 +309,9 @@ class PrivateTrainer:
             self._empty_step()
             return {"batch": 0.0, "loss": math.nan, "recon": math.nan, "teacher": math.nan}
         x = _to_model(faces, self.device)
-        recon = (torch.rand(b, generator=self.rng) < self.config.recon_fraction).float()
-        pick = torch.randint(renders.shape[1], (b,), generator=self.rng)  # one rendering per row: one example
+        recon = torch.from_numpy(self.coins.bernoulli(b, self.config.recon_fraction)).float()
+        # one rendering per row: one example per person
+        pick = torch.from_numpy(self.coins.integers(renders.shape[1], b))
         rows = torch.arange(b)
         taught = _to_model(renders[rows, pick], self.device)  # (B, 3, H, W)
         keep = recon.bool().to(self.device)
@@ -352,7 +338,7 @@ class PrivateTrainer:
 
     def history(self) -> list[tuple[float, float, int]]:
         """The accountant's (noise, sample_rate, steps) record of the steps taken so far."""
-        return [(float(s), float(q), int(k)) for s, q, k in self.engine.accountant.history]
+        return [(float(s), float(q), int(k)) for s, q, k in self.accountant.history]
 
     def epsilon(self) -> float:
         """Epsilon spent so far: an upper bound (inf without noise)."""
@@ -384,7 +370,7 @@ def train_dp(*, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray,
 
     Each of the `config.steps` steps is one DP-SGD step:
       1. Sample: every person joins the batch independently with probability q = sample_rate (Poisson,
-         a secretly seeded generator). The batch may be empty, and an empty batch is still a step.
+         from a 128-bit-keyed secret stream). The batch may be empty, and an empty batch is still a step.
       2. Objective: a coin sends each row to reconstruction (generate at its own source age, L1 to the
          input) or to aging (one of its teacher renderings, drawn secretly: generate at that age, L1 to the
          rendering). One forward pass per row, so one gradient per person. No estimator is a loss.
@@ -395,7 +381,7 @@ def train_dp(*, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray,
          only norms and a second backward pass sums the clipped gradients.
       4. Clip: each person's whole gradient is scaled to L2 norm <= max_grad_norm (C).
       5. Noise: Gaussian noise of std noise_multiplier * C is added to the sum of clipped gradients, from a
-         generator seeded from the OS CSPRNG.
+         stream keyed with 128 fresh bits from the OS CSPRNG.
       6. Average and update: the noisy sum is divided by the public expected batch size and Adam steps;
          the accountant records (noise_multiplier, q) for the step.
     After the last step, epsilon_spent is the accountant's upper bound at config.delta.

@@ -236,9 +236,9 @@ def test_noise_differs_each_step_and_has_the_promised_scale(generator, users):
 def test_two_runs_with_the_same_inputs_differ_and_no_seed_leaves_the_trainer(generator, users,
                                                                               monkeypatch):
     drawn: list[int] = []
-    real = dp.training.fresh_seed
+    real = dp.randomness.fresh_key
     # a spy, not a mock
-    monkeypatch.setattr(dp.training, "fresh_seed", lambda: drawn.append(real()) or drawn[-1])
+    monkeypatch.setattr(dp.randomness, "fresh_key", lambda: drawn.append(real()) or drawn[-1])
 
     def run():
         config = dp.DPConfig(sample_rate=1 / 4, steps=2, delta=1e-3, expected_batch_size=8)

@@ -50,7 +50,7 @@ def train_on(batches: list[list[int]], data: tuple[np.ndarray, ...], mode: str, 
                          grad_sample_mode=mode, device="cpu")
     trainer = dp.PrivateTrainer(model=model, faces=data[0], source_ages=data[1], renders=data[2],
                                 render_ages=data[3], config=config)
-    trainer.optimizer.generator = torch.Generator().manual_seed(NOISE_SEED)  # the same noise, every rank
+    trainer.optimizer.noise_stream = dp.SecretStream(key=NOISE_SEED)  # the same noise, every rank
     tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in data]
     for batch in batches:
         mine = torch.tensor(batch[rank::world], dtype=torch.long)

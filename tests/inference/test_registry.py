@@ -13,8 +13,10 @@ from inference.model import AgeGenerator, GeneratorConfig
 from inference.registry import PRIVACY_FIELDS, ModelRegistry, RegistryError
 
 TINY = GeneratorConfig(name="tiny", image_size=32, channels=(8, 16), age_dim=16, groups=4)
+CODE = "ef" * 32  # the DP code version the cards below were trained with
 PRIVACY = {"manifest_sha256": "ab" * 32, "epsilon": 2.5, "delta": 1e-5, "noise_multiplier": 1.1,
-           "max_grad_norm": 1.0, "sample_rate": 0.01, "steps": 200, "accountant": "prv"}
+           "max_grad_norm": 1.0, "sample_rate": 0.01, "steps": 200, "accountant": "prv",
+           "dp_code_version": CODE}
 
 
 @pytest.fixture
@@ -134,20 +136,48 @@ def test_promotion_moves_the_pointer(registry):
     assert [p.name for p in registry.root.iterdir() if p.name.startswith(".")] == []  # no temp files left
 
 
+def certificate(code: str = CODE, **changes) -> dict:
+    """An audit report as inference.dp.audit.audit writes it, at the pinned settings unless changed."""
+    config = {"canaries": 1000, "sample_rate": 0.25, "steps": 40, "delta": 1e-5, "guesses": 100,
+              "confidence": 0.95, "max_grad_norm": 1.0, "probe_people": 4, **changes.pop("config", {})}
+    return {"code_version": code, "passed": True, "claims": [2.0, 8.0], "config": config, **changes}
+
+
 def test_dp_model_without_privacy_fields_is_not_promoted(registry):
     incomplete = {**PRIVACY, "dp": True}
     del incomplete["epsilon"]
+    registry.record_audit(certificate())
     version = registry.register(tiny_model(), TINY, incomplete)
     with pytest.raises(RegistryError, match="epsilon"):
         registry.promote(version)
     assert registry.promoted_version() is None
-    registry.promote(version, require_privacy_fields=False)  # an explicit, deliberate override
-    assert registry.promoted_version() == version
+
+
+def test_the_registry_itself_refuses_an_unaudited_dp_version(registry):
+    # Given a DP version with every privacy field, trained with code that has no passing audit
+    version = registry.register(tiny_model(), TINY, {**PRIVACY, "dp": True})
+    # When anyone calls promote (a shell included), it is refused
+    with pytest.raises(RegistryError, match="audit_privacy"):
+        registry.promote(version)
+    # Nor does a failed, an under-powered, or another code version's audit certify it
+    for report in (certificate(passed=False), certificate(config={"canaries": 50, "steps": 2, "guesses": 2}),
+                   certificate(claims=[50.0]), certificate(config={"probe_people": 0}),
+                   certificate(code="cd" * 32)):
+        registry.record_audit(report)
+        with pytest.raises(RegistryError, match="audit_privacy"):
+            registry.promote(version)
+    # And a pointer written by hand does not serve it either
+    (registry.root / "promoted").write_text(version + "\n")
+    with pytest.raises(RegistryError, match="audit_privacy"):
+        registry.promoted_version()
+    with pytest.raises(RegistryError, match="audit_privacy"):
+        registry.load_promoted()
 
 
 def test_dp_model_with_privacy_fields_is_promoted(registry):
     version = registry.register(tiny_model(), TINY, {**PRIVACY, "dp": True, "parent": "small-v1",
                                                      "lineage": "small"})
+    registry.record_audit(certificate())
     registry.promote(version)
     card = registry.card(version)
     assert registry.promoted_version() == version

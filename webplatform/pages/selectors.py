@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -17,6 +16,7 @@ from governance.audit_rollups import rollup_counts
 from governance.consent import PROCESSING, TRAINING
 from governance.erasure_requests import erasure_status
 from governance.models import ErasureRequest, Lineage, PolicyVersion, RunStatus, TrainingRun
+from governance.training import composed_epsilon
 from webplatform.jobs.models import TransformationResult
 from webplatform.photos.models import DueReason, Photo
 
@@ -189,26 +189,10 @@ def erasure_chart() -> dict[str, Any]:
                      for r, t in zip(requests, taken, strict=True)]}
 
 
-def run_epsilon(run: TrainingRun) -> float:
-    """What a run counts against the budget by basic composition: spent once finished, reserved until then."""
-    if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
-        return float(run.epsilon_spent or 0.0)
-    return float(run.epsilon_reserved)
-
-
 def running_epsilon(runs: list[TrainingRun], delta: float | None = None) -> list[float]:
-    """Epsilon of the first 1, 2, ... n runs together, composed the way the budget ledger composes them."""
-    # The accountant's composition when the ledger has it; else basic composition, also an upper bound.
-    compose: Callable[..., float] | None
-    try:
-        from governance.training import composed_epsilon as compose
-    except ImportError:
-        compose = None
-    totals, basic = [], 0.0
-    for k, run in enumerate(runs):
-        basic += run_epsilon(run)
-        totals.append(round(compose(runs[:k + 1], delta=delta) if compose is not None else basic, 3))
-    return totals
+    """Epsilon of the first 1, 2, ... n runs together, composed as the ledger composes them: only for rows
+    from before the ledger stored its totals at reservation (one accountant call per prefix)."""
+    return [round(composed_epsilon(runs[:k + 1], delta=delta), 3) for k in range(len(runs))]
 
 
 def budget_chart() -> dict[str, Any]:
@@ -218,7 +202,12 @@ def budget_chart() -> dict[str, Any]:
     values: dict[int, list[float]] = {}
     for lineage in lineages:
         own = [r for r in runs if r.lineage_id == lineage.pk]
-        totals = dict(zip((r.pk for r in own), running_epsilon(own, delta=lineage.delta), strict=True))
+        # the lineage's totals stored at each reservation; composed here only for rows from before that
+        model_runs = [r for r in own if r.status != RunStatus.REFUSED]
+        if all(r.lineage_epsilon_after is not None for r in model_runs):
+            totals = {r.pk: round(float(r.lineage_epsilon_after or 0.0), 3) for r in model_runs}
+        else:
+            totals = dict(zip((r.pk for r in own), running_epsilon(own, delta=lineage.delta), strict=True))
         current, values[lineage.pk] = 0.0, []
         for run in runs:  # carry the lineage's total across other lineages' runs
             current = totals.get(run.pk, current)
@@ -233,9 +222,14 @@ def budget_chart() -> dict[str, Any]:
     return {"svg": line_chart(chart), "chart": chart}
 
 
-def user_epsilon_chart(runs: list[TrainingRun], *, cap: float) -> dict[str, Any]:
-    """The user's epsilon per run and all their runs so far composed (the figure their cap applies to)."""
-    totals = running_epsilon(runs, delta=min((r.delta for r in runs), default=None))
+def user_epsilon_chart(runs: list[TrainingRun], *, cap: float,
+                       stored: list[float | None] | None = None) -> dict[str, Any]:
+    """The user's epsilon per run and all their runs so far composed (the figure their cap applies to):
+    the totals the ledger stored at each reservation when every run has one, else composed here."""
+    if stored is not None and all(t is not None for t in stored):
+        totals = [round(float(t or 0.0), 3) for t in stored]
+    else:
+        totals = running_epsilon(runs, delta=min((r.delta for r in runs), default=None))
     labels = [_label((r.finished_at or r.created_at).date()) for r in runs]
     chart = Chart("epsilon-chart", "Your privacy loss over training runs",
                   "Epsilon of each training run that used your photo, and all of them so far composed.",

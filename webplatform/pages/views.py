@@ -28,7 +28,7 @@ from governance.consent import (
 from governance.erasure_requests import erasure_by_receipt, erasure_status
 from governance.errors import ConsentRequired, InvalidInput, NotFound, TimeveilError
 from governance.models import ConsentRecord, PolicyVersion, Purpose, RunStatus
-from governance.training import runs_for_subject
+from governance.training import subject_running_epsilon
 from webplatform.accounts.access import is_compliance_officer, user_id
 from webplatform.accounts.recovery import VERIFY, account_mail_queue
 from webplatform.accounts.services import user_register
@@ -381,7 +381,7 @@ def privacy(request: HttpRequest) -> HttpResponse:
     cap = float(report.get("epsilon_cap", settings.DP_EPSILON_CAP))
     total = float(report["total_epsilon"])
     # Runs still in progress count in the total already (as reserved): the gauge shows them apart.
-    runs = runs_for_subject(uid)
+    runs = [r for r, _ in subject_running_epsilon(uid)]
     reserved = sum(
         float(r.epsilon_reserved) for r in runs if r.status in (RunStatus.RESERVED, RunStatus.RUNNING)
     )
@@ -390,7 +390,8 @@ def privacy(request: HttpRequest) -> HttpResponse:
     return render(request, "privacy.html", {
         "privacy": report, "cap": cap,
         "gauge": gauge(spent=spent, reserved=reserved, cap=cap, label="Your epsilon"),
-        "spent": spent, "reserved": reserved, "chart": selectors.user_epsilon_chart(runs, cap=cap),
+        "spent": spent, "reserved": reserved, "chart": selectors.user_epsilon_chart(
+            runs, cap=cap, stored=[row["total_after"] for row in report["runs"]]),
         "training_photo": training_photo_get(user_id=uid),
     })
 

@@ -1,25 +1,17 @@
 """Django app config for training: installs inference.dp's accountant as the ledgers' composer."""
 
-import functools
-
 from django.apps import AppConfig
 
 
 def compose_ledger(history: list[tuple[float, float, int]], delta: float) -> float:
     """governance's composer: inference.dp's accountant, imported on first use (torch stays out of
-    start-up)."""
+    start-up). No cache: pages read the totals the ledger stores at reservation, so only reservations
+    compose."""
     from django.conf import settings
 
-    return _composed(tuple((float(s), float(q), int(k)) for s, q, k in history), float(delta),
-                     settings.DP_ACCOUNTANT)
-
-
-@functools.lru_cache(maxsize=4096)
-def _composed(history: tuple[tuple[float, float, int], ...], delta: float, accountant: str) -> float:
-    """PRV takes 0.1-3 s per history; ledgers ask for the same ones again and again (runs never change)."""
     from inference.dp.accounting import compose_epsilon
 
-    return compose_epsilon(history=list(history), delta=delta, accountant=accountant)
+    return compose_epsilon(history=list(history), delta=delta, accountant=settings.DP_ACCOUNTANT)
 
 
 class TrainingConfig(AppConfig):

@@ -1,8 +1,9 @@
 """A DP training run end to end: eligible set → noisy count and plan → budget reservation → DP fine-tune →
 version.
 
-The privacy unit is a person: one photo per account, none showing more than one face, and an image held by
-several accounts enters once. What leaves a run (model, card, API rows) is either DP-accounted or public:
+The privacy unit is an account's photo: one photo per account, none showing more than one face, and an exact
+pixel copy held by several accounts enters a run once (a re-encoded copy, or one person's other accounts, do
+not: docs/training.md). What leaves a run (model, card, API rows) is either DP-accounted or public:
 the participant count is released with Gaussian noise and the plan is made from that noisy count, so the
 sample rate, steps and delta it fixes reveal nothing further; losses and batch statistics are not kept.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import random
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -25,12 +25,12 @@ from PIL import Image
 
 from governance import clock
 from governance.audit import audit_append
-from governance.errors import Conflict, IntegrityFailure, InvalidInput, TimeveilError
+from governance.errors import CohortTooSmall, IntegrityFailure, InvalidInput, TimeveilError
 from governance.models import PrivacyAudit, RunStatus, TrainingRun
 from governance.training import (
     ManifestItem,
     ancestry_epsilon,
-    privacy_audit_passed,
+    count_release_charge,
     privacy_audit_record,
     run_ancestry,
     run_beat,
@@ -48,9 +48,9 @@ from webplatform.models_registry import model_registry
 from webplatform.photos.models import Photo
 from webplatform.taskqueue import TRAINING, publish
 
-PRIVACY_UNIT = ("one person: at most one photo per account, no photo showing more than one face, and an "
-                "image held by several accounts used once; a person with several accounts and different "
-                "photos of themselves is counted once per account")
+PRIVACY_UNIT = ("one account's photo: at most one photo per account, no photo showing more than one face, "
+                "and an exact pixel copy held by several accounts used once per run; a re-encoded or edited "
+                "copy, or one person's different photos in several accounts, count as different people")
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,8 @@ class RunPlan:
 
 
 def _content_sha256(photo: Photo) -> str | None:
-    """SHA-256 of the decoded pixels (not the file bytes: a re-encoded copy is the same image); None if
-    unreadable."""
+    """SHA-256 of the decoded pixels; None if unreadable. It matches the same pixels in another container
+    or with other metadata, never a JPEG re-encoding (its pixels shift) nor a cropped or edited copy."""
     try:
         data = object_get(owner_id=photo.owner_id, kind=Photo.KIND, object_id=photo.id,
                           name=photo.storage_name)
@@ -127,49 +127,96 @@ def eligible_items() -> list[ManifestItem]:
 
 
 def released_count(n: int) -> int:
-    """The participant count with Gaussian noise (std DP_COUNT_NOISE) from the OS CSPRNG, rounded, >= 0."""
-    return max(0, round(n + random.SystemRandom().gauss(0.0, settings.DP_COUNT_NOISE)))
+    """The participant count with Gaussian noise (std DP_COUNT_NOISE), rounded, >= 0.
+
+    Drawn from a SecretStream (a fresh 128-bit key from the OS CSPRNG), like every other noise of a run.
+    """
+    from inference.dp.randomness import SecretStream  # torch stays out of the web process's start-up
+
+    return max(0, round(n + SecretStream().normal(settings.DP_COUNT_NOISE)))
 
 
-def run_plan(request: RunRequest, participants: int) -> RunPlan:
-    """Sample rate, steps, delta, noise and epsilon from the released (noisy) participant count."""
-    from inference.dp import compose_epsilon, noise_for_epsilon
-
+def _check_request(request: RunRequest) -> None:
+    """What is wrong with the request itself, before anything is counted."""
     if (request.target_epsilon is None) == (request.noise_multiplier is None):
         raise InvalidInput("Give exactly one of target_epsilon or noise_multiplier.")
     if request.batch_size < 1 or request.epochs <= 0:
         raise InvalidInput("batch_size must be at least 1 and epochs positive.")
-    n = max(participants, 1)
-    sample_rate = min(1.0, request.batch_size / n)  # Poisson at exactly this rate: what is reserved is spent
+    if request.noise_multiplier is not None and not request.noise_multiplier > 0:
+        raise InvalidInput("noise_multiplier must be positive.")
+    if request.target_epsilon is not None and not request.target_epsilon > 0:
+        raise InvalidInput("target_epsilon must be positive.")
+
+
+def run_delta(participants: int) -> float:
+    """A run's delta from its released count: DP_DELTA, or well below 1/N for a large N."""
+    return min(settings.DP_DELTA, 1.0 / (10 * max(participants, 1)))
+
+
+def run_plan(request: RunRequest, participants: int) -> RunPlan:
+    """Sample rate, steps, delta, noise and epsilon from the released (noisy) participant count.
+
+    The cohort floor is applied to that released count, never to the exact one, and a target epsilon
+    covers the whole release: the steps composed with the count. A refusal names no figure derived from the
+    count (sample rate, steps, delta).
+    """
+    from inference.dp import compose_epsilon, noise_for_epsilon  # torch stays out of start-up
+
+    _check_request(request)
+    if participants < settings.DP_MIN_PARTICIPANTS:
+        raise CohortTooSmall(f"A DP training run needs at least {settings.DP_MIN_PARTICIPANTS} "
+                             "eligible people; wait until more have opted in (DP_MIN_PARTICIPANTS).",
+                             details={"minimum": settings.DP_MIN_PARTICIPANTS})
+    sample_rate = min(1.0, request.batch_size / max(participants, 1))  # Poisson at exactly this rate
     steps = max(1, math.ceil(request.epochs / sample_rate))
-    delta = min(settings.DP_DELTA, 1.0 / (10 * n))  # delta well below 1/N
-    accountant, count_noise = settings.DP_ACCOUNTANT, settings.DP_COUNT_NOISE
+    delta = run_delta(participants)
+    accountant, count = settings.DP_ACCOUNTANT, (settings.DP_COUNT_NOISE, 1.0, 1)
     try:
         noise = request.noise_multiplier if request.noise_multiplier is not None else noise_for_epsilon(
             target_epsilon=float(request.target_epsilon or 0), sample_rate=sample_rate, steps=steps,
-            delta=delta, accountant=accountant)
-        epsilon = compose_epsilon(history=[(noise, sample_rate, steps), (count_noise, 1.0, 1)], delta=delta,
+            delta=delta, accountant=accountant, extra=[count])
+        epsilon = compose_epsilon(history=[(noise, sample_rate, steps), count], delta=delta,
                                   accountant=accountant)
-    except ValueError as exc:  # the accountant's message says what to change
-        raise InvalidInput(str(exc)) from exc
-    return RunPlan(participants=participants, count_noise=count_noise, sample_rate=sample_rate, steps=steps,
-                   delta=delta, noise_multiplier=noise, epsilon=epsilon, accountant=accountant)
+    except ValueError as exc:  # the accountant's own message names the sample rate: not shown
+        raise InvalidInput("No noise level reaches this target epsilon over this many epochs: raise the "
+                           "target or train fewer epochs.") from exc
+    return RunPlan(participants=participants, count_noise=settings.DP_COUNT_NOISE, sample_rate=sample_rate,
+                   steps=steps, delta=delta, noise_multiplier=noise, epsilon=epsilon, accountant=accountant)
 
 
 def training_run_create(request: RunRequest) -> TrainingRun:
     """Freeze the manifest and reserve the epsilon (refused before anything trains if over a cap or too
-    few)."""
+    few).
+
+    Once the noisy count is drawn it is released, whatever follows: a refusal after it (cohort floor,
+    target out of reach, a cap, a consent that changed) is recorded as a refused run that charges the
+    count's epsilon to every person it counted, so repeated attempts cannot average it for free.
+    """
+    from inference.dp import epsilon_for  # torch stays out of start-up
+
+    _check_request(request)
     items = eligible_items()
-    if not items:
+    if not items:  # says only that nobody at all is eligible (docs/training.md: what remains)
         raise InvalidInput("No eligible photos: nobody with training consent has a photo within retention.")
-    plan = run_plan(request, released_count(len(items)))
-    return run_reserve(
-        lineage_name=request.lineage or settings.DP_LINEAGE, items=items, epsilon=plan.epsilon,
-        delta=plan.delta, sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
-        max_grad_norm=request.max_grad_norm, steps=plan.steps, accountant=plan.accountant,
-        participants=plan.participants, count_noise=plan.count_noise,
-        parent_version=model_registry().promoted_version() or "",
-    )
+    participants = released_count(len(items))
+    lineage = request.lineage or settings.DP_LINEAGE
+    try:
+        plan = run_plan(request, participants)
+        return run_reserve(
+            lineage_name=lineage, items=items, epsilon=plan.epsilon,
+            delta=plan.delta, sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
+            max_grad_norm=request.max_grad_norm, steps=plan.steps, accountant=plan.accountant,
+            participants=plan.participants, count_noise=plan.count_noise,
+            parent_version=model_registry().promoted_version() or "",
+        )
+    except TimeveilError:
+        delta = run_delta(participants)
+        count_release_charge(lineage_name=lineage, items=items, participants=participants,
+                             count_noise=settings.DP_COUNT_NOISE, delta=delta,
+                             epsilon=epsilon_for(noise_multiplier=settings.DP_COUNT_NOISE, sample_rate=1.0,
+                                                 steps=1, delta=delta, accountant=settings.DP_ACCOUNTANT),
+                             accountant=settings.DP_ACCOUNTANT)
+        raise
 
 
 @dataclass(frozen=True)
@@ -326,31 +373,33 @@ def runs_sweep(*, now: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-def privacy_audit_run(*, claims: list[float], config: Any = None) -> PrivacyAudit:
-    """Audit the DP code empirically at each claimed epsilon (inference.dp.audit) and record the verdict."""
-    from inference.dp.audit import AuditConfig, audit_one_run, code_version
+def privacy_audit_run() -> PrivacyAudit:
+    """Audit the DP code empirically at the pinned settings (inference.dp.audit.audit: linear canaries at
+    each pinned claim, and the clipping probe through the shipped generator), record the verdict, and keep
+    it in the registry as the certificate promotion needs."""
+    from inference.dp.audit import audit, code_version
+    from inference.model import AgeGenerator
+    from inference.registry import SHIPPED, ModelRegistry
 
-    config = config or AuditConfig()
-    results = [audit_one_run(claimed_epsilon=claim, config=config) for claim in claims]
-    report = {"config": asdict(config), "results": [r.to_dict() for r in results]}
-    return privacy_audit_record(code_version=code_version(), passed=all(r.passed for r in results),
-                                report=report)
+    # The generator DP training fine-tunes, with trained weights: a fresh one passes gradient to its last
+    # layer only, and the probe would cover nothing else.
+    model, _ = ModelRegistry(SHIPPED).load_promoted()
+    if not isinstance(model, AgeGenerator):
+        raise InvalidInput("The shipped promoted model is not a generator: the clipping probe needs one.")
+    version = code_version()
+    report = {"code_version": version, **audit(model=model)}
+    recorded = privacy_audit_record(code_version=version, passed=report["passed"], report=report)
+    model_registry().record_audit(report)
+    return recorded
 
 
 def model_promote(*, version: str, actor_id: int | None = None) -> None:
     """Make a version the promoted one (the next DP fine-tune starts from it; jobs are served by the aging
-    layers); a DP version must carry its privacy fields and audited DP code."""
-    from inference.registry import PRIVACY_FIELDS, RegistryError
+    layers). The registry refuses a DP version without its privacy fields or a passing audit of its code."""
+    from inference.registry import RegistryError
 
-    card = model_registry().card(version) if version in model_registry().list_versions() else {}
-    missing = [f for f in PRIVACY_FIELDS if card.get(f) is None]
-    if card.get("dp") and not missing and not privacy_audit_passed(str(card.get("dp_code_version", ""))):
-        raise Conflict(f"{version} was trained with DP code that has not passed "
-                       "`manage.py audit_privacy`; run the audit on that code version (or retrain with "
-                       "audited code) before promoting it.",
-                       details={"dp_code_version": card.get("dp_code_version")})
     try:
-        model_registry().promote(version, require_privacy_fields=True)
+        model_registry().promote(version)
     except RegistryError as exc:
         raise InvalidInput(str(exc)) from exc
     audit_append(action="model.promoted", actor_id=actor_id, subject="model", object_ref=f"model:{version}")

@@ -6,31 +6,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError
 
 from webplatform.training.services import privacy_audit_run
 
 
 class Command(BaseCommand):
-    help = ("Audit DP-SGD as training runs it (Steinke, Nasr & Jagielski 2023): canaries in with "
-            "probability 1/2, noisy gradients seen, epsilon lower bounds against each claim; records the "
-            "verdict for this code.")
-
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--claims", default="2,8,50", help="claimed epsilons to audit, comma-separated")
-        parser.add_argument("--canaries", type=int, default=1000)
-        parser.add_argument("--sample-rate", type=float, default=0.25)
-        parser.add_argument("--steps", type=int, default=40)
-        parser.add_argument("--guesses", type=int, default=100)
-        parser.add_argument("--delta", type=float, default=1e-5)
+    help = ("Audit DP-SGD as training runs it, at pinned settings (Steinke, Nasr & Jagielski 2023): "
+            "canaries in with probability 1/2, noisy gradients seen, epsilon lower bounds against claims 2 "
+            "and 8; and each person's clipped contribution through the real generator. Records the verdict "
+            "for this code version; promotion of its DP models needs it passed.")
 
     def handle(self, *args: object, **options: Any) -> None:
-        from inference.dp.audit import AuditConfig
-
-        config = AuditConfig(canaries=options["canaries"], sample_rate=options["sample_rate"],
-                             steps=options["steps"], guesses=options["guesses"], delta=options["delta"])
-        claims = [float(c) for c in str(options["claims"]).split(",") if c.strip()]
-        audit = privacy_audit_run(claims=claims, config=config)
+        audit = privacy_audit_run()
         self.stdout.write(f"{'claimed':>8} {'lower bound':>11} {'ideal':>6} {'control':>7} {'max':>6} "
                           f"{'sigma':>6} {'measured':>8} {'q':>5} {'measured':>8}  verdict")
         for r in audit.report["results"]:
@@ -41,6 +29,12 @@ class Command(BaseCommand):
                 f"{'pass' if r['passed'] else 'FAIL: ' + '; '.join(r['failures'])}")
         if options["verbosity"] > 1:
             self.stdout.write(json.dumps(audit.report, indent=2))
+        probe = audit.report["clipping_probe"]
+        self.stdout.write(f"clipping probe through the generator: contributions "
+                          f"{min(probe['contributions']):.6f}-{max(probe['contributions']):.6f} of C "
+                          f"{probe['max_grad_norm']}, largest share per layer type "
+                          + ", ".join(f"{k} {v:.3f}" for k, v in probe["layer_types"].items())
+                          + ("" if probe["passed"] else "  FAIL: " + "; ".join(probe["failures"])))
         if not audit.passed:
             raise CommandError(f"DP code {audit.code_version[:16]} failed its privacy audit: models trained "
                                "with it cannot be promoted")
