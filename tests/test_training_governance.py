@@ -44,7 +44,9 @@ _colours = itertools.count(1)
 
 
 def photo_make(**fields) -> Photo:
-    """A stored photo whose pixels no other has: identical images from two accounts enter a run once."""
+    """A stored photo whose pixels no other has (identical images from two accounts enter a run once), kept
+    for training unless told: only a photo its owner chose is ever trained on."""
+    fields.setdefault("kept_for_training", True)
     c = next(_colours)
     buffer = io.BytesIO()
     Image.new("RGB", (32, 24), (c % 256, (c // 256) % 256, 31)).save(buffer, format="PNG")
@@ -137,7 +139,7 @@ def test_eligible_set_prefers_the_photo_kept_for_training(make_actor, monkeypatc
     actor = make_actor(consents=("processing", "training"))
     kept = photo_make(owner_id=actor.pk, kept_for_training=True)
     clock.advance(hours=1)
-    photo_make(owner_id=actor.pk)
+    photo_make(owner_id=actor.pk, kept_for_training=False)  # newer, but not chosen
     assert [i.photo_id for i in eligible_items()] == [kept.id]
 
 
@@ -233,11 +235,11 @@ def test_erased_users_are_never_candidates(make_actor, django_capture_on_commit_
     assert not get_user_model().objects.filter(pk=actor.pk).exists()
 
 
-def test_expired_photos_are_not_eligible(make_actor, monkeypatch):
+def test_expired_photos_are_not_eligible(make_actor, monkeypatch, settings):
     clock = Clock(monkeypatch)
     actor = make_actor(consents=("processing", "training"))
-    photo_make(owner_id=actor.pk)
-    clock.advance(hours=48, seconds=1)
+    photo_make(owner_id=actor.pk)  # chosen for training: kept RETENTION_TRAINING
+    clock.advance(seconds=settings.RETENTION_TRAINING.total_seconds() + 1)
     assert eligible_items() == []
-    clock.advance(days=-2)
+    clock.advance(seconds=-2)
     assert len(eligible_items()) == 1

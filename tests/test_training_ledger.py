@@ -67,7 +67,7 @@ def people(make_actor):
     def make(n: int):
         actors = [make_actor(consents=("processing", "training")) for _ in range(n)]
         for actor in actors:
-            photo_make(owner_id=actor.pk, plaintext=distinct_png())
+            photo_make(owner_id=actor.pk, plaintext=distinct_png(), kept_for_training=True)
         return actors
     return make
 
@@ -216,7 +216,7 @@ def test_two_workers_starting_one_run_start_it_once(purposes, make_actor, settin
         pytest.skip("row locks across connections need PostgreSQL (SQLite serializes writers anyway)")
     settings.DP_MIN_PARTICIPANTS = 1
     actor = make_actor(consents=("processing", "training"))
-    photo_make(owner_id=actor.pk, plaintext=distinct_png())
+    photo_make(owner_id=actor.pk, plaintext=distinct_png(), kept_for_training=True)
     run = reserve(eligible_items())
     barrier, outcomes = threading.Barrier(4), []
 
@@ -346,8 +346,8 @@ def test_one_image_uploaded_by_two_accounts_enters_a_run_once(make_actor):
     twins = [make_actor(consents=("processing", "training")) for _ in range(2)]
     other = make_actor(consents=("processing", "training"))
     for actor in twins:
-        photo_make(owner_id=actor.pk, plaintext=distinct_png(colour=4242))
-    photo_make(owner_id=other.pk, plaintext=distinct_png())
+        photo_make(owner_id=actor.pk, plaintext=distinct_png(colour=4242), kept_for_training=True)
+    photo_make(owner_id=other.pk, plaintext=distinct_png(), kept_for_training=True)
     items = eligible_items()
     assert len(items) == 2 and {i.user_id for i in items} >= {other.pk}
     assert len({i.content_sha256 for i in items}) == 2
@@ -363,8 +363,8 @@ def test_one_image_uploaded_by_two_accounts_enters_a_run_once(make_actor):
 
 def test_a_photo_showing_more_than_one_face_is_never_trained_on(make_actor):
     group, single = (make_actor(consents=("processing", "training")) for _ in range(2))
-    photo_make(owner_id=group.pk, plaintext=distinct_png())
-    photo_make(owner_id=single.pk, plaintext=distinct_png())
+    photo_make(owner_id=group.pk, plaintext=distinct_png(), kept_for_training=True)
+    photo_make(owner_id=single.pk, plaintext=distinct_png(), kept_for_training=True)
     Photo.objects.filter(owner_id=group.pk).update(face_count=2)
     Photo.objects.filter(owner_id=single.pk).update(face_count=1)
     assert [i.user_id for i in eligible_items()] == [single.pk]

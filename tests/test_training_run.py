@@ -18,7 +18,13 @@ from inference import dp
 from inference.dp.audit import code_version
 from inference.synthetic import Identity, place_in_photo
 from webplatform.models_registry import model_registry
-from webplatform.training.services import RunRequest, training_run_create, training_run_execute
+from webplatform.photos.models import Photo
+from webplatform.training.services import (
+    RunRequest,
+    eligible_items,
+    training_run_create,
+    training_run_execute,
+)
 
 from .lifecycle_support import photo_make
 
@@ -51,6 +57,18 @@ def consenting_users(make_actor):
     for i, actor in enumerate(outsiders):
         photo_make(owner_id=actor.pk, plaintext=face_png(seed=200 + i))
     return users, outsiders
+
+
+def test_only_a_photo_its_owner_chose_is_ever_trained_on(consenting_users, make_actor):
+    users, outsiders = consenting_users
+    # Given a person who allows training but never chose a photo (their newest upload is not a choice)
+    undecided = make_actor(consents=("processing", "training"))
+    photo_make(owner_id=undecided.pk, plaintext=face_png(seed=300))
+    # Then a run's eligible photos are exactly the chosen ones, and none of theirs
+    items = eligible_items()
+    assert {item.user_id for item in items} == {u.pk for u in users}
+    assert {item.photo_id for item in items} == set(
+        Photo.objects.filter(kept_for_training=True).values_list("pk", flat=True))
 
 
 def test_short_dp_run_registers_a_version_with_its_privacy_card(consenting_users, officer, monkeypatch,

@@ -100,9 +100,10 @@ def _content_sha256(photo: Photo) -> str | None:
 def eligible_items() -> list[ManifestItem]:
     """One photo per person with active training consent, with budget left, showing one face, each image once.
 
-    Per account: the photo kept for training, else the newest, within retention. A photo counted with more
-    than one face at upload is refused (another face is somebody else's data). Each photo is decrypted in
-    memory to hash its pixels; an image already taken from another account is dropped.
+    Per account: only the photo its owner chose to keep for training, within retention; an account that
+    chose none is left out (the consent's words: "one photo of yours, which you choose"). A photo counted
+    with more than one face at upload is refused (another face is somebody else's data). Each photo is
+    decrypted in memory to hash its pixels; an image already taken from another account is dropped.
     """
     now = clock.now()
     items: list[ManifestItem] = []
@@ -113,8 +114,8 @@ def eligible_items() -> list[ManifestItem]:
     for candidate in candidates:
         if candidate.user_id not in with_budget:
             continue
-        photo = (Photo.objects.filter(owner_id=candidate.user_id, expires_at__gt=now)
-                 .order_by("-kept_for_training", "-created_at").first())
+        photo = Photo.objects.filter(owner_id=candidate.user_id, expires_at__gt=now,
+                                     kept_for_training=True).first()
         if photo is None or (photo.face_count or 0) > 1:  # None: not counted at upload; _load_faces checks
             continue  # the chosen photo shows somebody else too: refused, not swapped for another photo
         digest = _content_sha256(photo)
