@@ -14,23 +14,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
-import time
 
-from _setup import django_for_bench
-
-
-def median_ms(fn, repeat: int) -> float:
-    from django.core.cache import cache
-
-    samples = []
-    for _ in range(repeat):
-        cache.clear()  # throttle counters: the bench measures work, not the rate limit
-        start = time.perf_counter()
-        response = fn()
-        samples.append((time.perf_counter() - start) * 1000)
-        assert response.status_code == 200, (response.status_code, response.content[:200])
-    return statistics.median(samples)
+from _setup import django_for_bench, median_ms
 
 
 def main() -> None:

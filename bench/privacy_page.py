@@ -13,25 +13,10 @@ their ratio (goal: the privacy page under 50 ms for a person in 50 runs).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import uuid
 from datetime import timedelta
 
-from _setup import django_for_bench
-
-
-def median_ms(fn, repeat: int) -> float:
-    from django.core.cache import cache
-
-    samples = []
-    for _ in range(repeat):
-        cache.clear()  # throttle counters: the bench measures work, not the rate limit
-        start = time.perf_counter()
-        response = fn()
-        samples.append((time.perf_counter() - start) * 1000)
-        assert response.status_code == 200, (response.status_code, response.content[:200])
-    return statistics.median(samples)
+from _setup import django_for_bench, median_ms
 
 
 def person_in_runs(name: str, n: int):
