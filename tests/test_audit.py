@@ -280,6 +280,22 @@ def test_event_filters_and_pagination(owner, other, officer, monkeypatch):
     }
 
 
+def test_unfiltered_list_counts_from_the_head_not_every_event(officer):
+    # Given a trail of a few events
+    for _ in range(3):
+        audit_append(action="keys.rotated", actor_id=None)
+    from django.test.utils import CaptureQueriesContext
+
+    # When the first page of the whole trail is read
+    with CaptureQueriesContext(connection) as queries:
+        body = officer.client.get("/api/v1/audit/events", {"limit": 2}).json()
+    # Then its count is the head's seq, without a COUNT over every event (issue 23: 23x at a million)
+    assert body["count"] == AuditHead.objects.get(pk=1).seq == AuditEvent.objects.count()
+    assert not [q["sql"] for q in queries if "COUNT(" in q["sql"].upper() and "auditevent" in q["sql"]]
+    # and a filtered list still counts its matches
+    assert officer.client.get("/api/v1/audit/events", {"action": "keys.rotated"}).json()["count"] == 3
+
+
 @pytest.mark.parametrize("params", [{"since": "yesterday"}, {"until": "2030-13-45"}, {"action": "x" * 65}])
 def test_invalid_filters_are_400_json(officer, params):
     error = assert_error(officer.client.get("/api/v1/audit/events", params), 400, "invalid")
