@@ -142,3 +142,38 @@ def test_concurrent_group_commits_keep_one_chain_on_postgresql(settings):
     report = audit_verify()
     assert report.ok and report.events_checked == THREADS * PER_THREAD
     assert report.checkpoint_seq == THREADS * PER_THREAD and audit.checkpoint_lag().events == 0
+
+
+def _tamper_edit(length: int) -> None:
+    AuditEvent.objects.filter(seq=2).update(object_ref="rewritten")
+
+
+def _tamper_cut(length: int) -> None:
+    AuditEvent.objects.filter(seq__gt=length - 2).delete()
+    last = AuditEvent.objects.get(seq=length - 2)
+    AuditHead.objects.filter(pk=1).update(seq=last.seq, hash=last.hash)
+
+
+def _tamper_wipe(length: int) -> None:
+    AuditEvent.objects.all().delete()
+    AuditHead.objects.all().delete()
+
+
+def _tamper_plant(length: int) -> None:
+    AuditEvent.objects.create(seq=length + 5, at=clock.now(), action="photo.deleted", actor="x", subject="x",
+                              details={}, prev_hash="0" * 64, hash="1" * 64)
+
+
+@pytest.mark.parametrize(("tamper", "reason"), [(_tamper_edit, "broken_link"), (_tamper_cut, "truncated"),
+                                                (_tamper_wipe, "wiped"), (_tamper_plant, "past_head")])
+def test_a_chain_written_by_group_commit_catches_tampering_as_before(db, django_capture_on_commit_callbacks,
+                                                                      settings, tamper, reason):
+    # Given a chain whose events were queued and drained, each action its own commit (checkpoints written)
+    settings.AUDIT_REQUIRE_CHECKPOINT = True
+    for i in range(6):
+        with django_capture_on_commit_callbacks(execute=True):
+            audit_append(action="keys.rotated", actor_id=None, object_ref=str(i))
+    assert audit_verify().ok and audit_verify().checkpoints_checked == 6
+    # When a database writer tampers with it, verification names it as it does for a chain written directly
+    tamper(6)
+    assert audit_verify().reason == reason
