@@ -177,3 +177,11 @@ def test_a_chain_written_by_group_commit_catches_tampering_as_before(db, django_
     # When a database writer tampers with it, verification names it as it does for a chain written directly
     tamper(6)
     assert audit_verify().reason == reason
+
+
+def test_the_drain_backstop_is_on_both_schedules(settings):
+    from webplatform.lifecycle.scheduler import schedule
+    from webplatform.taskqueue import AUDIT_DRAIN
+
+    assert schedule()[AUDIT_DRAIN] == settings.AUDIT_DRAIN_INTERVAL_SECONDS
+    assert any(e["task"] == AUDIT_DRAIN for e in settings.CELERY_BEAT_SCHEDULE.values())
