@@ -159,7 +159,7 @@ class VerifyOut(serializers.Serializer):
     checkpoint_seq = serializers.IntegerField(allow_null=True,
                                               help_text="the newest signed checkpoint compared against")
     checkpoints_checked = serializers.IntegerField(help_text="signed checkpoints held against the chain")
-    checkpoint_lag = serializers.IntegerField(help_text="events past the newest checkpoint")
+    checkpoint_lag = serializers.IntegerField(help_text="events past the newest checkpoint, or still queued")
 
 
 class AuditVerifyApi(APIView):
