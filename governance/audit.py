@@ -23,7 +23,7 @@ import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from . import clock
 from .audit_rollups import rollup_add
@@ -35,7 +35,7 @@ from .checkpoints import (
     checkpoint_tail,
     checkpoint_write,
 )
-from .models import AuditEvent, AuditHead
+from .models import AuditEvent, AuditHead, AuditPending
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,8 @@ ACTIONS: dict[str, str] = {
     "training.privacy_audit": "An empirical privacy audit of the DP code was recorded",
     "model.trained": "A model version was trained without users' data (synthetic or a folder)",
     "model.promoted": "A model version was promoted to serve",
+    "audit.pending_refused": "A queued audit event whose signature did not verify was refused, not chained "
+                             "(written or edited there by a database writer; object_ref names the queue row)",
 }
 
 
@@ -135,17 +137,22 @@ def _event_hash(*, seq: int, at: datetime, action: str, actor: str, subject: str
 
 
 def audit_append(*, action: str, actor_id: int | None, subject_id: int | None = None,
-                 subject: str | None = None, object_ref: str = "", details: dict[str, Any] | None = None
-                 ) -> AuditEvent:
-    """Append one event in the caller's transaction; the head row lock keeps the chain linear."""
+                 subject: str | None = None, object_ref: str = "", details: dict[str, Any] | None = None,
+                 chained: bool = False) -> AuditEvent:
+    """Append one event in the caller's transaction (queued or chained: see audit_append_many)."""
     return audit_append_many([{"action": action, "actor_id": actor_id, "subject_id": subject_id,
-                               "subject": subject, "object_ref": object_ref, "details": details}])[0]
+                               "subject": subject, "object_ref": object_ref, "details": details}],
+                             chained=chained)[0]
 
 
-def audit_append_many(entries: list[dict[str, Any]]) -> list[AuditEvent]:
-    """Append several events under one head lock (bulk deletions audit each object without N round trips).
+def audit_append_many(entries: list[dict[str, Any]], *, chained: bool = False) -> list[AuditEvent]:
+    """Append several events (bulk deletions audit each object without N round trips).
 
     Each entry takes the keyword arguments of audit_append; every action must be a key of ACTIONS.
+    With AUDIT_GROUP_COMMIT (and not `chained`) the events are queued in the caller's transaction, which
+    commits or rolls back with them, and chained by audit_drain once it commits: the returned events then
+    have no seq or hash yet. `chained=True` chains them here, under the head lock held to the commit, for a
+    caller that needs their seq.
     """
     if not entries:
         return []
@@ -153,29 +160,121 @@ def audit_append_many(entries: list[dict[str, Any]]) -> list[AuditEvent]:
     if unknown:
         # A programming error, never a client's: the vocabulary test keeps the code's actions listed.
         raise ValueError(f"Unknown audit action(s) {unknown}: add each to governance.audit.ACTIONS.")
-    key = chain_key()
+    rows = [{
+        "at": clock.now(), "action": entry["action"], "actor": pseudonym(entry.get("actor_id")),
+        "subject": entry["subject"] if entry.get("subject") is not None
+        else pseudonym(entry.get("subject_id")),
+        "object_ref": entry.get("object_ref") or "", "details": entry.get("details") or {},
+    } for entry in entries]
+    if settings.AUDIT_GROUP_COMMIT and not chained:
+        key = pending_key()
+        # No savepoint: a queue row that cannot be written fails the action's whole transaction, never the
+        # event alone (and spares two round trips on every audited action)
+        with transaction.atomic(savepoint=False):
+            AuditPending.objects.bulk_create(
+                [AuditPending(**row, mac=_pending_mac(row, key)) for row in rows])
+            # Once the action's transaction commits (now, outside one): chain its events and anyone's queued.
+            transaction.on_commit(_drain_committed, robust=True)
+        return [AuditEvent(**row) for row in rows]
     with transaction.atomic():
-        head = _locked_head()
-        seq, prev_hash, events = _next_free(head, len(entries)), head.hash, []
-        for entry in entries:
-            seq += 1
-            fields = {
-                "seq": seq, "at": clock.now(), "action": entry["action"],
-                "actor": pseudonym(entry.get("actor_id")),
-                "subject": entry["subject"] if entry.get("subject") is not None
-                else pseudonym(entry.get("subject_id")),
-                "object_ref": entry.get("object_ref") or "", "details": entry.get("details") or {},
-                "prev_hash": prev_hash,
-            }
-            prev_hash = _event_hash(**fields, key=key)
-            events.append(AuditEvent(**fields, hash=prev_hash))
-        AuditEvent.objects.bulk_create(events)
-        rollup_add(events)
-        head.seq, head.hash = seq, prev_hash
-        head.save(update_fields=["seq", "hash"])
-        # After the outermost commit, never before: a checkpoint must name a state the database reached.
-        transaction.on_commit(lambda: _checkpoint_committed(seq, prev_hash), robust=True)
+        return _chain(_locked_head(), rows)
+
+
+def _chain(head: AuditHead, rows: list[dict[str, Any]]) -> list[AuditEvent]:
+    """Link `rows` (event fields less seq and hashes) after the locked head, move it, and checkpoint the new
+    head once the outermost transaction commits."""
+    key = chain_key()
+    seq, prev_hash, events = _next_free(head, len(rows)), head.hash, []
+    for row in rows:
+        seq += 1
+        fields = {**row, "seq": seq, "prev_hash": prev_hash}
+        prev_hash = _event_hash(**fields, key=key)
+        events.append(AuditEvent(**fields, hash=prev_hash))
+    AuditEvent.objects.bulk_create(events)
+    rollup_add(events)
+    head.seq, head.hash = seq, prev_hash
+    head.save(update_fields=["seq", "hash"])
+    # After the outermost commit, never before: a checkpoint must name a state the database reached.
+    transaction.on_commit(lambda: _checkpoint_committed(seq, prev_hash), robust=True)
     return events
+
+
+def pending_key() -> bytes:
+    """The key that signs queued events (group commit), so a row planted in the queue is never chained."""
+    return _derive(b"timeveil/audit/pending/v1")
+
+
+def _pending_mac(row: dict[str, Any], key: bytes) -> str:
+    at = row["at"].isoformat() if isinstance(row["at"], datetime) else str(row["at"])
+    body = json.dumps([at, row["action"], row["actor"], row["subject"], row["object_ref"], row["details"]],
+                      sort_keys=True, separators=(",", ":"), default=str)
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def audit_drain() -> int:
+    """The sequencer: chain every queued event, oldest first, in batches of AUDIT_DRAIN_BATCH, each batch in
+    one transaction under the drain lock and the head lock (the queue rows leave and the events enter
+    together; a crash leaves them queued). Whoever holds the drain lock chains everyone's queue, so
+    concurrent actions share one chaining commit; an action that finds the lock taken returns at once.
+
+    No event is left behind by that: the holder looks at the queue again after each commit has released the
+    lock and goes on while anything is queued. An action that found the lock taken had committed its row
+    before that, so the holder's next look sees it. After AUDIT_DRAIN_ROUNDS batches a holder stops (a
+    request never drains forever under load); what is left is the next commit's, or the scheduled
+    audit_drain_task's. A row whose signature fails (written or edited in the queue by a database writer) is
+    not chained: an `audit.pending_refused` event naming its id is, and the row goes. Returns the events
+    chained."""
+    key, chained = pending_key(), 0
+    for _ in range(settings.AUDIT_DRAIN_ROUNDS):
+        with transaction.atomic():
+            if not _drain_lock():
+                return chained  # the holder's next look, after it releases the lock, sees our rows
+            # Read after taking the lock: the queue as of now, every action committed so far
+            queued = list(AuditPending.objects.order_by("id")[:settings.AUDIT_DRAIN_BATCH])
+            if queued:
+                chained += _chain_queued(queued, key)
+        if not AuditPending.objects.exists():
+            return chained
+    return chained
+
+
+def _chain_queued(queued: list[AuditPending], key: bytes) -> int:
+    head = _locked_head()  # also taken by appends chained in their own transaction
+    rows = []
+    for pending in queued:
+        row = {"at": pending.at, "action": pending.action, "actor": pending.actor, "subject": pending.subject,
+               "object_ref": pending.object_ref, "details": pending.details}
+        if pending.action in ACTIONS and hmac.compare_digest(pending.mac, _pending_mac(row, key)):
+            rows.append(row)
+        else:
+            log.error("audit queue row %s has a bad signature: refused, not chained", pending.id)
+            rows.append({"at": clock.now(), "action": "audit.pending_refused", "actor": SYSTEM,
+                         "subject": SYSTEM, "object_ref": f"pending:{pending.id}", "details": {}})
+    _chain(head, rows)
+    AuditPending.objects.filter(id__in=[p.id for p in queued]).delete()
+    return len(rows)
+
+
+# pg_try_advisory_xact_lock's key for the sequencer: one drainer at a time, and the others do not wait.
+DRAIN_LOCK_ID = 0x5449_4D45_5645_494C  # "TIMEVEIL"
+
+
+def _drain_lock() -> bool:
+    """Take the drain lock until the transaction ends, if free (PostgreSQL); SQLite has one writer anyway."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [DRAIN_LOCK_ID])
+        return bool(cursor.fetchone()[0])
+
+
+def _drain_committed() -> None:
+    """Chain after an action commits. A failure is logged: its events stay queued for the next drain (any
+    action's, or the scheduled audit_drain_task), and the checkpoint lag counts them meanwhile."""
+    try:
+        audit_drain()
+    except Exception:
+        log.exception("could not chain the queued audit events; they stay queued for the next drain")
 
 
 def _checkpoint_committed(seq: int, head_hash: str) -> None:
@@ -221,7 +320,7 @@ class ChainReport:
     reason: str | None = None  # see REASONS
     checkpoint_seq: int | None = None  # the newest signed checkpoint compared against, if any
     checkpoints_checked: int = 0  # signed checkpoints held against the chain
-    checkpoint_lag: int = 0  # events past the newest checkpoint (not yet anchored outside the database)
+    checkpoint_lag: int = 0  # events past the newest checkpoint or still queued (not yet anchored outside)
     full: bool = True  # False: only the chain's end was checked (audit_verify_recent)
 
 
@@ -411,9 +510,13 @@ def checkpoint_lag(*, head_seq: int | None = None, checkpoint: Checkpoint | None
         head_seq = AuditHead.objects.filter(pk=1).values_list("seq", flat=True).first() or 0
         checkpoint = checkpoint_latest(key=checkpoint_key(), near=head_seq)
     anchored = checkpoint.seq if checkpoint else 0
-    if head_seq <= anchored:
+    # Queued events (group commit) are unanchored too, and a queue that is not drained shows here.
+    queued = AuditPending.objects.count()
+    if head_seq <= anchored and not queued:
         return Lag(events=0, seconds=0.0, too_old=False)
-    oldest = AuditEvent.objects.filter(seq=anchored + 1).values_list("at", flat=True).first()
-    waited = max(0.0, (clock.now() - oldest).total_seconds()) if oldest else 0.0
-    return Lag(events=head_seq - anchored, seconds=waited,
+    times = [AuditEvent.objects.filter(seq=anchored + 1).values_list("at", flat=True).first() if
+             head_seq > anchored else None,
+             AuditPending.objects.order_by("id").values_list("at", flat=True).first() if queued else None]
+    waited = max((max(0.0, (clock.now() - at).total_seconds()) for at in times if at), default=0.0)
+    return Lag(events=max(0, head_seq - anchored) + queued, seconds=waited,
                too_old=waited > settings.AUDIT_CHECKPOINT_MAX_LAG_SECONDS)

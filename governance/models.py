@@ -94,6 +94,22 @@ class AuditEvent(models.Model):
                    models.Index(fields=["action", "at"], name="audit_action_at")]
 
 
+class AuditPending(models.Model):
+    """An audited action's event waiting to be chained (group commit, governance.audit): inserted in the
+    action's transaction without the head lock, moved into AuditEvent in order by whoever holds the head.
+    `mac` (HMAC under a key the database does not hold) lets the sequencer refuse rows a database writer
+    planted or edited here instead of chaining them as genuine."""
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField()
+    action = models.CharField(max_length=64)
+    actor = models.CharField(max_length=64)
+    subject = models.CharField(max_length=64)
+    object_ref = models.CharField(max_length=128, blank=True)
+    details = models.JSONField(default=dict)
+    mac = models.CharField(max_length=64)
+
+
 class AuditDaily(models.Model):
     """Per-day counts of some audit actions, kept in the append's transaction (audit_rollups), so charts read
     a row per day instead of every event: `kind` "at" counts events by their day, "deadline" by the day of

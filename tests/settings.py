@@ -27,3 +27,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Each test's rows roll back, so its on-commit audit checkpoints are never written: a chain with no
 # checkpoint at all verifies here. tests/test_security_audit.py turns this back on to test the strict mode.
 AUDIT_REQUIRE_CHECKPOINT = False
+
+# Each test's transaction rolls back, so on-commit drains never run: tests chain in the action's transaction
+# (SQLite's way); tests/test_audit_group_commit.py turns group commit on and runs the commit callbacks.
+AUDIT_GROUP_COMMIT = False

@@ -303,6 +303,13 @@ AUDIT_REQUIRE_CHECKPOINT = env.bool("AUDIT_REQUIRE_CHECKPOINT", default=True)
 # An event no checkpoint anchors for longer than this means checkpoint writes fail (full or read-only store):
 # verification, /readyz and the officer dashboard report it (docs/audit.md).
 AUDIT_CHECKPOINT_MAX_LAG_SECONDS = env.float("AUDIT_CHECKPOINT_MAX_LAG_SECONDS", default=60)
+# Group commit (docs/audit.md): an audited action only queues its event (AuditPending) and the sequencer
+# chains the queue in batches under the head lock, so actions never wait on each other's transactions. On
+# by default on PostgreSQL; SQLite has one writer anyway and chains in the action's transaction.
+AUDIT_GROUP_COMMIT = env.bool("AUDIT_GROUP_COMMIT",
+                              default=DATABASES["default"]["ENGINE"].endswith("postgresql"))
+AUDIT_DRAIN_BATCH = env.int("AUDIT_DRAIN_BATCH", default=500)  # pending events chained per transaction
+AUDIT_DRAIN_ROUNDS = env.int("AUDIT_DRAIN_ROUNDS", default=20)  # batches one drain call chains at most
 # Or one object per checkpoint in S3 (credentials from the AWS_* environment / instance role), locked in
 # COMPLIANCE mode for AUDIT_CHECKPOINT_S3_RETAIN_DAYS when the bucket has object lock.
 AUDIT_CHECKPOINT_S3_BUCKET = env.str("AUDIT_CHECKPOINT_S3_BUCKET", default="")
@@ -364,6 +371,10 @@ PHOTO_THUMB_GRANT_SECONDS = env.int("PHOTO_THUMB_GRANT_SECONDS", default=300)
 AUDIT_VERIFY_INTERVAL_SECONDS = env.int("AUDIT_VERIFY_INTERVAL_SECONDS", default=3600)
 CELERY_BEAT_SCHEDULE["verify-audit-chain"] = {"task": "webplatform.lifecycle.tasks.audit_verify_task",
                                               "schedule": AUDIT_VERIFY_INTERVAL_SECONDS}
+# The backstop that chains events whose action committed but whose own drain never ran (a process died).
+AUDIT_DRAIN_INTERVAL_SECONDS = env.int("AUDIT_DRAIN_INTERVAL_SECONDS", default=10)
+CELERY_BEAT_SCHEDULE["drain-audit-queue"] = {"task": "webplatform.lifecycle.tasks.audit_drain_task",
+                                             "schedule": AUDIT_DRAIN_INTERVAL_SECONDS}
 EMBEDDED_SCHEDULER = env.bool("EMBEDDED_SCHEDULER", default=False)
 
 # --- jobs that never strand: heartbeats, a sweeper, the job row as outbox -------------------------------

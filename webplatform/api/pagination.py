@@ -40,6 +40,18 @@ class CappedLimitOffsetPagination(LimitOffsetPagination):
         return parameters
 
 
+class KnownCountPagination(CappedLimitOffsetPagination):
+    """Limit/offset whose `count` a view may supply (`known_count()`, None: count the rows), for lists whose
+    total is known without a COUNT over every match."""
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
+        self._known = view.known_count() if view is not None and hasattr(view, "known_count") else None
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_count(self, queryset: Any) -> int:
+        return self._known if self._known is not None else int(super().get_count(queryset))
+
+
 def _bounded(name: str, raw: str, low: int, high: int) -> int:
     value = int(raw) if _DIGITS.match(raw) else None
     if value is None or not low <= value <= high:

@@ -48,7 +48,9 @@ class _Pipe:
 def export_stream(*, user_id: int, privacy_report: Callable[[int], dict[str, Any]] | None = None
                   ) -> Iterator[bytes]:
     """Yield the export zip: one object decrypted at a time, so memory stays at one photo."""
-    audit_append(action="export.generated", actor_id=user_id, subject_id=user_id, object_ref="export")
+    # Chained now, not queued: the export lists the trail, this event included
+    audit_append(action="export.generated", actor_id=user_id, subject_id=user_id, object_ref="export",
+                 chained=True)
     pipe = _Pipe()
     manifest: list[dict[str, Any]] = []
     with zipfile.ZipFile(pipe, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]

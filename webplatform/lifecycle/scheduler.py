@@ -8,7 +8,7 @@ import time
 
 from django.conf import settings
 
-from webplatform.taskqueue import AUDIT_VERIFY, JOBS_SWEEP, RETENTION, RUNS_SWEEP, publish
+from webplatform.taskqueue import AUDIT_DRAIN, AUDIT_VERIFY, JOBS_SWEEP, RETENTION, RUNS_SWEEP, publish
 
 log = logging.getLogger(__name__)
 _started = threading.Event()
@@ -25,7 +25,8 @@ def start_embedded_scheduler() -> None:
 def schedule() -> dict[str, float]:
     """Task name -> interval in seconds: the same work Celery beat runs at scale (CELERY_BEAT_SCHEDULE)."""
     return {RETENTION: settings.RETENTION_INTERVAL_SECONDS, JOBS_SWEEP: settings.JOB_SWEEP_SECONDS,
-            RUNS_SWEEP: settings.JOB_SWEEP_SECONDS, AUDIT_VERIFY: settings.AUDIT_VERIFY_INTERVAL_SECONDS}
+            RUNS_SWEEP: settings.JOB_SWEEP_SECONDS, AUDIT_VERIFY: settings.AUDIT_VERIFY_INTERVAL_SECONDS,
+            AUDIT_DRAIN: settings.AUDIT_DRAIN_INTERVAL_SECONDS}
 
 
 def _loop() -> None:

@@ -87,7 +87,8 @@ def photo_library_shown(*, user_id: int, photos: list[Photo]) -> int:
     """One audit event for a library page's thumbnails (issue 23: not one per thumbnail); returns its seq,
     which the page's thumbnail grants name (webplatform.pages.thumb_grants)."""
     event = audit_append(action="photo.library_shown", actor_id=user_id, subject_id=user_id,
-                         object_ref="library", details={"photos": [str(p.id) for p in photos]})
+                         object_ref="library", details={"photos": [str(p.id) for p in photos]},
+                         chained=True)  # the grants name its seq: chained now, not queued
     return event.seq
 
 
