@@ -44,7 +44,8 @@ def estimate_age(image: np.ndarray, face: Face) -> float:
 def estimate_ages(chips: np.ndarray) -> np.ndarray:
     """Expected ages (N,) of aligned uint8 chips (N, 64, 64, 3)."""
     if not hasattr(_local, "net"):
-        _local.net = cv2.dnn.readNetFromONNX(assets.path(assets.AGE_ESTIMATOR))
+        with assets.NET_IMPORT_LOCK:
+            _local.net = cv2.dnn.readNetFromONNX(assets.path(assets.AGE_ESTIMATOR))
     x = (chips.astype(np.float32) - MEANS) / 256.0
     _local.net.setInput(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     probabilities = _local.net.forward()  # (N, 81), softmax inside the graph

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 import zipfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+# cv2.dnn's importers are not safe to run in two threads at once: two gunicorn threads loading their own copy
+# of the TFLite detector together made one fail with "Unsupported operator type PAD" (a 500 on an upload in
+# the 64-user test). Each thread still owns its net; only the loading takes turns.
+NET_IMPORT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,8 @@ _local = threading.local()  # cv2.dnn nets are not safe to share between threads
 def _net(asset: assets.Asset) -> cv2.dnn.Net:
     nets: dict[str, cv2.dnn.Net] = _local.__dict__.setdefault("nets", {})
     if asset.name not in nets:
-        nets[asset.name] = cv2.dnn.readNetFromTFLite(assets.path(asset))
+        with assets.NET_IMPORT_LOCK:
+            nets[asset.name] = cv2.dnn.readNetFromTFLite(assets.path(asset))
     return nets[asset.name]
 
 

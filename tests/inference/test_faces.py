@@ -176,3 +176,41 @@ def test_a_small_face_in_a_large_photo_is_found_by_the_finer_windows(astronaut):
     (face,) = detect_faces(canvas)
     assert abs(face.box.x + face.box.w / 2 - (200 + 226)) < 20 and abs(face.box.y + face.box.h / 2 - 720) < 30
     assert summarize_faces(canvas).count == 1
+
+
+def test_threads_load_their_nets_one_at_a_time(astronaut, monkeypatch):
+    # cv2.dnn's importers race when two threads load at once (one failed with "Unsupported operator type PAD":
+    # a 500 under 64 concurrent uploads). Each thread keeps its own net, and the loads take turns.
+    import threading
+
+    import inference.faces as faces
+
+    real = cv2.dnn.readNetFromTFLite
+    loading, overlaps = [0], [0]
+    start = threading.Barrier(4)
+    guard = threading.Lock()
+
+    def watched(path):
+        with guard:
+            loading[0] += 1
+            overlaps[0] += loading[0] > 1
+        try:
+            return real(path)  # a real load takes long enough for an unguarded second thread to start one
+        finally:
+            with guard:
+                loading[0] -= 1
+
+    monkeypatch.setattr(cv2.dnn, "readNetFromTFLite", watched)
+    nets: list[object] = []
+
+    def fresh_thread() -> None:
+        start.wait()
+        nets.append(faces._net(assets.FACE_DETECTOR))
+
+    threads = [threading.Thread(target=fresh_thread) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(nets) == 4 and len({id(n) for n in nets}) == 4  # one net per thread, none shared
+    assert overlaps[0] == 0
