@@ -25,7 +25,7 @@ from tests.integration.test_embedded_server import free_port
 from webplatform.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
-BROKER = "redis://127.0.0.1:6379/13"
+BROKER = "redis://127.0.0.1:6379/9"  # its own: test_outages.py flushes 13, test_worker.py uses 14
 UP_WITHIN = 120  # seconds for five processes to start on a busy 2-core machine
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -78,6 +78,7 @@ class Stack:
             "DATABASE_URL": f"postgres://{db['USER']}@127.0.0.1:{self.db_proxy.port}/{db['NAME']}",
             "CELERY_BROKER_URL": self.broker_url, "CACHE_URL": f"redis://127.0.0.1:6379/{CACHE_DB}",
             "THROTTLE_ANON": "100000/min", "THROTTLE_USER": "100000/min", "THROTTLE_AUTH": "100000/min",
+            "EMAIL_URL": "dummymail://",  # production refuses to print reset links to the log
             "LOG_LEVEL": "WARNING", **CLOCKS,
         }
         self.processes: dict[str, subprocess.Popen] = {}
