@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from inference.engine import BatchingEngine  # noqa: E402
-from inference.model import AgeGenerator, GeneratorConfig  # noqa: E402
+from inference.generator.engine import BatchingEngine  # noqa: E402
+from inference.generator.model import AgeGenerator, GeneratorConfig  # noqa: E402
 
 BATCH_SIZES = (1, 8, 32, 128)
 

@@ -226,7 +226,7 @@ def face_image() -> bytes:
 
     from PIL import Image
 
-    from inference.synthetic import Identity, place_in_photo
+    from inference.generator.synthetic import Identity, place_in_photo
 
     photo, _ = place_in_photo(Identity.from_seed(4), 30, photo_size=(360, 480), face_size=200, seed=4)
     buffer = io.BytesIO()

@@ -31,10 +31,10 @@ import numpy as np  # noqa: E402
 from skimage import data  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from inference.apparent_age import estimate_age  # noqa: E402
-from inference.faces import find_face  # noqa: E402
-from inference.regions import make_window  # noqa: E402
-from inference.transform import transform_photo  # noqa: E402
+from inference.serving.apparent_age import estimate_age  # noqa: E402
+from inference.serving.faces import find_face  # noqa: E402
+from inference.serving.regions import make_window  # noqa: E402
+from inference.serving.transform import transform_photo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"

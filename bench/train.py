@@ -15,7 +15,7 @@ non-private steps, so neither sees the other's peak.
 Utility: trains a base generator and a judging age estimator on synthetic faces, fine-tunes on `--users`
 private synthetic users (one photo each, taught by the same identity rendered at two other ages, as the
 aging layers teach real faces) at epsilon 1, 4, 8 and without DP for the same steps, and scores each on the
-held-out synthetic benchmark (inference.quality). The judge is never a loss.
+held-out synthetic benchmark (inference.generator.quality). The judge is never a loss.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ import torch  # noqa: E402
 
 from bench import dp_modes  # noqa: E402
 from inference import dp  # noqa: E402
-from inference.age_estimator import EstimatorConfig  # noqa: E402
-from inference.model import AgeGenerator, GeneratorConfig  # noqa: E402
+from inference.generator.age_estimator import EstimatorConfig  # noqa: E402
+from inference.generator.model import AgeGenerator, GeneratorConfig  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
@@ -170,9 +170,9 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def utility(args: argparse.Namespace) -> None:
-    from inference.quality import benchmark, heldout_pairs
-    from inference.synthetic import DETECTOR_JITTER, make_dataset
-    from inference.train import train_age_estimator, train_base
+    from inference.generator.quality import benchmark, heldout_pairs
+    from inference.generator.synthetic import DETECTOR_JITTER, make_dataset
+    from inference.generator.train import train_age_estimator, train_base
 
     torch.set_num_threads(args.threads)
     size = args.utility_size

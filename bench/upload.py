@@ -128,7 +128,7 @@ def main() -> None:
         "storage, audit)"
     )
     # Face counting at intake (the 422 no_face check before a job) reads the pixels sanitize decoded.
-    from inference.faces import summarize_faces
+    from inference.serving.faces import summarize_faces
 
     clean = sanitize(photo, max_bytes=10**9, max_pixels=10**9, max_side=max_side).pixels
     faces = statistics.median(timed(lambda: summarize_faces(clean), args.n))

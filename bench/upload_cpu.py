@@ -41,7 +41,7 @@ def main() -> None:
     from django.conf import settings
 
     from governance.errors import TimeveilError
-    from inference.faces import summarize_faces
+    from inference.serving.faces import summarize_faces
     from tests.images import many_scans_jpeg, png_bomb
     from webplatform.photos.intake import JpegLimits, sanitize
 

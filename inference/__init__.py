@@ -1,2 +1,3 @@
-"""Plain PyTorch and OpenCV, no Django: real face geometry, the aging layers, the learned generator and its
-registry, the batching engine, DP training, synthetic faces for tests."""
+"""Plain PyTorch and OpenCV, no Django. `serving/` ages the photos users send (the only part a job runs);
+`generator/` is the learned generator and its tooling, trained only; `dp/` trains it under differential
+privacy. Imports run serving <- generator <- dp, never back (tests/test_layers.py)."""

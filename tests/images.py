@@ -165,7 +165,7 @@ def zip_payload() -> bytes:
 
 def face_jpeg(seed: int = 4, age: float = 30) -> bytes:
     """A photo with one synthetic face that the real detector finds (about 88 px wide near (240, 180))."""
-    from inference.synthetic import Identity, place_in_photo
+    from inference.generator.synthetic import Identity, place_in_photo
 
     photo, _ = place_in_photo(Identity.from_seed(seed), age, photo_size=(360, 480), face_size=200, seed=seed)
     buffer = io.BytesIO()

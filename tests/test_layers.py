@@ -1,6 +1,7 @@
 """The layers of DESIGN.md: governance and inference import none of ours; inference never imports Django."""
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -151,3 +152,50 @@ def test_webplatform_rooms_depend_one_way():
     assert {"webplatform.photos", "webplatform.jobs", "webplatform.lifecycle"} <= set(graph)
     assert cycles_in(graph) == []
     assert graph["webplatform.photos"] & {"webplatform.jobs", "webplatform.lifecycle"} == set()
+
+
+# Inside inference/ the rooms say what serves: serving/ is all a job runs; generator/ (the learned generator,
+# trained only) and dp/ (its DP training) sit above it. Nothing that serves imports the training-only part.
+INFERENCE_ROOMS = ("serving", "generator", "dp")
+
+
+def inference_room_imports(room: str) -> dict[str, set[str]]:
+    """For each file of inference/<room>/, the other inference rooms it imports (absolute or relative)."""
+    found = {}
+    for path in sorted((ROOT / "inference" / room).rglob("*.py")):
+        rooms = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "inference":
+                names = [f"inference.{alias.name}" for alias in node.names]
+            rooms |= {n.split(".")[1] for n in names if n.startswith("inference.") and n.count(".") >= 1}
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:
+                rooms.add((node.module or "").split(".")[0])
+        found[str(path.relative_to(ROOT))] = rooms - {room}
+    return found
+
+
+@pytest.mark.parametrize("room", INFERENCE_ROOMS)
+def test_inference_rooms_import_downward_only(room):
+    below = set(INFERENCE_ROOMS[:INFERENCE_ROOMS.index(room)])
+    imports = inference_room_imports(room)
+    assert imports, f"no sources under inference/{room}/"
+    assert {f: sorted(r - below) for f, r in imports.items() if r - below} == {}
+
+
+def test_the_serving_path_loads_nothing_of_training(tmp_path):
+    # What a job imports, in a fresh interpreter: no module of generator/ or dp/, and no Opacus.
+    code = ("import sys, inference.serving.transform as t; "
+            "print(sorted(m for m in sys.modules if m.startswith(('inference.generator', 'inference.dp', "
+            "'opacus'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_room_checker_sees_an_upward_import(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    (tmp_path / "inference" / "serving").mkdir(parents=True)
+    (tmp_path / "inference" / "serving" / "a.py").write_text(
+        "from inference.generator.model import M\nfrom inference import dp\nfrom ..dp import x\n")
+    assert inference_room_imports("serving") == {"inference/serving/a.py": {"generator", "dp"}}

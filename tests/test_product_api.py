@@ -24,7 +24,7 @@ def face_jpeg(seed: int = 4) -> bytes:
     """A synthetic portrait the face detector finds (aging refuses photos without a face: 422 no_face)."""
     from PIL import Image
 
-    from inference.synthetic import Identity, place_in_photo
+    from inference.generator.synthetic import Identity, place_in_photo
 
     photo, _ = place_in_photo(Identity.from_seed(seed), 30, photo_size=(360, 480), face_size=200, seed=seed)
     buffer = io.BytesIO()

@@ -16,7 +16,7 @@ from governance.models import AuditEvent, ManifestEntry, PrivacyAudit, RunStatus
 from governance.training import ancestry_epsilon
 from inference import dp
 from inference.dp.audit import code_version
-from inference.synthetic import Identity, place_in_photo
+from inference.generator.synthetic import Identity, place_in_photo
 from webplatform.models_registry import model_registry
 from webplatform.photos.models import Photo
 from webplatform.training.services import (

@@ -31,11 +31,11 @@ from scipy import stats
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from inference.model import AgeGenerator
+from inference.generator.certificates import MINIMUMS, PINNED_CLAIMS, code_version
+from inference.generator.model import AgeGenerator
 
 from .accounting import epsilon_for, noise_for_epsilon
 from .training import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, NOISE_ON_GRAD, DPConfig, make_private
-from .version import MINIMUMS, PINNED_CLAIMS, code_version
 
 __all__ = ["PINNED_CLAIMS", "AuditConfig", "AuditResult", "ProbeResult", "audit", "audit_one_run",
            "clipping_probe", "code_version", "epsilon_lower_bound", "meets_minimums", "p_value"]
@@ -86,7 +86,7 @@ PINNED = AuditConfig()  # the defaults are the pinned settings: a certificate ne
 
 
 def meets_minimums(config: AuditConfig, claims: list[float]) -> bool:
-    """Whether an audit at these settings can certify code (version.MINIMUMS and PINNED_CLAIMS)."""
+    """Whether an audit at these settings can certify code (certificates.MINIMUMS and PINNED_CLAIMS)."""
     fields = asdict(config)
     return (set(PINNED_CLAIMS) <= set(claims) and all(fields[k] >= v for k, v in MINIMUMS.items())
             and config.delta <= PINNED.delta)

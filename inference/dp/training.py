@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from inference.model import AgeGenerator
+from inference.generator.model import AgeGenerator
 
 from . import distributed as ddp
 from . import opacus_adapter
@@ -126,13 +126,15 @@ def _check_config(config: DPConfig, n: int) -> None:
 def _check_data(model: nn.Module, faces: np.ndarray, source_ages: np.ndarray, renders: np.ndarray,
                 render_ages: np.ndarray) -> None:
     if not isinstance(model, AgeGenerator):
-        raise ValueError(f"model must be an inference.model.AgeGenerator, got {type(model).__name__}")
+        raise ValueError("model must be an inference.generator.model.AgeGenerator, "
+                         f"got {type(model).__name__}")
     size = model.config.image_size
     if not isinstance(faces, np.ndarray) or faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[1:] != (
             size, size, 3):
         got = f"{faces.dtype} {faces.shape}" if isinstance(faces, np.ndarray) else type(faces).__name__
         raise ValueError(f"faces must be a uint8 array (N, {size}, {size}, 3) of registered RGB faces at the "
-                         f"model's size, got {got}: crop them with inference.faces.registered_crop first")
+                         f"model's size, got {got}: crop them with "
+                         "inference.serving.faces.registered_crop first")
     if len(faces) == 0:
         raise ValueError("faces is empty: a DP run needs at least one participant")
     ages = np.asarray(source_ages)
@@ -148,7 +150,7 @@ def _check_data(model: nn.Module, faces: np.ndarray, source_ages: np.ndarray, re
         got = (f"{renders.dtype} {renders.shape}" if isinstance(renders, np.ndarray)
                else type(renders).__name__)
         raise ValueError(f"renders must be a uint8 array (N, K, {size}, {size}, 3): each face rendered by "
-                         f"the teacher at K ages (inference.transform.teacher_pairs), got {got}")
+                         f"the teacher at K ages (inference.generator.teacher.teacher_pairs), got {got}")
     targets = np.asarray(render_ages)
     if targets.shape != renders.shape[:2] or not np.all(np.isfinite(targets)):
         raise ValueError(f"render_ages must be {renders.shape[:2]} finite years, the age of each rendering")
@@ -362,7 +364,7 @@ def train_dp(*, model: AgeGenerator, faces: np.ndarray, source_ages: np.ndarray,
         faces: (N, H, W, 3) uint8 registered faces at the model's image size, one per person.
         source_ages: (N,) each face's age in years (known, or the real-face estimator's reading).
         renders: (N, K, H, W, 3) uint8: each face as the teacher (the mesh-placed aging layers) renders it at
-            K other ages, registered the same way (inference.transform.teacher_pairs).
+            K other ages, registered the same way (inference.generator.teacher.teacher_pairs).
         render_ages: (N, K) the age of each rendering, in years.
         config: the run's DPConfig; reserve its epsilon in the budget ledger before calling.
         progress: show a tqdm bar (step count only: losses are private).

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.browser, needs_chromium]
 
 
 def face_jpeg(seed: int = 4) -> bytes:
-    from inference.synthetic import Identity, place_in_photo
+    from inference.generator.synthetic import Identity, place_in_photo
 
     photo, _ = place_in_photo(Identity.from_seed(seed), 30, photo_size=(360, 480), face_size=200, seed=seed)
     buffer = io.BytesIO()

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from skimage import data
 
-from inference.aging import BROW_TOP, FOREHEAD_TOP, AgeLook, Change, age_window
-from inference.faces import find_face
-from inference.regions import make_window
-from inference.transform import transform_photo
+from inference.serving.aging import BROW_TOP, FOREHEAD_TOP, AgeLook, Change, age_window
+from inference.serving.faces import find_face
+from inference.serving.regions import make_window
+from inference.serving.transform import transform_photo
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_how_much_changes_follows_the_distance_between_ages():
 
 
 def test_the_generator_is_taught_by_the_layers_at_ages_around_the_current_one(astronaut, face):
-    from inference.transform import teacher_pairs
+    from inference.generator.teacher import teacher_pairs
 
     x, renders, ages = teacher_pairs(astronaut, face, 31.0, 64)
     assert x.shape == (64, 64, 3) and renders.shape == (4, 64, 64, 3) and x.dtype == renders.dtype == np.uint8

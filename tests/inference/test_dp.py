@@ -20,8 +20,8 @@ from opacus.grad_sample.group_norm import compute_group_norm_grad_sample
 from torch import nn
 
 from inference import dp
-from inference.model import AgeGenerator, GeneratorConfig, to_tensor
-from inference.synthetic import make_dataset
+from inference.generator.model import AgeGenerator, GeneratorConfig, to_tensor
+from inference.generator.synthetic import make_dataset
 
 SIZE = 32
 TINY = GeneratorConfig(name="tiny", image_size=SIZE, patch=2, channels=(8, 16), blocks=1, mid_blocks=1,

@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from inference.dp import audit, samplers, version
-from inference.model import AgeGenerator
-from inference.registry import SHIPPED, ModelRegistry
+from inference.dp import audit, samplers
+from inference.generator import certificates as version
+from inference.generator.model import AgeGenerator
+from inference.generator.registry import SHIPPED, ModelRegistry
 
 CI = audit.AuditConfig(canaries=200, sample_rate=0.25, steps=30, guesses=40, delta=1e-5)
 
@@ -77,7 +78,8 @@ def test_the_code_version_covers_every_file_on_the_dp_path_and_the_libraries(mon
     assert len(audit.code_version()) == 64 and audit.code_version() == audit.code_version()
     names = {str(p.relative_to(version.ROOT)) for p in version.dp_files()}
     assert {"inference/dp/training.py", "inference/dp/samplers.py", "inference/dp/randomness.py",
-            "inference/model.py", "webplatform/training/services.py", "governance/training.py"} <= names
+            "inference/generator/model.py", "webplatform/training/services.py",
+            "governance/training.py"} <= names
     before = audit.code_version()
     monkeypatch.setattr(version, "version", lambda name: "0.0-other" if name == "opacus" else "1")
     assert audit.code_version() != before  # another Opacus is other code

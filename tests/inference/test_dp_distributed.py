@@ -19,8 +19,8 @@ import torch.multiprocessing as mp
 
 from inference import dp
 from inference.dp.distributed import Ranks, train_dp_ranks
-from inference.model import AgeGenerator
-from inference.synthetic import make_dataset
+from inference.generator.model import AgeGenerator
+from inference.generator.synthetic import make_dataset
 from tests.inference.test_dp import SIZE, TINY
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing", "ignore:Optimal order is the")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from inference.engine import BatchingEngine
-from inference.model import AgeGenerator, GeneratorConfig, to_tensor
+from inference.generator.engine import BatchingEngine
+from inference.generator.model import AgeGenerator, GeneratorConfig, to_tensor
 
 TINY = GeneratorConfig(name="tiny", image_size=32, channels=(8, 16, 16), age_dim=16, groups=4)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from skimage import data
 
-from inference import assets, regions
-from inference.apparent_age import age_chip, estimate_age
-from inference.faces import (
+from inference.serving import assets, regions
+from inference.serving.apparent_age import age_chip, estimate_age
+from inference.serving.faces import (
     FACE_OVAL,
     NoFaceFound,
     detect_faces,
@@ -18,7 +18,7 @@ from inference.faces import (
     registered_crop,
     summarize_faces,
 )
-from inference.regions import make_window
+from inference.serving.regions import make_window
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_nothing_is_downloaded_at_run_time(astronaut, monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-    from inference.transform import transform_photo
+    from inference.serving.transform import transform_photo
 
     assert transform_photo(astronaut, 70.0).image.shape == astronaut.shape
 
@@ -183,7 +183,7 @@ def test_threads_load_their_nets_one_at_a_time(astronaut, monkeypatch):
     # a 500 under 64 concurrent uploads). Each thread keeps its own net, and the loads take turns.
     import threading
 
-    import inference.faces as faces
+    import inference.serving.faces as faces
 
     real = cv2.dnn.readNetFromTFLite
     loading, overlaps = [0], [0]

@@ -4,8 +4,15 @@ import pytest
 import torch
 from opacus.validators import ModuleValidator
 
-from inference.age_estimator import AgeEstimator, EstimatorConfig
-from inference.model import AgeGenerator, GeneratorConfig, ResBlock, sinusoidal, to_images, to_tensor
+from inference.generator.age_estimator import AgeEstimator, EstimatorConfig
+from inference.generator.model import (
+    AgeGenerator,
+    GeneratorConfig,
+    ResBlock,
+    sinusoidal,
+    to_images,
+    to_tensor,
+)
 
 
 @pytest.fixture(scope="module")

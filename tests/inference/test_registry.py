@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference.age_estimator import AgeEstimator, EstimatorConfig
-from inference.model import AgeGenerator, GeneratorConfig
-from inference.registry import PRIVACY_FIELDS, ModelRegistry, RegistryError
+from inference.generator.age_estimator import AgeEstimator, EstimatorConfig
+from inference.generator.model import AgeGenerator, GeneratorConfig
+from inference.generator.registry import PRIVACY_FIELDS, ModelRegistry, RegistryError
 
 TINY = GeneratorConfig(name="tiny", image_size=32, channels=(8, 16), age_dim=16, groups=4)
 CODE = "ef" * 32  # the DP code version the cards below were trained with
@@ -106,7 +106,7 @@ def test_a_pickle_in_place_of_the_weights_is_never_unpickled(registry, monkeypat
 
 
 def test_loading_code_has_no_pickle_path():
-    tree = ast.parse((Path(__file__).resolve().parents[2] / "inference" / "registry.py").read_text())
+    tree = ast.parse((Path(__file__).resolve().parents[2] / "inference" / "generator" / "registry.py").read_text())
     torch_loads = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "load"
                    and isinstance(n.value, ast.Name) and n.value.id == "torch"]
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inference.synthetic import AgeSigns, Identity, make_dataset, place_in_photo, render
+from inference.generator.synthetic import AgeSigns, Identity, make_dataset, place_in_photo, render
 
 AGES = [3.0, 15.0, 30.0, 45.0, 60.0, 75.0, 90.0]
 
@@ -80,7 +80,7 @@ def test_the_face_changes_smoothly_with_age():
 
 def test_the_real_face_detector_sees_the_rendered_faces_in_photos():
     # The platform's tests stand synthetic faces in for people: BlazeFace and the mesh must accept them.
-    from inference.faces import NoFaceFound, find_face
+    from inference.serving.faces import NoFaceFound, find_face
 
     hits = 0
     for k in range(20):

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.age_estimator import AgeEstimator, EstimatorConfig
-from inference.model import AgeGenerator, GeneratorConfig
-from inference.quality import benchmark, heldout_pairs
-from inference.registry import SHIPPED, ModelRegistry
-from inference.train import load_age_folder, train_age_estimator, train_base
+from inference.generator.age_estimator import AgeEstimator, EstimatorConfig
+from inference.generator.model import AgeGenerator, GeneratorConfig
+from inference.generator.quality import benchmark, heldout_pairs
+from inference.generator.registry import SHIPPED, ModelRegistry
+from inference.generator.train import load_age_folder, train_age_estimator, train_base
 
 TINY = GeneratorConfig(name="tiny", image_size=32, channels=(8, 16), age_dim=16, groups=4)
 

@@ -118,7 +118,7 @@ def job_run(*, job_id: str) -> None:
 
     A storage fault (StorageUnavailable) propagates: it is transient, and the task retries it with backoff.
     """
-    from inference.faces import NoFaceFound
+    from inference.serving.faces import NoFaceFound
 
     job = _claim(job_id)
     if job is None:
@@ -144,8 +144,8 @@ def job_run(*, job_id: str) -> None:
 
 def _transform(image: np.ndarray, *, target_age: int) -> tuple[np.ndarray, str]:
     """The one call into inference: the aged image and the version of the aging that made it."""
-    from inference.aging import VERSION
-    from inference.transform import transform_photo
+    from inference.serving.aging import VERSION
+    from inference.serving.transform import transform_photo
 
     return transform_photo(image, float(target_age)).image, VERSION
 

@@ -13,7 +13,7 @@ from governance import clock
 from governance.audit import audit_append
 from governance.consent import PROCESSING, consent_require
 from governance.errors import NotFound, TimeveilError
-from inference.faces import summarize_faces
+from inference.serving.faces import summarize_faces
 from webplatform import metrics
 from webplatform.encrypted_store import object_delete, object_get, object_put
 

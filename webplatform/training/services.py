@@ -233,9 +233,9 @@ class TrainingFaces:
 def _load_faces(run: TrainingRun, size: int) -> TrainingFaces:
     """Decrypt the manifest's photos in memory: each face registered by the mesh, its current age, and the
     aging layers' renderings of it at ages around its own (what the generator learns from)."""
-    from inference.apparent_age import estimate_age
-    from inference.faces import NoFaceFound, find_face
-    from inference.transform import TEACHER_OFFSETS, teacher_pairs
+    from inference.generator.teacher import TEACHER_OFFSETS, teacher_pairs
+    from inference.serving.apparent_age import estimate_age
+    from inference.serving.faces import NoFaceFound, find_face
 
     faces, ages, renders, render_ages = [], [], [], []
     for entry in run_entries(run):
@@ -281,11 +281,11 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
 
 def _train(run: TrainingRun, request: RunRequest, registry: Any, *, progress: bool) -> TrainingRun:
     """The body of a started run: fine-tune under DP, register the version, finish the run either way."""
-    from inference.age_estimator import AgeEstimator
     from inference.dp import DPConfig, train_dp
     from inference.dp.audit import code_version
-    from inference.model import AgeGenerator
-    from inference.quality import benchmark, heldout_pairs
+    from inference.generator.age_estimator import AgeEstimator
+    from inference.generator.model import AgeGenerator
+    from inference.generator.quality import benchmark, heldout_pairs
 
     try:
         if not run.parent_version:
@@ -379,8 +379,8 @@ def privacy_audit_run() -> PrivacyAudit:
     each pinned claim, and the clipping probe through the shipped generator), record the verdict, and keep
     it in the registry as the certificate promotion needs."""
     from inference.dp.audit import audit, code_version
-    from inference.model import AgeGenerator
-    from inference.registry import SHIPPED, ModelRegistry
+    from inference.generator.model import AgeGenerator
+    from inference.generator.registry import SHIPPED, ModelRegistry
 
     # The generator DP training fine-tunes, with trained weights: a fresh one passes gradient to its last
     # layer only, and the probe would cover nothing else.
@@ -397,7 +397,7 @@ def privacy_audit_run() -> PrivacyAudit:
 def model_promote(*, version: str, actor_id: int | None = None) -> None:
     """Make a version the promoted one (the next DP fine-tune starts from it; jobs are served by the aging
     layers). The registry refuses a DP version without its privacy fields or a passing audit of its code."""
-    from inference.registry import RegistryError
+    from inference.generator.registry import RegistryError
 
     try:
         model_registry().promote(version)

@@ -28,7 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-promote", action="store_true")
 
     def handle(self, *args: object, **options: Any) -> None:
-        from inference.train import build_base_model
+        from inference.generator.train import build_base_model
 
         torch.set_num_threads(int(options["threads"]))
         registry = model_registry()

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from inference.aging import age_window
-from inference.apparent_age import estimate_age
-from inference.faces import Face, check_image, find_face, registered_crop
-from inference.regions import Window, make_window
+from inference.serving.aging import age_window
+from inference.serving.apparent_age import estimate_age
+from inference.serving.faces import Face, check_image, find_face
+from inference.serving.regions import Window, make_window
 
 
 @dataclass(frozen=True)
@@ -50,19 +50,3 @@ def paste_back(image: np.ndarray, window: Window, aged: np.ndarray) -> np.ndarra
     changed = np.clip(region.astype(np.float32) + delta + 0.5, 0, 255).astype(np.uint8)
     out[window.y0:window.y1, window.x0:window.x1] = np.where((allowed > 0)[..., None], changed, region)
     return out
-
-
-TEACHER_OFFSETS = (-30.0, -15.0, 15.0, 30.0)  # years from the current age the layers render for the generator
-
-
-def teacher_pairs(image: np.ndarray, face: Face, current_age: float, size: int,
-                  offsets: tuple[float, ...] = TEACHER_OFFSETS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What the learned generator is taught from one consented photo: the registered face (size, size, 3),
-    the aging layers' rendering of it at a few target ages (K, size, size, 3), and those ages (K,).
-
-    The teacher is the layers, never an age estimator: the generator learns to do what they do, on real faces.
-    """
-    ages = np.clip(np.array([current_age + o for o in offsets], np.float32), 5.0, 95.0)
-    renders = [registered_crop(transform_photo(image, float(a), face=face, current_age=current_age).image,
-                               face, size) for a in ages]
-    return registered_crop(image, face, size), np.stack(renders), ages

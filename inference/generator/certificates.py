@@ -14,8 +14,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 # Every file whose code decides what a DP run releases: the mechanism (inference/dp), the model it trains,
 # the planner and data loader (services), the ledger and its caps (governance/training).
-DP_PATH = ("inference/dp/*.py", "inference/model.py", "webplatform/training/services.py",
-           "governance/training.py")
+DP_PATH = ("inference/dp/*.py", "inference/generator/certificates.py", "inference/generator/model.py",
+           "webplatform/training/services.py", "governance/training.py")
 LIBRARIES = ("torch", "opacus", "numpy")  # noise, clipping and the keyed stream come from these
 
 # The audit settings a certificate needs, at least: tests/inference/test_dp_audit.py shows that they fail a

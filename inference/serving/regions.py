@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from inference.faces import (
+from inference.serving.faces import (
     FACE_OVAL,
     LEFT_BROW,
     LEFT_EYE_RING,

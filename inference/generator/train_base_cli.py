@@ -1,4 +1,5 @@
-"""`python -m inference.train_base_cli --out inference/weights`: reproduce the shipped base model."""
+"""`python -m inference.generator.train_base_cli --out inference/generator/weights`: reproduce the shipped
+base model."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from collections.abc import Sequence
 
 import torch
 
-from inference.registry import SHIPPED
-from inference.train import build_base_model
+from inference.generator.registry import SHIPPED
+from inference.generator.train import build_base_model
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -19,7 +20,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "benchmark them, register both and promote the generator."
     )
     p.add_argument(
-        "--out", default=str(SHIPPED), help="registry folder (default: the shipped inference/weights)"
+        "--out", default=str(SHIPPED), help="registry folder (default: the shipped one)"
     )
     p.add_argument("--preset", choices=("small", "base"), default="small")
     p.add_argument("--steps", type=int, default=1500, help="generator optimisation steps")

@@ -18,18 +18,19 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from inference.age_estimator import AgeEstimator, EstimatorConfig
-from inference.model import AgeGenerator, GeneratorConfig, to_tensor
-from inference.quality import benchmark, heldout_pairs
-from inference.registry import ModelRegistry
-from inference.synthetic import DETECTOR_JITTER, SyntheticFaces, make_dataset
+from inference.generator.age_estimator import AgeEstimator, EstimatorConfig
+from inference.generator.model import AgeGenerator, GeneratorConfig, to_tensor
+from inference.generator.quality import benchmark, heldout_pairs
+from inference.generator.registry import ModelRegistry
+from inference.generator.synthetic import DETECTOR_JITTER, SyntheticFaces, make_dataset
 
 # ages every training identity is rendered at
 AGE_GRID = (3.0, 14.0, 25.0, 36.0, 47.0, 58.0, 69.0, 80.0, 91.0)
 AGE_JITTER = 5.5  # years around each grid age, so that together they cover every age from 1 to 96
 SSIM_WEIGHT = 0.3  # of (1 - SSIM) in the generator loss, next to squared errors of about 0.03
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
-SYNTHETIC_DATA = "procedural synthetic faces (inference.synthetic), seed {seed}, {n} identities x {a} ages"
+SYNTHETIC_DATA = ("procedural synthetic faces (inference.generator.synthetic), "
+                  "seed {seed}, {n} identities x {a} ages")
 
 Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]  # (model inputs, target)
 
@@ -270,7 +271,7 @@ def build_base_model(out: str | Path, *, preset: str = "small", steps: int = 150
         "limitations": (
             "trained on procedural synthetic faces only; on real photos it smears and does not age a "
             "face (measured for issue 8), so it is not in the serving path: jobs use the mesh-placed "
-            "aging layers (inference/aging.py). It stays as the starting point "
+            "aging layers (inference/serving/aging.py). It stays as the starting point "
             "of DP fine-tuning. Real-photo quality needs a licensed face dataset with ages "
             "(train_base --data-dir)."
         ),

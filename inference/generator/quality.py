@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from inference.age_estimator import AgeEstimator
-from inference.model import to_images, to_tensor
-from inference.synthetic import DETECTOR_JITTER, make_dataset
+from inference.generator.age_estimator import AgeEstimator
+from inference.generator.model import to_images, to_tensor
+from inference.generator.synthetic import DETECTOR_JITTER, make_dataset
 
 HELDOUT_SEED = 1_000_003  # a seed no training run uses: these identities are never trained on
 BENCH_AGES = (5.0, 20.0, 35.0, 50.0, 65.0, 80.0)

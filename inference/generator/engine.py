@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from inference.model import AgeGenerator, to_images, to_tensor
+from inference.generator.model import AgeGenerator, to_images, to_tensor
 
 
 def best_device() -> torch.device:

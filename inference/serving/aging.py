@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from inference.faces import LEFT_EYE_RING, LIPS, RIGHT_EYE_RING
-from inference.regions import Window
+from inference.serving.faces import LEFT_EYE_RING, LIPS, RIGHT_EYE_RING
+from inference.serving.regions import Window
 
 VERSION = "aging-layers-v3"  # recorded on every result: the layers are code, so the version is bumped by hand
 

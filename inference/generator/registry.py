@@ -15,9 +15,9 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from inference.age_estimator import AgeEstimator, EstimatorConfig
-from inference.dp.version import certifies
-from inference.model import AgeGenerator, GeneratorConfig
+from inference.generator.age_estimator import AgeEstimator, EstimatorConfig
+from inference.generator.certificates import certifies
+from inference.generator.model import AgeGenerator, GeneratorConfig
 
 WEIGHTS, CARD, PROMOTED, AUDITS = "weights.safetensors", "card.json", "promoted", "audits"
 SHIPPED = Path(__file__).resolve().parent / "weights"  # the registry committed with the code

