@@ -224,8 +224,11 @@ class TrainingRun(models.Model):
     # None for a run trained in the process that reserved it.
     queued_request = models.JSONField(null=True)
     published_at = models.DateTimeField(null=True)
-    # The lineage's composed epsilon with this run, computed once at reservation under the ledger lock (a
-    # run's epsilon never changes); null on refused runs (no model) and on rows from before it was stored.
+    # This run's release (DP-SGD steps and the noisy count) as RDP at inference.dp.accounting.FILTER_ORDERS,
+    # one number per order (None for an infinite one: no noise); computed at reservation.
+    rdp = models.JSONField(null=True)
+    # The lineage's Rényi-filter epsilon with this run (what its cap checks: its runs and its parents'
+    # ancestries), computed once at reservation under the ledger lock; null on refused runs (no model).
     lineage_epsilon_after = models.FloatField(null=True)
 
     class Meta:
@@ -239,12 +242,21 @@ class ManifestEntry(models.Model):
     subject = models.CharField(max_length=64, db_index=True)  # pseudonym: survives erasure like the audit
     photo_id = models.UUIDField()
     consent_record_id = models.UUIDField()
-    # The subject's composed epsilon over every run that held them, this one included, computed once at
-    # reservation under the ledger lock; pages read it instead of composing. Null on rows from before.
+    # The subject's Rényi-filter epsilon (what the per-account cap checks) over every run that held them,
+    # this one included, computed once at reservation under the ledger lock; pages read it.
     epsilon_after = models.FloatField(null=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "subject"], name="one_photo_per_user_per_run")]
+
+
+class SubjectLedger(models.Model):
+    """A subject's running RDP sums at inference.dp.accounting.FILTER_ORDERS over every release that held
+    them (runs and charged counts): the Rényi filter's state, updated under the ledger lock, so a
+    reservation reads one row per person whatever their history."""
+
+    subject = models.CharField(max_length=64, unique=True)  # pseudonym, as ManifestEntry
+    rdp = models.JSONField()  # one number per order; None for an infinite one
 
 
 class PrivacyAudit(models.Model):

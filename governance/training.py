@@ -1,19 +1,23 @@
 """Training governance: who may be trained on (the frozen manifest) and what it costs (the budget ledgers).
 
-Two ledgers, both composed by an accountant that is an upper bound (never a sum, never a minimum):
-the lineage's (every run of the lineage plus the parent model's whole ancestry) and each person's (every
-run whose manifest held them). Both caps are checked when a run is reserved, under one lock.
+Two ledgers, each a Rényi filter (Feldman & Zrnic 2021) over a fixed set of orders: the lineage's (every run
+of the lineage plus the parent model's whole ancestry) and each account's (every release that counted it).
+A filter stays valid when each run's parameters and participants are chosen adaptively, as ours are (q, T
+and delta follow a noisy count; who joins follows the ledger). Both caps are checked when a run is
+reserved, under one lock, on RDP sums of plain numbers; the DP library that computes a release's RDP and
+converts a sum to (epsilon, delta) is passed in by the caller (`Accountant`): governance imports none.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import transaction
@@ -29,6 +33,7 @@ from .models import (
     PolicyVersion,
     PrivacyAudit,
     RunStatus,
+    SubjectLedger,
     TrainingRun,
 )
 
@@ -61,13 +66,34 @@ class ManifestItem:
     content_sha256: str = ""  # of the decrypted image, for de-duplication across accounts; never stored
 
 
-Step = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps), as inference.dp.accounting reads it
-Composer = Callable[[list[Step], float], float]  # (history, delta) -> an upper bound on epsilon
+class Accountant(Protocol):
+    """What the ledgers need of a DP library, in plain numbers (webplatform.training.ledger passes Opacus'
+    through inference.dp): a release's RDP at the filter's fixed orders, and a sum's conversion."""
 
-# The accountant composing the ledgers. governance imports nothing of ours, so the training app installs
-# inference.dp's compose_epsilon at start-up (webplatform.training.apps); tests may swap it like any
-# attribute.
-composer: Composer | None = None
+    def release_rdp(self, noise_multiplier: float, sample_rate: float, steps: int) -> list[float]:
+        """RDP at each order of `steps` Poisson-sampled Gaussian steps (a count: noise, 1.0, 1)."""
+        ...
+
+    def epsilon(self, rdp: Sequence[float], delta: float) -> float:
+        """Epsilon at `delta` of the Rényi filter holding these sums (0 for no release)."""
+        ...
+
+
+Curve = list[float]  # RDP at each of the accountant's orders, in its order
+
+
+def curve_dump(curve: Sequence[float]) -> list[float | None]:
+    """A curve as JSON can hold it: an infinite order (no noise) as None."""
+    return [None if math.isinf(v) else float(v) for v in curve]
+
+
+def curve_load(stored: Sequence[float | None]) -> Curve:
+    return [math.inf if v is None else float(v) for v in stored]
+
+
+def curve_add(*curves: Sequence[float]) -> Curve:
+    """RDP sums order by order: how RDP composes, adaptively too."""
+    return [math.fsum(values) for values in zip(*curves, strict=True)]
 
 
 def manifest_sha256(items: list[dict[str, str]]) -> str:
@@ -76,25 +102,13 @@ def manifest_sha256(items: list[dict[str, str]]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def _compose(history: list[Step], delta: float) -> float:
-    if composer is None:
-        raise RuntimeError("governance.training.composer is not set: "
-                           "add webplatform.training to INSTALLED_APPS")
-    return composer(history, delta)
-
-
-def run_history(run: TrainingRun) -> list[Step]:
-    """What a run releases, as accountant entries: its DP-SGD steps, and its noisy participant count."""
-    return [(run.noise_multiplier, run.sample_rate, run.steps), (run.count_noise, 1.0, 1)]
-
-
-def composed_epsilon(runs: list[TrainingRun], extra: list[Step] | None = None,
-                     delta: float | None = None) -> float:
-    """Epsilon of all these runs (and `extra` entries) together, at `delta` or the smallest among the runs."""
-    history = [step for run in runs for step in run_history(run)] + list(extra or [])
-    if not history:
-        return 0.0
-    return _compose(history, delta if delta is not None else min(r.delta for r in runs))
+def run_rdp(run: TrainingRun, accountant: Accountant) -> Curve:
+    """What a run releases as an RDP curve: its DP-SGD steps and its noisy participant count (stored at
+    reservation; computed from the row's parameters where a row was written without the ledger)."""
+    if run.rdp is not None:
+        return curve_load(run.rdp)
+    return curve_add(accountant.release_rdp(run.noise_multiplier, run.sample_rate, run.steps),
+                     accountant.release_rdp(run.count_noise, 1.0, 1))
 
 
 def lineage_get_or_create(name: str) -> Lineage:
@@ -130,23 +144,19 @@ def _lineage_runs(lineage: Lineage, parent_version: str = "") -> list[TrainingRu
     return sorted(runs.values(), key=lambda r: r.created_at)
 
 
-def lineage_committed_epsilon(lineage: Lineage) -> float:
-    """The lineage's runs, with the ancestry of each model they fine-tuned, composed as reservation
-    checks them: the newest reservation's stored total (that set cannot change since), else composed."""
+def lineage_committed_epsilon(lineage: Lineage, accountant: Accountant) -> float:
+    """The lineage's runs, with the ancestry of each model they fine-tuned, under the lineage's filter, as
+    reservation checks them: the newest reservation's stored total (that set cannot change since)."""
     newest = lineage.runs.exclude(status=RunStatus.REFUSED).order_by("-created_at", "-pk").first()
     if newest is not None and newest.lineage_epsilon_after is not None:
         return newest.lineage_epsilon_after
     runs = _lineage_runs(lineage)
-    if not runs:
-        return 0.0
-    return composed_epsilon(runs, delta=min([lineage.delta, *(r.delta for r in runs)]))
+    return accountant.epsilon(_lineage_rdp(runs, accountant), lineage.delta) if runs else 0.0
 
 
-def ancestry_epsilon(run: TrainingRun) -> tuple[float, float]:
-    """(epsilon, delta) of the model a run produces: its own release composed with its whole ancestry."""
-    chain = [*run_ancestry(run.parent_version), run]
-    delta = min(r.delta for r in chain)
-    return composed_epsilon(chain, delta=delta), delta
+def _lineage_rdp(runs: list[TrainingRun], accountant: Accountant, extra: Curve | None = None) -> Curve:
+    curves = [run_rdp(r, accountant) for r in runs] + ([extra] if extra is not None else [])
+    return curve_add(*curves) if curves else []
 
 
 def runs_for_subject(user_id: int) -> list[TrainingRun]:
@@ -163,59 +173,59 @@ def subject_running_epsilon(user_id: int) -> list[tuple[TrainingRun, float | Non
     return [(e.run, e.epsilon_after) for e in entries]
 
 
-def user_committed_epsilon(user_id: int) -> tuple[float, float]:
-    """(epsilon, delta) of everything released about this user: all their runs composed (read as stored at
-    the newest reservation; composed again only for rows from before it was stored)."""
-    held = subject_running_epsilon(user_id)
-    if not held:
-        return 0.0, 0.0
-    runs = [run for run, _ in held]
-    delta = min(r.delta for r in runs)
-    stored = held[-1][1]
-    if stored is not None and all(after is not None for _, after in held):
-        return stored, delta
-    return composed_epsilon(runs, delta=delta), delta
+def subject_sums(subjects: list[str], accountant: Accountant) -> dict[str, Curve]:
+    """Each subject's stored running RDP sums (zeros for a subject never counted): one row each."""
+    zero = accountant.release_rdp(1.0, 1.0, 0)  # no step released: zero at every order
+    stored = dict(SubjectLedger.objects.filter(subject__in=subjects).values_list("subject", "rdp"))
+    return {s: curve_load(stored[s]) if s in stored else list(zero) for s in subjects}
 
 
-def subjects_epsilon(subjects: list[str], extra: list[Step] | None = None,
-                     delta: float | None = None) -> dict[str, float]:
-    """Each subject's runs (plus `extra`) composed: one accountant call per distinct set of runs, not
-    per person.
-
-    At `delta` or, for each set, the smallest delta among its runs and `delta`.
-    """
-    held: dict[str, set[uuid.UUID]] = {s: set() for s in subjects}
-    for subject, run_id in (ManifestEntry.objects.filter(subject__in=subjects)
-                            .values_list("subject", "run_id")):
-        held[subject].add(run_id)
-    runs = {r.pk: r for r in TrainingRun.objects.filter(pk__in=set().union(*held.values()))}
-    by_history: dict[frozenset[uuid.UUID], float] = {}
-    for held_ids in {frozenset(ids) for ids in held.values()}:
-        past = [runs[i] for i in held_ids]
-        deltas = [r.delta for r in past] + ([delta] if delta is not None else [])
-        by_history[held_ids] = composed_epsilon(past, extra, delta=min(deltas)) if past or extra else 0.0
-    return {s: by_history[frozenset(ids)] for s, ids in held.items()}
+def _charge(sums: dict[str, Curve], release: Curve) -> dict[str, Curve]:
+    """Add a release to these subjects' running sums and store them; call under the ledger lock."""
+    after = {s: curve_add(curve, release) for s, curve in sums.items()}
+    rows = list(SubjectLedger.objects.filter(subject__in=list(after)))
+    for row in rows:
+        row.rdp = curve_dump(after[row.subject])
+    SubjectLedger.objects.bulk_update(rows, ["rdp"])
+    held = {row.subject for row in rows}
+    SubjectLedger.objects.bulk_create([SubjectLedger(subject=s, rdp=curve_dump(c))
+                                       for s, c in after.items() if s not in held])
+    return after
 
 
-def users_with_budget(user_ids: list[int]) -> set[int]:
-    """Those of these users whose ledger stays within DP_USER_EPSILON_CAP after one more noisy count (at
-    DP_DELTA): counting them is itself a release, charged even if the run is then refused."""
+def _filter_epsilons(sums: dict[str, Curve], accountant: Accountant) -> dict[str, float]:
+    """Each subject's filter epsilon at DP_DELTA (fixed in advance): one conversion per distinct sum."""
+    by_curve = {tuple(c): 0.0 for c in sums.values()}
+    for curve in by_curve:
+        by_curve[curve] = accountant.epsilon(list(curve), settings.DP_DELTA)
+    return {s: by_curve[tuple(c)] for s, c in sums.items()}
+
+
+def users_with_budget(user_ids: list[int], accountant: Accountant) -> set[int]:
+    """Those of these users whose filter stays within DP_USER_EPSILON_CAP after one more noisy count:
+    counting them is itself a release, charged even if the run is then refused."""
     by_subject = {pseudonym(u): u for u in user_ids}
-    spent = subjects_epsilon(list(by_subject), [(settings.DP_COUNT_NOISE, 1.0, 1)], settings.DP_DELTA)
+    count = accountant.release_rdp(settings.DP_COUNT_NOISE, 1.0, 1)
+    sums = {s: curve_add(c, count) for s, c in subject_sums(list(by_subject), accountant).items()}
+    spent = _filter_epsilons(sums, accountant)
     return {u for s, u in by_subject.items() if spent[s] <= settings.DP_USER_EPSILON_CAP}
 
 
 def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float, delta: float,
                 sample_rate: float, noise_multiplier: float, max_grad_norm: float, steps: int,
-                accountant: str, participants: int, count_noise: float,
+                accountant: str, participants: int, count_noise: float, ledger: Accountant,
                 parent_version: str = "") -> TrainingRun:
-    """Freeze the manifest and reserve the run's epsilon in one locked transaction, or refuse (409).
+    """Freeze the manifest and reserve the run in both Rényi filters in one locked transaction, or refuse
+    (409).
 
-    Refused when fewer than DP_MIN_PARTICIPANTS people are in it, when the lineage's ledger (its runs and
-    the parent's ancestry, composed with this run) would pass the lineage cap, or when any participant's
-    ledger would pass DP_USER_EPSILON_CAP. Every item is re-checked against the consent ledger inside the
+    Refused when fewer than DP_MIN_PARTICIPANTS people are in it, when the lineage's filter (its runs and
+    the parent's ancestry, with this run) would pass the lineage cap, or when every participant's would pass
+    DP_USER_EPSILON_CAP. A person whose filter this run would take past that cap is left out of the
+    manifest (Feldman & Zrnic's individual filter) and charged only the released count, which counted them
+    (a refused run row holds that charge). Every item is re-checked against the consent ledger inside the
     transaction. `participants` is the noisy count the plan was made from (the floor applies to it); the
-    exact count is len(items).
+    exact count is len(items). `accountant` names the accountant of the run's own epsilon (PRV); `ledger`
+    computes the filters' RDP.
     """
     if not items:
         raise InvalidInput("No eligible photos: nobody with training consent has a photo within retention.")
@@ -226,7 +236,8 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
                              details={"minimum": settings.DP_MIN_PARTICIPANTS})
     if epsilon <= 0 or not (0 < delta < 1) or count_noise <= 0:
         raise InvalidInput("Epsilon and the count's noise must be positive and delta in (0, 1).")
-    this_run = [(noise_multiplier, sample_rate, steps), (count_noise, 1.0, 1)]
+    count = ledger.release_rdp(count_noise, 1.0, 1)
+    this_run = curve_add(ledger.release_rdp(noise_multiplier, sample_rate, steps), count)
     with transaction.atomic():
         lineage = lineage_get_or_create(lineage_name)
         # Lock every lineage row, in pk order (no deadlocks): reservations queue here, so two of them can
@@ -234,10 +245,10 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
         list(Lineage.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
         lineage.refresh_from_db()
         committed_runs = _lineage_runs(lineage, parent_version)
-        at = min([lineage.delta, delta, *(r.delta for r in committed_runs)])
-        total = composed_epsilon(committed_runs, this_run, delta=at)
+        total = ledger.epsilon(_lineage_rdp(committed_runs, ledger, this_run), lineage.delta)
         if total > lineage.epsilon_cap + 1e-9:
-            committed = composed_epsilon(committed_runs, delta=at) if committed_runs else 0.0
+            committed = (ledger.epsilon(_lineage_rdp(committed_runs, ledger), lineage.delta)
+                         if committed_runs else 0.0)
             raise BudgetExceeded(
                 f"This run would bring lineage {lineage.name!r} (with its parent model's ancestry) to "
                 f"epsilon {total:.3f}, past its cap {lineage.epsilon_cap}; raise the noise multiplier or "
@@ -246,54 +257,80 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
                 details={"requested": epsilon, "committed": committed, "total": total,
                          "cap": lineage.epsilon_cap})
         _check_consents(items)
-        ledgers = subjects_epsilon([pseudonym(i.user_id) for i in items], this_run, delta)
-        over = sum(e > settings.DP_USER_EPSILON_CAP + 1e-9 for e in ledgers.values())
-        if over:
+        by_subject = {pseudonym(i.user_id): i for i in items}
+        sums = subject_sums(list(by_subject), ledger)
+        after = _filter_epsilons({s: curve_add(c, this_run) for s, c in sums.items()}, ledger)
+        over = {s for s, e in after.items() if e > settings.DP_USER_EPSILON_CAP + 1e-9}
+        if len(over) == len(by_subject):
             raise BudgetExceeded(
-                f"This run would take {over} participant(s) past the per-person cap "
+                f"This run would take every participant past the per-account cap "
                 f"{settings.DP_USER_EPSILON_CAP}; raise the noise multiplier or train fewer epochs.",
-                details={"participants_over_cap": over, "user_cap": settings.DP_USER_EPSILON_CAP})
-        entries = [{"subject": pseudonym(i.user_id), "photo_id": str(i.photo_id),
-                    "consent_record_id": str(i.consent_record_id)} for i in items]
+                details={"participants_over_cap": len(over), "user_cap": settings.DP_USER_EPSILON_CAP})
+        included = [i for s, i in by_subject.items() if s not in over]
+        entries = _entries(included)
         run = TrainingRun.objects.create(
             lineage=lineage, created_at=clock.now(), manifest_sha256=manifest_sha256(entries),
             participants=participants, count_noise=count_noise, sample_rate=sample_rate,
             noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, steps=steps, delta=delta,
             accountant=accountant, epsilon_reserved=epsilon, parent_version=parent_version,
-            lineage_epsilon_after=total)
-        # Each person's total with this run, composed above under the lock: stored once, read by pages
-        ManifestEntry.objects.bulk_create([ManifestEntry(run=run, epsilon_after=ledgers[e["subject"]], **e)
+            rdp=curve_dump(this_run), lineage_epsilon_after=total)
+        _charge({s: sums[s] for s in by_subject if s not in over}, this_run)
+        # Each person's filter epsilon with this run, computed above under the lock: stored, read by pages
+        ManifestEntry.objects.bulk_create([ManifestEntry(run=run, epsilon_after=after[e["subject"]], **e)
                                            for e in entries])
         audit_append(action="training.reserved", actor_id=None, subject="training",
                      object_ref=f"run:{run.id}",
                      details={"manifest_sha256": run.manifest_sha256, "participants_released": participants,
-                              "epsilon": epsilon, "delta": delta, "lineage": lineage.name})
+                              "epsilon": epsilon, "delta": delta, "lineage": lineage.name,
+                              "left_out_over_cap": len(over)})
+        if over:
+            _record_count_charge(lineage=lineage, items=[by_subject[s] for s in sorted(over)],
+                                 sums={s: sums[s] for s in over}, participants=participants,
+                                 count_noise=count_noise, delta=delta, accountant=accountant, ledger=ledger)
     return run
 
 
+def _entries(items: list[ManifestItem]) -> list[dict[str, str]]:
+    return [{"subject": pseudonym(i.user_id), "photo_id": str(i.photo_id),
+             "consent_record_id": str(i.consent_record_id)} for i in items]
+
+
 def count_release_charge(*, lineage_name: str, items: list[ManifestItem], participants: int,
-                         count_noise: float, delta: float, epsilon: float, accountant: str) -> TrainingRun:
+                         count_noise: float, delta: float, accountant: str,
+                         ledger: Accountant) -> TrainingRun:
     """Record a refused run: its noisy count was released, so every person it counted is charged for it.
 
     No training happened: the row's DP-SGD entry has 0 steps, and the lineage's models are not charged.
     """
-    entries = [{"subject": pseudonym(i.user_id), "photo_id": str(i.photo_id),
-                "consent_record_id": str(i.consent_record_id)} for i in items]
     with transaction.atomic():
         lineage = lineage_get_or_create(lineage_name)
         list(Lineage.objects.select_for_update().order_by("pk").values_list("pk", flat=True))  # ledger lock
-        ledgers = subjects_epsilon([e["subject"] for e in entries], [(count_noise, 1.0, 1)], delta)
-        now = clock.now()
-        run = TrainingRun.objects.create(
-            lineage=lineage, status=RunStatus.REFUSED, created_at=now, finished_at=released_time(now),
-            manifest_sha256=manifest_sha256(entries), participants=participants, count_noise=count_noise,
-            sample_rate=1.0, noise_multiplier=0.0, max_grad_norm=0.0, steps=0, delta=delta,
-            accountant=accountant, epsilon_reserved=epsilon, epsilon_spent=epsilon)
-        ManifestEntry.objects.bulk_create([ManifestEntry(run=run, epsilon_after=ledgers[e["subject"]], **e)
-                                           for e in entries])
-        audit_append(action="training.refused", actor_id=None, subject="training", object_ref=f"run:{run.id}",
-                     details={"participants_released": participants, "epsilon": epsilon, "delta": delta,
-                              "lineage": lineage.name})
+        sums = subject_sums([pseudonym(i.user_id) for i in items], ledger)
+        return _record_count_charge(lineage=lineage, items=items, sums=sums, participants=participants,
+                                    count_noise=count_noise, delta=delta, accountant=accountant,
+                                    ledger=ledger)
+
+
+def _record_count_charge(*, lineage: Lineage, items: list[ManifestItem], sums: dict[str, Curve],
+                         participants: int, count_noise: float, delta: float, accountant: str,
+                         ledger: Accountant) -> TrainingRun:
+    """A refused run row charging these people the released count; under the ledger lock."""
+    entries = _entries(items)
+    count = ledger.release_rdp(count_noise, 1.0, 1)
+    after = _filter_epsilons(_charge(sums, count), ledger)
+    now = clock.now()
+    # The count's own epsilon at the run's delta, as the run's row states a release (the filter is above)
+    epsilon = ledger.epsilon(count, delta)
+    run = TrainingRun.objects.create(
+        lineage=lineage, status=RunStatus.REFUSED, created_at=now, finished_at=released_time(now),
+        manifest_sha256=manifest_sha256(entries), participants=participants, count_noise=count_noise,
+        sample_rate=1.0, noise_multiplier=0.0, max_grad_norm=0.0, steps=0, delta=delta,
+        accountant=accountant, epsilon_reserved=epsilon, epsilon_spent=epsilon, rdp=curve_dump(count))
+    ManifestEntry.objects.bulk_create([ManifestEntry(run=run, epsilon_after=after[e["subject"]], **e)
+                                       for e in entries])
+    audit_append(action="training.refused", actor_id=None, subject="training", object_ref=f"run:{run.id}",
+                 details={"participants_released": participants, "epsilon": epsilon, "delta": delta,
+                          "lineage": lineage.name})
     return run
 
 

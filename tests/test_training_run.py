@@ -9,16 +9,17 @@ import logging
 
 import pytest
 import torch
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from PIL import Image
 
 from governance.models import AuditEvent, ManifestEntry, PrivacyAudit, RunStatus, TrainingRun
-from governance.training import ancestry_epsilon
 from inference import dp
 from inference.dp.audit import code_version
 from inference.generator.synthetic import Identity, place_in_photo
 from webplatform.models_registry import model_registry
 from webplatform.photos.models import Photo
+from webplatform.training.ledger import ancestry_epsilon
 from webplatform.training.services import (
     RunRequest,
     eligible_items,
@@ -105,7 +106,10 @@ def test_short_dp_run_registers_a_version_with_its_privacy_card(consenting_users
     # And each participant sees the run and their epsilon; an outsider sees none
     privacy = users[0].client.get("/api/v1/me/privacy").json()
     assert [r["run_id"] for r in privacy["runs"]] == [str(run.id)]
-    assert privacy["total_epsilon"] == pytest.approx(run.epsilon_reserved)
+    assert privacy["prv_epsilon"] == pytest.approx(run.epsilon_reserved)
+    assert privacy["total_epsilon"] == pytest.approx(dp.accounting.filter_epsilon(
+        history=[(run.noise_multiplier, run.sample_rate, run.steps), (run.count_noise, 1.0, 1)],
+        delta=settings.DP_DELTA))
     assert "epsilon" in privacy["explanation"]
     assert outsiders[0].client.get("/api/v1/me/privacy").json()["runs"] == []
 

@@ -7,7 +7,9 @@ from typing import Any
 
 from django.conf import settings
 
-from governance.training import run_history, subject_running_epsilon, user_committed_epsilon
+from governance.audit import pseudonym
+from governance.training import subject_running_epsilon, subject_sums
+from webplatform.training.ledger import filter_totals, ledger_accountant, prv_estimate
 
 UNIT = ("What Timeveil protects is one account's photo, not you as a person: a run uses at most one photo "
         "per account and never a photo showing more than one face, and an exact pixel copy held by several "
@@ -17,44 +19,50 @@ UNIT = ("What Timeveil protects is one account's photo, not you as a person: a r
 
 
 def privacy_report(user_id: int) -> dict[str, Any]:
-    """Runs whose manifests held the user, epsilon and delta each, and all of them composed."""
+    """Runs whose manifests held the user, epsilon and delta each, and all of them under the Rényi filter
+    the cap checks (with PRV's estimate for runs planned in advance beside it)."""
     held = subject_running_epsilon(user_id)
     runs = [run for run, _ in held]
-    cap = settings.DP_USER_EPSILON_CAP
-    # total_after: your composed total after that run, stored when it was reserved (None on old rows)
-    rows = [{"run_id": str(r.id), "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-             "status": r.status, "model_version": r.model_version, "lineage": r.lineage.name,
-             "epsilon": r.epsilon_reserved, "delta": r.delta, "total_after": after} for r, after in held]
+    cap, delta = settings.DP_USER_EPSILON_CAP, settings.DP_DELTA
     if not runs:
         return {"runs": [], "total_epsilon": 0.0, "total_delta": 0.0, "filter_epsilon": 0.0,
-                "filter_order": settings.DP_FILTER_ORDER, "epsilon_cap": cap, "unit": UNIT,
+                "filter_order": None, "prv_epsilon": 0.0, "prv_delta": 0.0, "epsilon_cap": cap,
+                "unit": UNIT,
                 "explanation": f"No training run has used your data. Your privacy loss is zero. {UNIT}"}
-    from inference.dp.accounting import filter_epsilon  # torch stays out of the web process's start-up
-
-    # Every run composed by the accountant (an upper bound), whatever its status: a reserved or failed
-    # run counts in full, and nothing is ever replaced by a smaller figure.
-    total, delta = user_committed_epsilon(user_id)
-    adaptive = filter_epsilon(history=[step for r in runs for step in run_history(r)], delta=delta,
-                              order=settings.DP_FILTER_ORDER)
+    # total_after: the filter's epsilon after that run, stored when it was reserved (computed for rows
+    # written without the ledger). Every run counts in full whatever its status: a reserved or failed one too.
+    stored = [after for _, after in held]
+    totals = stored if all(t is not None for t in stored) else filter_totals(runs, delta)
+    rows = [{"run_id": str(r.id), "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+             "status": r.status, "model_version": r.model_version, "lineage": r.lineage.name,
+             "epsilon": r.epsilon_reserved, "delta": r.delta, "total_after": after}
+            for r, after in zip(runs, totals, strict=True)]
+    accountant = ledger_accountant()
+    sums = subject_sums([pseudonym(user_id)], accountant)[pseudonym(user_id)]
+    total = float(totals[-1] or 0.0)
+    prv_delta = min(r.delta for r in runs)
+    prv = prv_estimate(runs, prv_delta)
     return {
         "runs": rows,
-        "total_epsilon": total,
+        "total_epsilon": total,  # the Rényi filter's: what the cap checks
         "total_delta": delta,
-        "filter_epsilon": adaptive,
-        "filter_order": settings.DP_FILTER_ORDER,
+        "filter_epsilon": total,
+        "filter_order": accountant.order(sums, delta) if any(sums) else None,
+        "prv_epsilon": prv,
+        "prv_delta": prv_delta,
         "epsilon_cap": cap,
         "unit": UNIT,
         "explanation": (
             f"{len(runs)} training run(s) used one of your photos. Differential privacy bounds what the "
-            f"resulting models can reveal about that photo: with total epsilon {total:.2f} and delta "
+            f"resulting models can reveal about that photo: with epsilon {total:.2f} and delta "
             f"{delta:.1e}, for any conclusion an observer could draw from them, its probability is at "
             f"most {_factor(total)} times what it would have been had your photo never been used, plus "
-            f"{delta:.1e}. "
-            f"Lower is more private. A run that would take this total past {cap:g} leaves your photo out. "
-            f"That total composes the runs as if all had been planned in advance; they were not (each run's "
-            f"settings follow noisy counts, and who joins follows the ledger), and for runs chosen that way "
-            f"the proven figure is the Rényi bound at order {settings.DP_FILTER_ORDER:g}: {adaptive:.2f} "
-            f"(Feldman and Zrnic 2021), which the cap does not yet check. {UNIT}"
+            f"{delta:.1e}. Lower is more private. That epsilon is a Rényi filter's (Feldman and Zrnic "
+            f"2021), which holds although each run's settings follow noisy counts and who joins follows "
+            f"the ledger. A run that would take it past {cap:g} leaves your photo out, charging you only "
+            f"the noisy count of participants that included you. Had every run been planned in advance, "
+            f"the tighter PRV accountant would give {prv:.2f} (at delta {prv_delta:.1e}): an estimate "
+            f"that is not proven for runs chosen as ours are, and not what the cap checks. {UNIT}"
         ),
     }
 

@@ -167,28 +167,57 @@ def compose_epsilon(*, history: list[Step], delta: float, accountant: str = "prv
     return _epsilon([(float(s), float(q), int(k)) for s, q, k in history], delta, accountant)
 
 
-# Rényi filter (Feldman & Zrnic 2021): at an order fixed in advance, RDP composes under fully adaptive choice
-# of each run's parameters and participants, so a cap checked on this sum is a valid privacy filter. PRV's
-# composition above is proven for a history fixed in advance; a person's runs are not (q, T and delta come
-# from noisy counts, and who is in a run depends on the ledger). The order suits budgets of a few to ten
-# at delta 1e-6 at the noise levels this platform plans (DP_FILTER_ORDER in settings picks another).
-FILTER_ORDER = 4.0
+# Rényi filter (Feldman & Zrnic 2021): at each order fixed in advance, RDP composes under fully adaptive
+# choice of each run's parameters and participants, so a cap checked on these sums is a valid privacy
+# filter. PRV's composition above is proven for a history fixed in advance; a person's runs are not (q, T
+# and delta come from noisy counts, and who is in a run depends on the ledger). The ledgers store each
+# person's and each run's sums at these orders (aligned with this tuple), so the orders are fixed for the
+# platform's life: changing them needs every stored sum recomputed
+# (webplatform/training/migrations/0001_rdp_fill_filter_sums does it).
+FILTER_ORDERS: tuple[float, ...] = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0)
 
 
-def filter_epsilon(*, history: list[Step], delta: float, order: float = FILTER_ORDER) -> float:
-    """Epsilon at `delta` of a history composed at one fixed Rényi order: the figure a Rényi filter at that
-    order caps, valid for adaptively chosen runs (an upper bound, looser than PRV's)."""
+def rdp_curve(history: list[Step] | tuple[Step, ...]) -> list[float]:
+    """A history's RDP at each of FILTER_ORDERS: Opacus' compute_rdp per entry, summed (RDP composes by
+    addition at a fixed order, adaptively too). Zero steps add nothing; zero noise gives infinity."""
+    curve = np.zeros(len(FILTER_ORDERS))
+    for s, q, k in history:
+        _check_run(s, q, k)
+        if int(k) == 0:
+            continue
+        if float(s) == 0.0:
+            return [math.inf] * len(FILTER_ORDERS)
+        curve += compute_rdp(q=float(q), noise_multiplier=float(s), steps=int(k), orders=list(FILTER_ORDERS))
+    return [float(v) for v in curve]
+
+
+def filter_conversion(rdp: list[float] | tuple[float, ...], delta: float) -> tuple[float, float]:
+    """(epsilon, order) of the Rényi filter over FILTER_ORDERS holding the sums `rdp`, at `delta`.
+
+    Opacus' get_privacy_spent (Balle et al. 2020's conversion) at delta / len(FILTER_ORDERS) for each order,
+    the smallest epsilon taken. Valid for adaptively chosen runs: at each order a the Feldman-Zrnic
+    supermartingale bounds the hockey-stick divergence on the event that the sum at a stayed within its
+    budget, and a filter admitting a release only while some order stays within its budget ends with at
+    least one such order: a union over the orders, each at delta / len(FILTER_ORDERS), gives (epsilon,
+    delta). A curve of zeros (nothing released) is 0.
+    """
     _check_delta(delta)
-    entries = [(float(s), float(q), int(k)) for s, q, k in history if int(k) > 0]
-    for entry in entries:
-        _check_run(*entry)
-    if not entries:
-        return 0.0
-    if any(s == 0.0 for s, _, _ in entries):
-        return math.inf
-    rdp = sum(float(np.sum(compute_rdp(q=q, noise_multiplier=s, steps=k, orders=[order])))
-              for s, q, k in entries)
-    with warnings.catch_warnings():  # one order is the point here, not a range to choose from
+    values = [float(v) for v in rdp]
+    if len(values) != len(FILTER_ORDERS):
+        raise ValueError(f"an RDP curve has one value per order of FILTER_ORDERS ({len(FILTER_ORDERS)}), "
+                         f"got {len(values)}: stored sums must be recomputed when the orders change")
+    if not any(values):
+        return 0.0, FILTER_ORDERS[0]
+    if any(math.isinf(v) for v in values):
+        return math.inf, FILTER_ORDERS[0]
+    with warnings.catch_warnings():  # "optimal order is the largest/smallest alpha": the set is fixed
         warnings.filterwarnings("ignore", message="Optimal order is the")
-        epsilon, _ = get_privacy_spent(orders=[order], rdp=[rdp], delta=delta)
-    return float(epsilon)
+        epsilon, order = get_privacy_spent(orders=list(FILTER_ORDERS), rdp=np.array(values),
+                                           delta=delta / len(FILTER_ORDERS))
+    return float(epsilon), float(order)
+
+
+def filter_epsilon(*, history: list[Step] | tuple[Step, ...], delta: float) -> float:
+    """Epsilon at `delta` of a history under the Rényi filter over FILTER_ORDERS: the figure the caps
+    check, valid for adaptively chosen runs (an upper bound, looser than PRV's)."""
+    return filter_conversion(rdp_curve(history), delta)[0]

@@ -193,6 +193,55 @@ def test_composed_epsilon_is_never_below_an_independent_pld_bound(runs, count_no
     assert ours >= lower - 1e-9, (ours, lower)
 
 
+# ---- the Rényi filter the caps check ------------------------------------------------------------------
+
+RELEASE = st.tuples(st.floats(0.5, 20.0), st.floats(1e-3, 1.0), st.integers(0, 400))
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), cap=st.floats(0.5, 12.0))
+def test_the_filter_never_lets_an_adaptively_chosen_sequence_pass_its_cap(data, cap):
+    # Each next release is drawn after seeing the filter's state so far (the adaptive analyst), and admitted
+    # only if the stored sums plus its RDP stay within the cap, as a reservation admits a person.
+    sums = dp.accounting.rdp_curve([])
+    admitted: list[tuple[float, float, int]] = []
+    for _ in range(data.draw(st.integers(1, 12), label="releases")):
+        spent = dp.accounting.filter_conversion(sums, 1e-6)[0]
+        release = data.draw(RELEASE if spent < cap / 2 else st.tuples(
+            st.floats(2.0, 20.0), st.floats(1e-3, 0.2), st.integers(1, 50)), label=f"after {spent:.2f}")
+        candidate = [a + b for a, b in zip(sums, dp.accounting.rdp_curve([release]), strict=True)]
+        if dp.accounting.filter_conversion(candidate, 1e-6)[0] <= cap:
+            sums = candidate
+            admitted.append(release)
+    # Then the whole admitted sequence, recomputed from scratch, is within the cap
+    assert dp.accounting.filter_epsilon(history=admitted, delta=1e-6) <= cap + 1e-9
+    assert sums == pytest.approx(dp.accounting.rdp_curve(admitted))
+
+
+@settings(max_examples=15, deadline=None)
+@given(runs=st.lists(st.tuples(st.floats(0.5, 5.0), st.floats(1e-3, 1.0), st.integers(1, 500)),
+                     min_size=1, max_size=4))
+def test_the_filter_is_opacus_rdp_at_fixed_orders_and_looser_than_prv(runs):
+    from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+
+    orders = list(dp.accounting.FILTER_ORDERS)
+    curve = sum(compute_rdp(q=q, noise_multiplier=s, steps=k, orders=orders) for s, q, k in runs)
+    assert dp.accounting.rdp_curve(runs) == pytest.approx(list(curve))
+    # a union over the orders: each at delta / len(orders)
+    expected = get_privacy_spent(orders=orders, rdp=curve, delta=1e-6 / len(orders))[0]
+    assert dp.accounting.filter_epsilon(history=runs, delta=1e-6) == pytest.approx(expected)
+    assert dp.accounting.filter_epsilon(history=runs, delta=1e-6) >= dp.compose_epsilon(
+        history=runs, delta=1e-6) - 1e-9
+
+
+def test_the_filter_of_nothing_is_zero_and_of_no_noise_infinite():
+    assert dp.accounting.filter_epsilon(history=[], delta=1e-6) == 0.0
+    assert dp.accounting.filter_epsilon(history=[(0.0, 1.0, 0)], delta=1e-6) == 0.0
+    assert dp.accounting.filter_epsilon(history=[(0.0, 0.1, 3)], delta=1e-6) == math.inf
+    with pytest.raises(ValueError, match="one value per order"):
+        dp.accounting.filter_conversion([1.0, 2.0], 1e-6)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"noise_multiplier": -1.0}, "noise_multiplier"), ({"sample_rate": 0.0}, "sample_rate"),
     ({"steps": -3}, "steps"), ({"delta": 1.0}, "delta"), ({"accountant": "moments"}, "accountant"),

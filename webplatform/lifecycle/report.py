@@ -15,6 +15,7 @@ from governance.models import AuditEvent, ConsentRecord, ErasureRequest, Lineage
 from governance.training import lineage_committed_epsilon
 from webplatform.jobs.models import TransformationResult
 from webplatform.photos.models import Photo
+from webplatform.training.ledger import ledger_accountant
 
 from .retention import retention_backlog
 
@@ -62,7 +63,7 @@ def _training() -> dict[str, Any]:
     """Each lineage's budget (cap, committed, left) and its runs, newest first."""
     lineages = []
     for lineage in Lineage.objects.order_by("name"):
-        committed = lineage_committed_epsilon(lineage)
+        committed = lineage_committed_epsilon(lineage, ledger_accountant())  # the Rényi filter's
         lineages.append({
             "lineage": lineage.name, "epsilon_cap": lineage.epsilon_cap, "delta": lineage.delta,
             "epsilon_committed": committed, "epsilon_remaining": max(lineage.epsilon_cap - committed, 0.0),

@@ -16,9 +16,9 @@ from governance.audit_rollups import rollup_counts
 from governance.consent import PROCESSING, TRAINING
 from governance.erasure_requests import erasure_status
 from governance.models import ErasureRequest, Lineage, PolicyVersion, RunStatus, TrainingRun
-from governance.training import composed_epsilon
 from webplatform.jobs.models import TransformationResult
 from webplatform.photos.models import DueReason, Photo
+from webplatform.training.ledger import filter_totals
 
 from .charts import Chart, Series, bar_chart, line_chart
 
@@ -189,12 +189,6 @@ def erasure_chart() -> dict[str, Any]:
                      for r, t in zip(requests, taken, strict=True)]}
 
 
-def running_epsilon(runs: list[TrainingRun], delta: float | None = None) -> list[float]:
-    """Epsilon of the first 1, 2, ... n runs together, composed as the ledger composes them: only for rows
-    from before the ledger stored its totals at reservation (one accountant call per prefix)."""
-    return [round(composed_epsilon(runs[:k + 1], delta=delta), 3) for k in range(len(runs))]
-
-
 def budget_chart() -> dict[str, Any]:
     """Each lineage's committed epsilon after each of its runs (on one time axis), with the cap."""
     lineages = list(Lineage.objects.order_by("name"))
@@ -202,38 +196,36 @@ def budget_chart() -> dict[str, Any]:
     values: dict[int, list[float]] = {}
     for lineage in lineages:
         own = [r for r in runs if r.lineage_id == lineage.pk]
-        # the lineage's totals stored at each reservation; composed here only for rows from before that
+        # the lineage's filter totals stored at each reservation; computed here only for rows written
+        # without the ledger (its own runs, prefix by prefix)
         model_runs = [r for r in own if r.status != RunStatus.REFUSED]
         if all(r.lineage_epsilon_after is not None for r in model_runs):
             totals = {r.pk: round(float(r.lineage_epsilon_after or 0.0), 3) for r in model_runs}
         else:
-            totals = dict(zip((r.pk for r in own), running_epsilon(own, delta=lineage.delta), strict=True))
+            totals = {r.pk: round(t, 3) for r, t in zip(model_runs, filter_totals(model_runs, lineage.delta),
+                                                         strict=True)}
         current, values[lineage.pk] = 0.0, []
         for run in runs:  # carry the lineage's total across other lineages' runs
             current = totals.get(run.pk, current)
             values[lineage.pk].append(current)
     cap = max((lineage.epsilon_cap for lineage in lineages), default=settings.DP_EPSILON_CAP)
     chart = Chart("budget-chart", "Privacy budget spent per model lineage",
-                  "Epsilon committed by each lineage after each training run (all its runs so far composed), "
-                  "against the cap.",
+                  "Epsilon committed by each lineage after each training run (its runs so far under the "
+                  "Rényi filter the cap checks), against the cap.",
                   [_label(r.created_at.date()) for r in runs],
                   [Series(lineage.name, values[lineage.pk]) for lineage in lineages],
                   y_label="epsilon", limit=cap, limit_label=f"cap {cap:g}")
     return {"svg": line_chart(chart), "chart": chart}
 
 
-def user_epsilon_chart(runs: list[TrainingRun], *, cap: float,
-                       stored: list[float | None] | None = None) -> dict[str, Any]:
-    """The user's epsilon per run and all their runs so far composed (the figure their cap applies to):
-    the totals the ledger stored at each reservation when every run has one, else composed here."""
-    if stored is not None and all(t is not None for t in stored):
-        totals = [round(float(t or 0.0), 3) for t in stored]
-    else:
-        totals = running_epsilon(runs, delta=min((r.delta for r in runs), default=None))
+def user_epsilon_chart(runs: list[TrainingRun], *, cap: float, totals: list[float]) -> dict[str, Any]:
+    """The user's epsilon per run and, after each, the Rényi filter's figure over all their runs so far
+    (what their cap checks), as the privacy report gives it."""
     labels = [_label((r.finished_at or r.created_at).date()) for r in runs]
     chart = Chart("epsilon-chart", "Your privacy loss over training runs",
-                  "Epsilon of each training run that used your photo, and all of them so far composed.",
+                  "Epsilon of each training run that used your photo, and the Rényi filter's total of all "
+                  "of them so far (the figure the cap checks).",
                   labels, [Series("this run", [round(float(r.epsilon_reserved), 3) for r in runs]),
-                           Series("your total", totals)],
+                           Series("your total", [round(float(t), 3) for t in totals])],
                   y_label="epsilon", limit=cap, limit_label=f"cap {cap:g}")
     return {"svg": line_chart(chart), "chart": chart}

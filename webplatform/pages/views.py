@@ -391,7 +391,7 @@ def privacy(request: HttpRequest) -> HttpResponse:
         "privacy": report, "cap": cap,
         "gauge": gauge(spent=spent, reserved=reserved, cap=cap, label="Your epsilon"),
         "spent": spent, "reserved": reserved, "chart": selectors.user_epsilon_chart(
-            runs, cap=cap, stored=[row["total_after"] for row in report["runs"]]),
+            runs, cap=cap, totals=[row["total_after"] for row in report["runs"]]),
         "training_photo": training_photo_get(user_id=uid),
     })
 

@@ -29,7 +29,6 @@ from governance.errors import CohortTooSmall, IntegrityFailure, InvalidInput, Ti
 from governance.models import PrivacyAudit, RunStatus, TrainingRun
 from governance.training import (
     ManifestItem,
-    ancestry_epsilon,
     count_release_charge,
     privacy_audit_record,
     run_ancestry,
@@ -47,6 +46,8 @@ from webplatform.heartbeat import heartbeat
 from webplatform.models_registry import model_registry
 from webplatform.photos.models import Photo
 from webplatform.taskqueue import TRAINING, publish
+
+from .ledger import ancestry_epsilon, ledger_accountant
 
 PRIVACY_UNIT = ("one account's photo: at most one photo per account, no photo showing more than one face, "
                 "and an exact pixel copy held by several accounts used once per run; a re-encoded or edited "
@@ -109,8 +110,8 @@ def eligible_items() -> list[ManifestItem]:
     items: list[ManifestItem] = []
     seen: set[str] = set()
     candidates = training_candidates()
-    # Whose budget is spent: a privacy filter reading the ledger, never their data
-    with_budget = users_with_budget([c.user_id for c in candidates])
+    # Whose budget is spent: the Rényi filter reading the ledger, never their data
+    with_budget = users_with_budget([c.user_id for c in candidates], ledger_accountant())
     for candidate in candidates:
         if candidate.user_id not in with_budget:
             continue
@@ -193,8 +194,6 @@ def training_run_create(request: RunRequest) -> TrainingRun:
     target out of reach, a cap, a consent that changed) is recorded as a refused run that charges the
     count's epsilon to every person it counted, so repeated attempts cannot average it for free.
     """
-    from inference.dp import epsilon_for  # torch stays out of start-up
-
     _check_request(request)
     items = eligible_items()
     if not items:  # says only that nobody at all is eligible (docs/training.md: what remains)
@@ -207,16 +206,13 @@ def training_run_create(request: RunRequest) -> TrainingRun:
             lineage_name=lineage, items=items, epsilon=plan.epsilon,
             delta=plan.delta, sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
             max_grad_norm=request.max_grad_norm, steps=plan.steps, accountant=plan.accountant,
-            participants=plan.participants, count_noise=plan.count_noise,
+            participants=plan.participants, count_noise=plan.count_noise, ledger=ledger_accountant(),
             parent_version=model_registry().promoted_version() or "",
         )
     except TimeveilError:
-        delta = run_delta(participants)
         count_release_charge(lineage_name=lineage, items=items, participants=participants,
-                             count_noise=settings.DP_COUNT_NOISE, delta=delta,
-                             epsilon=epsilon_for(noise_multiplier=settings.DP_COUNT_NOISE, sample_rate=1.0,
-                                                 steps=1, delta=delta, accountant=settings.DP_ACCOUNTANT),
-                             accountant=settings.DP_ACCOUNTANT)
+                             count_noise=settings.DP_COUNT_NOISE, delta=run_delta(participants),
+                             accountant=settings.DP_ACCOUNTANT, ledger=ledger_accountant())
         raise
 
 
