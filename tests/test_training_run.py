@@ -96,6 +96,10 @@ def test_short_dp_run_registers_a_version_with_its_privacy_card(consenting_users
     assert card["manifest_sha256"] == run.manifest_sha256
     assert (card["epsilon"] == pytest.approx(ancestry_epsilon(run)[0])
             and run.epsilon_spent == run.epsilon_reserved)
+    assert card["epsilon_filter"] == pytest.approx(dp.accounting.filter_epsilon(
+        history=[(run.noise_multiplier, run.sample_rate, run.steps), (run.count_noise, 1.0, 1)],
+        delta=card["delta"]))
+    assert card["epsilon_filter"] >= card["epsilon"]
     assert card["ancestry"] == [str(run.id)] and "one account's photo" in card["privacy_unit"]
     # And nothing private for free: the count only as released with noise, no losses or batch statistics
     assert card["participants_released"] == run.participants and card["participants_noise_std"] > 0

@@ -426,8 +426,6 @@ DP_COUNT_NOISE = env.float("DP_COUNT_NOISE", default=10.0)
 # same run and epsilon, the noise added once (inference/dp/distributed.py). 1: in the worker's own process.
 DP_TRAIN_PROCESSES = env.int("DP_TRAIN_PROCESSES", default=1)
 DP_TRAIN_BACKEND = env.str("DP_TRAIN_BACKEND", default="gloo")
-# The Rényi order of the adaptive-composition figure shown beside each person's PRV total (docs/training.md).
-DP_FILTER_ORDER = env.float("DP_FILTER_ORDER", default=4.0)
 # A run's finished_at is shown rounded down to this: its duration grows with the number of faces loaded.
 DP_RUN_TIME_GRANULARITY = timedelta(hours=env.int("DP_RUN_TIME_GRANULARITY_HOURS", default=24))
 

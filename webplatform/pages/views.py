@@ -51,6 +51,7 @@ from webplatform.photos.services import (
 )
 from webplatform.photos.thumbnails import thumbnail_jpeg
 from webplatform.privacy import privacy_report
+from webplatform.training.ledger import filter_totals
 
 from . import selectors
 from .charts import gauge
@@ -380,13 +381,13 @@ def privacy(request: HttpRequest) -> HttpResponse:
     report = privacy_report(uid)
     cap = float(report.get("epsilon_cap", settings.DP_EPSILON_CAP))
     total = float(report["total_epsilon"])
-    # Runs still in progress count in the total already (as reserved): the gauge shows them apart.
+    # Runs still in progress count in the total already (as reserved): the gauge shows them apart, as the
+    # filter's figure without them and what they add to it (the filter's figures do not add up run by run).
     runs = [r for r, _ in subject_running_epsilon(uid)]
-    reserved = sum(
-        float(r.epsilon_reserved) for r in runs if r.status in (RunStatus.RESERVED, RunStatus.RUNNING)
-    )
-    reserved = min(reserved, total)
-    spent = total - reserved
+    settled = [r for r in runs if r.status not in (RunStatus.RESERVED, RunStatus.RUNNING)]
+    spent = total if len(settled) == len(runs) else (
+        filter_totals(settled, settings.DP_DELTA)[-1] if settled else 0.0)
+    reserved = max(total - spent, 0.0)
     return render(request, "privacy.html", {
         "privacy": report, "cap": cap,
         "gauge": gauge(spent=spent, reserved=reserved, cap=cap, label="Your epsilon"),

@@ -73,3 +73,8 @@ def ancestry_epsilon(run: TrainingRun) -> tuple[float, float]:
     chain = [*run_ancestry(run.parent_version), run]
     delta = min(r.delta for r in chain)
     return prv_estimate(chain, delta), delta
+
+
+def ancestry_filter_epsilon(run: TrainingRun, delta: float) -> float:
+    """The same ancestry under the Rényi filter at `delta`: valid for adaptively chosen runs, looser."""
+    return filter_totals([*run_ancestry(run.parent_version), run], delta)[-1]

@@ -47,7 +47,7 @@ from webplatform.models_registry import model_registry
 from webplatform.photos.models import Photo
 from webplatform.taskqueue import TRAINING, publish
 
-from .ledger import ancestry_epsilon, ledger_accountant
+from .ledger import ancestry_epsilon, ancestry_filter_epsilon, ledger_accountant
 
 PRIVACY_UNIT = ("one account's photo: at most one photo per account, no photo showing more than one face, "
                 "and an exact pixel copy held by several accounts used once per run; a re-encoded or edited "
@@ -313,7 +313,10 @@ def _train(run: TrainingRun, request: RunRequest, registry: Any, *, progress: bo
             "training_run": str(run.id),
             "ancestry": [str(r.id) for r in run_ancestry(run.parent_version)] + [str(run.id)],
             "age_estimator": card["age_estimator"], "manifest_sha256": run.manifest_sha256,
-            "epsilon": epsilon, "delta": delta, "epsilon_this_run": run.epsilon_reserved,
+            # epsilon: PRV's, proven for runs fixed in advance; epsilon_filter: the Rényi filter's over the
+            # same ancestry, proven for runs chosen adaptively (as ours are), the kind the lineage cap checks
+            "epsilon": epsilon, "delta": delta, "epsilon_filter": ancestry_filter_epsilon(run, delta),
+            "epsilon_this_run": run.epsilon_reserved,
             "delta_this_run": run.delta,
             "participants_released": run.participants, "participants_noise_std": run.count_noise,
             "noise_multiplier": run.noise_multiplier, "max_grad_norm": run.max_grad_norm,
