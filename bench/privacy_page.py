@@ -2,11 +2,10 @@
 
     .venv/bin/python bench/privacy_page.py [--repeat 20] [--runs 1,10,50]
 
-Each run composes a person's epsilon once, at reservation under the ledger lock, and stores it on their
-manifest entry (and the lineage's on the run); the page reads those figures. The rows are made directly
-(bulk_create) with stored totals, as run_reserve writes them: reserving 50 real runs would spend minutes in
-the accountant, which is the reservation's cost, not the page's. Every request is cold: nothing caches a
-composition. Prints the median ms of GET /privacy and of GET /healthz (the bare page) in the same run, and
+Each reservation stores a person's Rényi-filter epsilon on their manifest entry (and the lineage's on the
+run); the page reads those figures (PRV's estimate is composed only on request, `?estimate=prv`, not
+measured here). The rows are made directly (bulk_create) with stored totals, as run_reserve writes them.
+Every request is cold: nothing caches a composition. Prints the median ms of GET /privacy and of GET /healthz (the bare page) in the same run, and
 their ratio (goal: the privacy page under 50 ms for a person in 50 runs).
 """
 

@@ -27,6 +27,7 @@ from governance.training import (
     run_finish,
     run_reserve,
     run_start,
+    subject_sums,
     training_candidates,
 )
 from inference import dp
@@ -161,7 +162,8 @@ def test_the_privacy_report_composes_every_run_that_held_the_person_and_states_t
     everyone = eligible_items()
     a = finish(reserve(everyone, noise=1.0))
     b = reserve([i for i in everyone if i.user_id == first.pk], noise=3.0)  # reserved: counted already
-    report = first.client.get("/api/v1/me/privacy").json()
+    assert first.client.get("/api/v1/me/privacy").json()["prv_epsilon"] is None  # composed only if asked
+    report = first.client.get("/api/v1/me/privacy?estimate=prv").json()
     assert [r["run_id"] for r in report["runs"]] == [str(a.id), str(b.id)]
     # The total is the Rényi filter's, the figure the cap checks, at the ledger's delta
     assert report["total_epsilon"] == report["filter_epsilon"] == pytest.approx(filtered(a, b))
@@ -198,7 +200,7 @@ def test_the_shown_epsilon_is_never_below_an_independent_pld_bound(people, runs)
         run = reserve(items, noise=sigma, q=q, steps=steps, lineage="prop")
         if with_me:
             mine.append(run)
-    report = me.client.get("/api/v1/me/privacy").json()
+    report = me.client.get("/api/v1/me/privacy?estimate=prv").json()
     # Google's dp_accounting (PLD, pessimistic), composing the same releases: the shown figure is never lower
     accountant = pld.PLDAccountant(value_discretization_interval=1e-3)
     for run in mine:
@@ -333,6 +335,25 @@ def test_each_persons_and_lineages_total_is_stored_at_reservation_and_pages_read
     assert response.status_code == 200 and f"{filtered(a, b):.2f}" in response.content.decode()
 
 
+def test_the_prv_estimate_is_left_out_past_its_bound_and_the_filter_figure_stays(people, settings):
+    first, _ = people(2)
+    everyone = eligible_items()
+    a = reserve(everyone, noise=3.0)
+    b = reserve([i for i in everyone if i.user_id == first.pk], noise=3.0)
+    settings.DP_PRV_ESTIMATE_MAX_RUNS = 1
+    report = privacy_report(first.pk, prv=True)
+    assert report["prv_epsilon"] is None and "PRV" in report["explanation"]
+    assert "not computed for more than 1 runs" in report["explanation"]
+    assert report["total_epsilon"] == pytest.approx(filtered(a, b))
+    page = Client()
+    page.force_login(first.user)
+    response = page.get("/privacy?estimate=prv")
+    assert response.status_code == 200 and 'id="prv-epsilon"' not in response.content.decode()
+    settings.DP_PRV_ESTIMATE_MAX_RUNS = 2
+    asked = page.get("/privacy?estimate=prv").content.decode()
+    assert 'id="prv-epsilon"' in asked and f"{composed(a, b):.2f}" in asked
+
+
 def test_a_runs_finishing_time_is_shown_at_the_configured_granularity(people, settings):
     people(1)
     run = finish(reserve(eligible_items()))
@@ -415,7 +436,8 @@ def test_adaptive_runs_never_take_anyone_past_the_cap_and_stored_sums_equal_a_re
         items = [i for i in eligible_items() if i.user_id in mine]
         if not items:
             break
-        spent = max(privacy_report(i.user_id)["total_epsilon"] for i in items)
+        sums = subject_sums([pseudonym(i.user_id) for i in items], ledger_accountant())
+        spent = max(ledger_accountant().epsilon(c, settings.DP_DELTA) for c in sums.values())
         chosen = data.draw(st.lists(st.sampled_from(items), min_size=1, unique=True), label=f"who {n}")
         noise = data.draw(st.floats(0.9, 4.0) if spent < cap / 2 else st.floats(1.5, 6.0), label="noise")
         try:

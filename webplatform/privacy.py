@@ -18,9 +18,10 @@ UNIT = ("What Timeveil protects is one account's photo, not you as a person: a r
         "own, and your real loss can be the composition of them all.")
 
 
-def privacy_report(user_id: int) -> dict[str, Any]:
+def privacy_report(user_id: int, *, prv: bool = False) -> dict[str, Any]:
     """Runs whose manifests held the user, epsilon and delta each, and all of them under the Rényi filter
-    the cap checks (with PRV's estimate for runs planned in advance beside it)."""
+    the cap checks; with `prv`, PRV's estimate for runs planned in advance beside it (composed on each
+    request, so only when asked, and only for at most DP_PRV_ESTIMATE_MAX_RUNS runs)."""
     held = subject_running_epsilon(user_id)
     runs = [run for run, _ in held]
     cap, delta = settings.DP_USER_EPSILON_CAP, settings.DP_DELTA
@@ -41,14 +42,25 @@ def privacy_report(user_id: int) -> dict[str, Any]:
     sums = subject_sums([pseudonym(user_id)], accountant)[pseudonym(user_id)]
     total = float(totals[-1] or 0.0)
     prv_delta = min(r.delta for r in runs)
-    prv = prv_estimate(runs, prv_delta)
+    # PRV composes every run again on each request (about 0.2 s a run): only when asked, and bounded
+    within_bound = len(runs) <= settings.DP_PRV_ESTIMATE_MAX_RUNS
+    estimate_prv = prv_estimate(runs, prv_delta) if prv and within_bound else None
+    if estimate_prv is not None:
+        estimate = (f"Had every run been planned in advance, the tighter PRV accountant would give "
+                    f"{estimate_prv:.2f} (at delta {prv_delta:.1e}): an estimate that is not proven for "
+                    "runs chosen as ours are, and not what the cap checks. ")
+    elif prv:
+        estimate = (f"PRV's tighter estimate for runs planned in advance is not computed for more than "
+                    f"{settings.DP_PRV_ESTIMATE_MAX_RUNS} runs. ")
+    else:
+        estimate = ""
     return {
         "runs": rows,
         "total_epsilon": total,  # the Rényi filter's: what the cap checks
         "total_delta": delta,
         "filter_epsilon": total,
         "filter_order": accountant.order(sums, delta) if any(sums) else None,
-        "prv_epsilon": prv,
+        "prv_epsilon": estimate_prv,  # None unless asked for, and past DP_PRV_ESTIMATE_MAX_RUNS runs
         "prv_delta": prv_delta,
         "epsilon_cap": cap,
         "unit": UNIT,
@@ -60,9 +72,7 @@ def privacy_report(user_id: int) -> dict[str, Any]:
             f"{delta:.1e}. Lower is more private. That epsilon is a Rényi filter's (Feldman and Zrnic "
             f"2021), which holds although each run's settings follow noisy counts and who joins follows "
             f"the ledger. A run that would take it past {cap:g} leaves your photo out, charging you only "
-            f"the noisy count of participants that included you. Had every run been planned in advance, "
-            f"the tighter PRV accountant would give {prv:.2f} (at delta {prv_delta:.1e}): an estimate "
-            f"that is not proven for runs chosen as ours are, and not what the cap checks. {UNIT}"
+            f"the noisy count of participants that included you. {estimate}{UNIT}"
         ),
     }
 

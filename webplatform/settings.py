@@ -426,6 +426,9 @@ DP_COUNT_NOISE = env.float("DP_COUNT_NOISE", default=10.0)
 # same run and epsilon, the noise added once (inference/dp/distributed.py). 1: in the worker's own process.
 DP_TRAIN_PROCESSES = env.int("DP_TRAIN_PROCESSES", default=1)
 DP_TRAIN_BACKEND = env.str("DP_TRAIN_BACKEND", default="gloo")
+# The privacy page and API give PRV's estimate beside the Rényi filter's figure on request, and only for a
+# person held by at most this many runs: PRV composes every run on each request, about 0.2 s a run.
+DP_PRV_ESTIMATE_MAX_RUNS = env.int("DP_PRV_ESTIMATE_MAX_RUNS", default=5)
 # A run's finished_at is shown rounded down to this: its duration grows with the number of faces loaded.
 DP_RUN_TIME_GRANULARITY = timedelta(hours=env.int("DP_RUN_TIME_GRANULARITY_HOURS", default=24))
 

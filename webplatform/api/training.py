@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -56,7 +56,10 @@ class ModelListApi(APIView):
 
 
 class PrivacyApi(APIView):
-    @extend_schema(responses={200: OpenApiTypes.OBJECT, 401: ErrorResponse})
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 401: ErrorResponse}, parameters=[OpenApiParameter(
+        "estimate", str, enum=["prv"], description="prv: add PRV's estimate for runs planned in advance "
+        "(prv_epsilon; composed on request, for at most DP_PRV_ESTIMATE_MAX_RUNS runs)")])
     def get(self, request: Request) -> Response:
-        """Training runs that used the caller's data, epsilon and delta each and in total, in plain words."""
-        return Response(privacy_report(user_id(request)))
+        """Training runs that used the caller's data, epsilon and delta each and in total (the Rényi
+        filter's, what the cap checks), in plain words."""
+        return Response(privacy_report(user_id(request), prv=request.query_params.get("estimate") == "prv"))

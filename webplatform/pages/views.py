@@ -378,7 +378,7 @@ def receipt_download(request: HttpRequest, receipt_id: uuid.UUID) -> HttpRespons
 def privacy(request: HttpRequest) -> HttpResponse:
     """The user's privacy loss: a gauge against the cap, a chart over runs, the runs, in plain words."""
     uid = user_id(request)
-    report = privacy_report(uid)
+    report = privacy_report(uid, prv=request.GET.get("estimate") == "prv")
     cap = float(report.get("epsilon_cap", settings.DP_EPSILON_CAP))
     total = float(report["total_epsilon"])
     # Runs still in progress count in the total already (as reserved): the gauge shows them apart, as the
