@@ -5,8 +5,9 @@
 Each reservation stores a person's Rényi-filter epsilon on their manifest entry (and the lineage's on the
 run); the page reads those figures (PRV's estimate is composed only on request, `?estimate=prv`, not
 measured here). The rows are made directly (bulk_create) with stored totals, as run_reserve writes them.
-Every request is cold: nothing caches a composition. Prints the median ms of GET /privacy and of GET /healthz (the bare page) in the same run, and
-their ratio (goal: the privacy page under 50 ms for a person in 50 runs).
+Every request is cold: nothing caches a composition. Prints the median ms of GET /privacy and of GET
+/healthz (the bare page) in the same run, and their ratio (goal: the privacy page under 50 ms for a person
+in 50 runs).
 """
 
 from __future__ import annotations
