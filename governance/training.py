@@ -211,6 +211,18 @@ def users_with_budget(user_ids: list[int], accountant: Accountant) -> set[int]:
     return {u for s, u in by_subject.items() if spent[s] <= settings.DP_USER_EPSILON_CAP}
 
 
+def ledger_lock(lineage_name: str) -> Lineage:
+    """Take the ledgers' lock inside the caller's transaction, and return the lineage (made if new).
+
+    Every lineage row is locked, in pk order (no deadlocks): reservations and count releases queue here, so
+    two of them can pass neither a lineage cap nor a person's cap together, even in different lineages.
+    """
+    lineage = lineage_get_or_create(lineage_name)
+    list(Lineage.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
+    lineage.refresh_from_db()
+    return lineage
+
+
 def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float, delta: float,
                 sample_rate: float, noise_multiplier: float, max_grad_norm: float, steps: int,
                 accountant: str, participants: int, count_noise: float, ledger: Accountant,
@@ -239,11 +251,7 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
     count = ledger.release_rdp(count_noise, 1.0, 1)
     this_run = curve_add(ledger.release_rdp(noise_multiplier, sample_rate, steps), count)
     with transaction.atomic():
-        lineage = lineage_get_or_create(lineage_name)
-        # Lock every lineage row, in pk order (no deadlocks): reservations queue here, so two of them can
-        # pass neither a lineage cap nor a person's cap together, even in different lineages.
-        list(Lineage.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
-        lineage.refresh_from_db()
+        lineage = ledger_lock(lineage_name)
         committed_runs = _lineage_runs(lineage, parent_version)
         total = ledger.epsilon(_lineage_rdp(committed_runs, ledger, this_run), lineage.delta)
         if total > lineage.epsilon_cap + 1e-9:
@@ -303,8 +311,7 @@ def count_release_charge(*, lineage_name: str, items: list[ManifestItem], partic
     No training happened: the row's DP-SGD entry has 0 steps, and the lineage's models are not charged.
     """
     with transaction.atomic():
-        lineage = lineage_get_or_create(lineage_name)
-        list(Lineage.objects.select_for_update().order_by("pk").values_list("pk", flat=True))  # ledger lock
+        lineage = ledger_lock(lineage_name)
         sums = subject_sums([pseudonym(i.user_id) for i in items], ledger)
         return _record_count_charge(lineage=lineage, items=items, sums=sums, participants=participants,
                                     count_noise=count_noise, delta=delta, accountant=accountant,

@@ -504,3 +504,19 @@ def test_rows_written_without_the_ledger_are_computed_from_their_parameters(peop
     page = Client()
     page.force_login(first.user)
     assert page.get("/privacy").status_code == 200
+
+
+def test_the_count_is_drawn_only_for_people_whose_filter_takes_it_under_the_lock(people, settings):
+    # Given a snapshot taken while both people had budget, and a run that then spent the first's
+    first, second = people(2)
+    snapshot = eligible_items()
+    heavy = reserve([i for i in snapshot if i.user_id == first.pk], noise=0.9)  # about 7.0
+    settings.DP_USER_EPSILON_CAP = 6.98  # one more count (6.97 to 6.99 under the filter) no longer fits
+    # When an attempt releases its count from that stale snapshot
+    with patch("webplatform.training.services.eligible_items", return_value=snapshot), \
+            patch("webplatform.training.services.released_count", return_value=1) as count:
+        run = training_run_create(RunRequest(target_epsilon=2.0, batch_size=1))
+    # Then the first was neither counted nor charged: the filter was checked under the lock
+    count.assert_called_once_with(1)
+    assert list(run.entries.values_list("subject", flat=True)) == [pseudonym(second.pk)]
+    assert privacy_report(first.pk)["total_epsilon"] == pytest.approx(filtered(heavy))

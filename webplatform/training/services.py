@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from PIL import Image
 
@@ -30,6 +31,7 @@ from governance.models import PrivacyAudit, RunStatus, TrainingRun
 from governance.training import (
     ManifestItem,
     count_release_charge,
+    ledger_lock,
     privacy_audit_record,
     run_ancestry,
     run_beat,
@@ -196,24 +198,35 @@ def training_run_create(request: RunRequest) -> TrainingRun:
     """
     _check_request(request)
     items = eligible_items()
-    if not items:  # says only that nobody at all is eligible (docs/training.md: what remains)
-        raise InvalidInput("No eligible photos: nobody with training consent has a photo within retention.")
-    participants = released_count(len(items))
     lineage = request.lineage or settings.DP_LINEAGE
-    try:
-        plan = run_plan(request, participants)
-        return run_reserve(
-            lineage_name=lineage, items=items, epsilon=plan.epsilon,
-            delta=plan.delta, sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
-            max_grad_norm=request.max_grad_norm, steps=plan.steps, accountant=plan.accountant,
-            participants=plan.participants, count_noise=plan.count_noise, ledger=ledger_accountant(),
-            parent_version=model_registry().promoted_version() or "",
-        )
-    except TimeveilError:
-        count_release_charge(lineage_name=lineage, items=items, participants=participants,
-                             count_noise=settings.DP_COUNT_NOISE, delta=run_delta(participants),
-                             accountant=settings.DP_ACCOUNTANT, ledger=ledger_accountant())
-        raise
+    failure: TimeveilError | None = None
+    with transaction.atomic():
+        ledger_lock(lineage)
+        # Under the lock, the filter admits the count for each person before it is drawn: two attempts at
+        # once cannot both release a count for somebody whom only one more fits.
+        with_budget = users_with_budget([i.user_id for i in items], ledger_accountant())
+        items = [i for i in items if i.user_id in with_budget]
+        if not items:  # says only that nobody at all is eligible (docs/training.md: what remains)
+            raise InvalidInput("No eligible photos: nobody with training consent has a photo within "
+                               "retention.")
+        participants = released_count(len(items))
+        try:
+            with transaction.atomic():
+                plan = run_plan(request, participants)
+                return run_reserve(
+                    lineage_name=lineage, items=items, epsilon=plan.epsilon,
+                    delta=plan.delta, sample_rate=plan.sample_rate, noise_multiplier=plan.noise_multiplier,
+                    max_grad_norm=request.max_grad_norm, steps=plan.steps, accountant=plan.accountant,
+                    participants=plan.participants, count_noise=plan.count_noise, ledger=ledger_accountant(),
+                    parent_version=model_registry().promoted_version() or "",
+                )
+        except TimeveilError as exc:
+            count_release_charge(lineage_name=lineage, items=items, participants=participants,
+                                 count_noise=settings.DP_COUNT_NOISE, delta=run_delta(participants),
+                                 accountant=settings.DP_ACCOUNTANT, ledger=ledger_accountant())
+            failure = exc  # raised once the charge is committed
+    assert failure is not None  # the block either returned the run or recorded the refusal
+    raise failure
 
 
 @dataclass(frozen=True)
