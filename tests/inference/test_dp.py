@@ -218,6 +218,7 @@ def test_the_filter_never_lets_an_adaptively_chosen_sequence_pass_its_cap(data, 
     assert sums == pytest.approx(dp.accounting.rdp_curve(admitted))
 
 
+@pytest.mark.filterwarnings("ignore:the PRV accountant would need")  # RDP stands in: the filter is looser
 @settings(max_examples=15, deadline=None)
 @given(runs=st.lists(st.tuples(st.floats(0.5, 5.0), st.floats(1e-3, 1.0), st.integers(1, 500)),
                      min_size=1, max_size=4))
