@@ -30,7 +30,7 @@ from inference.generator.model import AgeGenerator
 
 from . import distributed as ddp
 from . import opacus_adapter
-from .accounting import _check_accountant, _check_delta, _check_run, _epsilon, epsilon_for
+from .accounting import Step, _check_accountant, _check_delta, _check_run, _epsilon, epsilon_for
 from .randomness import SecretStream
 from .samplers import BookKeepingModule, install_ghost_conv, install_hooks_conv
 
@@ -76,7 +76,7 @@ class DPResult:
     steps: int
     metrics: dict[str, float | None]  # PRIVATE (losses, batch sizes, timing from the data): never publish
     # the accountant's (noise, sample_rate, steps): feed compose_epsilon
-    history: list[tuple[float, float, int]]
+    history: list[Step]
     per_step: list[dict[str, float | None]] = field(default_factory=list)  # PRIVATE: step, batch, loss terms
     config: DPConfig | None = None
 
@@ -338,7 +338,7 @@ class PrivateTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def history(self) -> list[tuple[float, float, int]]:
+    def history(self) -> list[Step]:
         """The accountant's (noise, sample_rate, steps) record of the steps taken so far."""
         return [(float(s), float(q), int(k)) for s, q, k in self.accountant.history]
 
