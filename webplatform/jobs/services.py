@@ -1,4 +1,4 @@
-"""Transformation jobs: create (202), run on the GPU worker, read results — owner only."""
+"""Transformation jobs: create (202), run on an `aging` worker (CPU), read results — owner only."""
 
 from __future__ import annotations
 
@@ -248,17 +248,17 @@ def _store_result(job: TransformationJob, aged: np.ndarray, version: str, conten
                 expires_at=now + settings.RETENTION_RESULT, width=aged.shape[1], height=aged.shape[0],
                 content_type=content_type, size_bytes=size, storage_name=name,
             )
-            locked.status, locked.finished_at, locked.model_version = JobStatus.DONE, now, version
+            locked.status, locked.finished_at, locked.aging_version = JobStatus.DONE, now, version
             metrics.JOBS.labels("done", "").inc()
             if locked.started_at:
                 metrics.JOB_SECONDS.observe((now - locked.started_at).total_seconds())
-            locked.save(update_fields=["status", "finished_at", "model_version"])
+            locked.save(update_fields=["status", "finished_at", "aging_version"])
             audit_append(
                 action="job.completed",
                 actor_id=None,
                 subject_id=job.owner_id,
                 object_ref=f"job:{job.id}",
-                details={"model_version": version, "result": str(result_id)},
+                details={"aging_version": version, "result": str(result_id)},
             )
     except BaseException:
         object_delete(name)

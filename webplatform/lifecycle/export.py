@@ -120,7 +120,7 @@ def _job(job: TransformationJob) -> dict[str, Any]:
         "target_age": job.target_age,
         "status": job.status,
         "error": job.error,
-        "model_version": job.model_version,
+        "model_version": job.aging_version,  # the API's key for it: the aging layers' version
         "created_at": job.created_at.isoformat(),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
@@ -191,8 +191,10 @@ def _index_html(manifest: list[dict[str, Any]]) -> str:
         "<!doctype html><html lang='en'><meta charset='utf-8'><title>Your Timeveil data</title>"
         f"<style>{_INDEX_STYLE}</style>"
         "<h1>Everything Timeveil holds about you</h1>"
-        "<p>Photos and results are decrypted; consents.json holds your consent receipts; audit_events.json "
-        "every recorded action about you; privacy.json the training runs that used your data.</p>"
+        "<p>Photos and results are decrypted; consents.json holds your consent receipts; jobs.json your "
+        "aging requests, each with the aging version that made its result (<code>model_version</code>); "
+        "audit_events.json every recorded action about you; privacy.json the training runs that used your "
+        "data.</p>"
         + ("".join(sections) or "<p>No photos are held.</p>")
         + f"<h2>All files</h2><table><tr><th>File</th><th>Kind</th><th>Created</th></tr>{rows}</table></html>"
     )
