@@ -4,7 +4,7 @@ under load, CUDA MFU.
     python bench/generator_engine.py --preset small   # CPU: fp32 eager
     python bench/generator_engine.py --preset base    # on a GPU also fp32, bf16, bf16 + torch.compile
 
-The generator (inference/generator/) is trained only, under DP; it does not serve. Jobs run the aging layers
+The generator (inference/generator/) is trained only; it does not serve. Jobs run the aging layers
 (inference/serving/, OpenCV and numpy on the CPU), which bench/quality.py times. This measures what serving
 the generator would cost if a trained one ever beats those layers (docs/aging.md).
 
