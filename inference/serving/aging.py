@@ -13,7 +13,26 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from inference.serving.faces import LEFT_EYE_RING, LIPS, RIGHT_EYE_RING
+from inference.serving.landmarks import (
+    BROW_INNER,
+    BROW_OUTER,
+    BROW_TOP,
+    CHEEK,
+    CHEEKBONE,
+    CHIN,
+    CHIN_SIDE,
+    EYE_OUTER,
+    FOREHEAD_TOP,
+    JOWL,
+    LEFT_EYE_RING,
+    LIPS,
+    LOWER_LID,
+    MOUTH_CORNER,
+    NOSE_TIP,
+    NOSE_WING,
+    RIGHT_EYE_RING,
+    UPPER_LIP,
+)
 from inference.serving.regions import Window
 
 VERSION = "aging-layers-v3"  # recorded on every result: the layers are code, so the version is bumped by hand
@@ -63,24 +82,6 @@ class Change:
         childlike = min(1.0, max(0.0, (22.0 - target) / 10.0)) * min(1.0, max(0.0, (current - target) / 10.0))
         ungrey = remove.grey / now.grey if now.grey > 0 else 0.0
         return cls(add=add, remove=remove, youth=youth, childlike=childlike, ungrey=ungrey)
-
-
-# Mesh points that carry the lines (mediapipe indices): subject's right side first, left mirrored.
-FOREHEAD_TOP = [54, 103, 67, 109, 10, 338, 297, 332, 284]
-BROW_TOP = [70, 63, 105, 66, 107, 336, 296, 334, 293, 300]
-LOWER_LID = ([33, 7, 163, 144, 145, 153, 154, 155, 133], [263, 249, 390, 373, 374, 380, 381, 382, 362])
-NOSE_WING = (129, 358)
-MOUTH_CORNER = (61, 291)
-CHEEK = (205, 425)
-JOWL = (172, 397)
-CHIN_SIDE = (176, 400)
-EYE_OUTER = (33, 263)
-BROW_OUTER = (70, 300)
-BROW_INNER = (107, 336)
-CHEEKBONE = (116, 345)
-UPPER_LIP = [185, 40, 39, 37, 0, 267, 269, 270, 409]
-NOSE_TIP = 4
-CHIN = 152
 
 
 def age_window(win: Window, current: float, target: float) -> np.ndarray:

@@ -11,24 +11,25 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from inference.serving.faces import (
+from inference.serving.faces import Face, person_mask
+from inference.serving.landmarks import (
+    BROW_TOP,
+    CHEEK_SAMPLES,
+    CHIN,
+    EYE_OUTER,
     FACE_OVAL,
+    FOREHEAD_TOP,
     LEFT_BROW,
     LEFT_EYE_RING,
     LIPS,
     RIGHT_BROW,
     RIGHT_EYE_RING,
-    Face,
-    person_mask,
 )
 
 WORK_UNIT = 110.0  # eye distance (pixels) the window is processed at, at most; smaller faces stay as they are
 MARGIN = (1.6, 2.0, 1.6, 0.9)  # window margin around the mesh (left, top, right, bottom) in eye distances
 HAIR_REACH = 1.15  # hair counts up to this many eye distances outside the face oval
 HAIR_PROBABILITY = 0.5
-CHEEK_SAMPLES = (205, 425, 50, 280)
-BROW_LINE = [70, 63, 105, 66, 107, 336, 296, 334, 293, 300]
-FOREHEAD_TOP = [54, 103, 67, 109, 10, 338, 297, 332, 284]
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def _hair(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: 
     person = full if scale == 1.0 else cv2.resize(full, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
     # Outside the face oval, or inside it above the brows (a fringe); never the eyes, nose or mouth.
     like_skin, like_skin_hue = skin_like
-    brows = float(points[BROW_LINE][:, 1].min())
+    brows = float(points[BROW_TOP][:, 1].min())
     outside = 1.0 - _grow(face_mask, 0.02 * unit)
     crown = _like_crown(lab, points, person, like_skin, unit)
     # Inside the oval shade darkens skin, so hue decides there; hair coloured like the crown counts too (a
@@ -161,12 +162,12 @@ def _hair(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: 
     away = cv2.distanceTransform((face_mask < 0.5).astype(np.uint8), cv2.DIST_L2, 3)
     near = (away < HAIR_REACH * unit).astype(np.float32)
     # "Above the chin" along the face's own vertical: project on the eyes-to-chin direction.
-    eyes = (points[33] + points[263]) / 2
-    down = points[152] - eyes
+    eyes = (points[EYE_OUTER[0]] + points[EYE_OUTER[1]]) / 2
+    down = points[CHIN] - eyes
     down /= np.linalg.norm(down) + 1e-6
     ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
     depth = (xs - eyes[0]) * down[0] + (ys - eyes[1]) * down[1]
-    chin = float((points[152] - eyes) @ down)
+    chin = float((points[CHIN] - eyes) @ down)
     above = np.clip((0.75 * chin - depth) / (0.2 * unit), 0.0, 1.0)  # fades out between mouth and chin
     head = (person > HAIR_PROBABILITY).astype(np.float32) * near * above
     # Ears and neck sit beside and below the face: only there must hair also look like the crown's (above the
