@@ -97,7 +97,7 @@ def make_window(image: np.ndarray, face: Face) -> Window:
         _grow(_fill(shape, points[LIPS]), 0.03 * unit)])
     lab = cv2.cvtColor(window, cv2.COLOR_RGB2LAB).astype(np.float32)
     skin_like = _skin_like(lab, points, unit)
-    hair = _hair(image, face, (x0, y0, x1, y1), scale, lab, points, face_mask, skin_like, unit)
+    hair = _hair_mask(image, face, (x0, y0, x1, y1), scale, lab, points, face_mask, skin_like, unit)
     # A fringe over the forehead lies inside the face oval: it is hair there, not skin.
     skin = _feather_inside(np.clip(face_mask - features - (hair > 0.5), 0, 1), 0.12 * unit)
     # The feather sits outside the hair's edge, so its outermost strands grey with the rest (no dark rim);
@@ -136,9 +136,9 @@ def _skin_like(lab: np.ndarray, points: np.ndarray, unit: float) -> tuple[np.nda
     return _likeness(lab, sample), _likeness(lab, sample, slice(1, 3))
 
 
-def _hair(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: float, lab: np.ndarray,
-          points: np.ndarray, face_mask: np.ndarray, skin_like: tuple[np.ndarray, np.ndarray], unit: float
-          ) -> np.ndarray:
+def _hair_mask(image: np.ndarray, face: Face, box: tuple[int, int, int, int], scale: float, lab: np.ndarray,
+               points: np.ndarray, face_mask: np.ndarray, skin_like: tuple[np.ndarray, np.ndarray],
+               unit: float) -> np.ndarray:
     """Person mask minus the face, above the chin, near the head: the hair (and, honestly, any hat)."""
     x0, y0, x1, y1 = box
     shape = lab.shape[:2]
