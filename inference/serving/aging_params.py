@@ -1,4 +1,4 @@
-"""The aging layers' tuning, named: one frozen dataclass per concern, each knob with its default and unit.
+"""The aging layers' tuning and their window's, named: a frozen dataclass per concern, each knob with a unit.
 
 Units: `u` is the window's eye distance in pixels (every length on the face is a multiple of it), ages are
 years, colours are RGB in [0, 255], and Lab values are OpenCV's 8-bit Lab (L in 0..255, a and b about 0).
@@ -259,6 +259,64 @@ class Blur:
     min_sigma: float = 0.5
 
 
+# The window and its masks (regions.py): what the layers above are placed in.
+
+
+@dataclass(frozen=True)
+class WindowShape:
+    """The crop around face and hair, and the scale it is processed at."""
+
+    work_unit: float = 110.0  # eye distance (pixels) the window is processed at, at most; smaller stay as is
+    margin: tuple[float, float, float, float] = (1.6, 2.0, 1.6, 0.9)  # around the mesh (left, top, right,
+    # bottom), in eye distances
+
+
+@dataclass(frozen=True)
+class Masks:
+    """The face's regions: features kept, skin, hair, and where anything may change (lengths in u)."""
+
+    eye_margin: float = 0.08  # eyes, brows and lips are kept a little beyond their outlines
+    brow_margin: float = 0.05
+    lip_margin: float = 0.03
+    skin_feather: float = 0.12  # the skin mask fades in over this, inward from its edge
+    hair_grow: float = 0.1  # `allowed` reaches this far beyond the hair, so its outermost strands change too
+    allowed_feather: float = 0.1
+    hair_inner_feather: float = 0.1  # darkening fades in over this from the hair's edge
+    hair_present: float = 0.05  # hair-mask value from which a pixel counts as hair for those masks
+    fringe_present: float = 0.5  # and from which it is hair, not skin, inside the face oval
+
+
+@dataclass(frozen=True)
+class Likeness:
+    """How close a pixel's colour is to a sample's (Lab): 1 near its mean, 0 a few deviations out."""
+
+    std_floor: tuple[float, float, float] = (16.0, 3.0, 3.0)  # added to the sample's deviation (L, a, b)
+    scale: float = 2.5  # deviations per unit of distance
+    full: float = 1.5  # likeness at the mean (clipped to 1): 1 within 1.25 deviations, 0 beyond 3.75
+    cheek_sample: float = 0.08  # half-side of the square sampled at each cheek point (u), 2 pixels at least
+    min_samples: int = 20  # fewer skin pixels than this, and nothing is said to be skin-like
+
+
+@dataclass(frozen=True)
+class HairMask:
+    """Which pixels are head hair: the person mask near the head, above the chin, not skin (lengths in u)."""
+
+    reach: float = 1.15  # hair counts up to this far outside the face oval
+    probability: float = 0.5  # person-mask value from which a pixel is the person
+    oval_grow: float = 0.02  # the face oval grown by this is never hair outside it
+    fringe_above_brows: float = 0.05  # a fringe counts only this far above the brows' top
+    chin: float = 0.75  # share of the way from the eyes to the chin where hair fades out
+    chin_fade: float = 0.2  # over this
+    beside_fade: float = 0.2  # below the brows, over this, hair must also look like the crown's
+    blur: float = 0.02  # sigma, at least `blur_min` pixels
+    blur_min: float = 0.5
+    crown_gap: float = 0.1  # the crown band starts this far above the forehead's top
+    crown_height: float = 0.5
+    crown_not_skin: float = 0.2  # skin likeness under which a crown pixel shows the hair's colour
+    crown_min_pixels: int = 30  # fewer, and the crown says nothing
+    crown_contrast: float = 2.0  # how sharply "more like the crown than like skin" turns into hair
+
+
 CURVES = AgeCurves()
 STROKES = Strokes()
 FOLDS = Folds()
@@ -270,3 +328,7 @@ SMOOTHING = Smoothing()
 SHAPE = Shape()
 HAIR = HairColour()
 BLUR = Blur()
+WINDOW = WindowShape()
+MASKS = Masks()
+LIKENESS = Likeness()
+HAIR_MASK = HairMask()
