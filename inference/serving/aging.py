@@ -159,7 +159,7 @@ def _fold_maps(win: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     puff = np.zeros(win.image.shape[:2], np.float32)
     thin = max(1.0, STROKES.thin * u)
     brow, top = p[BROW_TOP], p[FOREHEAD_TOP]
-    # Forehead: three lines between the brows and the top of the forehead, shorter towards the top.
+    # Forehead: lines between the brows and the top of the forehead, shorter towards the top.
     span = _curve(brow, STROKES.forehead_samples)
     ceiling = _curve(top, STROKES.forehead_samples)
     m = len(span)
