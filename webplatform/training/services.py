@@ -25,6 +25,7 @@ from PIL import Image
 
 from governance import clock
 from governance.audit import audit_append
+from governance.audit_actions import AuditAction
 from governance.errors import CohortTooSmall, IntegrityFailure, InvalidInput, TimeveilError
 from governance.models import PrivacyAudit, RunStatus, TrainingRun
 from governance.training import (
@@ -403,7 +404,8 @@ def model_promote(*, version: str, actor_id: int | None = None) -> None:
         model_registry().promote(version)
     except RegistryError as exc:
         raise InvalidInput(str(exc)) from exc
-    audit_append(action="model.promoted", actor_id=actor_id, subject="model", object_ref=f"model:{version}")
+    audit_append(action=AuditAction.MODEL_PROMOTED, actor_id=actor_id, subject="model",
+                 object_ref=f"model:{version}")
 
 
 def _dp_trainer(train_dp: Any) -> Any:
