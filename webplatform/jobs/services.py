@@ -20,6 +20,9 @@ from governance.audit_actions import AuditAction
 from governance.consent import PROCESSING, consent_is_active, consent_require
 from governance.errors import Conflict, IntegrityFailure, NoFace, NotFound
 from governance.keyring import KeyringUnavailable
+from inference.serving.aging import VERSION
+from inference.serving.faces import NoFaceFound
+from inference.serving.transform import transform_photo
 from webplatform import metrics
 from webplatform.encrypted_store import StorageUnavailable, object_delete, object_get, object_put
 from webplatform.heartbeat import heartbeat
@@ -119,8 +122,6 @@ def job_run(*, job_id: str) -> None:
 
     A storage fault (StorageUnavailable) propagates: it is transient, and the task retries it with backoff.
     """
-    from inference.serving.faces import NoFaceFound
-
     job = _claim(job_id)
     if job is None:
         return
@@ -145,9 +146,6 @@ def job_run(*, job_id: str) -> None:
 
 def _transform(image: np.ndarray, *, target_age: int) -> tuple[np.ndarray, str]:
     """The one call into inference: the aged image and the version of the aging that made it."""
-    from inference.serving.aging import VERSION
-    from inference.serving.transform import transform_photo
-
     return transform_photo(image, float(target_age)).image, VERSION
 
 

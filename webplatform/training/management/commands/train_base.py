@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from governance.audit import audit_append
 from governance.audit_actions import AuditAction
+from inference.generator.train import build_base_model
 from webplatform.models_registry import model_registry
 
 
@@ -29,8 +30,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-promote", action="store_true")
 
     def handle(self, *args: object, **options: Any) -> None:
-        from inference.generator.train import build_base_model
-
         torch.set_num_threads(int(options["threads"]))
         registry = model_registry()
         result = build_base_model(registry.root, preset=options["preset"], steps=options["steps"],
