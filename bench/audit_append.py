@@ -26,14 +26,15 @@ def _worker(kind: str, seconds: float, out: mp.Queue) -> None:
     from django.db import connection, transaction
 
     from governance.audit import audit_append
+    from governance.audit_actions import AuditAction
 
     done, stop = 0, time.perf_counter() + seconds
     while time.perf_counter() < stop:
         if kind in ("audit", "locked"):
             with transaction.atomic():
                 # "locked": chained in the action's transaction under the head lock (before group commit)
-                audit_append(action="keys.rotated", actor_id=None, object_ref=f"bench:{os.getpid()}:{done}",
-                             chained=kind == "locked")
+                audit_append(action=AuditAction.KEYS_ROTATED, actor_id=None,
+                             object_ref=f"bench:{os.getpid()}:{done}", chained=kind == "locked")
         else:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute("INSERT INTO bench_bare (at, ref, hash) VALUES (now(), %s, %s)",
@@ -82,9 +83,10 @@ def main() -> None:
     from django.db import connection
 
     from governance.audit import audit_append
+    from governance.audit_actions import AuditAction
 
     # The head row and the keyring exist before forking
-    audit_append(action="keys.rotated", actor_id=None)
+    audit_append(action=AuditAction.KEYS_ROTATED, actor_id=None)
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE TABLE bench_bare (id bigserial primary key, at timestamptz, ref text, hash text)")

@@ -10,10 +10,11 @@ from typing import Any
 
 from django.db.models import F
 
+from .audit_actions import AuditAction
 from .models import AuditDaily
 
 # Actions the charts count per day, by event day ("at") and by the deadline their details name ("deadline").
-ROLLED_UP = frozenset({"photo.expired", "result.expired"})
+ROLLED_UP = frozenset({AuditAction.PHOTO_EXPIRED, AuditAction.RESULT_EXPIRED})
 
 
 def _deadline_day(details: dict[str, Any]) -> date | None:

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
+from .audit_actions import AuditAction
 from .models import AuditEvent, AuditHead
 
 
@@ -15,7 +16,7 @@ def audit_head_seq() -> int:
 
 # Reads of content: one per thumbnail shown, so they swamp the trail; the officer's table hides them unless
 # asked (a failed read is not one of them: it stays in view).
-CONTENT_READS = ("photo.content_read", "result.content_read")
+CONTENT_READS = (AuditAction.PHOTO_CONTENT_READ, AuditAction.RESULT_CONTENT_READ)
 ELLIPSES = ("…", "...")
 
 

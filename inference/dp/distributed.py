@@ -38,7 +38,7 @@ import torch.multiprocessing as mp
 from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
 from torch import nn
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # training imports this module for its hooks: a runtime import would be a cycle
     from .training import DPResult
 
 
@@ -75,7 +75,7 @@ def plain_key(key: str) -> str:
 
 def _rank_main(rank: int, ranks: Ranks, rendezvous: str, results: Any, kwargs: dict[str, Any]) -> None:
     """One rank: join the group, train, and (rank 0) send back the result with the model as arrays."""
-    from .training import train_dp
+    from .training import train_dp  # training imports this module for its hooks
 
     torch.set_num_threads(ranks.threads or max(1, (os.cpu_count() or 1) // ranks.processes))
     dist.init_process_group(ranks.backend, init_method=rendezvous, rank=rank, world_size=ranks.processes)

@@ -19,8 +19,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance.audit import REASONS, audit_verify
+from governance.audit_actions import KNOWN_ACTIONS
 from governance.models import AuditEvent
-from governance.selectors import audit_events, audit_head_seq
+from governance.selectors import audit_events, audit_head_seq, audit_stored_actions
 from webplatform.accounts.access import IsComplianceOfficer
 
 from .errors import ErrorResponse
@@ -82,6 +83,13 @@ class AuditFilters(serializers.Serializer):
     reads = serializers.BooleanField(required=False, default=True,
                                      help_text="false: leave out content reads (photo/result.content_read)")
 
+    def validate_action(self, value: str) -> str:
+        """An action of the vocabulary, or a retired one the trail still holds (the officer's page offers
+        both); anything else is a typo that would list nothing, so it is refused."""
+        if value in KNOWN_ACTIONS or value in audit_stored_actions():
+            return value
+        raise serializers.ValidationError("Unknown action: docs/audit.md lists the actions.")
+
     def validate(self, attrs: dict) -> dict:
         if attrs.get("since") and attrs.get("until") and attrs["since"] > attrs["until"]:
             raise serializers.ValidationError({"since": ["'since' is after 'until': no event can match."]})
@@ -89,7 +97,9 @@ class AuditFilters(serializers.Serializer):
 
 
 @extend_schema(parameters=[
-    OpenApiParameter("action", OpenApiTypes.STR), OpenApiParameter("subject", OpenApiTypes.STR),
+    OpenApiParameter("action", OpenApiTypes.STR,
+                     description="one action of the vocabulary (docs/audit.md); an unknown one is a 400"),
+    OpenApiParameter("subject", OpenApiTypes.STR),
     OpenApiParameter("since", OpenApiTypes.DATETIME), OpenApiParameter("until", OpenApiTypes.DATETIME),
     OpenApiParameter("reads", OpenApiTypes.BOOL,
                      description="false: leave out content reads; subject also matches a pseudonym's start"),

@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from governance import clock
 from governance.audit import audit_append, pseudonym
+from governance.audit_actions import AuditAction
 from governance.consent import consent_receipt
 from governance.models import AuditEvent, ConsentRecord
 from governance.selectors import audit_events
@@ -49,8 +50,8 @@ def export_stream(*, user_id: int, privacy_report: Callable[[int], dict[str, Any
                   ) -> Iterator[bytes]:
     """Yield the export zip: one object decrypted at a time, so memory stays at one photo."""
     # Chained now, not queued: the export lists the trail, this event included
-    audit_append(action="export.generated", actor_id=user_id, subject_id=user_id, object_ref="export",
-                 chained=True)
+    audit_append(action=AuditAction.EXPORT_GENERATED, actor_id=user_id, subject_id=user_id,
+                 object_ref="export", chained=True)
     pipe = _Pipe()
     manifest: list[dict[str, Any]] = []
     with zipfile.ZipFile(pipe, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]

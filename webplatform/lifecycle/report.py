@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from governance import clock
 from governance.audit import audit_verify_recent, checkpoint_lag
+from governance.audit_actions import AuditAction
 from governance.audit_results import audit_full_latest
 from governance.erasure_requests import erasure_status
 from governance.models import AuditEvent, ConsentRecord, ErasureRequest, Lineage
@@ -18,8 +19,10 @@ from webplatform.photos.models import Photo
 
 from .retention import retention_backlog
 
-# The audit actions a consent change writes, and the event each is counted as.
-CONSENT_EVENTS = {"consent.granted": "granted", "consent.withdrawn": "withdrawn"}
+# The audit actions a consent change writes, and the event each is counted as (keyed by the stored text the
+# trail's rows hold, which each member is).
+CONSENT_EVENTS: dict[str, str] = {
+    AuditAction.CONSENT_GRANTED: "granted", AuditAction.CONSENT_WITHDRAWN: "withdrawn"}
 
 
 def compliance_report(*, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from governance.audit import ACTIONS, audit_verify_recent
+from governance.audit import audit_verify_recent
+from governance.audit_actions import KNOWN_ACTIONS, AuditAction
 from governance.audit_results import audit_full_latest
 from governance.models import TrainingRun
 from governance.selectors import CONTENT_READS, audit_events, audit_stored_actions
@@ -75,9 +76,9 @@ class AuditFilterForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The vocabulary with its meanings, then any stored action it no longer lists (still filterable).
-        listed = [(a, f"{a} — {meaning}") for a, meaning in sorted(ACTIONS.items())]
+        listed = [(a.value, f"{a} — {a.meaning}") for a in sorted(AuditAction)]
         stored = audit_stored_actions()
-        retired = [(a, f"{a} (no longer written)") for a in stored if a not in ACTIONS]
+        retired = [(a, f"{a} (no longer written)") for a in stored if a not in KNOWN_ACTIONS]
         self.fields["action"].choices = [("", "Any action"), *listed, *retired]  # type: ignore[attr-defined]
 
     def clean(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ def compose_ledger(history: list[tuple[float, float, int]], delta: float) -> flo
     compose."""
     from django.conf import settings
 
-    from inference.dp.accounting import compose_epsilon
+    from inference.dp.accounting import compose_epsilon  # torch and Opacus stay out of the web's start-up
 
     return compose_epsilon(history=list(history), delta=delta, accountant=settings.DP_ACCOUNTANT)
 
@@ -22,7 +22,7 @@ class TrainingConfig(AppConfig):
         from django.conf import settings
         from django.core.exceptions import ImproperlyConfigured
 
-        from governance import training
+        from governance import training  # it imports the models, which load only once apps are ready
 
         if settings.DP_ACCOUNTANT not in ("prv", "rdp"):  # inference.dp.accounting.ACCOUNTANTS, without torch
             raise ImproperlyConfigured(f"DP_ACCOUNTANT={settings.DP_ACCOUNTANT!r}: set it to 'prv' (the "
