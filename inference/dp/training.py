@@ -35,9 +35,9 @@ from .randomness import SecretStream
 from .samplers import BookKeepingModule, install_ghost_conv, install_hooks_conv
 
 # Book-keeping clipping (samplers.BookKeepingModule): measured with bench/train.py on the small generator at
-# 128 px, batch 16, one thread, shared 2-core CPU: 1.36-1.41x the time and 1.23-1.37x the memory of a
-# non-private step, against 1.73x / 1.66x for hooks_conv and 2.30x / 1.33x for ghost_conv (docs/training.md).
-# Not yet measured on a GPU.
+# 128 px, batch 16, one thread, shared 2-core CPU: 1.36-1.41x the time and 0.97-1.09x the peak memory (five
+# runs; 1.02x by the CPU allocator, bench/dp_memory.py) of a non-private step, against 1.73x / 1.66x for
+# hooks_conv and 2.30x / 1.33x for ghost_conv (docs/training.md). Not yet measured on a GPU.
 DEFAULT_GRAD_SAMPLE_MODE = "bookkeeping"
 
 
