@@ -11,7 +11,7 @@ from .accounting import _check_accountant, _check_delta, _check_run, epsilon_for
 from .samplers import install_ghost_conv, install_hooks_conv
 
 # Book-keeping clipping (samplers.BookKeepingModule): measured with bench/train.py on the small generator at
-# 128 px, batch 16, one thread, shared 2-core CPU: 1.36-1.41x the time and 0.97-1.09x the peak memory (five
+# 128 px, batch 16, one thread, shared 2-core CPU: 1.36-1.41x the time and 0.97-1.19x the peak memory (ten
 # runs; 1.02x by the CPU allocator, bench/dp_memory.py) of a non-private step, against 1.73x / 1.66x for
 # hooks_conv and 2.30x / 1.33x for ghost_conv (docs/training.md). Not yet measured on a GPU.
 DEFAULT_GRAD_SAMPLE_MODE = "bookkeeping"
