@@ -322,6 +322,7 @@ class ChainReport:
     checkpoints_checked: int = 0  # signed checkpoints held against the chain
     checkpoint_lag: int = 0  # events past the newest checkpoint or still queued (not yet anchored outside)
     full: bool = True  # False: only the chain's end was checked (audit_verify_recent)
+    checked_from: int = 1  # the first seq this check walked (a signed checkpoint's, for the chain's end)
 
 
 REASONS = {
@@ -401,7 +402,8 @@ def audit_verify_recent() -> ChainReport:
     start = int(signed.seqs[0]) if len(signed.seqs) else None
     if start is None and settings.AUDIT_REQUIRE_CHECKPOINT and AuditEvent.objects.exists():
         return ChainReport(ok=False, events_checked=0, reason="no_checkpoint", full=False)
-    return _verify(signed, start=start, progress=None)
+    report = _verify(signed, start=start, progress=None)
+    return report if report.full or start is None else replace(report, checked_from=start)
 
 
 def _verify(signed: _Signed, *, start: int | None, progress: Callable[[int], None] | None) -> ChainReport:
