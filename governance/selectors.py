@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.db import connection
 from django.db.models import QuerySet
 
 from .models import AuditEvent, AuditHead
@@ -17,6 +18,8 @@ def audit_head_seq() -> int:
 # asked (a failed read is not one of them: it stays in view).
 CONTENT_READS = ("photo.content_read", "result.content_read")
 ELLIPSES = ("…", "...")
+# A subject prefix naming at most this many pseudonyms is filtered by equality on them (an index range each)
+SUBJECT_PREFIX_MATCHES = 10
 
 
 def audit_events(*, action: str | None = None, subject: str | None = None, since: datetime | None = None,
@@ -39,7 +42,15 @@ def audit_events(*, action: str | None = None, subject: str | None = None, since
         subject = subject.strip()
         for ellipsis in ELLIPSES:
             subject = subject.removesuffix(ellipsis)
-        events = events.filter(subject__startswith=subject)
+        named = _subjects_starting(subject)
+        if named is None:
+            events = events.filter(subject__startswith=subject)
+        elif len(named) == 1:
+            # The usual case, one pseudonym shortened: equality, so the (subject, seq) index gives the page
+            # in order, however many events that person has
+            events = events.filter(subject=named[0])
+        else:
+            events = events.filter(subject__in=named)  # none (an empty result), or an ambiguous start
     if since:
         events = events.filter(at__gte=since)
     if until:
@@ -49,6 +60,31 @@ def audit_events(*, action: str | None = None, subject: str | None = None, since
     if after_seq is not None:
         events = events.filter(seq__gt=after_seq)
     return events
+
+
+def _subjects_starting(prefix: str) -> list[str] | None:
+    """Every distinct stored subject that starts with `prefix`, one probe of the "C" collation subject index
+    each (PostgreSQL, migration 0014); None past SUBJECT_PREFIX_MATCHES of them, or on another database
+    (the caller filters with LIKE then)."""
+    if connection.vendor != "postgresql" or not prefix:
+        return None
+    found: list[str] = []
+    with connection.cursor() as cursor:
+        for _ in range(SUBJECT_PREFIX_MATCHES + 1):
+            cursor.execute(
+                'SELECT subject FROM governance_auditevent WHERE subject COLLATE "C" LIKE %s'
+                + (' AND subject COLLATE "C" > %s' if found else "")
+                + ' ORDER BY subject COLLATE "C" LIMIT 1',
+                [_like_prefix(prefix), *found[-1:]])
+            row = cursor.fetchone()
+            if row is None:
+                break
+            found.append(row[0])
+    return found if len(found) <= SUBJECT_PREFIX_MATCHES else None
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def audit_stored_actions() -> list[str]:
