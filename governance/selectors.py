@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 from django.db.models import QuerySet
 
+from .audit_rollups import seq_bounds
 from .models import AuditEvent, AuditHead
 
 
@@ -51,6 +52,18 @@ def audit_events(*, action: str | None = None, subject: str | None = None, since
             events = events.filter(subject=named[0])
         else:
             events = events.filter(subject__in=named)  # none (an empty result), or an ambiguous start
+    if since or until:
+        # The days' seq range (audit_rollups), so a page reads the seq index inside it, not every event
+        # outside the dates; `at` still filters exactly
+        last = until - timedelta(microseconds=1) if until else None  # `until` is exclusive
+        bounds = seq_bounds(since=since.astimezone(UTC).date() if since else None,
+                            until=last.astimezone(UTC).date() if last else None)
+        if bounds is None:
+            return events.none()
+        if bounds[0] is not None:
+            events = events.filter(seq__gte=bounds[0])
+        if bounds[1] is not None:
+            events = events.filter(seq__lte=bounds[1])
     if since:
         events = events.filter(at__gte=since)
     if until:

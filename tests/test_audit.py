@@ -254,6 +254,25 @@ def test_verify_on_an_empty_chain_is_ok(db):
 # --- listing -------------------------------------------------------------------------------------------
 
 
+def test_date_filters_find_events_whose_time_runs_behind_their_seq(db, monkeypatch):
+    # Given concurrent actions chained out of time order across midnight: the later seq has the earlier day
+    from governance.selectors import audit_events
+
+    day1, day2 = datetime(2030, 6, 1, 23, 59, 59, tzinfo=UTC), datetime(2030, 6, 2, 0, 0, 1, tzinfo=UTC)
+    for at in (day1 - timedelta(days=3), day2, day1, day2 + timedelta(days=3)):
+        monkeypatch.setattr(clock, "now", lambda at=at: at)
+        audit_append(action="keys.rotated", actor_id=None, object_ref=at.isoformat())
+    refs = lambda events: [e.object_ref for e in events]  # noqa: E731
+    # Then each day's filter (whose seq range the per-day roll-ups bound) still finds each of them
+    midnight = datetime(2030, 6, 2, tzinfo=UTC)
+    assert refs(audit_events(since=midnight - timedelta(days=1), until=midnight)) == [day1.isoformat()]
+    assert refs(audit_events(since=midnight, until=midnight + timedelta(days=1))) == [day2.isoformat()]
+    assert refs(audit_events(since=midnight)) == [day2.isoformat(), (day2 + timedelta(days=3)).isoformat()]
+    assert refs(audit_events(until=midnight)) == [(day1 - timedelta(days=3)).isoformat(), day1.isoformat()]
+    assert refs(audit_events(since=midnight + timedelta(days=10))) == []
+    assert refs(audit_events(until=midnight - timedelta(days=10))) == []
+
+
 def test_event_filters_and_pagination(owner, other, officer, monkeypatch):
     # Given events at known times: owner uploads at T+1h..T+3h, other at T+4h
     base = datetime(2030, 6, 1, 12, tzinfo=UTC)
