@@ -191,11 +191,13 @@ def audit_drain() -> int:
     chained."""
     key, chained = pending_key(), 0
     for _ in range(settings.AUDIT_DRAIN_ROUNDS):
+        if not _drain_free():
+            return chained  # one round trip, no transaction: the usual answer under load
         with transaction.atomic():
             if not _drain_lock():
                 return chained  # the holder's next look, after it releases the lock, sees our rows
-            # Read after taking the lock: the queue as of now, every action committed so far
-            queued = list(AuditPending.objects.order_by("id")[:settings.AUDIT_DRAIN_BATCH])
+            # Taken after the lock, in one round trip: the queue as of now, every action committed so far
+            queued = _take_queued(settings.AUDIT_DRAIN_BATCH)
             if queued:
                 chained += _chain_queued(queued, key)
         if not AuditPending.objects.exists():
@@ -203,8 +205,17 @@ def audit_drain() -> int:
     return chained
 
 
+def _take_queued(batch: int) -> list[AuditPending]:
+    """The oldest `batch` queued events, deleted and returned in one statement (in the drain's transaction:
+    a rollback leaves them queued), oldest first."""
+    table = connection.ops.quote_name(AuditPending._meta.db_table)
+    taken = AuditPending.objects.raw(
+        f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} ORDER BY id LIMIT %s) "
+        "RETURNING id, at, action, actor, subject, object_ref, details, mac", [batch])
+    return sorted(taken, key=lambda pending: pending.id)
+
+
 def _chain_queued(queued: list[AuditPending], key: bytes) -> int:
-    head = _locked_head()  # also taken by appends chained in their own transaction
     rows = []
     for pending in queued:
         row = {"at": pending.at, "action": pending.action, "actor": pending.actor, "subject": pending.subject,
@@ -215,13 +226,25 @@ def _chain_queued(queued: list[AuditPending], key: bytes) -> int:
             log.error("audit queue row %s has a bad signature: refused, not chained", pending.id)
             rows.append({"at": clock.now(), "action": str(AuditAction.AUDIT_PENDING_REFUSED), "actor": SYSTEM,
                          "subject": SYSTEM, "object_ref": f"pending:{pending.id}", "details": {}})
-    _chain(head, rows)
-    AuditPending.objects.filter(id__in=[p.id for p in queued]).delete()
+    # The signatures checked first: the head row (also locked by appends chained in their own transaction)
+    # is held only for the chaining
+    _chain(_locked_head(), rows)
     return len(rows)
 
 
 # pg_try_advisory_xact_lock's key for the sequencer: one drainer at a time, and the others do not wait.
 DRAIN_LOCK_ID = 0x5449_4D45_5645_494C  # "TIMEVEIL"
+
+
+def _drain_free() -> bool:
+    """Whether no one holds the drain lock now: outside a transaction, pg_try_advisory_xact_lock takes and
+    releases it in one statement, so an action that finds it held returns after one round trip instead of a
+    transaction's three. In a transaction (or on SQLite) it says free and _drain_lock decides."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [DRAIN_LOCK_ID])
+        return bool(cursor.fetchone()[0])
 
 
 def _drain_lock() -> bool:
@@ -287,6 +310,7 @@ class ChainReport:
     checkpoints_checked: int = 0  # signed checkpoints held against the chain
     checkpoint_lag: int = 0  # events past the newest checkpoint or still queued (not yet anchored outside)
     full: bool = True  # False: only the chain's end was checked (audit_verify_recent)
+    checked_from: int = 1  # the first seq this check walked (a signed checkpoint's, for the chain's end)
 
 
 REASONS = {
@@ -366,7 +390,8 @@ def audit_verify_recent() -> ChainReport:
     start = int(signed.seqs[0]) if len(signed.seqs) else None
     if start is None and settings.AUDIT_REQUIRE_CHECKPOINT and AuditEvent.objects.exists():
         return ChainReport(ok=False, events_checked=0, reason="no_checkpoint", full=False)
-    return _verify(signed, start=start, progress=None)
+    report = _verify(signed, start=start, progress=None)
+    return report if report.full or start is None else replace(report, checked_from=start)
 
 
 def _verify(signed: _Signed, *, start: int | None, progress: Callable[[int], None] | None) -> ChainReport:

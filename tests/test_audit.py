@@ -24,6 +24,8 @@ from rest_framework.test import APIClient
 from governance import audit, clock
 from governance.audit import _event_hash, audit_append, audit_verify, pseudonym
 from governance.audit_actions import KNOWN_ACTIONS, AuditAction
+from governance.audit_results import audit_verify_full_and_record
+from governance.checkpoints import checkpoint_path
 from governance.models import AuditEvent, AuditHead
 
 from .images import image_bytes
@@ -41,13 +43,23 @@ def events_after(seq: int) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(seq__gt=seq).order_by("seq"))
 
 
-def verify(officer) -> dict:
-    """The API's verification, less the checkpoint counts (tests/test_security_audit.py asserts them)."""
+def verify(officer, *, full: bool = False) -> dict:
+    """The API's verification, less the checkpoint counts (tests/test_security_audit.py asserts them), where
+    the check began and the stored full result; with `full`, after the scheduled full walk has run."""
+    if full:
+        audit_verify_full_and_record()
     response = officer.client.get("/api/v1/audit/verify")
     assert response.status_code == 200
     body = response.json()
-    body.pop("checkpoints_checked"), body.pop("checkpoint_lag")
+    for name in ("checkpoints_checked", "checkpoint_lag", "checked_from", "full_verification"):
+        body.pop(name)
     return body
+
+
+def first_signed() -> int:
+    """The oldest signed checkpoint's seq: where the API's check of the chain's end begins (a short chain's
+    checkpoints all lie in the file's tail)."""
+    return min(json.loads(line)["seq"] for line in checkpoint_path().read_text().splitlines())
 
 
 # --- every change appends ------------------------------------------------------------------------------
@@ -173,7 +185,9 @@ def chain(owner, officer, django_capture_on_commit_callbacks) -> list[int]:
 
 
 def test_fresh_chain_verifies(chain, officer):
-    assert verify(officer) == {"ok": True, "events_checked": len(chain), "checkpoint_seq": len(chain)}
+    # The request checks from the oldest signed checkpoint it holds to the head (the chain's end)
+    assert verify(officer) == {"ok": True, "events_checked": len(chain) - first_signed() + 1,
+                               "checkpoint_seq": len(chain)}
     head = AuditHead.objects.get(pk=1)
     assert head.seq == len(chain) and head.hash == AuditEvent.objects.get(seq=len(chain)).hash
     assert AuditEvent.objects.get(seq=1).prev_hash == audit.GENESIS
@@ -192,7 +206,9 @@ def test_tampering_with_one_event_is_found_at_its_seq(chain, officer, field, val
     target = chain[len(chain) // 2]
     assert AuditEvent.objects.filter(seq=target).update(**{field: value}) == 1
     # Then verification fails and names that event
-    assert verify(officer) == {"ok": False, "events_checked": target - 1, "first_bad_seq": target,
+    assert target >= first_signed()  # inside what the request checks (the prefix: the next test)
+    assert verify(officer) == {"ok": False, "events_checked": target - first_signed(),
+                               "first_bad_seq": target,
                                "reason": "broken_link", "checkpoint_seq": len(chain)}
 
 
@@ -205,8 +221,11 @@ def test_tampering_with_a_hash_recomputed_without_the_key_is_found_at_that_event
                              subject=event.subject, object_ref=event.object_ref, details=event.details,
                              prev_hash=event.prev_hash, key=b"a guess at the key")
     AuditEvent.objects.filter(seq=target).update(details=event.details, hash=event.hash)
-    # Then that very event fails its keyed hash
-    assert verify(officer)["first_bad_seq"] == target
+    # Then that very event fails its keyed hash: it lies before the first checkpoint, so in the prefix only
+    # the scheduled full walk reads, and the API reports that walk's finding
+    assert target < first_signed()
+    body = verify(officer, full=True)
+    assert (body["ok"], body["first_bad_seq"], body["reason"]) == (False, target, "broken_link")
 
 
 def test_deleting_a_middle_event_is_found(chain, officer):
@@ -219,7 +238,8 @@ def test_deleting_a_middle_event_is_found(chain, officer):
 def test_deleting_the_last_event_is_found_by_the_head(chain, officer):
     # The chain itself stays internally consistent when truncated: only the head remembers its length.
     AuditEvent.objects.filter(seq=chain[-1]).delete()
-    assert verify(officer) == {"ok": False, "events_checked": len(chain) - 1, "first_bad_seq": chain[-1],
+    assert verify(officer) == {"ok": False, "events_checked": len(chain) - first_signed(),
+                               "first_bad_seq": chain[-1],
                                "reason": "head_mismatch", "checkpoint_seq": len(chain)}
 
 
@@ -239,6 +259,25 @@ def test_verify_on_an_empty_chain_is_ok(db):
 # --- listing -------------------------------------------------------------------------------------------
 
 
+def test_date_filters_find_events_whose_time_runs_behind_their_seq(db, monkeypatch):
+    # Given concurrent actions chained out of time order across midnight: the later seq has the earlier day
+    from governance.selectors import audit_events
+
+    day1, day2 = datetime(2030, 6, 1, 23, 59, 59, tzinfo=UTC), datetime(2030, 6, 2, 0, 0, 1, tzinfo=UTC)
+    for at in (day1 - timedelta(days=3), day2, day1, day2 + timedelta(days=3)):
+        monkeypatch.setattr(clock, "now", lambda at=at: at)
+        audit_append(action="keys.rotated", actor_id=None, object_ref=at.isoformat())
+    refs = lambda events: [e.object_ref for e in events]  # noqa: E731
+    # Then each day's filter (whose seq range the per-day roll-ups bound) still finds each of them
+    midnight = datetime(2030, 6, 2, tzinfo=UTC)
+    assert refs(audit_events(since=midnight - timedelta(days=1), until=midnight)) == [day1.isoformat()]
+    assert refs(audit_events(since=midnight, until=midnight + timedelta(days=1))) == [day2.isoformat()]
+    assert refs(audit_events(since=midnight)) == [day2.isoformat(), (day2 + timedelta(days=3)).isoformat()]
+    assert refs(audit_events(until=midnight)) == [(day1 - timedelta(days=3)).isoformat(), day1.isoformat()]
+    assert refs(audit_events(since=midnight + timedelta(days=10))) == []
+    assert refs(audit_events(until=midnight - timedelta(days=10))) == []
+
+
 def test_event_filters_and_pagination(owner, other, officer, monkeypatch):
     # Given events at known times: owner uploads at T+1h..T+3h, other at T+4h
     base = datetime(2030, 6, 1, 12, tzinfo=UTC)
@@ -256,6 +295,12 @@ def test_event_filters_and_pagination(owner, other, officer, monkeypatch):
     # subject (a pseudonym)
     body = get("/api/v1/audit/events", {"subject": pseudonym(owner.pk), "action": "photo.uploaded"}).json()
     assert body["count"] == 3 and {e["subject"] for e in body["results"]} == {pseudonym(owner.pk)}
+    # or its start as the table shows it (PostgreSQL resolves it to the pseudonyms it names), or nobody's
+    body = get("/api/v1/audit/events", {"subject": pseudonym(owner.pk)[:8] + "…", "action": "photo.uploaded"})
+    assert body.json()["count"] == 3
+    nobody = next(p for p in ("0000", "ffff", "zz") if not pseudonym(owner.pk).startswith(p)
+                  and not pseudonym(other.pk).startswith(p))
+    assert get("/api/v1/audit/events", {"subject": nobody, "action": "photo.uploaded"}).json()["count"] == 0
     # since is inclusive, until exclusive
     body = get("/api/v1/audit/events", {"since": (base + timedelta(hours=2)).isoformat(),
                                         "until": (base + timedelta(hours=4)).isoformat()}).json()

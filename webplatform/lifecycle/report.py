@@ -52,10 +52,7 @@ def _audit() -> dict[str, Any]:
         "ok": recent.ok and (full is None or full.ok) and not lag.too_old,
         "events_checked": recent.events_checked, "first_bad_seq": recent.first_bad_seq,
         "reason": recent.reason,
-        "full_verification": None if full is None else {
-            "at": full.at.isoformat(), "ok": full.ok, "verified_through": full.verified_through,
-            "events_checked": full.events_checked, "first_bad_seq": full.first_bad_seq, "reason": full.reason,
-            "seconds": full.seconds},
+        "full_verification": None if full is None else full.as_json(),
         "checkpoint_lag": {"events": lag.events, "seconds": round(lag.seconds, 1), "too_old": lag.too_old,
                            "bound_seconds": settings.AUDIT_CHECKPOINT_MAX_LAG_SECONDS},
     }
