@@ -22,15 +22,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch._C._profiler import _EventType  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from bench import dp_modes  # noqa: E402, F401 - registers Opacus' stock modes for --mode
-from bench.train import PlainStep  # noqa: E402
+from bench.train import PlainStep, random_step_data  # noqa: E402
 from inference import dp  # noqa: E402
-from inference.generator.model import AgeGenerator, GeneratorConfig  # noqa: E402
 
 
 def phase(stack: list[str]) -> str:
@@ -98,16 +96,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    gen_cfg = GeneratorConfig.small()
-    gen_cfg.image_size = args.size
-    model = AgeGenerator(gen_cfg)
-    rng = np.random.default_rng(0)
-    n = 4 * args.batch
-    faces = rng.integers(0, 256, (n, args.size, args.size, 3), dtype=np.uint8)
-    ages = rng.uniform(5, 85, n).astype(np.float32)
-    renders = rng.integers(0, 256, (n, 2, args.size, args.size, 3), dtype=np.uint8)
-    render_ages = rng.uniform(5, 85, (n, 2)).astype(np.float32)
-    batch = tuple(torch.from_numpy(a[:args.batch]) for a in (faces, ages, renders, render_ages))
+    model, (faces, ages, renders, render_ages), batch = random_step_data(args.size, args.batch)
+    n = len(faces)
     config = dp.DPConfig(sample_rate=1 / 4, grad_sample_mode=args.mode, expected_batch_size=n / 4,
                          device="cpu")
     trainer = dp.PrivateTrainer(model=model, faces=faces, source_ages=ages, renders=renders,

@@ -90,21 +90,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def random_step_data(size: int, batch: int
+                     ) -> tuple[AgeGenerator, tuple[np.ndarray, ...], tuple[torch.Tensor, ...]]:
+    """A small generator at `size`, 4 batches of random faces, ages and two renders each (speed and memory do
+    not care what the pixels show), and the first batch as tensors."""
+    gen_cfg = GeneratorConfig.small()
+    gen_cfg.image_size = size
+    model = AgeGenerator(gen_cfg)
+    rng = np.random.default_rng(0)
+    n = 4 * batch
+    arrays = (rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+              rng.uniform(5, 85, n).astype(np.float32),
+              rng.integers(0, 256, (n, 2, size, size, 3), dtype=np.uint8),
+              rng.uniform(5, 85, (n, 2)).astype(np.float32))
+    return model, arrays, tuple(torch.from_numpy(a[:batch]) for a in arrays)
+
+
 def worker(args: argparse.Namespace) -> None:
     """One mode in a fresh process: print JSON with step times and peak-memory growth."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)
-    gen_cfg = GeneratorConfig.small()
-    gen_cfg.image_size = args.size
-    model = AgeGenerator(gen_cfg)
-    rng = np.random.default_rng(0)
-    n = 4 * args.batch
-    faces = rng.integers(0, 256, (n, args.size, args.size, 3), dtype=np.uint8)  # speed does not care what
-    ages = rng.uniform(5, 85, n).astype(np.float32)
-    renders = rng.integers(0, 256, (n, 2, args.size, args.size, 3), dtype=np.uint8)
-    render_ages = rng.uniform(5, 85, (n, 2)).astype(np.float32)
-    batch = tuple(torch.from_numpy(a[:args.batch]) for a in (faces, ages, renders, render_ages))
+    model, (faces, ages, renders, render_ages), batch = random_step_data(args.size, args.batch)
+    n = len(faces)
     config = dp.DPConfig(
         sample_rate=1 / 4,
         grad_sample_mode=args.worker if args.worker != "nondp" else "hooks",
