@@ -2,7 +2,8 @@
 # scale"). Built from this checkout with the pinned lock file; runs as the unprivileged user `timeveil`.
 #   docker build -t timeveil .
 #   docker run --env-file /etc/timeveil.env -p 8000:8000 timeveil                      # web
-#   docker run --env-file /etc/timeveil.env timeveil celery -A webplatform worker -Q gpu -c 1 --prefetch-multiplier 1
+#   docker run --env-file /etc/timeveil.env -e OPENCV_FOR_THREADS_NUM=1 -e OMP_NUM_THREADS=1 \
+#       timeveil celery -A webplatform worker -Q aging --prefetch-multiplier 1   # aging: a process per CPU
 # The data folder /var/lib/timeveil (keyring file, static files, beat's schedule) is a volume when used.
 FROM python:3.11-slim-bookworm
 

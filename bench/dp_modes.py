@@ -1,6 +1,6 @@
 """Opacus' stock grad-sample modes, selectable in DP training for benchmarks only.
 
-Production offers `hooks_conv` and `ghost_conv` (inference.dp.training); bench/train.py measures them
+Production offers `hooks_conv` and `ghost_conv` (inference.dp.config); bench/train.py measures them
 against the stock modes they replace, which register here when this module is imported.
 """
 

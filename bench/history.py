@@ -6,7 +6,8 @@
 Seeds a valid keyed chain (10% of it retention `*.expired` events spread over 30 days, one signed
 checkpoint line per event as one commit per event writes) in bulk, growing it to each size in turn, and
 at each size times (median of --repeat, Django test client, signed in as an officer): the dashboard,
-GET /api/v1/compliance/report, the audit trail page (newest, a deep keyset page, one action), the API's
+GET /api/v1/compliance/report, the audit trail page (newest, a deep keyset page, one action, one day, one
+subject by the start of their pseudonym), the API's
 first page, and a bare page (/healthz). Prints each against the same figure at the first size and against
 the bare page, and the full verification's events/s up to --verify-up-to events. With --database-url
 the database is dropped and created fresh (PostgreSQL: the figures the issue asks for).
@@ -128,7 +129,8 @@ def main() -> None:
     from django.db import connection
     from django.test import Client
 
-    from governance.audit import audit_verify
+    from governance.audit import audit_verify, pseudonym
+    from governance.models import AuditEvent
     from webplatform.accounts.services import user_register
 
     Group.objects.get_or_create(name=settings.COMPLIANCE_GROUP)
@@ -146,6 +148,8 @@ def main() -> None:
             with connection.cursor() as cursor:
                 cursor.execute("ANALYZE governance_auditevent")
         print(f"\n{size:,} events (seeded in {time.perf_counter() - start:.0f} s)")
+        middle = AuditEvent.objects.get(seq=size // 2).at.date().isoformat()
+        subject = pseudonym(1)[:8] + "…"
         pages = {
             "bare page (/healthz)": "/healthz",
             "dashboard": "/officer/",
@@ -153,6 +157,8 @@ def main() -> None:
             "audit page, newest": "/officer/audit",
             "audit page, deep (keyset)": f"/officer/audit?before={size // 2}",
             "audit page, one action": "/officer/audit?action=photo.expired",
+            "audit page, one day": f"/officer/audit?since={middle}&until={middle}",
+            "audit page, one subject": f"/officer/audit?subject={subject}",
             "API events, first page": "/api/v1/audit/events?limit=50",
         }
         times = {name: median_ms(client, path, args.repeat) for name, path in pages.items()}

@@ -33,6 +33,7 @@ def main() -> None:
     from PIL import Image
 
     from governance.audit import audit_append_many
+    from governance.audit_actions import AuditAction
     from governance.consent import PROCESSING, TRAINING, consent_set, policy_publish
     from webplatform.accounts.services import user_register
     from webplatform.photos.services import photo_create
@@ -58,7 +59,7 @@ def main() -> None:
     library = median_ms(lambda: client.get("/"), args.repeat)
     print(f"(b) photo library page, {args.photos} photos: {library:.1f} ms")
 
-    audit_append_many([{"action": "photo.content_read", "actor_id": user.pk, "subject_id": user.pk,
+    audit_append_many([{"action": AuditAction.PHOTO_CONTENT_READ, "actor_id": user.pk, "subject_id": user.pk,
                         "object_ref": f"bench:{i}"} for i in range(args.events)])
     officer, _ = user_register(username="bench-officer", password="a-Long-passphrase-42")
     officer.groups.add(Group.objects.get(name=settings.COMPLIANCE_GROUP))

@@ -3,14 +3,15 @@
     .venv/bin/python bench/production.py [--users 16 64] [--flows-per-user 2] [--faults all|none|s3_down,...]
 
 One command starts the whole stack on 127.0.0.1: PostgreSQL (a fresh `timeveil_bench` database on :5432),
-Redis (:6379, db 12 broker / db 11 cache), moto's server for S3 and KMS, gunicorn, a `default` worker, a `gpu`
-worker, a `training` worker and beat, all in production mode (PRODUCTION=1). S3 and the broker are reached
-through fault-injecting TCP proxies (tests/integration/faultproxy.py), so faults hit the real protocols.
+Redis (:6379, db 12 broker / db 11 cache), moto's server for S3 and KMS, gunicorn, a `default` worker, an
+`aging` worker (one process: the jobs' aging layers on the CPU), a `training` worker and beat, all in
+production mode (PRODUCTION=1). S3 and the broker are reached through fault-injecting TCP proxies
+(tests/integration/faultproxy.py), so faults hit the real protocols.
 
 Phases: clean load at each --users, then at 16 users each fault during the load:
   s3_down         S3 refuses connections for 10 s
   s3_lost_reply   S3 stores PUTs but the response is lost, 10 s (orphans for the reconciler)
-  gpu_kill        the gpu worker is killed -9, restarted after 10 s
+  aging_kill      the aging worker is killed -9 mid-job, restarted after 10 s
   broker_down     the broker (Redis) is unreachable for 20 s
   pg_down         PostgreSQL is unreachable (a TCP proxy cut) for 15 s: 503 with Retry-After, never 500
   broker_restart  the broker restarts without persistence: unreachable 3 s, every message lost
@@ -42,7 +43,7 @@ from tests.integration.loadflow import run_flows, wait_until_serving  # noqa: E4
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "timeveil_bench"
 BUCKET = "timeveil-bench"
-FAULTS = ("s3_down", "s3_lost_reply", "gpu_kill", "broker_down", "pg_down", "broker_restart")
+FAULTS = ("s3_down", "s3_lost_reply", "aging_kill", "broker_down", "pg_down", "broker_restart")
 
 
 def free_port() -> int:
@@ -120,8 +121,8 @@ class Stack:
             "web": [str(bin_dir / "gunicorn"), "webplatform.wsgi", "-b", f"127.0.0.1:{self.port}",
                     "-w", str(self.web_workers), "--threads", "8", "--timeout", "120", "--backlog", "2048"],
             "default": [*celery, "worker", "-Q", "default", "-c", "2", "-n", "default@%h", "-l", "WARNING"],
-            "gpu": [*celery, "worker", "-Q", "gpu", "-c", "1", "--prefetch-multiplier", "1", "-n", "gpu@%h",
-                    "-l", "WARNING"],
+            "aging": [*celery, "worker", "-Q", "aging", "-c", "1", "--prefetch-multiplier", "1",
+                      "-n", "aging@%h", "-l", "WARNING"],
             "training": [*celery, "worker", "-Q", "training", "-c", "1", "-n", "training@%h",
                          "-l", "WARNING"],
             "beat": [*celery, "beat", "-s", str(self.workdir / "celerybeat-schedule"), "-l", "WARNING"],
@@ -136,7 +137,7 @@ class Stack:
             result = self.manage(*step)
             if result.returncode != 0:
                 raise SystemExit(f"manage.py {' '.join(step)} failed:\n{result.stderr[-3000:]}")
-        for name in ("web", "default", "gpu", "training", "beat"):
+        for name in ("web", "default", "aging", "training", "beat"):
             self.start(name)
         wait_until_serving(self.base_url)
 
@@ -246,15 +247,15 @@ def inject(stack: Stack, fault: str, started: threading.Event) -> None:
         stack.s3_proxy.mode = "drop_response"
         time.sleep(10)
         stack.s3_proxy.mode = "pass"
-    elif fault == "gpu_kill":
+    elif fault == "aging_kill":
         # Kill it mid-job: wait (up to 20 s) until it holds a running job.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not stack.query(
                 "SELECT 1 FROM jobs_transformationjob WHERE status = 'running' LIMIT 1"):
             time.sleep(0.05)
-        stack.kill("gpu")
+        stack.kill("aging")
         time.sleep(10)
-        stack.start("gpu")
+        stack.start("aging")
     elif fault == "broker_down":
         stack.broker_proxy.mode = "down"
         time.sleep(20)

@@ -1,13 +1,14 @@
 """DP fine-tuning cost and utility: each grad-sample mode against the same training without DP, same run.
 
-    .venv/bin/python bench/train.py [--size 128] [--batch 16] [--reps 5] [--threads 1]
+    .venv/bin/python bench/train.py [--size 128] [--batch 16] [--reps 5] [--runs 1] [--threads 1]
                                     [--modes hooks,functorch,ghost,ghost_conv] [--skip-utility]
                                     [--utility-size 64] [--users 256] [--dp-steps 60] [--base-steps 400]
 
 Speed: one subprocess per mode builds the small generator (`GeneratorConfig.small()` at --size), two
 teacher renderings per face and one fixed batch, then times DP steps (inference.dp.PrivateTrainer.step) and
 non-private steps (same objective, same Adam, same batch, same device) interleaved, so load from other
-processes hits both alike; the ratio is median DP / median non-DP. Peak memory: on CUDA
+processes hits both alike; the ratio is median DP / median non-DP. Peak memory (`--runs N` repeats it,
+each run against its own non-private baseline, and sums the ratios up against MEMORY_GOAL): on CUDA
 torch.cuda.max_memory_allocated above the set-up's allocation; on CPU the growth of the process' peak
 RSS (resource.getrusage ru_maxrss) over the set-up, measured in separate subprocesses for the DP and the
 non-private steps, so neither sees the other's peak.
@@ -43,6 +44,8 @@ from inference.generator.age_estimator import EstimatorConfig  # noqa: E402
 from inference.generator.model import AgeGenerator, GeneratorConfig  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
+
+MEMORY_GOAL = 1.3  # a DP step's peak memory at most this times a non-private step's (issue 20.8)
 
 
 def maxrss_mb() -> float:
@@ -87,21 +90,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def random_step_data(size: int, batch: int
+                     ) -> tuple[AgeGenerator, tuple[np.ndarray, ...], tuple[torch.Tensor, ...]]:
+    """A small generator at `size`, 4 batches of random faces, ages and two renders each (speed and memory do
+    not care what the pixels show), and the first batch as tensors."""
+    gen_cfg = GeneratorConfig.small()
+    gen_cfg.image_size = size
+    model = AgeGenerator(gen_cfg)
+    rng = np.random.default_rng(0)
+    n = 4 * batch
+    arrays = (rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+              rng.uniform(5, 85, n).astype(np.float32),
+              rng.integers(0, 256, (n, 2, size, size, 3), dtype=np.uint8),
+              rng.uniform(5, 85, (n, 2)).astype(np.float32))
+    return model, arrays, tuple(torch.from_numpy(a[:batch]) for a in arrays)
+
+
 def worker(args: argparse.Namespace) -> None:
     """One mode in a fresh process: print JSON with step times and peak-memory growth."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)
-    gen_cfg = GeneratorConfig.small()
-    gen_cfg.image_size = args.size
-    model = AgeGenerator(gen_cfg)
-    rng = np.random.default_rng(0)
-    n = 4 * args.batch
-    faces = rng.integers(0, 256, (n, args.size, args.size, 3), dtype=np.uint8)  # speed does not care what
-    ages = rng.uniform(5, 85, n).astype(np.float32)
-    renders = rng.integers(0, 256, (n, 2, args.size, args.size, 3), dtype=np.uint8)
-    render_ages = rng.uniform(5, 85, (n, 2)).astype(np.float32)
-    batch = tuple(torch.from_numpy(a[:args.batch]) for a in (faces, ages, renders, render_ages))
+    model, (faces, ages, renders, render_ages), batch = random_step_data(args.size, args.batch)
+    n = len(faces)
     config = dp.DPConfig(
         sample_rate=1 / 4,
         grad_sample_mode=args.worker if args.worker != "nondp" else "hooks",
@@ -153,20 +164,29 @@ def run_worker(mode: str, args: argparse.Namespace) -> dict:
 
 def speed(args: argparse.Namespace) -> None:
     print(f"== step time and peak memory: small generator at {args.size}x{args.size}, batch {args.batch}, "
-          f"{args.threads} thread(s), median of {args.reps} ==")
-    base = run_worker("nondp", args)
-    print(f"device {base['device']}; non-private step peak memory growth {base['peak_mb']:.0f} MB "
-          f"({'cuda max_memory_allocated' if base['device'].startswith('cuda') else 'CPU ru_maxrss growth'})")
-    print(f"{'mode':<11} {'DP step':>9} {'plain step':>10} {'time x':>7} {'DP mem MB':>10} {'mem x':>6}")
-    for mode in args.modes.split(","):
-        r = run_worker(mode, args)
-        if "error" in r:
-            print(f"{mode:<11} failed: {r['error']}")
-            continue
-        print(
-            f"{mode:<11} {r['step_s']:9.3f} {r['plain_step_s']:10.3f} {r['step_s'] / r['plain_step_s']:7.2f} "
-            f"{r['peak_mb']:10.0f} {r['peak_mb'] / max(base['peak_mb'], 1e-9):6.2f}"
-        )
+          f"{args.threads} thread(s), median of {args.reps}, {args.runs} run(s) ==")
+    modes = args.modes.split(",")
+    mem_ratios: dict[str, list[float]] = {mode: [] for mode in modes}
+    for run in range(1, args.runs + 1):
+        base = run_worker("nondp", args)  # each run its own baseline: the ratio is within the run
+        how = "cuda max_memory_allocated" if base["device"].startswith("cuda") else "CPU ru_maxrss growth"
+        print(f"-- run {run}: device {base['device']}; non-private step peak memory growth "
+              f"{base['peak_mb']:.0f} MB ({how})")
+        print(f"{'mode':<11} {'DP step':>9} {'plain step':>10} {'time x':>7} {'DP mem MB':>10} {'mem x':>6}")
+        for mode in modes:
+            r = run_worker(mode, args)
+            if "error" in r:
+                print(f"{mode:<11} failed: {r['error']}")
+                continue
+            mem_ratios[mode].append(r["peak_mb"] / max(base["peak_mb"], 1e-9))
+            print(f"{mode:<11} {r['step_s']:9.3f} {r['plain_step_s']:10.3f} "
+                  f"{r['step_s'] / r['plain_step_s']:7.2f} {r['peak_mb']:10.0f} {mem_ratios[mode][-1]:6.2f}")
+    print(f"-- peak memory, DP / non-private, over {args.runs} run(s) (goal <= {MEMORY_GOAL}x in every run)")
+    for mode, ratios in mem_ratios.items():
+        if ratios:
+            met = sum(r <= MEMORY_GOAL for r in ratios)
+            print(f"{mode:<11} {' '.join(f'{r:.2f}' for r in ratios)}  min {min(ratios):.2f} median "
+                  f"{statistics.median(ratios):.2f} max {max(ratios):.2f}  goal met {met}/{len(ratios)}")
 
 
 def utility(args: argparse.Namespace) -> None:
@@ -272,6 +292,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="image side for the speed bench")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--reps", type=int, default=5, help="timed steps per path and mode")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="speed runs, each with its own non-private baseline (the memory ratio is noisy)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the box is shared)")
     parser.add_argument("--device", default=None)
     every_mode = dict.fromkeys([*dp_modes.BENCH_MODES, *dp.GRAD_SAMPLE_MODES])  # each once, in order

@@ -17,7 +17,7 @@ from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from . import clock
+from .audit_actions import KNOWN_ACTIONS, AuditAction
 from .audit_rollups import rollup_add
 from .checkpoints import (
     Checkpoint,
@@ -35,6 +36,7 @@ from .checkpoints import (
     checkpoint_tail,
     checkpoint_write,
 )
+from .keys import get_keyring
 from .models import AuditEvent, AuditHead, AuditPending
 
 log = logging.getLogger(__name__)
@@ -42,59 +44,11 @@ log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 SYSTEM = "system"
 
-# Every action the chain may record, with what it means to a reader of the trail. Appending any other
-# action is a ValueError; tests/test_audit.py checks each action the code writes is listed here and used.
-ACTIONS: dict[str, str] = {
-    "account.created": "An account was registered",
-    "account.credentials_revoked": "The user signed out everywhere: token and sessions revoked",
-    "account.email_changed": "The user changed their e-mail address (now unconfirmed)",
-    "account.email_verified": "The owner of the account's e-mail address confirmed it",
-    "account.password_reset": "The password was reset through a link sent to the confirmed address",
-    "policy.published": "A new policy version was published for a purpose",
-    "consent.granted": "Consent to a purpose was granted",
-    "consent.withdrawn": "Consent to a purpose was withdrawn",
-    "photo.uploaded": "A photo was uploaded and stored encrypted",
-    "photo.content_read": "A photo's content was decrypted for its owner",
-    "photo.library_shown": "The owner's photo library was shown: one event for the thumbnails of the photos "
-                           "it lists (details.photos), each decrypted for the owner when the page loads them",
-    "photo.content_read_failed": "Reading a photo's content failed (destroyed key or tampered ciphertext)",
-    "photo.training_chosen": "The owner chose the photo kept for training",
-    "photo.deleted": "The owner deleted a photo (retention removes it and its results)",
-    "photo.expired": "Retention deleted a photo because its deadline passed",
-    "photo.purged_on_request": "A photo its owner deleted was removed (actor: the owner)",
-    "photo.purged_on_withdrawal": "A photo was removed as its owner withdrew consent (actor: the owner)",
-    "result.expired": "Retention deleted a transformation result because its deadline passed",
-    "result.purged_on_request": "A result of a photo its owner deleted was removed (actor: the owner)",
-    "result.purged_on_withdrawal": "A result was removed as its owner withdrew consent (actor: the owner)",
-    "result.deleted": "A transformation result was deleted with its photo",
-    "result.content_read": "A transformation result's content was decrypted for its owner",
-    "object.orphan_deleted": "Ciphertext that no row names was deleted after its grace period",
-    "job.created": "A transformation was requested",
-    "job.completed": "A transformation finished and its result was stored",
-    "job.failed": "A transformation failed (the failure code says why)",
-    "job.requeued": "A job whose worker was lost went back to the queue",
-    "export.generated": "The user's data export was generated",
-    "erasure.accepted": "An erasure was accepted: the data key is destroyed, the purge begins",
-    "erasure.completed": "An erasure's purge finished; only a tombstone remains",
-    "keys.rotated": "The key-encryption key was rotated and data keys re-wrapped",
-    "training.reserved": "A DP training run froze its manifest and reserved its epsilon",
-    "training.started": "A DP training run started",
-    "training.finished": "A DP training run finished (succeeded or failed)",
-    "training.refused": "A DP training run was refused after its noisy count was drawn; the count is charged",
-    "training.privacy_audit": "An empirical privacy audit of the DP code was recorded",
-    "model.trained": "A model version was trained without users' data (synthetic or a folder)",
-    "model.promoted": "A model version was promoted to serve",
-    "audit.pending_refused": "A queued audit event whose signature did not verify was refused, not chained "
-                             "(written or edited there by a database writer; object_ref names the queue row)",
-}
-
 
 def pseudonym(user_id: int | None) -> str:
     """Keyed hash naming a person in the audit chain; without the keyring key it maps to nobody."""
     if user_id is None:
         return SYSTEM
-    from .keys import get_keyring
-
     return hmac.new(get_keyring().pseudonym_key(), f"user:{user_id}".encode(), hashlib.sha256).hexdigest()
 
 
@@ -106,8 +60,6 @@ _derive_lock = threading.Lock()
 
 def _derive(label: bytes) -> bytes:
     """A 256-bit key for one audit use, derived (HKDF-SHA256) from the keyring's pseudonym key."""
-    from .keys import get_keyring
-
     with _derive_lock:
         root = get_keyring().pseudonym_key()
         if (root, label) not in _derived:
@@ -136,7 +88,18 @@ def _event_hash(*, seq: int, at: datetime, action: str, actor: str, subject: str
     return hmac.new(key or chain_key(), body.encode(), hashlib.sha256).hexdigest()
 
 
-def audit_append(*, action: str, actor_id: int | None, subject_id: int | None = None,
+class AuditEntry(TypedDict):
+    """One event for audit_append_many: audit_append's keyword arguments."""
+
+    action: AuditAction
+    actor_id: int | None
+    subject_id: NotRequired[int | None]
+    subject: NotRequired[str | None]
+    object_ref: NotRequired[str]
+    details: NotRequired[dict[str, Any] | None]
+
+
+def audit_append(*, action: AuditAction, actor_id: int | None, subject_id: int | None = None,
                  subject: str | None = None, object_ref: str = "", details: dict[str, Any] | None = None,
                  chained: bool = False) -> AuditEvent:
     """Append one event in the caller's transaction (queued or chained: see audit_append_many)."""
@@ -145,10 +108,10 @@ def audit_append(*, action: str, actor_id: int | None, subject_id: int | None = 
                              chained=chained)[0]
 
 
-def audit_append_many(entries: list[dict[str, Any]], *, chained: bool = False) -> list[AuditEvent]:
+def audit_append_many(entries: list[AuditEntry], *, chained: bool = False) -> list[AuditEvent]:
     """Append several events (bulk deletions audit each object without N round trips).
 
-    Each entry takes the keyword arguments of audit_append; every action must be a key of ACTIONS.
+    Each entry takes the keyword arguments of audit_append; every action must be an AuditAction.
     With AUDIT_GROUP_COMMIT (and not `chained`) the events are queued in the caller's transaction, which
     commits or rolls back with them, and chained by audit_drain once it commits: the returned events then
     have no seq or hash yet. `chained=True` chains them here, under the head lock held to the commit, for a
@@ -156,12 +119,14 @@ def audit_append_many(entries: list[dict[str, Any]], *, chained: bool = False) -
     """
     if not entries:
         return []
-    unknown = sorted({e["action"] for e in entries} - ACTIONS.keys())
+    unknown = sorted({str(e["action"]) for e in entries} - KNOWN_ACTIONS)
     if unknown:
-        # A programming error, never a client's: the vocabulary test keeps the code's actions listed.
-        raise ValueError(f"Unknown audit action(s) {unknown}: add each to governance.audit.ACTIONS.")
+        # A programming error, never a client's: mypy refuses a str where the enum is due; this catches
+        # callers it does not check.
+        raise ValueError(f"Unknown audit action(s) {unknown}: add each to governance.audit_actions.")
     rows = [{
-        "at": clock.now(), "action": entry["action"], "actor": pseudonym(entry.get("actor_id")),
+        # The member's value, as plain text: what is stored, hashed and signed is the string it always was
+        "at": clock.now(), "action": str(entry["action"]), "actor": pseudonym(entry.get("actor_id")),
         "subject": entry["subject"] if entry.get("subject") is not None
         else pseudonym(entry.get("subject_id")),
         "object_ref": entry.get("object_ref") or "", "details": entry.get("details") or {},
@@ -226,11 +191,13 @@ def audit_drain() -> int:
     chained."""
     key, chained = pending_key(), 0
     for _ in range(settings.AUDIT_DRAIN_ROUNDS):
+        if not _drain_free():
+            return chained  # one round trip, no transaction: the usual answer under load
         with transaction.atomic():
             if not _drain_lock():
                 return chained  # the holder's next look, after it releases the lock, sees our rows
-            # Read after taking the lock: the queue as of now, every action committed so far
-            queued = list(AuditPending.objects.order_by("id")[:settings.AUDIT_DRAIN_BATCH])
+            # Taken after the lock, in one round trip: the queue as of now, every action committed so far
+            queued = _take_queued(settings.AUDIT_DRAIN_BATCH)
             if queued:
                 chained += _chain_queued(queued, key)
         if not AuditPending.objects.exists():
@@ -238,25 +205,46 @@ def audit_drain() -> int:
     return chained
 
 
+def _take_queued(batch: int) -> list[AuditPending]:
+    """The oldest `batch` queued events, deleted and returned in one statement (in the drain's transaction:
+    a rollback leaves them queued), oldest first."""
+    table = connection.ops.quote_name(AuditPending._meta.db_table)
+    taken = AuditPending.objects.raw(
+        f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} ORDER BY id LIMIT %s) "
+        "RETURNING id, at, action, actor, subject, object_ref, details, mac", [batch])
+    return sorted(taken, key=lambda pending: pending.id)
+
+
 def _chain_queued(queued: list[AuditPending], key: bytes) -> int:
-    head = _locked_head()  # also taken by appends chained in their own transaction
     rows = []
     for pending in queued:
         row = {"at": pending.at, "action": pending.action, "actor": pending.actor, "subject": pending.subject,
                "object_ref": pending.object_ref, "details": pending.details}
-        if pending.action in ACTIONS and hmac.compare_digest(pending.mac, _pending_mac(row, key)):
+        if pending.action in KNOWN_ACTIONS and hmac.compare_digest(pending.mac, _pending_mac(row, key)):
             rows.append(row)
         else:
             log.error("audit queue row %s has a bad signature: refused, not chained", pending.id)
-            rows.append({"at": clock.now(), "action": "audit.pending_refused", "actor": SYSTEM,
+            rows.append({"at": clock.now(), "action": str(AuditAction.AUDIT_PENDING_REFUSED), "actor": SYSTEM,
                          "subject": SYSTEM, "object_ref": f"pending:{pending.id}", "details": {}})
-    _chain(head, rows)
-    AuditPending.objects.filter(id__in=[p.id for p in queued]).delete()
+    # The signatures checked first: the head row (also locked by appends chained in their own transaction)
+    # is held only for the chaining
+    _chain(_locked_head(), rows)
     return len(rows)
 
 
 # pg_try_advisory_xact_lock's key for the sequencer: one drainer at a time, and the others do not wait.
 DRAIN_LOCK_ID = 0x5449_4D45_5645_494C  # "TIMEVEIL"
+
+
+def _drain_free() -> bool:
+    """Whether no one holds the drain lock now: outside a transaction, pg_try_advisory_xact_lock takes and
+    releases it in one statement, so an action that finds it held returns after one round trip instead of a
+    transaction's three. In a transaction (or on SQLite) it says free and _drain_lock decides."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [DRAIN_LOCK_ID])
+        return bool(cursor.fetchone()[0])
 
 
 def _drain_lock() -> bool:
@@ -322,6 +310,7 @@ class ChainReport:
     checkpoints_checked: int = 0  # signed checkpoints held against the chain
     checkpoint_lag: int = 0  # events past the newest checkpoint or still queued (not yet anchored outside)
     full: bool = True  # False: only the chain's end was checked (audit_verify_recent)
+    checked_from: int = 1  # the first seq this check walked (a signed checkpoint's, for the chain's end)
 
 
 REASONS = {
@@ -401,7 +390,8 @@ def audit_verify_recent() -> ChainReport:
     start = int(signed.seqs[0]) if len(signed.seqs) else None
     if start is None and settings.AUDIT_REQUIRE_CHECKPOINT and AuditEvent.objects.exists():
         return ChainReport(ok=False, events_checked=0, reason="no_checkpoint", full=False)
-    return _verify(signed, start=start, progress=None)
+    report = _verify(signed, start=start, progress=None)
+    return report if report.full or start is None else replace(report, checked_from=start)
 
 
 def _verify(signed: _Signed, *, start: int | None, progress: Callable[[int], None] | None) -> ChainReport:

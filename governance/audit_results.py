@@ -29,6 +29,12 @@ class FullResult:
     verified_through: int
     seconds: float
 
+    def as_json(self) -> dict[str, object]:
+        """What the API and the compliance report show of it."""
+        return {"at": self.at.isoformat(), "ok": self.ok, "verified_through": self.verified_through,
+                "events_checked": self.events_checked, "first_bad_seq": self.first_bad_seq,
+                "reason": self.reason, "seconds": self.seconds}
+
 
 def _mac(row: AuditVerification) -> str:
     fields = [row.at.isoformat(), row.ok, row.reason, row.first_bad_seq, row.events_checked,

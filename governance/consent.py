@@ -10,6 +10,7 @@ from django.db.models import OuterRef, Subquery
 
 from . import clock
 from .audit import audit_append, pseudonym
+from .audit_actions import AuditAction
 from .errors import ConsentRequired, NotFound, StalePolicyVersion
 from .models import ConsentRecord, PolicyVersion, Purpose
 
@@ -26,7 +27,7 @@ def policy_publish(*, purpose_slug: str, text: str, name: str | None = None) -> 
             purpose=purpose, version=(last.version + 1) if last else 1, text=text,
             sha256=hashlib.sha256(text.encode()).hexdigest(), published_at=clock.now(),
         )
-        audit_append(action="policy.published", actor_id=None, subject="policy",
+        audit_append(action=AuditAction.POLICY_PUBLISHED, actor_id=None, subject="policy",
                      object_ref=f"policy:{purpose_slug}:{policy.version}", details={"sha256": policy.sha256})
     return policy
 
@@ -68,8 +69,8 @@ def consent_set(
             user_id=user_id, subject=pseudonym(user_id), purpose=purpose, policy=current, granted=granted,
             at=clock.now(),
         )
-        audit_append(action="consent.granted" if granted else "consent.withdrawn", actor_id=user_id,
-                     subject_id=user_id, object_ref=f"consent:{record.id}",
+        audit_append(action=AuditAction.CONSENT_GRANTED if granted else AuditAction.CONSENT_WITHDRAWN,
+                     actor_id=user_id, subject_id=user_id, object_ref=f"consent:{record.id}",
                      details={"purpose": purpose_slug, "policy_version": current.version})
     return record
 

@@ -11,6 +11,7 @@ from django.db import transaction
 
 from . import clock
 from .audit import audit_append, pseudonym
+from .audit_actions import AuditAction
 from .errors import NotFound
 from .keys import data_key_destroy
 from .models import ErasureRequest, ErasureStatus
@@ -34,7 +35,7 @@ def erasure_accept(*, user_id: int) -> tuple[ErasureRequest, str]:
             requested_at=now, deadline=now + settings.ERASURE_DEADLINE,
         )
         data_key_destroy(user_id=user_id)
-        audit_append(action="erasure.accepted", actor_id=user_id, subject_id=user_id,
+        audit_append(action=AuditAction.ERASURE_ACCEPTED, actor_id=user_id, subject_id=user_id,
                      object_ref=f"erasure:{request.public_id}",
                      details={"deadline": request.deadline.isoformat()})
     return request, receipt
@@ -83,5 +84,5 @@ def erasure_complete(request: ErasureRequest, *, counts: dict[str, int]) -> None
         request.user_id = None
         request.last_error = ""
         request.save(update_fields=["status", "completed_at", "counts", "user_id", "last_error"])
-        audit_append(action="erasure.completed", actor_id=None, subject=request.subject,
+        audit_append(action=AuditAction.ERASURE_COMPLETED, actor_id=None, subject=request.subject,
                      object_ref=f"erasure:{request.public_id}", details={"counts": counts})

@@ -91,6 +91,7 @@ class AuditEvent(models.Model):
         # The trail's filters, each with seq so one index serves the filter and the keyset page order.
         indexes = [models.Index(fields=["action", "seq"], name="audit_action_seq"),
                    models.Index(fields=["subject", "seq"], name="audit_subject_seq"),
+                   models.Index(fields=["subject", "action", "seq"], name="audit_subject_action_seq"),
                    models.Index(fields=["action", "at"], name="audit_action_at")]
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
+from django.db import connection
 from django.db.models import QuerySet
 
+from .audit_actions import AuditAction
+from .audit_rollups import seq_bounds
 from .models import AuditEvent, AuditHead
 
 
@@ -15,8 +18,10 @@ def audit_head_seq() -> int:
 
 # Reads of content: one per thumbnail shown, so they swamp the trail; the officer's table hides them unless
 # asked (a failed read is not one of them: it stays in view).
-CONTENT_READS = ("photo.content_read", "result.content_read")
+CONTENT_READS = (AuditAction.PHOTO_CONTENT_READ, AuditAction.RESULT_CONTENT_READ)
 ELLIPSES = ("…", "...")
+# A subject prefix naming at most this many pseudonyms is filtered by equality on them (an index range each)
+SUBJECT_PREFIX_MATCHES = 10
 
 
 def audit_events(*, action: str | None = None, subject: str | None = None, since: datetime | None = None,
@@ -39,7 +44,27 @@ def audit_events(*, action: str | None = None, subject: str | None = None, since
         subject = subject.strip()
         for ellipsis in ELLIPSES:
             subject = subject.removesuffix(ellipsis)
-        events = events.filter(subject__startswith=subject)
+        named = _subjects_starting(subject)
+        if named is None:
+            events = events.filter(subject__startswith=subject)
+        elif len(named) == 1:
+            # The usual case, one pseudonym shortened: equality, so the (subject, seq) index gives the page
+            # in order, however many events that person has
+            events = events.filter(subject=named[0])
+        else:
+            events = events.filter(subject__in=named)  # none (an empty result), or an ambiguous start
+    if since or until:
+        # The days' seq range (audit_rollups), so a page reads the seq index inside it, not every event
+        # outside the dates; `at` still filters exactly
+        last = until - timedelta(microseconds=1) if until else None  # `until` is exclusive
+        bounds = seq_bounds(since=since.astimezone(UTC).date() if since else None,
+                            until=last.astimezone(UTC).date() if last else None)
+        if bounds is None:
+            return events.none()
+        if bounds[0] is not None:
+            events = events.filter(seq__gte=bounds[0])
+        if bounds[1] is not None:
+            events = events.filter(seq__lte=bounds[1])
     if since:
         events = events.filter(at__gte=since)
     if until:
@@ -49,6 +74,31 @@ def audit_events(*, action: str | None = None, subject: str | None = None, since
     if after_seq is not None:
         events = events.filter(seq__gt=after_seq)
     return events
+
+
+def _subjects_starting(prefix: str) -> list[str] | None:
+    """Every distinct stored subject that starts with `prefix`, one probe of the "C" collation subject index
+    each (PostgreSQL, migration 0014); None past SUBJECT_PREFIX_MATCHES of them, or on another database
+    (the caller filters with LIKE then)."""
+    if connection.vendor != "postgresql" or not prefix:
+        return None
+    found: list[str] = []
+    with connection.cursor() as cursor:
+        for _ in range(SUBJECT_PREFIX_MATCHES + 1):
+            cursor.execute(
+                'SELECT subject FROM governance_auditevent WHERE subject COLLATE "C" LIKE %s'
+                + (' AND subject COLLATE "C" > %s' if found else "")
+                + ' ORDER BY subject COLLATE "C" LIMIT 1',
+                [_like_prefix(prefix), *found[-1:]])
+            row = cursor.fetchone()
+            if row is None:
+                break
+            found.append(row[0])
+    return found if len(found) <= SUBJECT_PREFIX_MATCHES else None
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def audit_stored_actions() -> list[str]:

@@ -24,6 +24,7 @@ from django.db import transaction
 
 from . import clock
 from .audit import audit_append, pseudonym
+from .audit_actions import AuditAction
 from .consent import TRAINING
 from .errors import BudgetExceeded, CohortTooSmall, Conflict, InvalidInput
 from .models import (
@@ -286,7 +287,7 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
         # Each person's filter epsilon with this run, computed above under the lock: stored, read by pages
         ManifestEntry.objects.bulk_create([ManifestEntry(run=run, epsilon_after=after[e["subject"]], **e)
                                            for e in entries])
-        audit_append(action="training.reserved", actor_id=None, subject="training",
+        audit_append(action=AuditAction.TRAINING_RESERVED, actor_id=None, subject="training",
                      object_ref=f"run:{run.id}",
                      details={"manifest_sha256": run.manifest_sha256, "participants_released": participants,
                               "epsilon": epsilon, "delta": delta, "lineage": lineage.name,
@@ -335,7 +336,8 @@ def _record_count_charge(*, lineage: Lineage, items: list[ManifestItem], sums: d
         accountant=accountant, epsilon_reserved=epsilon, epsilon_spent=epsilon, rdp=curve_dump(count))
     ManifestEntry.objects.bulk_create([ManifestEntry(run=run, epsilon_after=after[e["subject"]], **e)
                                        for e in entries])
-    audit_append(action="training.refused", actor_id=None, subject="training", object_ref=f"run:{run.id}",
+    audit_append(action=AuditAction.TRAINING_REFUSED, actor_id=None, subject="training",
+                 object_ref=f"run:{run.id}",
                  details={"participants_released": participants, "epsilon": epsilon, "delta": delta,
                           "lineage": lineage.name})
     return run
@@ -377,7 +379,8 @@ def run_start(run: TrainingRun) -> TrainingRun:
                            "Reserve a new run instead.", details={"status": locked.status})
         locked.status, locked.heartbeat_at = RunStatus.RUNNING, clock.now()
         locked.save(update_fields=["status", "heartbeat_at"])
-        audit_append(action="training.started", actor_id=None, subject="training", object_ref=f"run:{run.id}")
+        audit_append(action=AuditAction.TRAINING_STARTED, actor_id=None, subject="training",
+                     object_ref=f"run:{run.id}")
     run.status = RunStatus.RUNNING
     return run
 
@@ -396,7 +399,7 @@ def run_finish(run: TrainingRun, *, model_version: str = "", metrics: dict[str, 
         run.finished_at = released_time(clock.now())
         run.save(update_fields=["status", "epsilon_spent", "model_version", "metrics", "error",
                                 "finished_at"])
-        audit_append(action="training.finished", actor_id=None, subject="training",
+        audit_append(action=AuditAction.TRAINING_FINISHED, actor_id=None, subject="training",
                      object_ref=f"run:{run.id}",
                      details={"status": run.status, "epsilon_spent": run.epsilon_spent,
                               "model_version": model_version})
@@ -425,7 +428,7 @@ def run_fail_stale(run_id: uuid.UUID, *, stale_before: datetime) -> bool:
         run.error = (f"{WORKER_LOST}: the training worker stopped (no heartbeat {seen}); its epsilon stays "
                      "spent and the run is never executed again")[:200]
         run.save(update_fields=["status", "epsilon_spent", "finished_at", "error"])
-        audit_append(action="training.finished", actor_id=None, subject="training",
+        audit_append(action=AuditAction.TRAINING_FINISHED, actor_id=None, subject="training",
                      object_ref=f"run:{run.id}",
                      details={"status": run.status, "epsilon_spent": run.epsilon_spent, "model_version": "",
                               "reason": WORKER_LOST})
@@ -437,6 +440,6 @@ def privacy_audit_record(*, code_version: str, passed: bool, report: dict[str, A
     with transaction.atomic():
         audit = PrivacyAudit.objects.create(code_version=code_version, passed=passed, report=report,
                                             at=clock.now())
-        audit_append(action="training.privacy_audit", actor_id=None, subject="training",
+        audit_append(action=AuditAction.TRAINING_PRIVACY_AUDIT, actor_id=None, subject="training",
                      object_ref=f"dp-code:{code_version[:16]}", details={"passed": passed})
     return audit

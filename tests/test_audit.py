@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib
+import inspect
 import io
+import json
 import re
 import threading
+import typing
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test import Client
 from rest_framework.test import APIClient
 
 from governance import audit, clock
 from governance.audit import _event_hash, audit_append, audit_verify, pseudonym
+from governance.audit_actions import KNOWN_ACTIONS, AuditAction
+from governance.audit_results import audit_verify_full_and_record
+from governance.checkpoints import checkpoint_path
 from governance.models import AuditEvent, AuditHead
 
 from .images import image_bytes
+from .lifecycle_support import training_photo_choose_api
 from .support import assert_error, named
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -35,13 +43,23 @@ def events_after(seq: int) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(seq__gt=seq).order_by("seq"))
 
 
-def verify(officer) -> dict:
-    """The API's verification, less the checkpoint counts (tests/test_security_audit.py asserts them)."""
+def verify(officer, *, full: bool = False) -> dict:
+    """The API's verification, less the checkpoint counts (tests/test_security_audit.py asserts them), where
+    the check began and the stored full result; with `full`, after the scheduled full walk has run."""
+    if full:
+        audit_verify_full_and_record()
     response = officer.client.get("/api/v1/audit/verify")
     assert response.status_code == 200
     body = response.json()
-    body.pop("checkpoints_checked"), body.pop("checkpoint_lag")
+    for name in ("checkpoints_checked", "checkpoint_lag", "checked_from", "full_verification"):
+        body.pop(name)
     return body
+
+
+def first_signed() -> int:
+    """The oldest signed checkpoint's seq: where the API's check of the chain's end begins (a short chain's
+    checkpoints all lie in the file's tail)."""
+    return min(json.loads(line)["seq"] for line in checkpoint_path().read_text().splitlines())
 
 
 # --- every change appends ------------------------------------------------------------------------------
@@ -167,7 +185,9 @@ def chain(owner, officer, django_capture_on_commit_callbacks) -> list[int]:
 
 
 def test_fresh_chain_verifies(chain, officer):
-    assert verify(officer) == {"ok": True, "events_checked": len(chain), "checkpoint_seq": len(chain)}
+    # The request checks from the oldest signed checkpoint it holds to the head (the chain's end)
+    assert verify(officer) == {"ok": True, "events_checked": len(chain) - first_signed() + 1,
+                               "checkpoint_seq": len(chain)}
     head = AuditHead.objects.get(pk=1)
     assert head.seq == len(chain) and head.hash == AuditEvent.objects.get(seq=len(chain)).hash
     assert AuditEvent.objects.get(seq=1).prev_hash == audit.GENESIS
@@ -186,7 +206,9 @@ def test_tampering_with_one_event_is_found_at_its_seq(chain, officer, field, val
     target = chain[len(chain) // 2]
     assert AuditEvent.objects.filter(seq=target).update(**{field: value}) == 1
     # Then verification fails and names that event
-    assert verify(officer) == {"ok": False, "events_checked": target - 1, "first_bad_seq": target,
+    assert target >= first_signed()  # inside what the request checks (the prefix: the next test)
+    assert verify(officer) == {"ok": False, "events_checked": target - first_signed(),
+                               "first_bad_seq": target,
                                "reason": "broken_link", "checkpoint_seq": len(chain)}
 
 
@@ -199,8 +221,11 @@ def test_tampering_with_a_hash_recomputed_without_the_key_is_found_at_that_event
                              subject=event.subject, object_ref=event.object_ref, details=event.details,
                              prev_hash=event.prev_hash, key=b"a guess at the key")
     AuditEvent.objects.filter(seq=target).update(details=event.details, hash=event.hash)
-    # Then that very event fails its keyed hash
-    assert verify(officer)["first_bad_seq"] == target
+    # Then that very event fails its keyed hash: it lies before the first checkpoint, so in the prefix only
+    # the scheduled full walk reads, and the API reports that walk's finding
+    assert target < first_signed()
+    body = verify(officer, full=True)
+    assert (body["ok"], body["first_bad_seq"], body["reason"]) == (False, target, "broken_link")
 
 
 def test_deleting_a_middle_event_is_found(chain, officer):
@@ -213,7 +238,8 @@ def test_deleting_a_middle_event_is_found(chain, officer):
 def test_deleting_the_last_event_is_found_by_the_head(chain, officer):
     # The chain itself stays internally consistent when truncated: only the head remembers its length.
     AuditEvent.objects.filter(seq=chain[-1]).delete()
-    assert verify(officer) == {"ok": False, "events_checked": len(chain) - 1, "first_bad_seq": chain[-1],
+    assert verify(officer) == {"ok": False, "events_checked": len(chain) - first_signed(),
+                               "first_bad_seq": chain[-1],
                                "reason": "head_mismatch", "checkpoint_seq": len(chain)}
 
 
@@ -233,6 +259,25 @@ def test_verify_on_an_empty_chain_is_ok(db):
 # --- listing -------------------------------------------------------------------------------------------
 
 
+def test_date_filters_find_events_whose_time_runs_behind_their_seq(db, monkeypatch):
+    # Given concurrent actions chained out of time order across midnight: the later seq has the earlier day
+    from governance.selectors import audit_events
+
+    day1, day2 = datetime(2030, 6, 1, 23, 59, 59, tzinfo=UTC), datetime(2030, 6, 2, 0, 0, 1, tzinfo=UTC)
+    for at in (day1 - timedelta(days=3), day2, day1, day2 + timedelta(days=3)):
+        monkeypatch.setattr(clock, "now", lambda at=at: at)
+        audit_append(action="keys.rotated", actor_id=None, object_ref=at.isoformat())
+    refs = lambda events: [e.object_ref for e in events]  # noqa: E731
+    # Then each day's filter (whose seq range the per-day roll-ups bound) still finds each of them
+    midnight = datetime(2030, 6, 2, tzinfo=UTC)
+    assert refs(audit_events(since=midnight - timedelta(days=1), until=midnight)) == [day1.isoformat()]
+    assert refs(audit_events(since=midnight, until=midnight + timedelta(days=1))) == [day2.isoformat()]
+    assert refs(audit_events(since=midnight)) == [day2.isoformat(), (day2 + timedelta(days=3)).isoformat()]
+    assert refs(audit_events(until=midnight)) == [(day1 - timedelta(days=3)).isoformat(), day1.isoformat()]
+    assert refs(audit_events(since=midnight + timedelta(days=10))) == []
+    assert refs(audit_events(until=midnight - timedelta(days=10))) == []
+
+
 def test_event_filters_and_pagination(owner, other, officer, monkeypatch):
     # Given events at known times: owner uploads at T+1h..T+3h, other at T+4h
     base = datetime(2030, 6, 1, 12, tzinfo=UTC)
@@ -250,6 +295,12 @@ def test_event_filters_and_pagination(owner, other, officer, monkeypatch):
     # subject (a pseudonym)
     body = get("/api/v1/audit/events", {"subject": pseudonym(owner.pk), "action": "photo.uploaded"}).json()
     assert body["count"] == 3 and {e["subject"] for e in body["results"]} == {pseudonym(owner.pk)}
+    # or its start as the table shows it (PostgreSQL resolves it to the pseudonyms it names), or nobody's
+    body = get("/api/v1/audit/events", {"subject": pseudonym(owner.pk)[:8] + "…", "action": "photo.uploaded"})
+    assert body.json()["count"] == 3
+    nobody = next(p for p in ("0000", "ffff", "zz") if not pseudonym(owner.pk).startswith(p)
+                  and not pseudonym(other.pk).startswith(p))
+    assert get("/api/v1/audit/events", {"subject": nobody, "action": "photo.uploaded"}).json()["count"] == 0
     # since is inclusive, until exclusive
     body = get("/api/v1/audit/events", {"since": (base + timedelta(hours=2)).isoformat(),
                                         "until": (base + timedelta(hours=4)).isoformat()}).json()
@@ -296,10 +347,27 @@ def test_unfiltered_list_counts_from_the_head_not_every_event(officer):
     assert officer.client.get("/api/v1/audit/events", {"action": "keys.rotated"}).json()["count"] == 3
 
 
-@pytest.mark.parametrize("params", [{"since": "yesterday"}, {"until": "2030-13-45"}, {"action": "x" * 65}])
+@pytest.mark.parametrize("params", [{"since": "yesterday"}, {"until": "2030-13-45"}, {"action": "x" * 65},
+                                    {"action": "photo.uplaoded"}, {"action": "photo.*"}])
 def test_invalid_filters_are_400_json(officer, params):
     error = assert_error(officer.client.get("/api/v1/audit/events", params), 400, "invalid")
     assert set(error["details"]) == set(params)
+
+
+def test_the_action_filter_takes_the_vocabulary_and_retired_actions_still_on_record(officer):
+    # Given an event of an action the vocabulary no longer lists (planted as an old trail would hold it)
+    audit_append(action=AuditAction.KEYS_ROTATED, actor_id=None, chained=True)
+    head = AuditHead.objects.get(pk=1)
+    AuditEvent.objects.filter(seq=head.seq).update(action="photo.retired_action")
+    # Then the API still filters on it, and on a member nothing wrote yet (an empty page, not a 400)
+    for action, count in (("photo.retired_action", 1), (AuditAction.MODEL_PROMOTED.value, 0)):
+        response = officer.client.get("/api/v1/audit/events", {"action": action})
+        assert response.status_code == 200 and response.json()["count"] == count
+    # And the officer's page offers both, and refuses an unknown one with a 400
+    client = Client()
+    client.force_login(officer.user)
+    assert client.get("/officer/audit", {"action": "photo.retired_action"}).status_code == 200
+    assert client.get("/officer/audit", {"action": "photo.uplaoded"}).status_code == 400
 
 
 # --- concurrency ----------------------------------------------------------------------------------------
@@ -362,65 +430,92 @@ def test_concurrent_appends_keep_one_chain_on_postgresql():
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _stored_kinds() -> set[str]:
-    """KIND of every concrete stored object (what `f"{model.KIND}.expired"` can expand to)."""
-    from django.apps import apps
-
-    return {m.KIND for m in apps.get_models() if isinstance(getattr(m, "KIND", None), str)}
-
-
-def _actions_in(node: ast.AST, where: str) -> set[str]:
-    """The actions an `action` expression can take: literals, both sides of an if-else, `{x.KIND}.suffix`."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return {node.value}
-    if isinstance(node, ast.IfExp):
-        return _actions_in(node.body, where) | _actions_in(node.orelse, where)
-    if (isinstance(node, ast.JoinedStr) and len(node.values) == 2
-            and isinstance(node.values[0], ast.FormattedValue)
-            and isinstance(node.values[0].value, ast.Attribute) and node.values[0].value.attr == "KIND"
-            and isinstance(node.values[1], ast.Constant)):
-        return {f"{kind}{node.values[1].value}" for kind in _stored_kinds()}
-    raise AssertionError(f"{where}: an audit action this test cannot read; write it as a literal")
+def test_audit_append_takes_the_enum_so_mypy_checks_every_call_site():
+    # The annotations mypy holds each caller to (a str there is a type error, `make mypy` fails on it)
+    assert typing.get_type_hints(audit_append)["action"] is AuditAction
+    assert typing.get_type_hints(audit.AuditEntry)["action"] is AuditAction
+    assert list(inspect.signature(audit.audit_append_many).parameters) == ["entries", "chained"]
 
 
-def _written_actions() -> dict[str, set[str]]:
-    """Every action our code passes to audit_append / audit_append_many, with where it is written."""
-    found: dict[str, set[str]] = {}
-    for package in ("governance", "webplatform", "inference", "bench"):
-        for path in (ROOT / package).rglob("*.py"):
-            if path == ROOT / "governance" / "audit.py":
-                continue  # audit_append forwards its argument; the callers are what is checked
-            tree = ast.parse(path.read_text(), filename=str(path))
-            for call in ast.walk(tree):
-                if not isinstance(call, ast.Call):
-                    continue
-                name = getattr(call.func, "id", None) or getattr(call.func, "attr", None)
-                where = f"{path.relative_to(ROOT)}:{call.lineno}"
-                values: list[ast.AST] = []
-                if name == "audit_append":
-                    values = [k.value for k in call.keywords if k.arg == "action"]
-                    assert values, f"{where}: audit_append without action="
-                elif name == "audit_append_many":
-                    values = [v for arg in call.args for d in ast.walk(arg) if isinstance(d, ast.Dict)
-                              for k, v in zip(d.keys, d.values, strict=True)
-                              if isinstance(k, ast.Constant) and k.value == "action"]
-                    assert values, f"{where}: audit_append_many with no readable action"
-                for value in values:
-                    for action in _actions_in(value, where):
-                        found.setdefault(action, set()).add(where)
-    return found
+def test_every_action_has_a_meaning_and_keeps_the_text_it_was_stored_as():
+    assert len(AuditAction) >= 30
+    assert all(a.meaning.strip() and a.meaning[0].isupper() for a in AuditAction)
+    # Members are their stored text: equal to it, hashed like it, serialised as it (the chain's JSON)
+    member = AuditAction.PHOTO_UPLOADED
+    assert member == "photo.uploaded" and str(member) == "photo.uploaded" and f"{member}" == "photo.uploaded"
+    assert hash(member) == hash("photo.uploaded") and "photo.uploaded" in {member}
+    assert json.dumps([AuditAction.CONSENT_GRANTED]) == '["consent.granted"]'
+    assert {a.value for a in AuditAction} == KNOWN_ACTIONS
+    assert all(re.fullmatch(r"[a-z]+\.[a-z_]+", a.value) for a in AuditAction)
 
 
-def test_every_action_the_code_writes_is_in_the_vocabulary_and_every_listed_one_is_written(db):
-    written = _written_actions()
-    assert len(written) >= 25, sorted(written)  # the scan found the call sites (not an empty pass)
-    unlisted = {a: sorted(w) for a, w in written.items() if a not in audit.ACTIONS}
-    assert not unlisted, f"add these to governance.audit.ACTIONS: {unlisted}"
-    # The sequencer's refusal of a bad queue row is written in governance/audit.py itself, which the scan
-    # skips (tests/test_audit_group_commit.py writes it)
-    assert not audit.ACTIONS.keys() - written.keys() - {"audit.pending_refused"}, \
-        "listed actions nothing writes: drop them"
-    assert all(meaning.strip() for meaning in audit.ACTIONS.values())
+def test_every_action_is_written_by_the_code():
+    # No member nothing writes: each is named as AuditAction.X somewhere in governance/ or webplatform/
+    sources = "\n".join(path.read_text() for package in ("governance", "webplatform")
+                        for path in (ROOT / package).rglob("*.py") if path.name != "audit_actions.py")
+    assert sorted(a.name for a in AuditAction if f"AuditAction.{a.name}" not in sources) == []
+
+
+def test_the_docs_list_exactly_the_enums_actions_and_meanings():
+    doc = (ROOT / "docs" / "audit.md").read_text()
+    section = doc.split("\n## Actions\n", 1)[1].split("\n## ", 1)[0]
+    assert "governance.audit_actions.AuditAction" in section
+    listed = dict(re.findall(r"^\| `([a-z_.]+)` \| (.+) \|$", section, re.M))
+    assert listed == {a.value: a.meaning for a in AuditAction}
+
+
+def test_retention_has_an_action_for_each_kind_it_deletes_and_each_reason():
+    from webplatform.lifecycle.retention import HELD_MODELS, PURGE_ACTIONS
+    from webplatform.photos.models import DueReason
+
+    assert set(PURGE_ACTIONS) == {(m.KIND, r) for m in HELD_MODELS for r in DueReason}
+    assert len(set(PURGE_ACTIONS.values())) == len(PURGE_ACTIONS)  # each cause its own action
+
+
+def test_every_action_stored_after_the_platforms_flows_is_a_member(
+        owner, trainer, upload, clock, monkeypatch, django_capture_on_commit_callbacks):
+    from webplatform.jobs import services as job_services
+    from webplatform.lifecycle.retention import retention_enforce
+    from webplatform.photos.models import Photo
+
+    from .images import face_jpeg
+
+    monkeypatch.setattr(job_services, "_transform", lambda image, *, target_age: (image, "identity-test"))
+    client = Client()
+    client.force_login(owner.user)
+
+    def step(action):  # each step commits, and what it queued on commit (the job, the purge) runs
+        with django_capture_on_commit_callbacks(execute=True):
+            return action()
+
+    # Upload, read, the library, a transformation run and its result read, the photo deleted, an export
+    aged, lapsing = (step(lambda: upload(face_jpeg())).json()["id"] for _ in range(2))
+    assert step(lambda: owner.client.get(f"/api/v1/photos/{aged}/content")).status_code == 200
+    assert step(lambda: client.get("/")).status_code == 200
+    job = step(lambda: owner.client.post(f"/api/v1/photos/{aged}/transformations", {"target_age": 70},
+                                         format="json"))
+    assert job.status_code == 202, job.content
+    assert step(lambda: owner.client.get(f"/api/v1/transformations/{job.json()['id']}/content")
+                ).status_code == 200
+    assert step(lambda: owner.client.delete(f"/api/v1/photos/{aged}")).status_code == 204
+    assert step(lambda: b"".join(owner.client.get("/api/v1/me/export").streaming_content))
+    # A training photo chosen, then both consents withdrawn
+    photo = Photo.objects.get(pk=step(lambda: upload(face_jpeg(), actor=trainer)).json()["id"])
+    Photo.objects.filter(pk=photo.pk).update(face_count=1)
+    step(lambda: training_photo_choose_api(trainer, photo))
+    for purpose in ("training", "processing"):
+        withdraw = partial(trainer.client.put, f"/api/v1/me/consents/{purpose}", {"granted": False},
+                           format="json")
+        assert step(withdraw).status_code == 200
+    # A deadline passing, the keys rotated, and an erasure
+    clock.to(Photo.objects.get(pk=lapsing).expires_at)
+    step(retention_enforce)
+    step(lambda: call_command("rotate_kek", stdout=io.StringIO(), stderr=io.StringIO()))
+    assert step(lambda: owner.client.delete("/api/v1/me")).status_code == 202
+
+    stored = set(AuditEvent.objects.values_list("action", flat=True))
+    assert len(stored) >= 20, sorted(stored)  # the flows wrote a broad sample of the vocabulary (20 of 39)
+    assert sorted(stored - KNOWN_ACTIONS) == []
 
 
 def test_an_unknown_action_is_refused_and_appends_nothing(db):

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "deploy" / "systemd"
@@ -28,14 +29,12 @@ def procfile() -> dict[str, str]:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_the_systemd_units_pass_systemd_analyze_verify(tmp_path):
     # Given the units with this checkout standing in for /opt/timeveil (verify checks that each ExecStart
-    # binary exists), and the gpu template instantiated for device 0
+    # binary exists)
     venv_bin = Path(sys.executable).parent
     assert (venv_bin / "gunicorn").exists() and (venv_bin / "celery").exists()
     for unit in UNITS.iterdir():
         text = unit.read_text().replace(f"{INSTALLED}/.venv/bin", str(venv_bin)).replace(INSTALLED, str(ROOT))
         (tmp_path / unit.name).write_text(text)
-    template = (tmp_path / "timeveil-worker-gpu@.service").read_text()
-    (tmp_path / "timeveil-worker-gpu@0.service").write_text(template)
     names = sorted(p.name for p in tmp_path.iterdir())
     # When systemd checks them
     result = subprocess.run(["systemd-analyze", "verify", "--man=no", *names], cwd=tmp_path,
@@ -57,7 +56,7 @@ def test_the_verify_test_would_see_a_broken_unit(tmp_path):
 def test_every_procfile_process_has_a_systemd_unit_running_the_same_command():
     units = {p.name: p.read_text() for p in UNITS.glob("*.service")}
     names = {"web": "timeveil-web.service", "worker": "timeveil-worker-default.service",
-             "gpu": "timeveil-worker-gpu@.service", "training": "timeveil-worker-training.service",
+             "aging": "timeveil-worker-aging.service", "training": "timeveil-worker-training.service",
              "beat": "timeveil-beat.service"}
     processes = procfile()
     assert set(processes) == set(names)
@@ -72,6 +71,15 @@ def test_every_procfile_process_has_a_systemd_unit_running_the_same_command():
         assert queue is None or f"-Q {queue.group(1)} " in exec_start.group(2), process
     for unit in units.values():
         assert "User=timeveil" in unit and "EnvironmentFile=/etc/timeveil.env" in unit
+
+
+def test_every_queue_a_task_is_routed_to_has_a_procfile_process_and_a_unit_listening_on_it():
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    routed.add(settings.CELERY_TASK_DEFAULT_QUEUE)
+    listening = {m.group(1) for command in procfile().values() if (m := re.search(r"-Q (\w+)", command))}
+    units = {m.group(1) for p in UNITS.glob("*.service") if (m := re.search(r" -Q (\w+) ", p.read_text()))}
+    # the transformation jobs' queue is named for what it runs: the aging layers, on the CPU
+    assert routed == listening == units == {"default", "aging", "training"}
 
 
 def test_the_container_image_runs_as_a_non_root_user():

@@ -15,6 +15,7 @@ import governance.clock
 from governance.errors import IntegrityFailure, KeyDestroyed, NoFace
 from governance.keyring import KeyringUnavailable
 from governance.models import AuditEvent
+from inference.serving.aging import VERSION as AGING_VERSION
 from webplatform.encrypted_store import StorageUnavailable
 from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob, TransformationResult
 from webplatform.photos.models import Photo
@@ -45,10 +46,12 @@ def test_a_face_is_aged_and_the_rest_of_the_photo_is_untouched(
     assert response.status_code == 202, response.content
     job_id = response.json()["id"]
 
-    # Then the job is done, names the model version, and its result is an image of the same size
+    # Then the job is done, names the aging layers' version that made it (the API's key `model_version`,
+    # the row's `aging_version`), and its result is an image of the same size
     job = owner.client.get(f"/api/v1/transformations/{job_id}").json()
     assert job["status"] == "done", job
-    assert job["model_version"] and job["target_age"] == 75
+    assert job["model_version"] == AGING_VERSION == TransformationJob.objects.get(pk=job_id).aging_version
+    assert job["target_age"] == 75
     original = decode(owner.client.get(f"/api/v1/photos/{face_photo}/content").content)
     result_response = owner.client.get(f"/api/v1/transformations/{job_id}/content")
     assert result_response.status_code == 200

@@ -265,6 +265,23 @@ def test_content_reads_are_hidden_by_default_counted_and_shown_on_request(owner,
         "<td>photo.content_read</td>") == 3
 
 
+def test_hidden_reads_are_counted_among_the_pages_events_and_capped(owner, officer, upload, monkeypatch):
+    from webplatform.pages import officer as officer_pages
+
+    # Given more reads than the cap, and one page that holds only the newest of the other events
+    photo = _photo(owner, upload)
+    for _ in range(3):
+        assert owner.client.get(f"/api/v1/photos/{photo.pk}/content").status_code == 200
+    monkeypatch.setattr(officer_pages, "HIDDEN_READS_CAP", 2)
+    client = browser(officer)
+    # Then the count stops at the cap and says "more than"
+    assert "More than 2 content reads hidden" in client.get("/officer/audit").content.decode()
+    # And a page of events older than those reads counts none of them
+    uploaded = AuditEvent.objects.get(action="photo.uploaded").seq
+    older = client.get(f"/officer/audit?before={uploaded + 1}").content.decode()
+    assert "<td>photo.uploaded</td>" in older and 'id="hidden-reads"' not in older
+
+
 def test_the_empty_training_runs_page_says_how_a_run_starts(officer):
     page = browser(officer).get("/officer/runs").content.decode()
     assert 'id="no-runs"' in page and "manage.py train --target-epsilon" in page

@@ -1,6 +1,7 @@
 """The layers of DESIGN.md: governance and inference import none of ours; inference never imports Django."""
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,17 @@ def test_room_checker_sees_an_upward_import(tmp_path, monkeypatch):
     (tmp_path / "inference" / "serving" / "a.py").write_text(
         "from inference.generator.model import M\nfrom inference import dp\nfrom ..dp import x\n")
     assert inference_room_imports("serving") == {"inference/serving/a.py": {"generator", "dp"}}
+
+
+def test_the_web_process_starts_without_torch():
+    # What a web worker loads before its first request (settings, apps, URLs and every view, the template
+    # filters), in a fresh interpreter: no torch and no Opacus. The imports deferred for that say so.
+    code = ("import json, os, sys; os.environ['DJANGO_SETTINGS_MODULE'] = 'tests.settings'; "
+            "import webplatform.wsgi, webplatform.urls; from django.template import engines; "
+            "engines['django'].engine.template_libraries; "
+            "print(json.dumps([m for m in sys.modules "
+            "                  if m.split('.')[0] in ('torch', 'opacus', 'webplatform')]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "webplatform.api.training" in loaded and "webplatform.pages.templatetags.timeveil" in loaded
+    assert [m for m in loaded if not m.startswith("webplatform")] == []

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.html import escape
 from PIL import Image
 
-from governance.audit import ACTIONS
+from governance.audit_actions import AuditAction
 from governance.consent import PROCESSING, TRAINING, policy_publish
 from governance.models import AuditEvent, ConsentRecord
 from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob
@@ -282,9 +282,9 @@ def test_the_audit_action_filter_offers_every_action_with_its_meaning(officer):
     page = browser(officer).get("/officer/audit").content.decode()
     select = re.search(r'<select name="action"[^>]*>(.*?)</select>', page, re.S).group(1)
     offered = re.findall(r'<option value="([^"]*)"', select)
-    assert offered == ["", *sorted(ACTIONS)]
-    for action, meaning in ACTIONS.items():
-        assert f'<option value="{action}">{action} — {escape(meaning)}</option>' in select
+    assert offered == ["", *sorted(a.value for a in AuditAction)]
+    for action in AuditAction:
+        assert f'<option value="{action}">{action} — {escape(action.meaning)}</option>' in select
 
 
 def test_the_audit_date_filters_match_their_csv_link(owner, officer, upload, clock):

@@ -14,6 +14,7 @@ from django.db import transaction
 
 from governance import audit
 from governance.audit import GENESIS, _event_hash, audit_append, audit_verify, checkpoint_key
+from governance.audit_results import audit_verify_full_and_record
 from governance.checkpoints import checkpoint_latest, checkpoint_path, checkpoint_write
 from governance.models import AuditEvent, AuditHead
 
@@ -23,14 +24,24 @@ from .support import named
 reanchor = importlib.import_module("governance.migrations.0004_audit_chain_keyed").reanchor
 
 
-def verify(officer, *, counts: bool = False) -> dict:
-    """The API's verification; without `counts`, less the checkpoint counts (asserted where they matter)."""
+def verify(officer, *, counts: bool = False, full: bool = False) -> dict:
+    """The API's verification; without `counts`, less the checkpoint counts, where the check began and the
+    stored full result (asserted where they matter); with `full`, after the scheduled full walk has run."""
+    if full:
+        audit_verify_full_and_record()
     response = officer.client.get("/api/v1/audit/verify")
     assert response.status_code == 200
     body = response.json()
     if not counts:
-        body.pop("checkpoints_checked"), body.pop("checkpoint_lag")
+        for name in ("checkpoints_checked", "checkpoint_lag", "checked_from", "full_verification"):
+            body.pop(name)
     return body
+
+
+def checked(through: int) -> int:
+    """Events the API's check reads up to `through`: it begins at the oldest signed checkpoint it holds (a
+    short chain's checkpoints all lie in the file's tail)."""
+    return through - _signed_seqs()[0] + 1
 
 
 @pytest.fixture
@@ -77,7 +88,8 @@ def _rewrite_from(target: int, *, key: bytes | None) -> None:
 
 
 def test_an_intact_chain_verifies_against_its_newest_checkpoint(chain, officer):
-    assert verify(officer) == {"ok": True, "events_checked": chain, "checkpoint_seq": chain}
+    assert verify(officer) == {"ok": True, "events_checked": checked(chain), "checkpoint_seq": chain}
+    assert verify(officer, counts=True)["checked_from"] == _signed_seqs()[0]
 
 
 def test_cutting_events_and_moving_the_head_back_is_found_by_the_checkpoint(chain, officer):
@@ -85,7 +97,7 @@ def test_cutting_events_and_moving_the_head_back_is_found_by_the_checkpoint(chai
     AuditEvent.objects.filter(seq__gt=chain - 3).delete()
     _set_head(chain - 3)
     # Then the chain is internally consistent, but the signed checkpoint outside remembers its length
-    assert verify(officer) == {"ok": False, "events_checked": chain - 3, "first_bad_seq": chain - 2,
+    assert verify(officer) == {"ok": False, "events_checked": checked(chain - 3), "first_bad_seq": chain - 2,
                                "reason": "truncated", "checkpoint_seq": chain}
     with pytest.raises(CommandError, match="truncated"):
         call_command("verify_audit", stdout=io.StringIO(), stderr=io.StringIO())
@@ -95,8 +107,9 @@ def test_rewriting_an_event_and_recomputing_every_later_hash_is_found(chain, off
     # Given an attacker who edits a middle event and recomputes all later links and the head, as SHA-256
     target = chain // 2
     _rewrite_from(target, key=None)
-    # Then the first rewritten event already fails: its hash needs the keyring's key
-    report = verify(officer)
+    # Then the first rewritten event already fails: its hash needs the keyring's key (the full walk names it;
+    # the check from the first checkpoint, at most the first link it reads)
+    report = verify(officer, full=True)
     assert (report["ok"], report["first_bad_seq"], report["reason"]) == (False, target, "broken_link")
 
 
@@ -110,8 +123,33 @@ def test_a_rewrite_even_with_the_chain_key_is_found_by_the_checkpoint(chain, off
     _rewrite_from(target, key=audit.chain_key())
     # Then every link verifies, but the first checkpoint at or after the edit names another event
     first_signed = min(s for s in _signed_seqs() if s >= target)
-    assert verify(officer) == {"ok": False, "events_checked": first_signed - 1, "first_bad_seq": first_signed,
+    assert verify(officer) == {"ok": False, "events_checked": checked(first_signed - 1),
+                               "first_bad_seq": first_signed,
                                "reason": "checkpoint_mismatch", "checkpoint_seq": chain}
+
+
+def test_an_edit_inside_the_prefix_is_reported_by_the_next_scheduled_full_walk(chain, officer, clock):
+    # Given a clean scheduled full walk; the request's check then reads from the oldest checkpoint it holds
+    audit_verify_full_and_record()
+    clean = verify(officer, counts=True)
+    assert clean["ok"] and clean["full_verification"]["ok"]
+    assert clean["full_verification"]["verified_through"] == chain
+    # When a database writer edits an event before that checkpoint, without the key to relink it
+    target = clean["checked_from"] - 1
+    assert target >= 1
+    AuditEvent.objects.filter(seq=target).update(details={"tampered": True})
+    # Then the request's own check, which never reads the prefix, says so truthfully: what it checked, from
+    # where, and the full walk it relies on for the rest, with that walk's time
+    body = verify(officer, counts=True)
+    assert (body["ok"], body["events_checked"], body["checked_from"]) == (True, checked(chain), target + 1)
+    assert body["full_verification"] == clean["full_verification"]
+    # And the next scheduled full walk finds the edit, which the API then reports with the walk's time
+    clock.advance(seconds=60)
+    body = verify(officer, counts=True, full=True)
+    assert (body["ok"], body["first_bad_seq"], body["reason"]) == (False, target, "broken_link")
+    assert body["full_verification"]["first_bad_seq"] == target and not body["full_verification"]["ok"]
+    assert body["full_verification"]["at"] > clean["full_verification"]["at"]
+    assert body["full_verification"]["verified_through"] == target - 1
 
 
 def test_wiping_every_event_and_the_head_is_found(chain, officer):
@@ -201,7 +239,9 @@ def test_the_migration_reanchors_a_legacy_sha256_chain(chain, officer):
     # When the data migration runs
     reanchor(apps, None)
     # Then the chain is keyed, checkpointed and verifies
-    assert verify(officer) == {"ok": True, "events_checked": chain, "checkpoint_seq": chain}
+    assert verify(officer) == {"ok": True, "events_checked": checked(chain), "checkpoint_seq": chain}
+    assert audit_verify() == audit.ChainReport(ok=True, events_checked=chain, checkpoint_seq=chain,
+                                               checkpoints_checked=1)
 
 
 def test_the_migration_refuses_to_bless_a_legacy_chain_that_is_already_broken(chain):
@@ -282,7 +322,7 @@ def test_a_row_far_past_the_head_is_never_listed_and_fails_verification(chain, o
     assert b"planted" not in csv_text
     page = _page(officer, "/officer/audit")
     assert page.status_code == 200 and b"planted" not in page.content
-    assert verify(officer) == {"ok": False, "events_checked": length, "first_bad_seq": planted,
+    assert verify(officer) == {"ok": False, "events_checked": checked(length), "first_bad_seq": planted,
                                "reason": "past_head", "checkpoint_seq": chain}
     assert audit.audit_verify_recent().reason == "past_head"
 

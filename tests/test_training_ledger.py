@@ -481,7 +481,7 @@ def test_the_data_migration_fills_the_stored_sums_as_reservations_store_them(peo
     TrainingRun.objects.update(rdp=None, lineage_epsilon_after=None)
     ManifestEntry.objects.update(epsilon_after=None)
     SubjectLedger.objects.all().delete()
-    importlib.import_module("webplatform.training.migrations.0001_rdp_fill_filter_sums").fill(apps, None)
+    importlib.import_module("webplatform.training.migrations.0001_dp_fill_filter_sums").fill(apps, None)
     # Then they are what the reservations stored
     filled = snapshot()
     for name, figures in stored.items():

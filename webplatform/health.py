@@ -8,6 +8,7 @@ from django.http import HttpRequest, JsonResponse
 
 from governance.audit import checkpoint_lag
 from governance.keys import get_keyring
+from webplatform.celery import app
 from webplatform.encrypted_store import object_storage
 
 STORAGE_PROBE_NAME = "readyz/probe"  # never written
@@ -32,8 +33,6 @@ def _check_storage() -> None:
 def _check_broker() -> None:
     if settings.CELERY_TASK_ALWAYS_EAGER:
         return  # embedded mode: tasks run in process, there is no broker to reach
-    from webplatform.celery import app
-
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
 

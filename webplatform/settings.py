@@ -337,8 +337,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-# Training has its own queue: a run takes hours, and must neither block inference nor be redelivered as one.
-CELERY_TASK_ROUTES = {"webplatform.jobs.tasks.transform_task": {"queue": "gpu"},
+# `aging` runs the jobs' aging layers (OpenCV and numpy on the CPU, one photo per worker process). Training
+# has its own queue: a run takes hours, and must neither block the aging nor be redelivered as one.
+CELERY_TASK_ROUTES = {"webplatform.jobs.tasks.transform_task": {"queue": "aging"},
                       # the runs' sweeper must not wait behind a run: exact names win over the pattern
                       "webplatform.training.tasks.runs_sweep_task": {"queue": "default"},
                       "webplatform.training.tasks.*": {"queue": "training"}}
@@ -391,8 +392,8 @@ STORAGE_RETRY_AFTER_SECONDS = env.int("STORAGE_RETRY_AFTER_SECONDS", default=5)
 DATABASE_RETRY_AFTER_SECONDS = env.int("DATABASE_RETRY_AFTER_SECONDS", default=5)  # database down
 ORPHAN_GRACE_SECONDS = env.int("ORPHAN_GRACE_SECONDS", default=3600)  # stored with no row this long: deleted
 # Fair queue (webplatform/jobs/dispatch.py): jobs per person published or running at once (set it to the
-# gpu worker slots of the cluster so one person alone can fill them), jobs per person waiting before a
-# request is refused with 429 queue_full, and the Retry-After it carries.
+# cluster's `aging` worker processes, one a core, so one person alone can fill them), jobs per person
+# waiting before a request is refused with 429 queue_full, and the Retry-After it carries.
 JOB_INFLIGHT_PER_PERSON = env.int("JOB_INFLIGHT_PER_PERSON", default=2)
 JOB_QUEUED_PER_PERSON = env.int("JOB_QUEUED_PER_PERSON", default=20)
 JOB_QUEUE_FULL_RETRY_AFTER_SECONDS = env.int("JOB_QUEUE_FULL_RETRY_AFTER_SECONDS", default=30)

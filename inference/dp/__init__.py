@@ -1,5 +1,5 @@
-"""Differentially private fine-tuning: accounting (what a run spends), samplers (per-sample gradients),
-training.
+"""Differentially private fine-tuning: accounting (what a run spends), samplers (per-sample gradients), a
+run's config, the objective, the private step (trainer) and the whole run (run.train_dp).
 
 Privacy unit: one row of `faces`, one account's photo. Governance puts at most one photo per account in a
 run, refuses photos showing more than one face and drops exact pixel copies held by several accounts; a
@@ -14,7 +14,10 @@ from .accounting import (
     epsilon_for,
     noise_for_epsilon,
 )
+from .config import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, DPConfig, register_grad_sample_mode
+from .objective import DPObjective
 from .randomness import KEY_BITS, PoissonSampler, SecretStream
+from .run import DPResult, train_dp
 from .samplers import (
     MATERIALISE_CHUNK,
     compute_conv2d_grad_sample,
@@ -25,16 +28,7 @@ from .samplers import (
     install_ghost_conv,
     install_hooks_conv,
 )
-from .training import (
-    DEFAULT_GRAD_SAMPLE_MODE,
-    GRAD_SAMPLE_MODES,
-    DPConfig,
-    DPObjective,
-    DPResult,
-    PrivateTrainer,
-    register_grad_sample_mode,
-    train_dp,
-)
+from .trainer import PrivateTrainer
 
 __all__ = [
     "ACCOUNTANTS", "DEFAULT_GRAD_SAMPLE_MODE", "GRAD_SAMPLE_MODES", "KEY_BITS", "MATERIALISE_CHUNK",

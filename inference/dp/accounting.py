@@ -173,7 +173,7 @@ def compose_epsilon(*, history: list[Step], delta: float, accountant: str = "prv
 # and delta come from noisy counts, and who is in a run depends on the ledger). The ledgers store each
 # person's and each run's sums at these orders (aligned with this tuple), so the orders are fixed for the
 # platform's life: changing them needs every stored sum recomputed
-# (webplatform/training/migrations/0001_rdp_fill_filter_sums does it).
+# (webplatform/training/migrations/0001_dp_fill_filter_sums does it).
 FILTER_ORDERS: tuple[float, ...] = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0)
 
 

@@ -35,7 +35,8 @@ from inference.generator.certificates import MINIMUMS, PINNED_CLAIMS, code_versi
 from inference.generator.model import AgeGenerator
 
 from .accounting import epsilon_for, noise_for_epsilon
-from .training import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, NOISE_ON_GRAD, DPConfig, make_private
+from .config import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, NOISE_ON_GRAD, DPConfig
+from .trainer import make_private
 
 __all__ = ["PINNED_CLAIMS", "AuditConfig", "AuditResult", "ProbeResult", "audit", "audit_one_run",
            "clipping_probe", "code_version", "epsilon_lower_bound", "meets_minimums", "p_value"]

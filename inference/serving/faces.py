@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from inference.serving import assets
+from inference.serving.landmarks import EYE_OUTER, LEFT_EYE_RING, LIPS, RIGHT_EYE_RING
 
 DETECT_SIDE = 128  # BlazeFace short-range input
 MESH_SIDE = 192  # face mesh input
@@ -67,16 +68,6 @@ class Face:
         """Distance between the eye centres in photo pixels: the face's own unit of length."""
         right, left = self.landmarks[RIGHT_EYE_RING].mean(0), self.landmarks[LEFT_EYE_RING].mean(0)
         return float(np.hypot(*(left - right)))
-
-
-# Landmark index sets of mediapipe's face mesh (face_mesh_connections.py), each ordered around its outline.
-FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
-             148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
-LIPS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
-RIGHT_EYE_RING = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]
-LEFT_EYE_RING = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
-RIGHT_BROW = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46]  # upper edge outward-in, then lower edge back
-LEFT_BROW = [300, 293, 334, 296, 336, 285, 295, 282, 283, 276]
 
 
 def _anchors() -> np.ndarray:
@@ -231,7 +222,7 @@ def fit_mesh(image: np.ndarray, detection: Detection) -> tuple[np.ndarray, float
     box = detection.box
     centre = np.array([box.x + box.w / 2, box.y + box.h / 2], np.float32)
     landmarks, score = _mesh_pass(image, centre, max(box.w, box.h) * MESH_ROI_SCALE, angle)
-    eyes = landmarks[263] - landmarks[33]
+    eyes = landmarks[EYE_OUTER[1]] - landmarks[EYE_OUTER[0]]
     angle = math.atan2(eyes[1], eyes[0])
     rotated = landmarks @ np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     extent = rotated.max(0) - rotated.min(0)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from skimage import data
 
-from inference.serving.aging import BROW_TOP, FOREHEAD_TOP, AgeLook, Change, age_window
+from inference.serving.aging import AgeLook, Change, age_window
 from inference.serving.faces import find_face
+from inference.serving.landmarks import BROW_TOP, FOREHEAD_TOP
 from inference.serving.regions import make_window
 from inference.serving.transform import transform_photo
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -361,6 +362,38 @@ def test_book_keeping_clipping_applies_the_same_clipped_sum_as_per_sample_gradie
         applied[mode] = flat(grads[0])
     # Then the clipped, summed, averaged gradient is the same, parameter for parameter
     torch.testing.assert_close(applied["bookkeeping"], applied["hooks_conv"], rtol=1e-4, atol=1e-7)
+
+
+class _TwoLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(self.first(x) + 1.0)  # the add saves nothing: autograd lets first's output go
+
+
+def test_book_keeping_holds_no_layer_output_and_clips_each_sample_to_c():
+    # Given a wrapped net whose first layer's output autograd does not keep
+    torch.manual_seed(0)
+    net, clip = _TwoLinear(), 0.5
+    wrapped = dp.samplers.BookKeepingModule(net, max_grad_norm=clip)
+    first_out = []
+    net.first.register_forward_hook(lambda _m, _i, out: first_out.append(weakref.ref(out)))
+    x = torch.randn(6, 3) * torch.tensor([0.01, 1.0, 100.0]).repeat(2)[:, None]  # some clipped, some not
+    per_sample = wrapped(x).square().sum(dim=1)
+    # Then the wrapper has not kept it either (it holds the output's gradient edge): the step's peak is a
+    # plain step's activations, not those and every layer's output besides (issue 20.8)
+    assert first_out[0]() is None
+    wrapped.clipped_backward(per_sample)
+    ours = torch.cat([p.grad.flatten() for p in net.parameters()])
+    # And the gradient is the sum of each sample's own gradient, clipped to C
+    expected = torch.zeros_like(ours)
+    for i in range(len(x)):
+        g = torch.autograd.grad(net(x[i:i + 1]).square().sum(), list(net.parameters()))
+        flat_g = torch.cat([t.flatten() for t in g])
+        expected += flat_g * min(1.0, clip / (flat_g.norm().item() + 1e-6))
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["hooks_conv", "ghost_conv", "bookkeeping"])

@@ -77,7 +77,7 @@ def test_the_no_noise_control_judges_guesses_against_the_canaries_the_sampler_dr
 def test_the_code_version_covers_every_file_on_the_dp_path_and_the_libraries(monkeypatch):
     assert len(audit.code_version()) == 64 and audit.code_version() == audit.code_version()
     names = {str(p.relative_to(version.ROOT)) for p in version.dp_files()}
-    assert {"inference/dp/training.py", "inference/dp/samplers.py", "inference/dp/randomness.py",
+    assert {"inference/dp/trainer.py", "inference/dp/samplers.py", "inference/dp/randomness.py",
             "inference/generator/model.py", "webplatform/training/services.py",
             "governance/training.py"} <= names
     before = audit.code_version()

@@ -65,7 +65,7 @@ def test_the_trainings_noise_and_sampling_depend_on_key_bits_above_64(monkeypatc
                 per_sample = out.sum(dim=1)
                 return per_sample.mean() if self.reduction == "mean" else per_sample
 
-        parts = dp.training.make_private(module=layer, dataset=TensorDataset(torch.zeros(64, 4)),
+        parts = dp.trainer.make_private(module=layer, dataset=TensorDataset(torch.zeros(64, 4)),
                                          config=config, objective=Loss(), device=torch.device("cpu"))
         batches = [b for _, b in zip(range(3), parts.loader.batch_sampler, strict=False)]
         (x,) = next(iter(parts.loader))

@@ -11,13 +11,13 @@ from skimage import data
 from inference.serving import assets, regions
 from inference.serving.apparent_age import age_chip, estimate_age
 from inference.serving.faces import (
-    FACE_OVAL,
     NoFaceFound,
     detect_faces,
     find_face,
     registered_crop,
     summarize_faces,
 )
+from inference.serving.landmarks import FACE_OVAL, FOREHEAD_TOP
 from inference.serving.regions import make_window
 
 
@@ -103,7 +103,7 @@ def test_a_shaded_ear_coloured_like_skin_is_not_hair(astronaut, face):
     # Given a head whose crown shows dark, colourless hair (painted over her own)
     window = make_window(astronaut, face)
     image = window.image.copy()
-    top = window.landmarks[regions.FOREHEAD_TOP]
+    top = window.landmarks[FOREHEAD_TOP]
     y1 = int(top[:, 1].min() - 0.1 * window.unit)
     x0, x1 = int(top[:, 0].min()), int(top[:, 0].max()) + 1
     image[max(0, y1 - int(0.5 * window.unit)):y1, x0:x1] = (40, 38, 37)

@@ -106,7 +106,8 @@ def test_a_pickle_in_place_of_the_weights_is_never_unpickled(registry, monkeypat
 
 
 def test_loading_code_has_no_pickle_path():
-    tree = ast.parse((Path(__file__).resolve().parents[2] / "inference" / "generator" / "registry.py").read_text())
+    registry = Path(__file__).resolve().parents[2] / "inference" / "generator" / "registry.py"
+    tree = ast.parse(registry.read_text())
     torch_loads = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "load"
                    and isinstance(n.value, ast.Name) and n.value.id == "torch"]
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}

@@ -1,6 +1,6 @@
 """`honcho start` on the Procfile brings the whole stack up against the local services, and stops cleanly.
 
-Web (gunicorn), the default, gpu and training workers and beat, as an operator starts them, on this test's
+Web (gunicorn), the default, aging and training workers and beat, as an operator starts them, on this test's
 PostgreSQL database and a Redis database of its own. Skipped on SQLite: the processes must share a real
 database with the test.
 """
@@ -104,8 +104,8 @@ def test_honcho_start_serves_healthz_runs_every_worker_and_beat_and_stops_cleanl
         # and each queue's worker answers a ping over the broker
         def nodes() -> set[str] | None:
             names = {name.split("@")[0] for reply in celery_app.control.ping(timeout=1) for name in reply}
-            return names if names >= {"default", "gpu", "training"} else None
-        assert _until(nodes, "workers default, gpu and training", deadline)
+            return names if names >= {"default", "aging", "training"} else None
+        assert _until(nodes, "workers default, aging and training", deadline)
         # and beat is running (it writes its schedule file when it starts)
         assert _until(lambda: any(var.glob("celerybeat-schedule*")), "beat's schedule file", deadline)
     finally:

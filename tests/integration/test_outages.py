@@ -1,6 +1,6 @@
 """Production mode under outages: PostgreSQL cut behind a TCP proxy; the broker restarted, its messages lost.
 
-A real gunicorn (PRODUCTION=1) and a real `gpu` Celery worker reach PostgreSQL and Redis through fault proxies
+A real gunicorn (PRODUCTION=1) and a real `aging` Celery worker reach PostgreSQL and Redis via fault proxies
 (integration/faultproxy.py); clients are loadflow.py's threads speaking HTTP. This process plays beat: it runs
 the sweeper every SWEEP seconds over its own, direct database connection. The clocks are short so the suite
 stays fast; the bound checked is the one the settings give: a job whose message or release was lost is done
@@ -60,7 +60,7 @@ def free_port() -> int:
 
 
 class Stack:
-    """gunicorn and a gpu worker in production mode, PostgreSQL and the broker each behind a fault proxy."""
+    """gunicorn and an aging worker in production mode, PostgreSQL and the broker behind fault proxies."""
 
     def __init__(self, tmp: Path) -> None:
         db = connection.settings_dict
@@ -88,7 +88,7 @@ class Stack:
         commands = {
             "web": [str(bin_dir / "gunicorn"), "webplatform.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", "1",
                     "--threads", "8", "--timeout", "120"],
-            "gpu": [str(bin_dir / "celery"), "-A", "webplatform", "worker", "-Q", "gpu", "--pool", "solo",
+            "aging": [str(bin_dir / "celery"), "-A", "webplatform", "worker", "-Q", "aging", "--pool", "solo",
                     "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
         }
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
@@ -125,7 +125,7 @@ def stack(tmp_path, purposes, settings) -> Iterator[Stack]:
         setattr(settings, name, float(value))
     try:
         s.start("web")
-        s.start("gpu")
+        s.start("aging")
         wait_until_serving(s.base_url, timeout=120)
         yield s
     finally:
@@ -218,16 +218,16 @@ def test_postgres_cut_for_8_seconds_answers_503_never_500_and_strands_no_job(sta
 
 def test_a_broker_restarted_without_its_messages_strands_no_job(stack):
     # Given jobs queued while no worker runs: their messages wait in the broker
-    stack.stop("gpu")
+    stack.stop("aging")
     job_ids = queue_jobs(stack.base_url, 4)
-    assert redis.Redis(db=BROKER_DB).llen("gpu") == 4
+    assert redis.Redis(db=BROKER_DB).llen("aging") == 4
 
     # When the broker restarts without persistence: unreachable a moment, then back empty
     stack.broker_proxy.mode = "down"
     redis.Redis(db=BROKER_DB).flushdb()
     time.sleep(1)
     stack.broker_proxy.mode = "pass"
-    stack.start("gpu")
+    stack.start("aging")
     back = time.monotonic()
 
     # Then the sweeper republishes every lost message and each job is done within the bound (+ its run)

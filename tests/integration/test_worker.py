@@ -1,6 +1,6 @@
 """Transformation jobs on a real Celery worker process over real Redis, against real PostgreSQL.
 
-The worker is a separate OS process (`celery -A webplatform worker -Q gpu`) sharing this test's database,
+The worker is a separate OS process (`celery -A webplatform worker -Q aging`) sharing this test's database,
 keyring and object folder. Skipped on SQLite: an in-memory test database cannot be shared with a process.
 """
 
@@ -65,7 +65,7 @@ def _reset_connections() -> None:
 
 
 class Worker:
-    """A real `celery worker` process on the gpu queue, killable and restartable."""
+    """A real `celery worker` process on the aging queue, killable and restartable."""
 
     def __init__(self) -> None:
         db = connection.settings_dict
@@ -82,7 +82,7 @@ class Worker:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "webplatform", "worker", "-Q", "gpu", "--pool", "solo",
+            [sys.executable, "-m", "celery", "-A", "webplatform", "worker", "-Q", "aging", "--pool", "solo",
              "--concurrency", "1", "--without-heartbeat", "--without-gossip", "--without-mingle",
              "-l", "WARNING"],
             cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

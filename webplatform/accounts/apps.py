@@ -8,6 +8,6 @@ class AccountsConfig(AppConfig):
     label = "accounts"
 
     def ready(self) -> None:
-        from . import signals
+        from . import signals  # it imports the models, which load only once the app registry is ready
 
         signals.connect()

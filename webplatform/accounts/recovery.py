@@ -32,6 +32,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from governance.audit import audit_append
+from governance.audit_actions import AuditAction
 from governance.errors import InvalidInput
 from webplatform.taskqueue import ACCOUNT_MAIL, publish
 
@@ -91,7 +92,7 @@ def email_verify(*, token: str) -> Any:
         updated = Account.objects.filter(user=user, email_verified_at__isnull=True).update(
             email_verified_at=timezone.now())
         if updated:
-            audit_append(action="account.email_verified", actor_id=user.pk, subject_id=user.pk,
+            audit_append(action=AuditAction.ACCOUNT_EMAIL_VERIFIED, actor_id=user.pk, subject_id=user.pk,
                          object_ref="account")
     return user
 
@@ -115,7 +116,7 @@ def email_change(*, user: Any, email: str, password: str, request: Any) -> None:
         user.email = email
         user.save(update_fields=["email"])
         Account.objects.filter(user=user).update(email_verified_at=None)
-        audit_append(action="account.email_changed", actor_id=user.pk, subject_id=user.pk,
+        audit_append(action=AuditAction.ACCOUNT_EMAIL_CHANGED, actor_id=user.pk, subject_id=user.pk,
                      object_ref="account")
     if email:
         account_mail_queue(kind=VERIFY, user_ids=[user.pk], request=request)
@@ -167,6 +168,6 @@ class VerifiedAddressResetForm(PasswordResetForm):
 def password_reset_finish(*, user: Any) -> None:
     """After a reset: sign out every session and API token of the account (someone may have held them)."""
     with transaction.atomic():
-        audit_append(action="account.password_reset", actor_id=user.pk, subject_id=user.pk,
+        audit_append(action=AuditAction.ACCOUNT_PASSWORD_RESET, actor_id=user.pk, subject_id=user.pk,
                      object_ref="account")
         credentials_revoke_all(user_id=user.pk)

@@ -20,6 +20,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from governance.audit import audit_append
+from governance.audit_actions import AuditAction
 from governance.errors import Conflict, NotAuthenticated
 from governance.keys import data_key_create, get_keyring
 from governance.models import DataKey
@@ -70,7 +71,8 @@ def user_register(*, username: str, password: str, email: str = "") -> tuple[Abs
                 password=password_hash,
             )
             token = Token.objects.create(user=user)
-            audit_append(action="account.created", actor_id=user.pk, subject_id=user.pk, object_ref="account")
+            audit_append(action=AuditAction.ACCOUNT_CREATED, actor_id=user.pk, subject_id=user.pk,
+                         object_ref="account")
     except IntegrityError as exc:  # a concurrent registration of the same (or a look-alike) name won the race
         raise taken from exc
     return user, token.key
@@ -114,7 +116,7 @@ def credentials_revoke_all(*, user_id: int) -> dict[str, int]:
     with transaction.atomic():
         tokens = Token.objects.filter(user_id=user_id).delete()[0]
         sessions = _sessions_end(user_id)
-        audit_append(action="account.credentials_revoked", actor_id=user_id, subject_id=user_id,
+        audit_append(action=AuditAction.ACCOUNT_CREDENTIALS_REVOKED, actor_id=user_id, subject_id=user_id,
                      object_ref="account", details={"tokens": tokens, "sessions": sessions})
     return {"tokens": tokens, "sessions": sessions}
 

@@ -18,9 +18,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.audit import REASONS, audit_verify
+from governance.audit import REASONS, audit_verify_recent
+from governance.audit_actions import KNOWN_ACTIONS
+from governance.audit_results import audit_full_latest
 from governance.models import AuditEvent
-from governance.selectors import audit_events, audit_head_seq
+from governance.selectors import audit_events, audit_head_seq, audit_stored_actions
 from webplatform.accounts.access import IsComplianceOfficer
 
 from .errors import ErrorResponse
@@ -82,6 +84,13 @@ class AuditFilters(serializers.Serializer):
     reads = serializers.BooleanField(required=False, default=True,
                                      help_text="false: leave out content reads (photo/result.content_read)")
 
+    def validate_action(self, value: str) -> str:
+        """An action of the vocabulary, or a retired one the trail still holds (the officer's page offers
+        both); anything else is a typo that would list nothing, so it is refused."""
+        if value in KNOWN_ACTIONS or value in audit_stored_actions():
+            return value
+        raise serializers.ValidationError("Unknown action: docs/audit.md lists the actions.")
+
     def validate(self, attrs: dict) -> dict:
         if attrs.get("since") and attrs.get("until") and attrs["since"] > attrs["until"]:
             raise serializers.ValidationError({"since": ["'since' is after 'until': no event can match."]})
@@ -89,7 +98,9 @@ class AuditFilters(serializers.Serializer):
 
 
 @extend_schema(parameters=[
-    OpenApiParameter("action", OpenApiTypes.STR), OpenApiParameter("subject", OpenApiTypes.STR),
+    OpenApiParameter("action", OpenApiTypes.STR,
+                     description="one action of the vocabulary (docs/audit.md); an unknown one is a 400"),
+    OpenApiParameter("subject", OpenApiTypes.STR),
     OpenApiParameter("since", OpenApiTypes.DATETIME), OpenApiParameter("until", OpenApiTypes.DATETIME),
     OpenApiParameter("reads", OpenApiTypes.BOOL,
                      description="false: leave out content reads; subject also matches a pseudonym's start"),
@@ -150,16 +161,32 @@ class AuditEventListApi(generics.ListAPIView):
         return None
 
 
-class VerifyOut(serializers.Serializer):
+class FullVerificationOut(serializers.Serializer):
+    at = serializers.DateTimeField()
     ok = serializers.BooleanField()
+    verified_through = serializers.IntegerField(help_text="the chain verified up to this seq")
     events_checked = serializers.IntegerField()
+    first_bad_seq = serializers.IntegerField(allow_null=True)
+    reason = serializers.ChoiceField(choices=sorted(REASONS), allow_null=True)
+    seconds = serializers.FloatField(help_text="how long the walk took")
+
+
+class VerifyOut(serializers.Serializer):
+    ok = serializers.BooleanField(help_text="neither this request's check nor the newest full one found "
+                                            "anything")
+    events_checked = serializers.IntegerField(help_text="events this request checked (from checked_from)")
     first_bad_seq = serializers.IntegerField(required=False)
     reason = serializers.ChoiceField(choices=sorted(REASONS), required=False,
                                      help_text="why verification failed (absent when ok)")
+    checked_from = serializers.IntegerField(
+        help_text="the first seq this request checked: the oldest of the newest signed checkpoints (1 when "
+                  "it walked the whole chain); what lies before is the scheduled full verification's")
     checkpoint_seq = serializers.IntegerField(allow_null=True,
                                               help_text="the newest signed checkpoint compared against")
     checkpoints_checked = serializers.IntegerField(help_text="signed checkpoints held against the chain")
     checkpoint_lag = serializers.IntegerField(help_text="events past the newest checkpoint, or still queued")
+    full_verification = FullVerificationOut(
+        allow_null=True, help_text="the newest scheduled full walk (null before its first run)")
 
 
 class AuditVerifyApi(APIView):
@@ -167,14 +194,22 @@ class AuditVerifyApi(APIView):
 
     @extend_schema(responses={200: VerifyOut, 401: ErrorResponse, 403: ErrorResponse})
     def get(self, request: Request) -> Response:
-        """Recompute the keyed chain and hold it against every signed checkpoint (linear in history)."""
-        report = audit_verify()
-        body: dict = {"ok": report.ok, "events_checked": report.events_checked,
-                      "checkpoint_seq": report.checkpoint_seq,
-                      "checkpoints_checked": report.checkpoints_checked,
-                      "checkpoint_lag": report.checkpoint_lag}
-        if report.first_bad_seq is not None:
-            body["first_bad_seq"] = report.first_bad_seq
-        if report.reason is not None:
-            body["reason"] = report.reason
+        """The chain's end checked now (from a signed checkpoint to the head: the dashboard's check, bounded
+        whatever the history) and the newest scheduled full walk with its time; a finding of either fails
+        `ok`, this request's first (docs/audit.md says what each catches)."""
+        recent, full = audit_verify_recent(), audit_full_latest()
+        body: dict = {"ok": recent.ok and (full is None or full.ok), "events_checked": recent.events_checked,
+                      "checked_from": recent.checked_from, "checkpoint_seq": recent.checkpoint_seq,
+                      "checkpoints_checked": recent.checkpoints_checked,
+                      "checkpoint_lag": recent.checkpoint_lag,
+                      "full_verification": None if full is None else full.as_json()}
+        # The lowest seq either check found bad (a full walk names an edit inside the prefix itself; the
+        # check from a checkpoint, at most the first link it walked), and that check's reason
+        findings = [(r.first_bad_seq, r.reason) for r in (recent, full) if r is not None and not r.ok]
+        if findings:
+            bad, reason = min(findings, key=lambda f: float("inf") if f[0] is None else f[0])
+            if bad is not None:
+                body["first_bad_seq"] = bad
+            if reason is not None:
+                body["reason"] = reason
         return Response(body)

@@ -27,6 +27,11 @@ class JobOut(serializers.ModelSerializer):
     error = serializers.CharField(
         allow_blank=True, help_text=f"Blank unless failed; then why, one of: {', '.join(JobFailure)}"
     )
+    # The contract's key (shared API.md); the row calls it what it holds.
+    model_version = serializers.CharField(
+        source="aging_version", read_only=True,
+        help_text="The version of the aging layers that made the result (e.g. `aging-layers-v3`, "
+                  "docs/aging.md); blank until done. The learned generator does not serve: never its version")
     queue_ahead = serializers.SerializerMethodField(
         help_text="While queued: how many requests (anyone's, counted, never named) are queued or running "
                   "ahead of this one; null once it runs")
@@ -102,7 +107,7 @@ class TransformationListCreateApi(generics.ListAPIView):
 class TransformationDetailApi(APIView):
     @extend_schema(responses={200: JobOut, 401: ErrorResponse, 404: ErrorResponse})
     def get(self, request: Request, job_id: str) -> Response:
-        """A job's status, error and the model version that produced it."""
+        """A job's status, error and the version of the aging layers that produced it."""
         return Response(JobOut(job_for_owner(user_id=user_id(request), job_id=job_id)).data)
 
 

@@ -46,7 +46,7 @@ class ModelListApi(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT, 401: ErrorResponse, 403: ErrorResponse})
     def get(self, request: Request) -> Response:
         """Every registered model version with its card; which one is promoted."""
-        from webplatform.models_registry import model_registry
+        from webplatform.models_registry import model_registry  # torch stays out of the web's start-up
 
         registry = model_registry()
         promoted = registry.promoted_version()

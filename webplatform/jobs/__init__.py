@@ -1,1 +1,1 @@
-"""Transformation jobs: age a photo on the GPU worker, store the result encrypted."""
+"""Transformation jobs: age a photo on an `aging` worker (CPU), store the result encrypted."""

@@ -48,7 +48,9 @@ class TransformationJob(models.Model):
         max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
     )
     error = models.CharField(max_length=40, blank=True)  # a JobFailure code, blank unless failed
-    model_version = models.CharField(max_length=80, blank=True)
+    # The version of the aging layers that made the result (e.g. `aging-layers-v3`), blank until done. The API
+    # calls it `model_version` (the contract's name); the learned generator never serves, so it is never one.
+    aging_version = models.CharField(max_length=80, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True)

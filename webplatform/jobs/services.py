@@ -1,4 +1,4 @@
-"""Transformation jobs: create (202), run on the GPU worker, read results — owner only."""
+"""Transformation jobs: create (202), run on an `aging` worker (CPU), read results — owner only."""
 
 from __future__ import annotations
 
@@ -16,9 +16,13 @@ from PIL import Image
 
 from governance import clock
 from governance.audit import audit_append
+from governance.audit_actions import AuditAction
 from governance.consent import PROCESSING, consent_is_active, consent_require
 from governance.errors import Conflict, IntegrityFailure, NoFace, NotFound
 from governance.keyring import KeyringUnavailable
+from inference.serving.aging import VERSION
+from inference.serving.faces import NoFaceFound
+from inference.serving.transform import transform_photo
 from webplatform import metrics
 from webplatform.encrypted_store import StorageUnavailable, object_delete, object_get, object_put
 from webplatform.heartbeat import heartbeat
@@ -50,8 +54,8 @@ def job_create(*, user_id: int, photo: Photo, target_age: int) -> Transformation
     with transaction.atomic():
         job = TransformationJob.objects.create(owner_id=user_id, photo=photo, target_age=target_age,
                                                created_at=clock.now())
-        audit_append(action="job.created", actor_id=user_id, subject_id=user_id, object_ref=f"job:{job.id}",
-                     details={"photo": str(photo.id), "target_age": target_age})
+        audit_append(action=AuditAction.JOB_CREATED, actor_id=user_id, subject_id=user_id,
+                     object_ref=f"job:{job.id}", details={"photo": str(photo.id), "target_age": target_age})
         # Published when its owner has a free slot, fairly between people (dispatch.py).
         transaction.on_commit(lambda: jobs_dispatch(owner_id=user_id, publish=job_publish))
     return job
@@ -75,7 +79,7 @@ def job_result_content(*, user_id: int, job: TransformationJob) -> tuple[bytes, 
     data = object_get(
         owner_id=result.owner_id, kind=result.KIND, object_id=result.id, name=result.storage_name
     )
-    audit_append(action="result.content_read", actor_id=user_id, subject_id=result.owner_id,
+    audit_append(action=AuditAction.RESULT_CONTENT_READ, actor_id=user_id, subject_id=result.owner_id,
                  object_ref=result.ref)
     return bytes(data), result.content_type
 
@@ -84,8 +88,8 @@ def _fail(job: TransformationJob, code: JobFailure) -> None:
     metrics.JOBS.labels("failed", code).inc()
     job.status, job.error, job.finished_at = JobStatus.FAILED, code, clock.now()
     job.save(update_fields=["status", "error", "finished_at"])
-    audit_append(action="job.failed", actor_id=None, subject_id=job.owner_id, object_ref=f"job:{job.id}",
-                 details={"error": code})
+    audit_append(action=AuditAction.JOB_FAILED, actor_id=None, subject_id=job.owner_id,
+                 object_ref=f"job:{job.id}", details={"error": code})
 
 
 def _claim(job_id: str) -> TransformationJob | None:
@@ -118,8 +122,6 @@ def job_run(*, job_id: str) -> None:
 
     A storage fault (StorageUnavailable) propagates: it is transient, and the task retries it with backoff.
     """
-    from inference.serving.faces import NoFaceFound
-
     job = _claim(job_id)
     if job is None:
         return
@@ -144,9 +146,6 @@ def job_run(*, job_id: str) -> None:
 
 def _transform(image: np.ndarray, *, target_age: int) -> tuple[np.ndarray, str]:
     """The one call into inference: the aged image and the version of the aging that made it."""
-    from inference.serving.aging import VERSION
-    from inference.serving.transform import transform_photo
-
     return transform_photo(image, float(target_age)).image, VERSION
 
 
@@ -192,7 +191,7 @@ def jobs_sweep(*, now: datetime | None = None) -> dict[str, int]:
             job.status, job.published_at, job.heartbeat_at = JobStatus.QUEUED, None, None
             job.save(update_fields=["status", "published_at", "heartbeat_at"])
             audit_append(
-                action="job.requeued",
+                action=AuditAction.JOB_REQUEUED,
                 actor_id=None,
                 subject_id=job.owner_id,
                 object_ref=f"job:{job.id}",
@@ -248,17 +247,17 @@ def _store_result(job: TransformationJob, aged: np.ndarray, version: str, conten
                 expires_at=now + settings.RETENTION_RESULT, width=aged.shape[1], height=aged.shape[0],
                 content_type=content_type, size_bytes=size, storage_name=name,
             )
-            locked.status, locked.finished_at, locked.model_version = JobStatus.DONE, now, version
+            locked.status, locked.finished_at, locked.aging_version = JobStatus.DONE, now, version
             metrics.JOBS.labels("done", "").inc()
             if locked.started_at:
                 metrics.JOB_SECONDS.observe((now - locked.started_at).total_seconds())
-            locked.save(update_fields=["status", "finished_at", "model_version"])
+            locked.save(update_fields=["status", "finished_at", "aging_version"])
             audit_append(
-                action="job.completed",
+                action=AuditAction.JOB_COMPLETED,
                 actor_id=None,
                 subject_id=job.owner_id,
                 object_ref=f"job:{job.id}",
-                details={"model_version": version, "result": str(result_id)},
+                details={"aging_version": version, "result": str(result_id)},
             )
     except BaseException:
         object_delete(name)

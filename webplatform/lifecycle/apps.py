@@ -6,6 +6,8 @@ import sys
 from django.apps import AppConfig
 from django.conf import settings
 
+from .scheduler import start_embedded_scheduler
+
 
 class LifecycleConfig(AppConfig):
     name = "webplatform.lifecycle"
@@ -15,6 +17,4 @@ class LifecycleConfig(AppConfig):
         # Under runserver's autoreloader only the serving child (RUN_MAIN) runs the loop.
         serving = "runserver" in sys.argv and os.environ.get("RUN_MAIN") == "true"
         if settings.EMBEDDED_SCHEDULER and (serving or "gunicorn" in sys.argv[0]):
-            from .scheduler import start_embedded_scheduler
-
             start_embedded_scheduler()

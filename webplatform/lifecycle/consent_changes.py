@@ -15,6 +15,7 @@ from django.db.models import QuerySet
 
 from governance import clock
 from governance.audit import audit_append
+from governance.audit_actions import AuditAction
 from governance.consent import PROCESSING, TRAINING, consent_is_active, consent_require, consent_set
 from governance.errors import NotFound, Unprocessable
 from governance.models import ConsentRecord
@@ -66,7 +67,7 @@ def training_photo_choose(*, user_id: int, photo_id: str) -> Photo:
         previous = [str(pk) for pk in Photo.objects.filter(owner_id=user_id, kept_for_training=True)
                     .exclude(pk=photo.pk).values_list("pk", flat=True)]
         training_photo_designate(photo=photo)
-        audit_append(action="photo.training_chosen", actor_id=user_id, subject_id=user_id,
+        audit_append(action=AuditAction.PHOTO_TRAINING_CHOSEN, actor_id=user_id, subject_id=user_id,
                      object_ref=photo.ref, details={"released": previous})
     # A released photo older than the original's retention is due now: delete it now, not at the next sweep.
     transaction.on_commit(lambda: retention.retention_enforce(owner_id=user_id))

@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from governance import clock
 from governance.audit import audit_append, pseudonym
+from governance.audit_actions import AuditAction
 from governance.consent import consent_receipt
 from governance.models import AuditEvent, ConsentRecord
 from governance.selectors import audit_events
@@ -49,8 +50,8 @@ def export_stream(*, user_id: int, privacy_report: Callable[[int], dict[str, Any
                   ) -> Iterator[bytes]:
     """Yield the export zip: one object decrypted at a time, so memory stays at one photo."""
     # Chained now, not queued: the export lists the trail, this event included
-    audit_append(action="export.generated", actor_id=user_id, subject_id=user_id, object_ref="export",
-                 chained=True)
+    audit_append(action=AuditAction.EXPORT_GENERATED, actor_id=user_id, subject_id=user_id,
+                 object_ref="export", chained=True)
     pipe = _Pipe()
     manifest: list[dict[str, Any]] = []
     with zipfile.ZipFile(pipe, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
@@ -120,7 +121,7 @@ def _job(job: TransformationJob) -> dict[str, Any]:
         "target_age": job.target_age,
         "status": job.status,
         "error": job.error,
-        "model_version": job.model_version,
+        "model_version": job.aging_version,  # the API's key for it: the aging layers' version
         "created_at": job.created_at.isoformat(),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
@@ -191,8 +192,10 @@ def _index_html(manifest: list[dict[str, Any]]) -> str:
         "<!doctype html><html lang='en'><meta charset='utf-8'><title>Your Timeveil data</title>"
         f"<style>{_INDEX_STYLE}</style>"
         "<h1>Everything Timeveil holds about you</h1>"
-        "<p>Photos and results are decrypted; consents.json holds your consent receipts; audit_events.json "
-        "every recorded action about you; privacy.json the training runs that used your data.</p>"
+        "<p>Photos and results are decrypted; consents.json holds your consent receipts; jobs.json your "
+        "aging requests, each with the aging version that made its result (<code>model_version</code>); "
+        "audit_events.json every recorded action about you; privacy.json the training runs that used your "
+        "data.</p>"
         + ("".join(sections) or "<p>No photos are held.</p>")
         + f"<h2>All files</h2><table><tr><th>File</th><th>Kind</th><th>Created</th></tr>{rows}</table></html>"
     )

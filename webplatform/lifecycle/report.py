@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from governance import clock
 from governance.audit import audit_verify_recent, checkpoint_lag
+from governance.audit_actions import AuditAction
 from governance.audit_results import audit_full_latest
 from governance.erasure_requests import erasure_status
 from governance.models import AuditEvent, ConsentRecord, ErasureRequest, Lineage
@@ -19,8 +20,10 @@ from webplatform.training.ledger import ledger_accountant
 
 from .retention import retention_backlog
 
-# The audit actions a consent change writes, and the event each is counted as.
-CONSENT_EVENTS = {"consent.granted": "granted", "consent.withdrawn": "withdrawn"}
+# The audit actions a consent change writes, and the event each is counted as (keyed by the stored text the
+# trail's rows hold, which each member is).
+CONSENT_EVENTS: dict[str, str] = {
+    AuditAction.CONSENT_GRANTED: "granted", AuditAction.CONSENT_WITHDRAWN: "withdrawn"}
 
 
 def compliance_report(*, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -50,10 +53,7 @@ def _audit() -> dict[str, Any]:
         "ok": recent.ok and (full is None or full.ok) and not lag.too_old,
         "events_checked": recent.events_checked, "first_bad_seq": recent.first_bad_seq,
         "reason": recent.reason,
-        "full_verification": None if full is None else {
-            "at": full.at.isoformat(), "ok": full.ok, "verified_through": full.verified_through,
-            "events_checked": full.events_checked, "first_bad_seq": full.first_bad_seq, "reason": full.reason,
-            "seconds": full.seconds},
+        "full_verification": None if full is None else full.as_json(),
         "checkpoint_lag": {"events": lag.events, "seconds": round(lag.seconds, 1), "too_old": lag.too_old,
                            "bound_seconds": settings.AUDIT_CHECKPOINT_MAX_LAG_SECONDS},
     }

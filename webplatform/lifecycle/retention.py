@@ -11,7 +11,8 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 
 from governance import clock
-from governance.audit import audit_append, audit_append_many
+from governance.audit import AuditEntry, audit_append, audit_append_many
+from governance.audit_actions import AuditAction
 from webplatform import metrics
 from webplatform.encrypted_store import StorageUnavailable, object_delete, object_modified, object_names
 from webplatform.jobs.models import TransformationResult
@@ -20,6 +21,16 @@ from webplatform.photos.models import DueReason, Photo, StoredObject
 # Results before photos: a photo's deletion cascades to its results, whose ciphertext must go first.
 HELD_MODELS: tuple[type[StoredObject], ...] = (TransformationResult, Photo)
 BATCH = 500
+# The action a held object's deletion writes, by its kind and why it fell due: each cause its own action (and
+# actor, below), so a chart of expiries counts deadlines only.
+PURGE_ACTIONS: dict[tuple[str, str], AuditAction] = {
+    (Photo.KIND, DueReason.DEADLINE): AuditAction.PHOTO_EXPIRED,
+    (Photo.KIND, DueReason.OWNER_DELETED): AuditAction.PHOTO_PURGED_ON_REQUEST,
+    (Photo.KIND, DueReason.CONSENT_WITHDRAWN): AuditAction.PHOTO_PURGED_ON_WITHDRAWAL,
+    (TransformationResult.KIND, DueReason.DEADLINE): AuditAction.RESULT_EXPIRED,
+    (TransformationResult.KIND, DueReason.OWNER_DELETED): AuditAction.RESULT_PURGED_ON_REQUEST,
+    (TransformationResult.KIND, DueReason.CONSENT_WITHDRAWN): AuditAction.RESULT_PURGED_ON_WITHDRAWAL,
+}
 
 
 @dataclass
@@ -76,31 +87,27 @@ def _purge_batch(model: type[StoredObject], *, now: datetime, owner_id: int | No
             rows = rows.select_for_update(skip_locked=True)
         batch = list(rows[:BATCH])
         purged = objects_purge(model, batch, skip=skip)
-        audit_append_many(
-            [
-                {
-                    # Each cause its own action and actor: a chart of expiries counts deadlines only.
-                    "action": f"{o.KIND}.expired" if o.due_reason == DueReason.DEADLINE
-                    else f"{o.KIND}.purged_on_request" if o.due_reason == DueReason.OWNER_DELETED
-                    else f"{o.KIND}.purged_on_withdrawal",
-                    "actor_id": None if o.due_reason == DueReason.DEADLINE else o.owner_id,
-                    "subject_id": o.owner_id,
-                    "object_ref": o.ref,
-                    "details": {"expires_at": o.expires_at.isoformat(), "reason": o.due_reason},
-                }
-                for o in purged.gone
-            ]
-            + [
-                {
-                    "action": "result.deleted",
-                    "actor_id": None,
-                    "subject_id": r.owner_id,
-                    "object_ref": r.ref,
-                    "details": {"reason": "photo_deleted", "photo": f"photo:{r.photo_id}"},
-                }
-                for r in purged.dependents
-            ]
-        )
+        gone: list[AuditEntry] = [
+            {
+                "action": PURGE_ACTIONS[o.KIND, o.due_reason],
+                "actor_id": None if o.due_reason == DueReason.DEADLINE else o.owner_id,
+                "subject_id": o.owner_id,
+                "object_ref": o.ref,
+                "details": {"expires_at": o.expires_at.isoformat(), "reason": o.due_reason},
+            }
+            for o in purged.gone
+        ]
+        dependents: list[AuditEntry] = [
+            {
+                "action": AuditAction.RESULT_DELETED,
+                "actor_id": None,
+                "subject_id": r.owner_id,
+                "object_ref": r.ref,
+                "details": {"reason": "photo_deleted", "photo": f"photo:{r.photo_id}"},
+            }
+            for r in purged.dependents
+        ]
+        audit_append_many(gone + dependents)
     return len(purged.gone), purged.failed, len(batch)
 
 
@@ -210,7 +217,8 @@ def orphans_reconcile(*, now: datetime | None = None) -> dict[str, int]:
                 object_delete(name)
             except StorageUnavailable:
                 break  # the store went away: the next run goes on
-            audit_append(action="object.orphan_deleted", actor_id=None, object_ref=f"{model.KIND}:orphan",
+            audit_append(action=AuditAction.OBJECT_ORPHAN_DELETED, actor_id=None,
+                         object_ref=f"{model.KIND}:orphan",
                          details={"storage_name": name, "kind": model.KIND})
             deleted[model.KIND] += 1
     return deleted
@@ -223,6 +231,6 @@ def photo_delete(*, user_id: int, photo: Photo) -> None:
         deleted = {"expires_at": now, "due_reason": DueReason.OWNER_DELETED}
         TransformationResult.objects.filter(photo_id=photo.pk).update(**deleted)
         Photo.objects.filter(pk=photo.pk).update(**deleted)
-        audit_append(action="photo.deleted", actor_id=user_id, subject_id=photo.owner_id,
+        audit_append(action=AuditAction.PHOTO_DELETED, actor_id=user_id, subject_id=photo.owner_id,
                      object_ref=f"photo:{photo.id}", details={"reason": "owner_request"})
     transaction.on_commit(lambda: retention_enforce(owner_id=photo.owner_id, now=now))

@@ -18,7 +18,8 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from governance.audit import ACTIONS, audit_verify_recent
+from governance.audit import audit_verify_recent
+from governance.audit_actions import KNOWN_ACTIONS, AuditAction
 from governance.audit_results import audit_full_latest
 from governance.models import TrainingRun
 from governance.selectors import CONTENT_READS, audit_events, audit_stored_actions
@@ -26,9 +27,12 @@ from webplatform.accounts.access import is_compliance_officer
 from webplatform.lifecycle.report import compliance_report
 
 from . import selectors
-from .keyset import keyset_page
+from .keyset import KeysetPage, keyset_page
 
 PAGE_SIZE = 50
+# "N content reads hidden" counts those among the page's events, and at most this many ("more than"): a
+# count over the whole trail costs every read in history (issue 23).
+HIDDEN_READS_CAP = 1000
 # How a run starts (README's commands table): shown where no run exists yet.
 TRAIN_COMMAND = "manage.py train --target-epsilon E --epochs K"
 
@@ -75,9 +79,9 @@ class AuditFilterForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The vocabulary with its meanings, then any stored action it no longer lists (still filterable).
-        listed = [(a, f"{a} — {meaning}") for a, meaning in sorted(ACTIONS.items())]
+        listed = [(a.value, f"{a} — {a.meaning}") for a in sorted(AuditAction)]
         stored = audit_stored_actions()
-        retired = [(a, f"{a} (no longer written)") for a in stored if a not in ACTIONS]
+        retired = [(a, f"{a} (no longer written)") for a in stored if a not in KNOWN_ACTIONS]
         self.fields["action"].choices = [("", "Any action"), *listed, *retired]  # type: ignore[attr-defined]
 
     def clean(self) -> dict[str, Any]:
@@ -105,19 +109,29 @@ def _audit_context(request: HttpRequest) -> dict[str, Any]:
                   "until": _day_start(f["until"]) + timedelta(days=1) if f["until"] else None,
                   "reads": f["reads"]}
     events = audit_events(**chosen, newest_first=True)
-    hidden = 0 if chosen["reads"] or chosen.get("action") else \
-        audit_events(**{**chosen, "reads": True}).filter(action__in=CONTENT_READS).count()
     # The CSV link asks the API for the same events: the same selector behind it, in its own words.
     api = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in chosen.items()
            if v and k != "reads"}
     if not chosen["reads"]:
         api["reads"] = "false"
-    page = keyset_page(events, before=_seq_param(request, "before"), after=_seq_param(request, "after"),
-                       size=PAGE_SIZE)
+    before, after = _seq_param(request, "before"), _seq_param(request, "after")
+    page = keyset_page(events, before=before, after=after, size=PAGE_SIZE)
+    hidden = 0 if chosen["reads"] or chosen.get("action") else _hidden_reads(chosen, page, before, after)
     query = {k: v for k, v in request.GET.items() if k not in ("page", "before", "after") and v}
     return {"form": form, "page": page, "query": urlencode(query), "hidden_reads": hidden,
+            "hidden_reads_cap": HIDDEN_READS_CAP,
             "show_reads_query": urlencode({**query, "reads": "on"}),
             "csv_url": "/api/v1/audit/events?" + urlencode({**api, "format": "csv"})}
+
+
+def _hidden_reads(chosen: dict[str, Any], page: KeysetPage, before: int | None, after: int | None) -> int:
+    """Content reads matching the other filters among the page's events: above its oldest row (or all the
+    older ones on the last page), below `before` or its newest row when newer pages exist; at most
+    HIDDEN_READS_CAP + 1, one (action, seq) index range however long the trail."""
+    lower = page.older_seq if page.has_next else after
+    upper = before if after is None else (page.newer_seq if page.has_previous else None)
+    reads = audit_events(**{**chosen, "reads": True}, before_seq=upper, after_seq=lower)
+    return reads.filter(action__in=CONTENT_READS)[:HIDDEN_READS_CAP + 1].count()
 
 
 def _seq_param(request: HttpRequest, name: str) -> int | None:

@@ -12,6 +12,7 @@ from django.db.models import Count
 from django.db.models.functions import TruncDate
 
 from governance import clock
+from governance.audit_actions import AuditAction
 from governance.audit_rollups import rollup_counts
 from governance.consent import PROCESSING, TRAINING
 from governance.erasure_requests import erasure_status
@@ -96,9 +97,9 @@ def consent_chart(history: list[dict[str, Any]]) -> dict[str, Any]:
                   "Number of consent grants and of withdrawals recorded each day, all purposes together.",
                   [_label(d) for d in days],
                   [Series("granted", [per_day.get((d, "granted"), 0) for d in days],
-                          links=[_audit_link("consent.granted", d) for d in days]),
+                          links=[_audit_link(AuditAction.CONSENT_GRANTED, d) for d in days]),
                    Series("withdrawn", [per_day.get((d, "withdrawn"), 0) for d in days],
-                          links=[_audit_link("consent.withdrawn", d) for d in days])],
+                          links=[_audit_link(AuditAction.CONSENT_WITHDRAWN, d) for d in days])],
                   y_label="records")
     return {"svg": bar_chart(chart), "chart": chart}
 
@@ -115,7 +116,7 @@ def retention_chart() -> dict[str, Any]:
     now = clock.now()
     today = now.date()
     window_start = today - timedelta(days=29)
-    actions = ["photo.expired", "result.expired"]
+    actions = [AuditAction.PHOTO_EXPIRED, AuditAction.RESULT_EXPIRED]
     deleted = rollup_counts("at", actions=actions, since=window_start)
     deadlines = _summed(rollup_counts("deadline", actions=actions))
     gone = _summed(rollup_counts("gone", actions=actions))
@@ -141,10 +142,10 @@ def retention_chart() -> dict[str, Any]:
                   "Photos and results deleted each day because their retention deadline passed, and how many "
                   "objects were past their deadline but not yet deleted at the end of each day.",
                   [_label(d) for d in days],
-                  [Series("photos deleted", [deleted.get((d, "photo.expired"), 0) for d in days],
-                          links=[_audit_link("photo.expired", d) for d in days]),
-                   Series("results deleted", [deleted.get((d, "result.expired"), 0) for d in days],
-                          links=[_audit_link("result.expired", d) for d in days]),
+                  [Series("photos deleted", [deleted.get((d, AuditAction.PHOTO_EXPIRED), 0) for d in days],
+                          links=[_audit_link(AuditAction.PHOTO_EXPIRED, d) for d in days]),
+                   Series("results deleted", [deleted.get((d, AuditAction.RESULT_EXPIRED), 0) for d in days],
+                          links=[_audit_link(AuditAction.RESULT_EXPIRED, d) for d in days]),
                    Series("backlog", backlog, colour="#a4161a")],
                   y_label="objects")
     return {"svg": bar_chart(chart), "chart": chart}

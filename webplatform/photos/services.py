@@ -11,6 +11,7 @@ from django.db.models import F
 
 from governance import clock
 from governance.audit import audit_append
+from governance.audit_actions import AuditAction
 from governance.consent import PROCESSING, consent_require
 from governance.errors import NotFound, TimeveilError
 from inference.serving.faces import summarize_faces
@@ -54,7 +55,7 @@ def photo_create(*, owner_id: int, data: bytes) -> Photo:
                 storage_name=name, face_count=faces.count,
                 face_box=faces.box.to_list() if faces.box else None,
             )
-            audit_append(action="photo.uploaded", actor_id=owner_id, subject_id=owner_id,
+            audit_append(action=AuditAction.PHOTO_UPLOADED, actor_id=owner_id, subject_id=owner_id,
                          object_ref=f"photo:{photo_id}", details={"expires_at": photo.expires_at.isoformat()})
     except BaseException:
         object_delete(name)  # the row never landed: leave no ciphertext behind either
@@ -71,14 +72,14 @@ def photo_content(*, user_id: int, photo: Photo) -> bytes:
         )
     except TimeveilError as exc:  # destroyed key or tampered ciphertext: the attempt itself is worth a record
         audit_append(
-            action="photo.content_read_failed",
+            action=AuditAction.PHOTO_CONTENT_READ_FAILED,
             actor_id=user_id,
             subject_id=photo.owner_id,
             object_ref=f"photo:{photo.id}",
             details={"error": exc.code},
         )
         raise
-    audit_append(action="photo.content_read", actor_id=user_id, subject_id=photo.owner_id,
+    audit_append(action=AuditAction.PHOTO_CONTENT_READ, actor_id=user_id, subject_id=photo.owner_id,
                  object_ref=f"photo:{photo.id}")
     return bytes(data)
 
@@ -86,7 +87,7 @@ def photo_content(*, user_id: int, photo: Photo) -> bytes:
 def photo_library_shown(*, user_id: int, photos: list[Photo]) -> int:
     """One audit event for a library page's thumbnails (issue 23: not one per thumbnail); returns its seq,
     which the page's thumbnail grants name (webplatform.pages.thumb_grants)."""
-    event = audit_append(action="photo.library_shown", actor_id=user_id, subject_id=user_id,
+    event = audit_append(action=AuditAction.PHOTO_LIBRARY_SHOWN, actor_id=user_id, subject_id=user_id,
                          object_ref="library", details={"photos": [str(p.id) for p in photos]},
                          chained=True)  # the grants name its seq: chained now, not queued
     return event.seq
@@ -99,8 +100,8 @@ def photo_content_unaudited(*, photo: Photo) -> bytes:
         return bytes(object_get(owner_id=photo.owner_id, kind=Photo.KIND, object_id=photo.id,
                                 name=photo.storage_name))
     except TimeveilError as exc:
-        audit_append(action="photo.content_read_failed", actor_id=photo.owner_id, subject_id=photo.owner_id,
-                     object_ref=f"photo:{photo.id}", details={"error": exc.code})
+        audit_append(action=AuditAction.PHOTO_CONTENT_READ_FAILED, actor_id=photo.owner_id,
+                     subject_id=photo.owner_id, object_ref=f"photo:{photo.id}", details={"error": exc.code})
         raise
 
 

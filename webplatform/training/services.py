@@ -16,6 +16,7 @@ import math
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from PIL import Image
 
 from governance import clock
 from governance.audit import audit_append
+from governance.audit_actions import AuditAction
 from governance.errors import CohortTooSmall, IntegrityFailure, InvalidInput, TimeveilError
 from governance.models import PrivacyAudit, RunStatus, TrainingRun
 from governance.training import (
@@ -43,6 +45,12 @@ from governance.training import (
     training_candidates,
     users_with_budget,
 )
+from inference.generator.age_estimator import AgeEstimator
+from inference.generator.model import AgeGenerator
+from inference.generator.registry import SHIPPED, ModelRegistry, RegistryError
+from inference.generator.teacher import TEACHER_OFFSETS, teacher_pairs
+from inference.serving.apparent_age import estimate_age
+from inference.serving.faces import NoFaceFound, find_face
 from webplatform.encrypted_store import object_get
 from webplatform.heartbeat import heartbeat
 from webplatform.models_registry import model_registry
@@ -135,7 +143,7 @@ def released_count(n: int) -> int:
 
     Drawn from a SecretStream (a fresh 128-bit key from the OS CSPRNG), like every other noise of a run.
     """
-    from inference.dp.randomness import SecretStream  # torch stays out of the web process's start-up
+    from inference.dp.randomness import SecretStream  # Opacus stays out of workers' start-up
 
     return max(0, round(n + SecretStream().normal(settings.DP_COUNT_NOISE)))
 
@@ -164,7 +172,7 @@ def run_plan(request: RunRequest, participants: int) -> RunPlan:
     covers the whole release: the steps composed with the count. A refusal names no figure derived from the
     count (sample rate, steps, delta).
     """
-    from inference.dp import compose_epsilon, noise_for_epsilon  # torch stays out of start-up
+    from inference.dp import compose_epsilon, noise_for_epsilon  # Opacus stays out of workers' start-up
 
     _check_request(request)
     if participants < settings.DP_MIN_PARTICIPANTS:
@@ -242,10 +250,6 @@ class TrainingFaces:
 def _load_faces(run: TrainingRun, size: int) -> TrainingFaces:
     """Decrypt the manifest's photos in memory: each face registered by the mesh, its current age, and the
     aging layers' renderings of it at ages around its own (what the generator learns from)."""
-    from inference.generator.teacher import TEACHER_OFFSETS, teacher_pairs
-    from inference.serving.apparent_age import estimate_age
-    from inference.serving.faces import NoFaceFound, find_face
-
     faces, ages, renders, render_ages = [], [], [], []
     for entry in run_entries(run):
         photo = Photo.objects.filter(pk=entry["photo_id"]).first()
@@ -290,10 +294,9 @@ def training_run_execute(run: TrainingRun, request: RunRequest, *, progress: boo
 
 def _train(run: TrainingRun, request: RunRequest, registry: Any, *, progress: bool) -> TrainingRun:
     """The body of a started run: fine-tune under DP, register the version, finish the run either way."""
+    # Opacus and scikit-image load when a run trains: every worker imports this module (task discovery)
     from inference.dp import DPConfig, train_dp
     from inference.dp.audit import code_version
-    from inference.generator.age_estimator import AgeEstimator
-    from inference.generator.model import AgeGenerator
     from inference.generator.quality import benchmark, heldout_pairs
 
     try:
@@ -390,9 +393,7 @@ def privacy_audit_run() -> PrivacyAudit:
     """Audit the DP code empirically at the pinned settings (inference.dp.audit.audit: linear canaries at
     each pinned claim, and the clipping probe through the shipped generator), record the verdict, and keep
     it in the registry as the certificate promotion needs."""
-    from inference.dp.audit import audit, code_version
-    from inference.generator.model import AgeGenerator
-    from inference.generator.registry import SHIPPED, ModelRegistry
+    from inference.dp.audit import audit, code_version  # Opacus stays out of workers' start-up
 
     # The generator DP training fine-tunes, with trained weights: a fresh one passes gradient to its last
     # layer only, and the probe would cover nothing else.
@@ -409,13 +410,12 @@ def privacy_audit_run() -> PrivacyAudit:
 def model_promote(*, version: str, actor_id: int | None = None) -> None:
     """Make a version the promoted one (the next DP fine-tune starts from it; jobs are served by the aging
     layers). The registry refuses a DP version without its privacy fields or a passing audit of its code."""
-    from inference.generator.registry import RegistryError
-
     try:
         model_registry().promote(version)
     except RegistryError as exc:
         raise InvalidInput(str(exc)) from exc
-    audit_append(action="model.promoted", actor_id=actor_id, subject="model", object_ref=f"model:{version}")
+    audit_append(action=AuditAction.MODEL_PROMOTED, actor_id=actor_id, subject="model",
+                 object_ref=f"model:{version}")
 
 
 def _dp_trainer(train_dp: Any) -> Any:
@@ -423,9 +423,7 @@ def _dp_trainer(train_dp: Any) -> Any:
     inference/dp/distributed.py): the same run, accounted once, the noise added once."""
     if settings.DP_TRAIN_PROCESSES <= 1:
         return train_dp
-    from functools import partial
-
-    from inference.dp.distributed import Ranks, train_dp_ranks
+    from inference.dp.distributed import Ranks, train_dp_ranks  # Opacus' DPDDP: only for a run over ranks
 
     return partial(train_dp_ranks, ranks=Ranks(processes=settings.DP_TRAIN_PROCESSES,
                                                backend=settings.DP_TRAIN_BACKEND))

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
 from governance.audit import audit_append
+from governance.audit_actions import AuditAction
 from governance.keys import kek_rotate
 from governance.models import DataKey
 
@@ -16,7 +17,7 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: Any) -> None:
         with tqdm(total=DataKey.objects.count(), unit="key", desc="re-wrapping") as bar:
             version, count = kek_rotate(progress=bar.update)
-        audit_append(action="keys.rotated", actor_id=None, subject="keyring",
+        audit_append(action=AuditAction.KEYS_ROTATED, actor_id=None, subject="keyring",
                      object_ref=f"kek:{version}", details={"rewrapped": count})
         self.stdout.write(
             self.style.SUCCESS(f"KEK version {version} is current; re-wrapped {count} data keys.")

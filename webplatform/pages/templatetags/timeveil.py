@@ -8,6 +8,11 @@ from typing import Any
 from django import template
 from django.utils import timezone
 
+from governance import clock
+from webplatform.accounts.access import is_compliance_officer
+from webplatform.jobs.models import JobFailure
+from webplatform.photos.models import DueReason
+
 register = template.Library()
 
 
@@ -54,8 +59,6 @@ def until(value: Any) -> str:
     moment = _as_datetime(value)
     if moment is None:
         return ""
-    from governance import clock
-
     return countdown((moment - clock.now()).total_seconds())
 
 
@@ -75,16 +78,12 @@ def pairs(details: Any) -> list[tuple[str, str]]:
 @register.filter
 def due_reason(code: Any) -> str:
     """Why an object is due for deletion, in words ('its owner deleted it')."""
-    from webplatform.photos.models import DueReason
-
     return str(DueReason(code).label) if code in DueReason.values else str(code or "")
 
 
 @register.filter
 def is_officer(user: Any) -> bool:
     """Whether the navigation shows the officer console."""
-    from webplatform.accounts.access import is_compliance_officer
-
     return is_compliance_officer(user)
 
 
@@ -109,6 +108,4 @@ def index(values: Any, i: int) -> Any:
 @register.filter
 def failure_text(code: Any) -> str:
     """A job's failure code in words ('no face found', 'key destroyed'); the codes are JobFailure's."""
-    from webplatform.jobs.models import JobFailure
-
     return "no face found" if code == JobFailure.NO_FACE else str(code).replace("_", " ")

@@ -9,6 +9,8 @@ import torch
 from django.core.management.base import BaseCommand, CommandParser
 
 from governance.audit import audit_append
+from governance.audit_actions import AuditAction
+from inference.generator.train import build_base_model
 from webplatform.models_registry import model_registry
 
 
@@ -28,15 +30,13 @@ class Command(BaseCommand):
         parser.add_argument("--no-promote", action="store_true")
 
     def handle(self, *args: object, **options: Any) -> None:
-        from inference.generator.train import build_base_model
-
         torch.set_num_threads(int(options["threads"]))
         registry = model_registry()
         result = build_base_model(registry.root, preset=options["preset"], steps=options["steps"],
                                   estimator_steps=options["estimator_steps"], seed=options["seed"],
                                   identities=options["identities"], data_dir=options["data_dir"],
                                   promote=not options["no_promote"], progress=True)
-        audit_append(action="model.trained", actor_id=None, subject="model",
+        audit_append(action=AuditAction.MODEL_TRAINED, actor_id=None, subject="model",
                      object_ref=f"model:{result['generator']}",
                      details={"dp": False, "data": "synthetic" if not options["data_dir"] else "folder"})
         self.stdout.write(json.dumps(result, indent=2, default=str))

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('governance', '0013_appends_audit_pending'),
+        ('governance', '0016_scale_audit_subject_action_index'),
     ]
 
     operations = [

@@ -59,6 +59,6 @@ def fill(apps, schema_editor):
 
 class Migration(migrations.Migration):
 
-    dependencies = [("governance", "0014_rdp_filter_sums")]
+    dependencies = [("governance", "0017_dp_filter_sums")]
 
     operations = [migrations.RunPython(fill, migrations.RunPython.noop)]

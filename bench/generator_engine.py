@@ -1,7 +1,12 @@
-"""Inference benchmark: faces/s and latency per batch size and device path, the engine under load, CUDA MFU.
+"""The learned generator's speed: faces/s and latency per batch size and device path, its batching engine
+under load, CUDA MFU.
 
-    python bench/inference.py --preset small          # CPU: fp32 eager
-    python bench/inference.py --preset base           # on a GPU also fp32, bf16, bf16 + torch.compile
+    python bench/generator_engine.py --preset small   # CPU: fp32 eager
+    python bench/generator_engine.py --preset base    # on a GPU also fp32, bf16, bf16 + torch.compile
+
+The generator (inference/generator/) is trained only; it does not serve. Jobs run the aging layers
+(inference/serving/, OpenCV and numpy on the CPU), which bench/quality.py times. This measures what serving
+the generator would cost if a trained one ever beats those layers (docs/aging.md).
 
 Prints tables; not a test. Speed does not depend on the weights, so a freshly initialised model is measured.
 """
@@ -18,9 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-# This file shares its name with the package it measures: put the repository root first so that
-# `import inference` finds the package, not this script.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for `import inference`
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
