@@ -1,8 +1,9 @@
 """How old a real face looks: Cydral's CC0 dlib age network (ONNX) on a dlib-style 64x64 chip from the mesh.
 
-The generator is conditioned on this reading of the person's current age. It is never a training loss and
-never picks among outputs: a few painted lines move it years, and a model trained against it would learn
-to fool it instead of aging the face.
+Every job's aging layers start from this reading of the person's current age (transform.transform_photo),
+and the trained-only generator is conditioned on it. It is never a training loss and never picks among
+outputs: a few painted lines move it years, and a model trained against it would learn to fool it instead
+of aging the face.
 """
 
 from __future__ import annotations
