@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
+from django.db.models.functions import TruncDate
 
 from governance import clock
 from governance.audit import AuditEntry, audit_append, audit_append_many
@@ -177,6 +178,20 @@ def _ciphertext_delete(model: type[StoredObject], obj: StoredObject) -> str | No
                                                last_deletion_error=obj.last_deletion_error)
         return obj.last_deletion_error
     return None
+
+
+def overdue_by_deadline_day(*, now: datetime) -> dict[date, int]:
+    """Objects held past their retention deadline, counted by that deadline's day (the officer's backlog).
+
+    Only deadlines: an object its owner deleted, or withdrew consent for, is due at once and is not overdue.
+    """
+    counts: dict[date, int] = {}
+    for model in HELD_MODELS:
+        rows = (expired(model, now=now).filter(due_reason=DueReason.DEADLINE)
+                .order_by().annotate(day=TruncDate("expires_at")).values("day").annotate(n=Count("pk")))
+        for row in rows:
+            counts[row["day"]] = counts.get(row["day"], 0) + row["n"]
+    return counts
 
 
 def retention_backlog(*, now: datetime | None = None, limit: int = 100) -> list[dict]:
