@@ -8,8 +8,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db.models import Count
-from django.db.models.functions import TruncDate
 
 from governance import clock
 from governance.audit_actions import AuditAction
@@ -17,11 +15,12 @@ from governance.audit_rollups import rollup_counts
 from governance.consent import PROCESSING, TRAINING
 from governance.erasure_requests import erasure_status
 from governance.models import ErasureRequest, Lineage, PolicyVersion, RunStatus, TrainingRun
-from webplatform.jobs.models import TransformationResult
-from webplatform.photos.models import DueReason, Photo
+from webplatform.lifecycle.report import CONSENT_EVENTS
+from webplatform.lifecycle.retention import overdue_by_deadline_day
 from webplatform.training.ledger import filter_totals
 
 from .charts import Chart, Series, bar_chart, line_chart
+from .context import hours
 
 # What each purpose means, in words a user reads before choosing (the policy text is the binding version).
 PURPOSE_COPY: dict[str, dict[str, str]] = {
@@ -48,8 +47,7 @@ def purpose_copy(slug: str) -> dict[str, str]:
     copy = PURPOSE_COPY.get(slug, {"title": slug.replace("_", " ").capitalize(), "meaning": "",
                                    "withdraw": "Data used only for this purpose is deleted."})
     # The periods come from the settings, so the words never promise another period than the one enforced.
-    hours = round(settings.RETENTION_ORIGINAL.total_seconds() / 3600)
-    return {key: text.format(original_hours=hours) for key, text in copy.items()}
+    return {key: text.format(original_hours=hours(settings.RETENTION_ORIGINAL)) for key, text in copy.items()}
 
 
 def policy_diff(policy: PolicyVersion) -> list[dict[str, str]] | None:
@@ -87,6 +85,8 @@ def _label(day: date) -> str:
 
 def consent_chart(history: list[dict[str, Any]]) -> dict[str, Any]:
     """Grants and withdrawals per day (all purposes), from the compliance report's consent history."""
+    granted = CONSENT_EVENTS[AuditAction.CONSENT_GRANTED]  # the report's words for the two events
+    withdrawn = CONSENT_EVENTS[AuditAction.CONSENT_WITHDRAWN]
     per_day: dict[tuple[date, str], int] = {}
     for row in history:
         key = (date.fromisoformat(row["day"]), row["event"])
@@ -96,9 +96,9 @@ def consent_chart(history: list[dict[str, Any]]) -> dict[str, Any]:
     chart = Chart("consent-chart", "Consent grants and withdrawals per day",
                   "Number of consent grants and of withdrawals recorded each day, all purposes together.",
                   [_label(d) for d in days],
-                  [Series("granted", [per_day.get((d, "granted"), 0) for d in days],
+                  [Series("granted", [per_day.get((d, granted), 0) for d in days],
                           links=[_audit_link(AuditAction.CONSENT_GRANTED, d) for d in days]),
-                   Series("withdrawn", [per_day.get((d, "withdrawn"), 0) for d in days],
+                   Series("withdrawn", [per_day.get((d, withdrawn), 0) for d in days],
                           links=[_audit_link(AuditAction.CONSENT_WITHDRAWN, d) for d in days])],
                   y_label="records")
     return {"svg": bar_chart(chart), "chart": chart}
@@ -120,11 +120,7 @@ def retention_chart() -> dict[str, Any]:
     deleted = rollup_counts("at", actions=actions, since=window_start)
     deadlines = _summed(rollup_counts("deadline", actions=actions))
     gone = _summed(rollup_counts("gone", actions=actions))
-    held = _by_day((row["day"].isoformat(), row["n"]) for model in (Photo, TransformationResult)
-                   # Only deadlines: an object its owner deleted, or withdrew consent for, is not the backlog.
-                   for row in model.objects.filter(expires_at__lte=now, due_reason=DueReason.DEADLINE)
-                   .annotate(day=TruncDate("expires_at"))
-                   .values("day").annotate(n=Count("pk")))
+    held = overdue_by_deadline_day(now=now)
 
     def upto(counts: dict[date, int], day: date) -> int:
         return sum(n for d, n in counts.items() if d <= day)
@@ -157,18 +153,6 @@ def _summed(counts: dict[tuple[date, str], int]) -> dict[date, int]:
     for (day, _), n in counts.items():
         out[day] = out.get(day, 0) + n
     return out
-
-
-def _by_day(rows: Any) -> dict[date, int]:
-    """(ISO day text, count) rows as a dict by date; text that is no date is skipped."""
-    counts: dict[date, int] = {}
-    for text, n in rows:
-        try:
-            day = date.fromisoformat(str(text))
-        except ValueError:
-            continue
-        counts[day] = counts.get(day, 0) + n
-    return counts
 
 
 def erasure_chart() -> dict[str, Any]:
