@@ -18,6 +18,10 @@ class JobStatus(models.TextChoices):
     FAILED = "failed"
 
 
+# A job its owner still waits on: in the queue or on a worker (the photo page follows these).
+UNFINISHED: tuple[JobStatus, ...] = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
 class JobFailure(StrEnum):
     """Why a job failed: the machine code kept in TransformationJob.error and shown by the API."""
 

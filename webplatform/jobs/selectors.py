@@ -8,7 +8,7 @@ from django.db.models import Q
 
 from governance import clock
 
-from .models import JobStatus, TransformationJob
+from .models import UNFINISHED, JobStatus, TransformationJob
 
 
 def jobs_ahead(job: TransformationJob) -> int | None:
@@ -19,7 +19,7 @@ def jobs_ahead(job: TransformationJob) -> int | None:
     if job.published_at is not None:  # in the broker's queue (dispatch.py): behind what was published before
         earlier = Q(status=JobStatus.QUEUED, published_at__lt=job.published_at)
         return TransformationJob.objects.filter(Q(status=JobStatus.RUNNING) | earlier).count()
-    return TransformationJob.objects.filter(status__in=(JobStatus.QUEUED, JobStatus.RUNNING),
+    return TransformationJob.objects.filter(status__in=UNFINISHED,
                                             created_at__lt=job.created_at).count()
 
 

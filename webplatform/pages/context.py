@@ -10,9 +10,11 @@ from django.http import HttpRequest
 
 
 def retention(request: HttpRequest) -> dict[str, Any]:
-    return {"retention": {"original_hours": _hours(settings.RETENTION_ORIGINAL),
-                          "result_hours": _hours(settings.RETENTION_RESULT)}}
+    return {"retention": {"original_hours": hours(settings.RETENTION_ORIGINAL),
+                          "result_hours": hours(settings.RETENTION_RESULT),
+                          "training_days": settings.RETENTION_TRAINING.days}}
 
 
-def _hours(period: timedelta) -> int:
+def hours(period: timedelta) -> int:
+    """A retention period in whole hours, as every page words it."""
     return round(period.total_seconds() / 3600)

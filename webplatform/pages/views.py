@@ -33,7 +33,7 @@ from webplatform.accounts.access import is_compliance_officer, user_id
 from webplatform.accounts.recovery import VERIFY, account_mail_queue
 from webplatform.accounts.services import user_register
 from webplatform.api.throttling import signup_page_wait
-from webplatform.jobs.models import JobFailure, JobStatus
+from webplatform.jobs.models import UNFINISHED, JobFailure
 from webplatform.jobs.selectors import job_result_available, jobs_of_photo
 from webplatform.jobs.services import job_create, job_for_owner, job_result_content
 from webplatform.lifecycle import consequences
@@ -164,7 +164,7 @@ def photo(request: HttpRequest, photo_id: uuid.UUID) -> HttpResponse:
     compare = asked if asked and job_result_available(asked) else \
         next((j for j in jobs if job_result_available(j)), None)
     # A job still in the queue (a real worker, or the no-script form): the page's script follows it.
-    pending = asked if asked and asked.status in (JobStatus.QUEUED, JobStatus.RUNNING) else None
+    pending = asked if asked and asked.status in UNFINISHED else None
     face_box = getattr(item, "face_box", None)
     box = None
     if face_box and len(face_box) == 4 and item.width and item.height:
@@ -318,8 +318,6 @@ def consent_change_page(request: HttpRequest, purpose: str) -> HttpResponse:
             "consequences": None if granted else consequences.consequences_of_withdrawal(user_id=uid,
                                                                                         purpose_slug=purpose),
             "photos": photos_trainable(owner_id=uid) if granted and purpose == TRAINING else [],
-            "training_days": settings.RETENTION_TRAINING.days,
-            "original_hours": int(settings.RETENTION_ORIGINAL.total_seconds() // 3600),
         })
     try:
         consent_change(user_id=uid, purpose_slug=purpose, granted=granted,
