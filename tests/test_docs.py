@@ -19,9 +19,11 @@ def test_every_environment_variable_settings_reads_is_documented_in_the_readme()
 def test_every_worker_command_the_docs_show_listens_on_a_queue_tasks_are_routed_to():
     queues = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
     queues.add(settings.CELERY_TASK_DEFAULT_QUEUE)
-    docs = [ROOT / "README.md", ROOT / "Dockerfile", *sorted((ROOT / "docs").glob("*.md"))]
+    docs = [ROOT / "README.md", ROOT / "Dockerfile", ROOT / "Procfile", *sorted((ROOT / "docs").glob("*.md")),
+            *sorted((ROOT / "deploy").rglob("*.service"))]
     shown = {doc.name: set(re.findall(r"worker -Q (\w+)", doc.read_text())) for doc in docs}
     assert len(shown["README.md"]) >= 3  # the pattern still matches how the README starts workers
+    assert shown["Procfile"] == queues  # and the Procfile's, which also runs one of each
     # A worker started as the docs say takes work: no command names a queue nothing is routed to
     assert {name: sorted(q - queues) for name, q in shown.items() if q - queues} == {}
     # and the README starts a worker for every queue
