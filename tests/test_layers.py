@@ -185,6 +185,13 @@ def test_inference_rooms_import_downward_only(room):
     assert {f: sorted(r - below) for f, r in imports.items() if r - below} == {}
 
 
+def test_every_inference_module_sits_in_a_room():
+    # A module beside the rooms (inference/x.py, inference/other/) would escape the checks above
+    outside = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "inference").rglob("*.py"))
+               if p.relative_to(ROOT / "inference").parts[0] not in (*INFERENCE_ROOMS, "__init__.py")]
+    assert outside == []
+
+
 def test_the_serving_path_loads_nothing_of_training(tmp_path):
     # What a job imports, in a fresh interpreter: no module of generator/ or dp/, and no Opacus.
     code = ("import sys, inference.serving.transform as t; "
