@@ -69,6 +69,12 @@ def _derive(label: bytes) -> bytes:
         return _derived[(root, label)]
 
 
+def image_digest_key() -> bytes:
+    """The key of training photos' perceptual-hash digests (governance.training): in the keyring, never in
+    the database beside them, so a stored digest cannot be matched against a guessed image without it."""
+    return _derive(b"timeveil/training/image-digest/v1")
+
+
 def chain_key() -> bytes:
     """The key that authenticates each link of the chain (distinct from pseudonyms and checkpoints)."""
     return _derive(b"timeveil/audit/chain/v2")

@@ -15,6 +15,7 @@ from .audit_actions import AuditAction
 from .errors import NotFound
 from .keys import data_key_destroy
 from .models import ErasureRequest, ErasureStatus
+from .training import training_digests_erase
 
 
 def _receipt_hash(receipt: str) -> str:
@@ -35,6 +36,7 @@ def erasure_accept(*, user_id: int) -> tuple[ErasureRequest, str]:
             requested_at=now, deadline=now + settings.ERASURE_DEADLINE,
         )
         data_key_destroy(user_id=user_id)
+        training_digests_erase(user_id=user_id)  # a later copy of their photo is no longer linked to them
         audit_append(action=AuditAction.ERASURE_ACCEPTED, actor_id=user_id, subject_id=user_id,
                      object_ref=f"erasure:{request.public_id}",
                      details={"deadline": request.deadline.isoformat()})

@@ -260,6 +260,19 @@ class SubjectLedger(models.Model):
     rdp = models.JSONField()  # one number per order; None for an infinite one
 
 
+class TrainingDigest(models.Model):
+    """One keyed part of a counted training photo's perceptual hash (inference.serving.phash): HMAC under a
+    key derived from the keyring, never the hash. Two photos sharing a part are one image to the ledger.
+    Goes with the photo, and with the person on erasure or withdrawal of training consent."""
+
+    subject = models.CharField(max_length=64, db_index=True)  # pseudonym of the photo's owner
+    photo_id = models.UUIDField(db_index=True)
+    digest = models.CharField(max_length=64, db_index=True)  # hex HMAC-SHA256 of (part index, part bits)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["photo_id", "digest"], name="training_digest_once")]
+
+
 class PrivacyAudit(models.Model):
     """One run of `manage.py audit_privacy` against a version of the DP code; promotion needs a passed one."""
 

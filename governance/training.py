@@ -11,6 +11,7 @@ converts a sum to (epsilon, delta) is passed in by the caller (`Accountant`): go
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import uuid
@@ -23,7 +24,7 @@ from django.conf import settings
 from django.db import transaction
 
 from . import clock
-from .audit import audit_append, pseudonym
+from .audit import audit_append, image_digest_key, pseudonym
 from .audit_actions import AuditAction
 from .consent import TRAINING
 from .errors import BudgetExceeded, CohortTooSmall, Conflict, InvalidInput
@@ -35,6 +36,7 @@ from .models import (
     PrivacyAudit,
     RunStatus,
     SubjectLedger,
+    TrainingDigest,
     TrainingRun,
 )
 
@@ -65,6 +67,61 @@ class ManifestItem:
     photo_id: uuid.UUID
     consent_record_id: uuid.UUID
     content_sha256: str = ""  # of the decrypted image, for de-duplication across accounts; never stored
+    digests: tuple[str, ...] = ()  # keyed parts of its perceptual hash (image_digests); () if too flat
+
+
+def image_digests(parts: Sequence[bytes]) -> tuple[str, ...]:
+    """The keyed digest of each part of a perceptual hash (inference.serving.phash.hash_blocks): HMAC-SHA256
+    of (part index, part bits) under a key from the keyring. Only these are stored, never the hash."""
+    key = image_digest_key()
+    return tuple(hmac.new(key, bytes([k]) + part, hashlib.sha256).hexdigest() for k, part in enumerate(parts))
+
+
+def _digests_store(items: Sequence[ManifestItem]) -> None:
+    """Keep the digests of these counted photos (under the ledger lock, as their owners are charged): a
+    later copy of the image in another account is then matched to this account's spend."""
+    TrainingDigest.objects.bulk_create(
+        [TrainingDigest(subject=pseudonym(i.user_id), photo_id=i.photo_id, digest=d)
+         for i in items for d in i.digests], ignore_conflicts=True)
+
+
+def training_digests_erase(*, user_id: int | None = None, photo_ids: Sequence[uuid.UUID] = ()) -> int:
+    """Forget the digests of a person (erasure, withdrawal of training consent) or of these photos (deleted):
+    a later copy of the image is no longer linked to that spend."""
+    erased = 0
+    if user_id is not None:
+        erased += TrainingDigest.objects.filter(subject=pseudonym(user_id)).delete()[0]
+    if photo_ids:
+        erased += TrainingDigest.objects.filter(photo_id__in=list(photo_ids)).delete()[0]
+    return erased
+
+
+def duplicate_images(items: Sequence[ManifestItem]) -> bool:
+    """Whether two of these photos are one image: the same pixels, or a perceptual-hash part in common."""
+    hashes = [i.content_sha256 for i in items if i.content_sha256]
+    digests = [d for i in items for d in set(i.digests)]
+    return len(set(hashes)) != len(hashes) or len(set(digests)) != len(digests)
+
+
+def image_sums(items: Sequence[ManifestItem], sums: dict[str, Curve],
+               accountant: Accountant) -> dict[str, Curve]:
+    """For each item's subject, its own RDP sums plus those of every other account holding a stored digest
+    in common with its photo: together they bound what the image has released so far (each run that used a
+    copy charged one of those accounts), so the filter checks the image, not only the account.
+
+    Direct matches only, not their closure: a chain of false matches cannot join the whole population.
+    A false match only makes the check stricter (a larger sum): it costs budget, never privacy.
+    """
+    own = {pseudonym(i.user_id): i for i in items}
+    wanted = {d for i in items for d in i.digests}
+    holders: dict[str, set[str]] = {}
+    rows = TrainingDigest.objects.filter(digest__in=list(wanted)).values_list("subject", "digest")
+    for subject, digest in rows:
+        holders.setdefault(digest, set()).add(subject)
+    others = {s: set().union(*(holders.get(d, set()) for d in i.digests)) - {s} for s, i in own.items()}
+    stored = subject_sums(sorted(set().union(*others.values()) - set(sums)), accountant) if others else {}
+    stored.update(sums)
+    return {s: curve_add(sums[s], *(stored[o] for o in sorted(others[s]))) for s in own}
 
 
 class Accountant(Protocol):
@@ -202,12 +259,16 @@ def _filter_epsilons(sums: dict[str, Curve], accountant: Accountant) -> dict[str
     return {s: by_curve[tuple(c)] for s, c in sums.items()}
 
 
-def users_with_budget(user_ids: list[int], accountant: Accountant) -> set[int]:
+def users_with_budget(user_ids: list[int], accountant: Accountant,
+                      items: Sequence[ManifestItem] = ()) -> set[int]:
     """Those of these users whose filter stays within DP_USER_EPSILON_CAP after one more noisy count:
-    counting them is itself a release, charged even if the run is then refused."""
+    counting them is itself a release, charged even if the run is then refused. With their `items`, the
+    filter checked is their image's (image_sums: with the accounts holding a copy of it)."""
     by_subject = {pseudonym(u): u for u in user_ids}
     count = accountant.release_rdp(settings.DP_COUNT_NOISE, 1.0, 1)
-    sums = {s: curve_add(c, count) for s, c in subject_sums(list(by_subject), accountant).items()}
+    held = subject_sums(list(by_subject), accountant)
+    held.update(image_sums([i for i in items if i.user_id in set(user_ids)], held, accountant))
+    sums = {s: curve_add(c, count) for s, c in held.items()}
     spent = _filter_epsilons(sums, accountant)
     return {u for s, u in by_subject.items() if spent[s] <= settings.DP_USER_EPSILON_CAP}
 
@@ -268,8 +329,11 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
         _check_consents(items)
         by_subject = {pseudonym(i.user_id): i for i in items}
         sums = subject_sums(list(by_subject), ledger)
+        # Checked on the image (this account and those holding a copy), shown per account
+        image = _filter_epsilons(
+            {s: curve_add(c, this_run) for s, c in image_sums(items, sums, ledger).items()}, ledger)
+        over = {s for s, e in image.items() if e > settings.DP_USER_EPSILON_CAP + 1e-9}
         after = _filter_epsilons({s: curve_add(c, this_run) for s, c in sums.items()}, ledger)
-        over = {s for s, e in after.items() if e > settings.DP_USER_EPSILON_CAP + 1e-9}
         if len(over) == len(by_subject):
             raise BudgetExceeded(
                 f"This run would take every participant past the per-account cap "
@@ -284,6 +348,7 @@ def run_reserve(*, lineage_name: str, items: list[ManifestItem], epsilon: float,
             accountant=accountant, epsilon_reserved=epsilon, parent_version=parent_version,
             rdp=curve_dump(this_run), lineage_epsilon_after=total)
         _charge({s: sums[s] for s in by_subject if s not in over}, this_run)
+        _digests_store(items)
         # Each person's filter epsilon with this run, computed above under the lock: stored, read by pages
         ManifestEntry.objects.bulk_create([ManifestEntry(run=run, epsilon_after=after[e["subject"]], **e)
                                            for e in entries])
@@ -326,6 +391,7 @@ def _record_count_charge(*, lineage: Lineage, items: list[ManifestItem], sums: d
     entries = _entries(items)
     count = ledger.release_rdp(count_noise, 1.0, 1)
     after = _filter_epsilons(_charge(sums, count), ledger)
+    _digests_store(items)
     now = clock.now()
     # The count's own epsilon at the run's delta, as the run's row states a release (the filter is above)
     epsilon = ledger.epsilon(count, delta)
@@ -355,9 +421,9 @@ def _check_consents(items: list[ManifestItem]) -> None:
     users = [i.user_id for i in items]
     if len(set(users)) != len(users):
         raise Conflict("A manifest may hold at most one photo per user.")
-    hashes = [i.content_sha256 for i in items if i.content_sha256]
-    if len(set(hashes)) != len(hashes):
-        raise Conflict("A manifest may hold an exact pixel copy only once, whichever account uploaded it.")
+    if duplicate_images(items):
+        raise Conflict("A manifest may hold an image only once (an exact or a near copy: one perceptual-hash "
+                       "part in common), whichever account uploaded it.")
     stale = [i.user_id for i in items if active.get(i.user_id) != i.consent_record_id]
     if stale:
         raise Conflict("Training consent changed while the manifest was built; build it again.",

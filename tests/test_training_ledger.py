@@ -174,8 +174,8 @@ def test_the_privacy_report_composes_every_run_that_held_the_person_and_states_t
     assert report["prv_epsilon"] <= report["total_epsilon"]
     # And the words claim no more than is proven: the unit is an account's photo, not a person; (epsilon,
     # delta) is not "except with probability delta"; the cap checks the filter, and PRV is an estimate
-    assert "one account's photo, not you as a person" in report["unit"]
-    assert "exact pixel copy" in report["unit"] and report["unit"] in report["explanation"]
+    assert "one account's photo with its near copies, not you as a person" in report["unit"]
+    assert "cropped or edited copy" in report["unit"] and report["unit"] in report["explanation"]
     assert "except with probability" not in report["explanation"]
     assert "Rényi filter" in report["explanation"] and "does not yet" not in report["explanation"]
     assert "not what the cap checks" in report["explanation"]

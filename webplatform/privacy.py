@@ -11,11 +11,15 @@ from governance.audit import pseudonym
 from governance.training import subject_running_epsilon, subject_sums
 from webplatform.training.ledger import filter_totals, ledger_accountant, prv_estimate
 
-UNIT = ("What Timeveil protects is one account's photo, not you as a person: a run uses at most one photo "
-        "per account and never a photo showing more than one face, and an exact pixel copy held by several "
-        "accounts enters a run once. A re-saved, cropped or edited copy of the same picture, or different "
-        "photos of you in several accounts, count as different people: each is charged and capped on its "
-        "own, and your real loss can be the composition of them all.")
+UNIT = ("What Timeveil protects is one account's photo with its near copies, not you as a person: a run "
+        "uses at most one photo per account and never a photo showing more than one face, and a picture held "
+        "by several accounts (the same pixels, or a near copy such as a re-saved JPEG or a slightly resized "
+        "one, recognised by a keyed fingerprint) enters a run once, and its cap counts what every copy has "
+        "spent while the copies are kept (a copy deleted, withdrawn from training or erased is no longer "
+        "counted). "
+        "A cropped or edited copy, or different photos of you in several accounts, count as different "
+        "people: each is charged and capped on its own, and your real loss can be the composition of them "
+        "all.")
 
 
 def privacy_report(user_id: int, *, prv: bool = False) -> dict[str, Any]:

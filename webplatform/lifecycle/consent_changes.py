@@ -19,6 +19,7 @@ from governance.audit_actions import AuditAction
 from governance.consent import PROCESSING, TRAINING, consent_is_active, consent_require, consent_set
 from governance.errors import NotFound, Unprocessable
 from governance.models import ConsentRecord
+from governance.training import training_digests_erase
 from webplatform.jobs.models import JobFailure, JobStatus, TransformationJob, TransformationResult
 from webplatform.photos.models import DueReason, Photo
 from webplatform.photos.selectors import photo_is_trainable
@@ -121,6 +122,7 @@ def processing_withdrawn(*, user_id: int) -> None:
 def training_withdrawn(*, user_id: int) -> None:
     """Copies held only for training fall back to the original's deadline (so may be due now)."""
     now = clock.now()
+    training_digests_erase(user_id=user_id)  # the link to their spend goes with the training basis
     due = {p.pk for p in photos_due_on_training_withdrawal(user_id=user_id, now=now)}
     for photo in Photo.objects.filter(owner_id=user_id, kept_for_training=True):
         photo.kept_for_training = False

@@ -14,6 +14,7 @@ from django.db.models.functions import TruncDate
 from governance import clock
 from governance.audit import AuditEntry, audit_append, audit_append_many
 from governance.audit_actions import AuditAction
+from governance.training import training_digests_erase
 from webplatform import metrics
 from webplatform.encrypted_store import StorageUnavailable, object_delete, object_modified, object_names
 from webplatform.jobs.models import TransformationResult
@@ -151,6 +152,8 @@ def objects_purge(model: type[StoredObject], batch: list[StoredObject], *, skip:
             purged.gone.append(obj)
     TransformationResult.objects.filter(pk__in=[r.pk for r in purged.dependents]).delete()
     model.objects.filter(pk__in=[o.pk for o in purged.gone]).delete()
+    if model is Photo:  # a deleted photo's perceptual-hash digests go with it
+        training_digests_erase(photo_ids=[o.pk for o in purged.gone])
     return purged
 
 

@@ -1,11 +1,13 @@
 """A DP training run end to end: eligible set → noisy count and plan → budget reservation → DP fine-tune →
 version.
 
-The privacy unit is an account's photo: one photo per account, none showing more than one face, and an exact
-pixel copy held by several accounts enters a run once (a re-encoded copy, or one person's other accounts, do
-not: docs/training.md). What leaves a run (model, card, API rows) is either DP-accounted or public:
-the participant count is released with Gaussian noise and the plan is made from that noisy count, so the
-sample rate, steps and delta it fixes reveal nothing further; losses and batch statistics are not kept.
+The privacy unit is an account's photo with its near copies: one photo per account, none showing more than
+one face, and an image held by several accounts (the same pixels, or a perceptual-hash match: a re-encode,
+a mild resize) enters a run once and is capped as one across accounts and runs; a crop, or one person's
+other photos, are not matched (docs/training.md). What leaves a run (model, card, API rows) is either
+DP-accounted or public: the participant count is released with Gaussian noise and the plan is made from
+that noisy count, so the sample rate, steps and delta it fixes reveal nothing further; losses and batch
+statistics are not kept.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from governance.models import PrivacyAudit, RunStatus, TrainingRun
 from governance.training import (
     ManifestItem,
     count_release_charge,
+    image_digests,
     ledger_lock,
     privacy_audit_record,
     run_ancestry,
@@ -51,6 +54,7 @@ from inference.generator.registry import SHIPPED, ModelRegistry, RegistryError
 from inference.generator.teacher import TEACHER_OFFSETS, teacher_pairs
 from inference.serving.apparent_age import estimate_age
 from inference.serving.faces import NoFaceFound, find_face
+from inference.serving.phash import hash_blocks, perceptual_hash
 from webplatform.encrypted_store import object_get
 from webplatform.heartbeat import heartbeat
 from webplatform.models_registry import model_registry
@@ -59,9 +63,11 @@ from webplatform.taskqueue import TRAINING, publish
 
 from .ledger import ancestry_epsilon, ancestry_filter_epsilon, ledger_accountant
 
-PRIVACY_UNIT = ("one account's photo: at most one photo per account, no photo showing more than one face, "
-                "and an exact pixel copy held by several accounts used once per run; a re-encoded or edited "
-                "copy, or one person's different photos in several accounts, count as different people")
+PRIVACY_UNIT = ("one account's photo with its near copies: at most one photo per account, no photo showing "
+                "more than one face, and an image held by several accounts (the same pixels, or a "
+                "perceptual-hash match such as a re-encode or a mild resize) used once per run and capped as "
+                "one across runs; a cropped or edited copy, or one person's different photos in several "
+                "accounts, count as different people")
 
 
 @dataclass(frozen=True)
@@ -91,9 +97,15 @@ class RunPlan:
     accountant: str
 
 
-def _content_sha256(photo: Photo) -> str | None:
-    """SHA-256 of the decoded pixels; None if unreadable. It matches the same pixels in another container
-    or with other metadata, never a JPEG re-encoding (its pixels shift) nor a cropped or edited copy."""
+@dataclass(frozen=True)
+class Fingerprint:
+    sha256: str  # of the decoded pixels: the same pixels in another container or with other metadata
+    digests: tuple[str, ...]  # keyed parts of the perceptual hash: a re-encode, a flipped bit, a mild resize
+
+
+def _fingerprint(photo: Photo) -> Fingerprint | None:
+    """What identifies a photo's image across accounts, from its decrypted pixels; None if unreadable.
+    Neither matches a crop or a real edit; an image too flat to hash perceptually has no digests."""
     try:
         data = object_get(owner_id=photo.owner_id, kind=Photo.KIND, object_id=photo.id,
                           name=photo.storage_name)
@@ -105,7 +117,9 @@ def _content_sha256(photo: Photo) -> str | None:
         return None
     finally:
         del data
-    return hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()
+    bits = perceptual_hash(pixels)
+    return Fingerprint(sha256=hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest(),
+                       digests=image_digests(hash_blocks(bits)) if bits is not None else ())
 
 
 def eligible_items() -> list[ManifestItem]:
@@ -114,11 +128,12 @@ def eligible_items() -> list[ManifestItem]:
     Per account: only the photo its owner chose to keep for training, within retention; an account that
     chose none is left out (the consent's words: "one photo of yours, which you choose"). A photo counted
     with more than one face at upload is refused (another face is somebody else's data). Each photo is
-    decrypted in memory to hash its pixels; an image already taken from another account is dropped.
+    decrypted in memory to hash its pixels and its perceptual hash; an image already taken from another
+    account (the same pixels or a hash part in common) is dropped.
     """
     now = clock.now()
     items: list[ManifestItem] = []
-    seen: set[str] = set()
+    seen: set[str] = set()  # pixel hashes and perceptual-hash digests already taken
     candidates = training_candidates()
     # Whose budget is spent: the Rényi filter reading the ledger, never their data
     with_budget = users_with_budget([c.user_id for c in candidates], ledger_accountant())
@@ -129,12 +144,13 @@ def eligible_items() -> list[ManifestItem]:
                                      kept_for_training=True).first()
         if photo is None or (photo.face_count or 0) > 1:  # None: not counted at upload; _load_faces checks
             continue  # the chosen photo shows somebody else too: refused, not swapped for another photo
-        digest = _content_sha256(photo)
-        if digest is None or digest in seen:
+        found = _fingerprint(photo)
+        if found is None or found.sha256 in seen or seen.intersection(found.digests):
             continue
-        seen.add(digest)
+        seen.update((found.sha256, *found.digests))
         items.append(ManifestItem(user_id=candidate.user_id, photo_id=photo.id,
-                                  consent_record_id=candidate.consent_record_id, content_sha256=digest))
+                                  consent_record_id=candidate.consent_record_id, content_sha256=found.sha256,
+                                  digests=found.digests))
     return items
 
 
@@ -212,7 +228,8 @@ def training_run_create(request: RunRequest) -> TrainingRun:
         ledger_lock(lineage)
         # Under the lock, the filter admits the count for each person before it is drawn: two attempts at
         # once cannot both release a count for somebody whom only one more fits.
-        with_budget = users_with_budget([i.user_id for i in items], ledger_accountant())
+        # Checked on each image: with the spend of other accounts holding a copy of it (stored digests)
+        with_budget = users_with_budget([i.user_id for i in items], ledger_accountant(), items)
         items = [i for i in items if i.user_id in with_budget]
         if not items:  # says only that nobody at all is eligible (docs/training.md: what remains)
             raise InvalidInput("No eligible photos: nobody with training consent has a photo within "
