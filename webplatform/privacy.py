@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 
 from governance.audit import pseudonym
+from governance.models import RunStatus, TrainingRun
 from governance.training import subject_running_epsilon, subject_sums
 from webplatform.training.ledger import filter_totals, ledger_accountant, prv_estimate
 
@@ -70,15 +71,28 @@ def privacy_report(user_id: int, *, prv: bool = False) -> dict[str, Any]:
         "unit": UNIT,
         "explanation": (
             f"{len(runs)} training run(s) used one of your photos. Differential privacy bounds what the "
-            f"resulting models can reveal about that photo: with epsilon {total:.2f} and delta "
-            f"{delta:.1e}, for any conclusion an observer could draw from them, its probability is at "
-            f"most {_factor(total)} times what it would have been had your photo never been used, plus "
-            f"{delta:.1e}. Lower is more private. That epsilon is a Rényi filter's (Feldman and Zrnic "
-            f"2021), which holds although each run's settings follow noisy counts and who joins follows "
-            f"the ledger. A run that would take it past {cap:g} leaves your photo out, charging you only "
-            f"the noisy count of participants that included you. {estimate}{UNIT}"
+            f"resulting models can reveal about that photo, and the bound we prove is the cap: with "
+            f"epsilon {cap:g} and delta {delta:.1e}, for any conclusion an observer could draw from every "
+            f"model ever trained, its probability is at most {_factor(cap)} times what it would have been "
+            f"had your photo never been used, plus {delta:.1e}. A Rényi filter (Feldman and Zrnic 2021) "
+            f"enforces it, and holds although each run's settings follow noisy counts and who joins follows "
+            f"the ledger: a run that would take the filter's count past {cap:g} leaves your photo out, "
+            f"charging you only the noisy count of participants that included you. So far the filter has "
+            f"counted {total:.2f} of it; lower is more private. That running figure is the filter's "
+            f"account, not a proven bound by itself. {estimate}{UNIT}"
         ),
     }
+
+
+def privacy_spent_and_reserved(user_id: int, total: float) -> tuple[list[TrainingRun], float, float]:
+    """The user's runs, and their filter total split into what settled runs spent and what runs still in
+    progress (reserved or running) add to it: they count in the total already, and the filter's figures do
+    not add up run by run, so the settled part is the filter's figure over the settled runs alone."""
+    runs = [r for r, _ in subject_running_epsilon(user_id)]
+    settled = [r for r in runs if r.status not in (RunStatus.RESERVED, RunStatus.RUNNING)]
+    spent = total if len(settled) == len(runs) else (
+        filter_totals(settled, settings.DP_DELTA)[-1] if settled else 0.0)
+    return runs, spent, max(total - spent, 0.0)
 
 
 def _factor(epsilon: float) -> str:

@@ -27,8 +27,7 @@ from governance.consent import (
 )
 from governance.erasure_requests import erasure_by_receipt, erasure_status
 from governance.errors import ConsentRequired, InvalidInput, NotFound, TimeveilError
-from governance.models import ConsentRecord, PolicyVersion, Purpose, RunStatus
-from governance.training import subject_running_epsilon
+from governance.models import ConsentRecord, PolicyVersion, Purpose
 from webplatform.accounts.access import is_compliance_officer, user_id
 from webplatform.accounts.recovery import VERIFY, account_mail_queue
 from webplatform.accounts.services import user_register
@@ -50,8 +49,7 @@ from webplatform.photos.services import (
     photo_library_shown,
 )
 from webplatform.photos.thumbnails import thumbnail_jpeg
-from webplatform.privacy import privacy_report
-from webplatform.training.ledger import filter_totals
+from webplatform.privacy import privacy_report, privacy_spent_and_reserved
 
 from . import selectors
 from .charts import gauge
@@ -378,14 +376,7 @@ def privacy(request: HttpRequest) -> HttpResponse:
     uid = user_id(request)
     report = privacy_report(uid, prv=request.GET.get("estimate") == "prv")
     cap = float(report.get("epsilon_cap", settings.DP_EPSILON_CAP))
-    total = float(report["total_epsilon"])
-    # Runs still in progress count in the total already (as reserved): the gauge shows them apart, as the
-    # filter's figure without them and what they add to it (the filter's figures do not add up run by run).
-    runs = [r for r, _ in subject_running_epsilon(uid)]
-    settled = [r for r in runs if r.status not in (RunStatus.RESERVED, RunStatus.RUNNING)]
-    spent = total if len(settled) == len(runs) else (
-        filter_totals(settled, settings.DP_DELTA)[-1] if settled else 0.0)
-    reserved = max(total - spent, 0.0)
+    runs, spent, reserved = privacy_spent_and_reserved(uid, float(report["total_epsilon"]))
     return render(request, "privacy.html", {
         "privacy": report, "cap": cap,
         "gauge": gauge(spent=spent, reserved=reserved, cap=cap, label="Your epsilon"),
