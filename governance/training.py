@@ -212,6 +212,22 @@ def lineage_committed_epsilon(lineage: Lineage, accountant: Accountant) -> float
     return accountant.epsilon(_lineage_rdp(runs, accountant), lineage.delta) if runs else 0.0
 
 
+def lineage_totals(lineage: Lineage, accountant: Accountant) -> dict[uuid.UUID, float]:
+    """The lineage's filter epsilon after each of its model runs, by run: the totals stored at reservation,
+    or, for a row written without the ledger, the same set reservation composes (the lineage's runs so far
+    with the ancestry of every model they fine-tuned) under the filter."""
+    own = list(lineage.runs.exclude(status=RunStatus.REFUSED).order_by("created_at", "pk"))
+    totals: dict[uuid.UUID, float] = {}
+    for i, run in enumerate(own):
+        if run.lineage_epsilon_after is not None:
+            totals[run.pk] = run.lineage_epsilon_after
+            continue
+        parents = sorted({r.parent_version for r in own[:i + 1]})
+        chain = {r.pk: r for p in parents for r in run_ancestry(p)} | {r.pk: r for r in own[:i + 1]}
+        totals[run.pk] = accountant.epsilon(_lineage_rdp(list(chain.values()), accountant), lineage.delta)
+    return totals
+
+
 def _lineage_rdp(runs: list[TrainingRun], accountant: Accountant, extra: Curve | None = None) -> Curve:
     curves = [run_rdp(r, accountant) for r in runs] + ([extra] if extra is not None else [])
     return curve_add(*curves) if curves else []

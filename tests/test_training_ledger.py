@@ -24,6 +24,7 @@ from governance.training import (
     ManifestItem,
     curve_load,
     lineage_committed_epsilon,
+    lineage_totals,
     run_finish,
     run_reserve,
     run_start,
@@ -33,8 +34,9 @@ from governance.training import (
 from inference import dp
 from tests.lifecycle_support import photo_make
 from webplatform.lifecycle.report import compliance_report
+from webplatform.pages.selectors import budget_chart
 from webplatform.photos.models import Photo
-from webplatform.privacy import privacy_report
+from webplatform.privacy import privacy_report, privacy_spent_and_reserved
 from webplatform.training import ledger as training_ledger
 from webplatform.training.ledger import ancestry_epsilon, ledger_accountant, run_history
 from webplatform.training.services import (
@@ -381,6 +383,44 @@ def test_reservation_and_compliance_report_compose_the_same_ancestries(people, s
     officer_view = {row["lineage"]: row for row in compliance_report()["training"]["lineages"]}
     assert officer_view["b"]["epsilon_committed"] == pytest.approx(committed)
 
+
+
+def test_the_budget_chart_reads_the_ledgers_lineage_totals_ancestry_included_even_unstored(people, settings):
+    # Given lineage b, whose first run fine-tuned a-dp-1, then a parent-less second run
+    people(2)
+    items = eligible_items()
+    a = finish(reserve(items, noise=3.0, lineage="a"), version="a-dp-1")
+    b1 = finish(reserve(items, noise=6.0, lineage="b", parent="a-dp-1"), version="b-dp-1")
+    b2 = reserve(items, noise=6.0, lineage="b")
+    stored = {r.pk: r.lineage_epsilon_after for r in (b1, b2)}
+    assert stored == {b1.pk: pytest.approx(filtered(a, b1)), b2.pk: pytest.approx(filtered(a, b1, b2))}
+    # When the stored totals are gone (rows written without the ledger), the ledger composes the same set
+    TrainingRun.objects.update(lineage_epsilon_after=None)
+    lineage_b = b1.lineage
+    assert lineage_totals(lineage_b, ledger_accountant()) == {k: pytest.approx(v) for k, v in stored.items()}
+    # And the officer's budget chart draws those figures, the ancestry of a-dp-1 included
+    chart = budget_chart()["chart"]
+    drawn = next(series.values for series in chart.series if series.name == "b")
+    assert drawn[-2:] == [round(stored[b1.pk], 3), round(stored[b2.pk], 3)]
+
+
+def test_the_gauge_splits_the_filter_total_into_settled_and_in_progress_runs(people):
+    # Given a finished run, then one still reserved
+    first, _ = people(2)
+    everyone = eligible_items()
+    a = finish(reserve(everyone, noise=3.0))
+    b = reserve(everyone, noise=1.0)
+    total = privacy_report(first.pk)["total_epsilon"]
+    # Then the settled part is the filter over the finished run alone; the reserved run adds the rest
+    runs, spent, reserved = privacy_spent_and_reserved(first.pk, total)
+    assert [r.pk for r in runs] == [a.pk, b.pk]
+    assert spent == pytest.approx(filtered(a)) and spent + reserved == pytest.approx(filtered(a, b))
+    page = Client()
+    page.force_login(first.user)
+    assert f'<strong id="spent">{filtered(a):.2f}' in page.get("/privacy").content.decode()
+    # And once it finishes, all of it is spent
+    finish(b)
+    assert privacy_spent_and_reserved(first.pk, total)[1:] == (pytest.approx(filtered(a, b)), 0.0)
 
 def test_the_released_count_carries_gaussian_noise_of_the_configured_scale(settings):
     settings.DP_COUNT_NOISE = 10.0

@@ -87,13 +87,22 @@ def privacy_report(user_id: int, *, prv: bool = False) -> dict[str, Any]:
 def privacy_spent_and_reserved(user_id: int, total: float) -> tuple[list[TrainingRun], float, float]:
     """The user's runs, and their filter total split into what settled runs spent and what runs still in
     progress (reserved or running) add to it: they count in the total already, and the filter's figures do
-    not add up run by run, so the settled part is the filter's figure over the settled runs alone."""
-    runs = [r for r, _ in subject_running_epsilon(user_id)]
-    settled = [r for r in runs if r.status not in (RunStatus.RESERVED, RunStatus.RUNNING)]
-    spent = total if len(settled) == len(runs) else (
-        filter_totals(settled, settings.DP_DELTA)[-1] if settled else 0.0)
+    not add up run by run, so the settled part is the filter's figure over the settled runs alone: the
+    stored total after the last settled run when every run in progress came after it, else composed."""
+    held = subject_running_epsilon(user_id)
+    runs = [r for r, _ in held]
+    in_progress = [r.status in (RunStatus.RESERVED, RunStatus.RUNNING) for r in runs]
+    if not any(in_progress):
+        return runs, total, 0.0
+    settled = [r for r, busy in zip(runs, in_progress, strict=True) if not busy]
+    first_busy = in_progress.index(True)
+    if not settled:
+        spent = 0.0
+    elif not any(not busy for busy in in_progress[first_busy:]) and held[first_busy - 1][1] is not None:
+        spent = float(held[first_busy - 1][1] or 0.0)
+    else:
+        spent = filter_totals(settled, settings.DP_DELTA)[-1]
     return runs, spent, max(total - spent, 0.0)
-
 
 def _factor(epsilon: float) -> str:
     return f"{math.exp(epsilon):.1f}" if epsilon < 20 else "a very large number of"

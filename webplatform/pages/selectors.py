@@ -14,10 +14,11 @@ from governance.audit_actions import AuditAction
 from governance.audit_rollups import rollup_counts
 from governance.consent import PROCESSING, TRAINING
 from governance.erasure_requests import erasure_status
-from governance.models import ErasureRequest, Lineage, PolicyVersion, RunStatus, TrainingRun
+from governance.models import ErasureRequest, Lineage, PolicyVersion, TrainingRun
+from governance.training import lineage_totals
 from webplatform.lifecycle.report import CONSENT_EVENTS
 from webplatform.lifecycle.retention import overdue_by_deadline_day
-from webplatform.training.ledger import filter_totals
+from webplatform.training.ledger import ledger_accountant
 
 from .charts import Chart, Series, bar_chart, line_chart
 from .context import hours
@@ -180,15 +181,7 @@ def budget_chart() -> dict[str, Any]:
     runs = list(TrainingRun.objects.select_related("lineage").order_by("created_at"))
     values: dict[int, list[float]] = {}
     for lineage in lineages:
-        own = [r for r in runs if r.lineage_id == lineage.pk]
-        # the lineage's filter totals stored at each reservation; computed here only for rows written
-        # without the ledger (its own runs, prefix by prefix)
-        model_runs = [r for r in own if r.status != RunStatus.REFUSED]
-        if all(r.lineage_epsilon_after is not None for r in model_runs):
-            totals = {r.pk: round(float(r.lineage_epsilon_after or 0.0), 3) for r in model_runs}
-        else:
-            totals = {r.pk: round(t, 3) for r, t in zip(model_runs, filter_totals(model_runs, lineage.delta),
-                                                         strict=True)}
+        totals = {pk: round(t, 3) for pk, t in lineage_totals(lineage, ledger_accountant()).items()}
         current, values[lineage.pk] = 0.0, []
         for run in runs:  # carry the lineage's total across other lineages' runs
             current = totals.get(run.pk, current)
