@@ -417,7 +417,9 @@ def test_the_gauge_splits_the_filter_total_into_settled_and_in_progress_runs(peo
     assert spent == pytest.approx(filtered(a)) and spent + reserved == pytest.approx(filtered(a, b))
     page = Client()
     page.force_login(first.user)
-    assert f'<strong id="spent">{filtered(a):.2f}' in page.get("/privacy").content.decode()
+    html = page.get("/privacy").content.decode()
+    assert f'<strong id="spent">{filtered(a):.2f}' in html
+    assert html.count("keyed fingerprint") == 1  # the unit is said once, in the budget card, not twice
     # And once it finishes, all of it is spent
     finish(b)
     assert privacy_spent_and_reserved(first.pk, total)[1:] == (pytest.approx(filtered(a, b)), 0.0)

@@ -33,7 +33,7 @@ def privacy_report(user_id: int, *, prv: bool = False) -> dict[str, Any]:
     if not runs:
         return {"runs": [], "total_epsilon": 0.0, "total_delta": 0.0, "filter_epsilon": 0.0,
                 "filter_order": None, "prv_epsilon": 0.0, "prv_delta": 0.0, "epsilon_cap": cap,
-                "unit": UNIT,
+                "unit": UNIT, "summary": "No training run has used your data. Your privacy loss is zero.",
                 "explanation": f"No training run has used your data. Your privacy loss is zero. {UNIT}"}
     # total_after: the filter's epsilon after that run, stored when it was reserved (computed for rows
     # written without the ledger). Every run counts in full whatever its status: a reserved or failed one too.
@@ -59,6 +59,17 @@ def privacy_report(user_id: int, *, prv: bool = False) -> dict[str, Any]:
                     f"{settings.DP_PRV_ESTIMATE_MAX_RUNS} runs. ")
     else:
         estimate = ""
+    summary = (
+        f"{len(runs)} training run(s) used one of your photos. Differential privacy bounds what the "
+        f"resulting models can reveal about that photo, and the bound we prove is the cap: with "
+        f"epsilon {cap:g} and delta {delta:.1e}, for any conclusion an observer could draw from every "
+        f"model ever trained, its probability is at most {_factor(cap)} times what it would have been "
+        f"had your photo never been used, plus {delta:.1e}. A Rényi filter (Feldman and Zrnic 2021) "
+        f"enforces it, and holds although each run's settings follow noisy counts and who joins follows "
+        f"the ledger: a run that would take the filter's count past {cap:g} leaves your photo out, "
+        f"charging you only the noisy count of participants that included you. So far the filter has "
+        f"counted {total:.2f} of it; lower is more private. That running figure is the filter's "
+        f"account, not a proven bound by itself.")
     return {
         "runs": rows,
         "total_epsilon": total,  # the Rényi filter's: what the cap checks
@@ -69,18 +80,8 @@ def privacy_report(user_id: int, *, prv: bool = False) -> dict[str, Any]:
         "prv_delta": prv_delta,
         "epsilon_cap": cap,
         "unit": UNIT,
-        "explanation": (
-            f"{len(runs)} training run(s) used one of your photos. Differential privacy bounds what the "
-            f"resulting models can reveal about that photo, and the bound we prove is the cap: with "
-            f"epsilon {cap:g} and delta {delta:.1e}, for any conclusion an observer could draw from every "
-            f"model ever trained, its probability is at most {_factor(cap)} times what it would have been "
-            f"had your photo never been used, plus {delta:.1e}. A Rényi filter (Feldman and Zrnic 2021) "
-            f"enforces it, and holds although each run's settings follow noisy counts and who joins follows "
-            f"the ledger: a run that would take the filter's count past {cap:g} leaves your photo out, "
-            f"charging you only the noisy count of participants that included you. So far the filter has "
-            f"counted {total:.2f} of it; lower is more private. That running figure is the filter's "
-            f"account, not a proven bound by itself. {estimate}{UNIT}"
-        ),
+        "summary": summary,  # the explanation without the estimate and the unit, which pages show apart
+        "explanation": f"{summary} {estimate}{UNIT}",
     }
 
 
