@@ -368,9 +368,12 @@ def test_officer_filters_the_audit_trail_downloads_csv_verifies_and_reads_charts
     # At 390 px the runs table scrolls sideways: a keyboard reaches it and scrolls it (axe's finding, 18.8)
     page.set_viewport_size({"width": 390, "height": 844})
     region = page.get_by_role("region", name="Training runs, newest first")
+    # the new width laid out first, then the key's scroll
+    page.wait_for_function("r => r.scrollWidth > r.clientWidth", arg=region.element_handle())
     region.focus()
     page.keyboard.press("ArrowRight")
-    assert region.evaluate("r => r.scrollWidth > r.clientWidth && r.scrollLeft > 0")
+    # The key's scroll lands in a later frame (a loaded full run read scrollLeft 0 straight after the press)
+    page.wait_for_function("r => r.scrollLeft > 0", arg=region.element_handle(), timeout=5000)
     page.set_viewport_size({"width": 1280, "height": 900})
 
     p.go("/no-such-page")
