@@ -36,7 +36,7 @@ from tests.lifecycle_support import photo_make
 from webplatform.lifecycle.report import compliance_report
 from webplatform.pages.selectors import budget_chart
 from webplatform.photos.models import Photo
-from webplatform.privacy import privacy_report, privacy_spent_and_reserved
+from webplatform.privacy import privacy_page, privacy_report
 from webplatform.training import ledger as training_ledger
 from webplatform.training.ledger import ancestry_epsilon, ledger_accountant, run_history
 from webplatform.training.services import (
@@ -410,9 +410,9 @@ def test_the_gauge_splits_the_filter_total_into_settled_and_in_progress_runs(peo
     everyone = eligible_items()
     a = finish(reserve(everyone, noise=3.0))
     b = reserve(everyone, noise=1.0)
-    total = privacy_report(first.pk)["total_epsilon"]
     # Then the settled part is the filter over the finished run alone; the reserved run adds the rest
-    runs, spent, reserved = privacy_spent_and_reserved(first.pk, total)
+    report, runs, spent, reserved = privacy_page(first.pk)
+    assert report == privacy_report(first.pk)
     assert [r.pk for r in runs] == [a.pk, b.pk]
     assert spent == pytest.approx(filtered(a)) and spent + reserved == pytest.approx(filtered(a, b))
     page = Client()
@@ -422,7 +422,7 @@ def test_the_gauge_splits_the_filter_total_into_settled_and_in_progress_runs(peo
     assert html.count("keyed fingerprint") == 1  # the unit is said once, in the budget card, not twice
     # And once it finishes, all of it is spent
     finish(b)
-    assert privacy_spent_and_reserved(first.pk, total)[1:] == (pytest.approx(filtered(a, b)), 0.0)
+    assert privacy_page(first.pk)[2:] == (pytest.approx(filtered(a, b)), 0.0)
 
 def test_the_released_count_carries_gaussian_noise_of_the_configured_scale(settings):
     settings.DP_COUNT_NOISE = 10.0

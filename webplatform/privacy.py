@@ -23,11 +23,27 @@ UNIT = ("What Timeveil protects is one account's photo with its near copies, not
         "all.")
 
 
+Held = list[tuple[TrainingRun, float | None]]  # a person's runs, each with the stored filter total after it
+
+
 def privacy_report(user_id: int, *, prv: bool = False) -> dict[str, Any]:
     """Runs whose manifests held the user, epsilon and delta each, and all of them under the Rényi filter
     the cap checks; with `prv`, PRV's estimate for runs planned in advance beside it (composed on each
     request, so only when asked, and only for at most DP_PRV_ESTIMATE_MAX_RUNS runs)."""
+    return _report(user_id, subject_running_epsilon(user_id), prv=prv)
+
+
+def privacy_page(user_id: int, *, prv: bool = False
+                 ) -> tuple[dict[str, Any], list[TrainingRun], float, float]:
+    """What the privacy page shows, from one read of the ledger: the report, the runs, and the total split
+    into what settled runs spent and what runs in progress reserve (_spent_and_reserved)."""
     held = subject_running_epsilon(user_id)
+    report = _report(user_id, held, prv=prv)
+    spent, reserved = _spent_and_reserved(held, float(report["total_epsilon"]))
+    return report, [run for run, _ in held], spent, reserved
+
+
+def _report(user_id: int, held: Held, *, prv: bool) -> dict[str, Any]:
     runs = [run for run, _ in held]
     cap, delta = settings.DP_USER_EPSILON_CAP, settings.DP_DELTA
     if not runs:
@@ -85,16 +101,15 @@ def privacy_report(user_id: int, *, prv: bool = False) -> dict[str, Any]:
     }
 
 
-def privacy_spent_and_reserved(user_id: int, total: float) -> tuple[list[TrainingRun], float, float]:
-    """The user's runs, and their filter total split into what settled runs spent and what runs still in
-    progress (reserved or running) add to it: they count in the total already, and the filter's figures do
-    not add up run by run, so the settled part is the filter's figure over the settled runs alone: the
-    stored total after the last settled run when every run in progress came after it, else composed."""
-    held = subject_running_epsilon(user_id)
+def _spent_and_reserved(held: Held, total: float) -> tuple[float, float]:
+    """The filter total split into what settled runs spent and what runs still in progress (reserved or
+    running) add to it: they count in the total already, and the filter's figures do not add up run by
+    run, so the settled part is the filter's figure over the settled runs alone: the stored total after the
+    last settled run when every run in progress came after it, else composed."""
     runs = [r for r, _ in held]
     in_progress = [r.status in (RunStatus.RESERVED, RunStatus.RUNNING) for r in runs]
     if not any(in_progress):
-        return runs, total, 0.0
+        return total, 0.0
     settled = [r for r, busy in zip(runs, in_progress, strict=True) if not busy]
     first_busy = in_progress.index(True)
     if not settled:
@@ -103,7 +118,8 @@ def privacy_spent_and_reserved(user_id: int, total: float) -> tuple[list[Trainin
         spent = float(held[first_busy - 1][1] or 0.0)
     else:
         spent = filter_totals(settled, settings.DP_DELTA)[-1]
-    return runs, spent, max(total - spent, 0.0)
+    return spent, max(total - spent, 0.0)
+
 
 def _factor(epsilon: float) -> str:
     return f"{math.exp(epsilon):.1f}" if epsilon < 20 else "a very large number of"

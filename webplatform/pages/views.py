@@ -49,7 +49,7 @@ from webplatform.photos.services import (
     photo_library_shown,
 )
 from webplatform.photos.thumbnails import thumbnail_jpeg
-from webplatform.privacy import privacy_report, privacy_spent_and_reserved
+from webplatform.privacy import privacy_page
 
 from . import selectors
 from .charts import gauge
@@ -374,9 +374,8 @@ def receipt_download(request: HttpRequest, receipt_id: uuid.UUID) -> HttpRespons
 def privacy(request: HttpRequest) -> HttpResponse:
     """The user's privacy loss: a gauge against the cap, a chart over runs, the runs, in plain words."""
     uid = user_id(request)
-    report = privacy_report(uid, prv=request.GET.get("estimate") == "prv")
+    report, runs, spent, reserved = privacy_page(uid, prv=request.GET.get("estimate") == "prv")
     cap = float(report.get("epsilon_cap", settings.DP_EPSILON_CAP))
-    runs, spent, reserved = privacy_spent_and_reserved(uid, float(report["total_epsilon"]))
     return render(request, "privacy.html", {
         "privacy": report, "cap": cap,
         "gauge": gauge(spent=spent, reserved=reserved, cap=cap, label="Your epsilon"),
